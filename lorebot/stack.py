@@ -1,0 +1,259 @@
+"""Running the local stack: an embedded redis-server, workers, beat and the bot, supervised.
+
+``lorebot up`` builds a :class:`Stack` and blocks; ``lorebot demo`` starts one, asks two
+questions and stops it. Children are separate processes (``lorebot worker`` etc.), so a
+crash in one is seen, logged and restarted, and Ctrl-C / SIGTERM stops them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lorebot import assets
+from lorebot.errors import ServiceUnavailableError
+from lorebot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def redis_ping(url: str, timeout: float = 2.0) -> bool:
+    """True when a Redis server answers PING at `url`."""
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def require_redis(settings: Settings) -> None:
+    """Raise a one-line error naming the setting when Redis cannot be reached."""
+    url = settings.redis.effective_url
+    if redis_ping(url):
+        return
+    if settings.redis.embedded:
+        raise ServiceUnavailableError(
+            f"the embedded Redis ({url}) is not running",
+            fix="start the stack with `lorebot up`, or set LOREBOT_REDIS__URL to a running Redis",
+        )
+    raise ServiceUnavailableError(
+        f"cannot reach Redis at {url}", fix="check LOREBOT_REDIS__URL and that the server is running"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_command(binary: Path, port: int, data_dir: Path) -> list[str]:
+    """redis-server arguments: loopback only, AOF on (fsync every second), no eviction."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        str(binary),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--maxmemory-policy", "noeviction",
+        "--daemonize", "no",
+        "--protected-mode", "yes",
+    ]
+
+
+class RedisServer:
+    """A redis-server child process; used by the stack and by the tests."""
+
+    def __init__(self, port: int, data_dir: Path, binary: Path | None = None) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        self.binary = binary or assets.redis_server_binary()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        log_path = self.data_dir / "redis.log"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise ServiceUnavailableError(
+                    f"port {self.port} is already in use", fix="stop what listens there or set LOREBOT_REDIS__EMBEDDED_PORT"
+                )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                redis_command(self.binary, self.port, self.data_dir), stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                raise ServiceUnavailableError(
+                    f"redis-server exited at start: {tail[0]}", fix=f"see {log_path}; is port {self.port} taken?"
+                )
+            if redis_ping(self.url, timeout=0.5):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ServiceUnavailableError(f"redis-server did not answer on port {self.port}", fix=f"see {log_path}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()  # SIGTERM: redis flushes the AOF and exits
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+def lorebot_argv(*args: str) -> list[str]:
+    """argv that runs a lorebot subcommand with this interpreter."""
+    return [sys.executable, "-m", "lorebot", *args]
+
+
+class Stack:
+    """Starts and supervises the local services; stops them all on exit."""
+
+    max_restarts_per_min = 5
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_file: Path | None = None,
+        worker: bool = True,
+        beat: bool = True,
+        bot: bool | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis: RedisServer | None = None
+        self.children: list[Child] = []
+        self.log_dir = log_dir or settings.run_dir
+        env = dict(os.environ)
+        env["LOREBOT_DATA_DIR"] = str(settings.data_dir)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        if config_file is not None:
+            env["LOREBOT_CONFIG"] = str(config_file)
+        if settings.redis.embedded:
+            env["LOREBOT_REDIS__URL"] = settings.redis.effective_url
+        if worker:
+            self.children.append(Child("worker", lorebot_argv("worker", "--queues", "answer,ingest"), env))
+        if beat:
+            self.children.append(Child("beat", lorebot_argv("beat"), env))
+        if bot is None:
+            bot = settings.slack.configured
+        if bot:
+            self.children.append(Child("bot", lorebot_argv("bot"), env))
+
+    def start(self) -> "Stack":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.redis.embedded:
+            url = self.settings.redis.effective_url
+            if redis_ping(url):
+                log.info("embedded Redis already running at %s; reusing it", url)
+            else:
+                self.redis = RedisServer(self.settings.redis.embedded_port, self.settings.data_dir / "redis").start()
+                log.info("started redis-server at %s (AOF in %s)", url, self.redis.data_dir)
+        else:
+            require_redis(self.settings)
+        for child in self.children:
+            self._spawn(child)
+        return self
+
+    def _spawn(self, child: Child) -> None:
+        out = open(self.log_dir / f"{child.name}.log", "ab")
+        # A new session: Ctrl-C in the terminal reaches only us, and we stop children in order.
+        child.proc = subprocess.Popen(child.argv, env=child.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        log.info("started %s (pid %d), log %s", child.name, child.proc.pid, self.log_dir / f"{child.name}.log")
+
+    def poll(self) -> None:
+        """Restart children that died; give up on one that keeps crashing."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is None or child.proc.poll() is None:
+                continue
+            child.restarts = [t for t in child.restarts if now - t < 60]
+            code = child.proc.returncode
+            if len(child.restarts) >= self.max_restarts_per_min:
+                raise ServiceUnavailableError(
+                    f"{child.name} keeps exiting (last code {code})",
+                    fix=f"see {self.log_dir / (child.name + '.log')}",
+                )
+            log.warning("%s exited with code %s; restarting", child.name, code)
+            child.restarts.append(now)
+            self._spawn(child)
+
+    def run_forever(self) -> None:
+        stop = {"flag": False}
+
+        def _stop(signum, frame):  # noqa: ARG001
+            stop["flag"] = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        try:
+            while not stop["flag"]:
+                self.poll()
+                time.sleep(0.5)
+        finally:
+            self.stop()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Warm shutdown: SIGTERM to every child (workers finish their task), then Redis."""
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", child.name)
+                os.killpg(child.proc.pid, signal.SIGKILL)
+                child.proc.wait()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

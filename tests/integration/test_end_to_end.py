@@ -1,0 +1,78 @@
+"""A real question, end to end: real redis-server, real `lorebot worker` subprocess,
+the real SmolLM2 model and MiniLM embeddings, over an index of the sample handbook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lorebot.types import Question
+
+pytestmark = pytest.mark.integration
+
+QA = json.loads((Path(__file__).parent.parent / "fixtures" / "sample_qa.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def worker(sample_data_dir, redis_server, tmp_path_factory):
+    from tests.conftest import WorkerProcess
+
+    w = WorkerProcess(sample_data_dir, redis_server.url, tmp_path_factory.mktemp("wlog") / "worker.log")
+    yield w.wait_ready()
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+def ask(worker, sample_data_dir, redis_server):
+    from lorebot.cli import submit_question
+    from tests.conftest import make_settings
+
+    s = make_settings(sample_data_dir, redis_server.url)
+
+    def _ask(text: str, **kw):
+        return submit_question(s, Question(text=text, **kw), timeout=120)
+
+    return _ask
+
+
+@pytest.mark.parametrize("case", QA["answerable"][:4], ids=lambda c: c["source"])
+def test_answer_cites_the_one_right_document_and_states_the_fact(ask, case):
+    answer = ask(case["question"])
+    assert not answer.abstained, answer.answer
+    assert answer.citations, "an answer must carry citations"
+    assert Path(answer.citations[0].source).name == case["source"], [c.source for c in answer.citations]
+    assert any(fact.lower() in answer.answer.lower() for fact in case["key_facts"]), answer.answer
+    assert answer.index_version
+    assert answer.timings_ms["generate"] > 0 and answer.timings_ms["retrieve"] > 0
+
+
+def test_question_outside_the_handbook_is_refused_with_nearest_sources(ask):
+    answer = ask(QA["unanswerable"][0]["question"] if isinstance(QA["unanswerable"][0], dict) else QA["unanswerable"][0])
+    assert answer.abstained
+    assert all(not c.cited for c in answer.citations)
+
+
+def test_collection_filter_reaches_the_worker(ask):
+    answer = ask(QA["answerable"][0]["question"], collections=["no-such-collection"])
+    assert answer.abstained
+    assert answer.citations == []
+
+
+def test_cli_ask_json_shape(worker, sample_data_dir, redis_server):
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    out = subprocess.run(
+        [sys.executable, "-m", "lorebot", "ask", "--json", QA["answerable"][0]["question"]],
+        env=child_env(sample_data_dir, redis_server.url), capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert set(payload) >= {"question", "answer", "citations", "index_version", "adapter", "timings_ms"}
+    assert set(payload["timings_ms"]) >= {"retrieve", "generate", "total"}
+    first = payload["citations"][0]
+    assert set(first) >= {"source", "title", "chunk_id", "score", "text"}

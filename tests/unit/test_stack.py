@@ -1,0 +1,42 @@
+"""The embedded redis-server: starts with AOF on, persists across a restart, errors clearly."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorebot.errors import ServiceUnavailableError
+from lorebot.stack import RedisServer, free_port, redis_ping, require_redis
+from tests.conftest import make_settings
+
+
+def test_embedded_redis_persists_with_aof(tmp_path):
+    import redis
+
+    port = free_port()
+    with RedisServer(port, tmp_path) as server:
+        r = redis.Redis.from_url(server.url)
+        assert r.config_get("appendonly")["appendonly"] == "yes"
+        assert r.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        r.set("k", "v")
+        r.close()
+    assert not redis_ping(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+    with RedisServer(port, tmp_path) as server:
+        assert redis.Redis.from_url(server.url).get("k") == b"v"
+
+
+def test_port_in_use_gives_a_one_line_error(tmp_path):
+    with RedisServer(free_port(), tmp_path / "a") as first:
+        with pytest.raises(ServiceUnavailableError) as info:
+            RedisServer(first.port, tmp_path / "b").start(timeout=5)
+        assert "\n" not in info.value.message
+
+
+def test_require_redis_names_the_setting(tmp_path):
+    s = make_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(ServiceUnavailableError) as info:
+        require_redis(s)
+    assert "LOREBOT_REDIS__URL" in info.value.fix
+    embedded = make_settings(tmp_path, None, redis={"embedded_port": free_port()})
+    with pytest.raises(ServiceUnavailableError) as info:
+        require_redis(embedded)
+    assert "lorebot up" in info.value.fix

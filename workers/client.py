@@ -1,0 +1,66 @@
+"""Task and queue names, and the thin client both the bot and the CLI use to submit work.
+
+Names are constants so that a process can ``send_task`` by name without importing any
+model, index or parsing code (the bot must not).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+QUEUE_ANSWER = "answer"
+QUEUE_INGEST = "ingest"
+QUEUE_TRAIN = "train"
+ALL_QUEUES = (QUEUE_ANSWER, QUEUE_INGEST, QUEUE_TRAIN)
+
+TASK_ANSWER = "lorebot.answer"
+TASK_REINDEX = "lorebot.reindex"
+TASK_REFRESH = "lorebot.refresh"
+TASK_PING = "lorebot.ping"
+TASK_STATUS = "lorebot.status"
+
+TASK_QUEUES = {
+    TASK_ANSWER: QUEUE_ANSWER,
+    TASK_PING: QUEUE_ANSWER,
+    TASK_STATUS: QUEUE_ANSWER,
+    TASK_REINDEX: QUEUE_INGEST,
+    TASK_REFRESH: QUEUE_TRAIN,
+}
+
+
+def celery_config(redis_url: str) -> dict[str, Any]:
+    """Celery configuration shared by producers and workers.
+
+    Late acks + reject-on-worker-lost: a worker killed mid-task leaves the message in
+    Redis to be redelivered, so no question is lost. The visibility timeout is longer
+    than any task (training included) so a long task is not delivered twice.
+    """
+    return {
+        "broker_url": redis_url,
+        "result_backend": redis_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "result_expires": 24 * 3600,
+        "broker_transport_options": {"visibility_timeout": 6 * 3600},
+        "result_backend_transport_options": {"visibility_timeout": 6 * 3600},
+        "broker_connection_retry_on_startup": True,
+        "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+        "task_default_queue": QUEUE_ANSWER,
+        "worker_hijack_root_logger": False,
+        "broker_connection_timeout": 4,
+        "redis_socket_connect_timeout": 4,
+    }
+
+
+def make_client(redis_url: str):
+    """A Celery app that can only submit tasks by name (no task code imported)."""
+    from celery import Celery
+
+    app = Celery("lorebot-client")
+    app.conf.update(celery_config(redis_url))
+    return app

@@ -1,0 +1,120 @@
+"""What one worker process holds: the index reader, the embedder and the model, loaded once.
+
+Between tasks the runtime compares the index pointer (and the promoted adapter) with
+what it serves and reloads when they moved, so a re-index or a promotion reaches a
+running worker without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from lorebot import assets
+from lorebot.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ingest.store import IndexReader
+    from slm.generator import Generator
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Index + model for one process. Not shared between processes; one task at a time."""
+
+    def __init__(self, settings: Settings, generator: "Generator | None" = None) -> None:
+        self.settings = settings
+        self._generator = generator
+        self._embedder = None
+        self._index: IndexReader | None = None
+        self._lock = threading.Lock()
+
+    # -- model --------------------------------------------------------------
+    @property
+    def generator(self) -> "Generator":
+        if self._generator is None:
+            from slm.generator import LlamaGenerator
+
+            adapter_path, adapter_version = self._current_adapter()
+            self._generator = LlamaGenerator(
+                assets.answer_model_path(self.settings.model.path),
+                n_threads=self.settings.threads_per_process(),
+                n_ctx=self.settings.model.n_ctx,
+                seed=self.settings.model.seed,
+                temperature=self.settings.model.temperature,
+                lora_path=adapter_path,
+                adapter=adapter_version,
+            )
+            log.info(
+                "model loaded threads=%d adapter=%s",
+                self.settings.threads_per_process(),
+                adapter_version,
+            )
+        return self._generator
+
+    def _current_adapter(self):
+        """The promoted adapter (path, version), or (None, None) for the base model."""
+        try:
+            from slm.registry import current_adapter  # present once the refresh lands
+        except ImportError:
+            return None, None
+        found = current_adapter(self.settings)
+        return (found.path, found.version) if found else (None, None)
+
+    # -- index --------------------------------------------------------------
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from ingest.embed import Embedder
+
+            self._embedder = Embedder(
+                self.settings.index.embedding_model,
+                batch_size=self.settings.index.embed_batch_size,
+                threads=self.settings.threads_per_process(),
+            )
+        return self._embedder
+
+    def index(self) -> "IndexReader":
+        """The current index version, reopened when the pointer moved since last task."""
+        from ingest.store import current_version, open_index
+
+        with self._lock:
+            latest = current_version(self.settings)
+            if self._index is not None and latest == self._index.version:
+                return self._index
+            fresh = open_index(self.settings, embedder=self.embedder)
+            old, self._index = self._index, fresh
+            if old is not None:
+                log.info("index hot-reloaded %s -> %s", old.version, fresh.version)
+                old.close()
+            else:
+                log.info("index loaded version=%s", fresh.version)
+            return fresh
+
+    def refresh_adapter(self) -> None:
+        """Switch to a newly promoted adapter between tasks (reload the model)."""
+        if self._generator is None:
+            return
+        _, version = self._current_adapter()
+        if version != getattr(self._generator, "adapter", None):
+            log.info("adapter change %s -> %s: reloading model", self._generator.adapter, version)
+            self._generator = None
+
+
+_RUNTIME: Runtime | None = None
+
+
+def get_runtime(settings: Settings) -> Runtime:
+    """The process-wide runtime (created on first use in each worker process)."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        _RUNTIME = Runtime(settings)
+    return _RUNTIME
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Install a runtime (tests hand in one with a fake generator)."""
+    global _RUNTIME
+    _RUNTIME = runtime

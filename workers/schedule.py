@@ -1,0 +1,34 @@
+"""Celery beat's schedule, built from settings (cron in local time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.schedules import crontab
+
+from lorebot.errors import ConfigError
+from lorebot.settings import Settings
+from workers import client
+
+
+def parse_cron(expr: str) -> crontab:
+    """A 5-field cron expression as a Celery crontab; ConfigError when malformed."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ConfigError(f"training.schedule {expr!r} is not a 5-field cron expression", fix='e.g. LOREBOT_TRAINING__SCHEDULE="0 2 * * *"')
+    minute, hour, dom, month, dow = fields
+    try:
+        return crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow)
+    except ValueError as exc:
+        raise ConfigError(f"training.schedule {expr!r}: {exc}", fix='e.g. LOREBOT_TRAINING__SCHEDULE="0 2 * * *"') from None
+
+
+def beat_schedule(settings: Settings) -> dict[str, Any]:
+    """The nightly job, once a day at settings.training.schedule."""
+    return {
+        "nightly-refresh": {
+            "task": client.TASK_REFRESH,
+            "schedule": parse_cron(settings.training.schedule),
+            "options": {"queue": client.QUEUE_TRAIN},
+        }
+    }
