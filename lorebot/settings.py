@@ -228,6 +228,8 @@ class Settings(BaseSettings):
         def walk(obj: Any) -> Any:
             if isinstance(obj, SecretStr):
                 return SECRET_MASK
+            if isinstance(obj, str) and "://" in obj:
+                return mask_url(obj)
             if isinstance(obj, BaseModel):
                 return {name: walk(getattr(obj, name)) for name in type(obj).model_fields}
             if isinstance(obj, Path):
@@ -237,6 +239,20 @@ class Settings(BaseSettings):
             return obj
 
         return walk(self)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by the mask (redis://:pw@host -> redis://:****@host)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:{SECRET_MASK}@{host}"))
 
 
 def _config_file(explicit: Path | None) -> Path | None:

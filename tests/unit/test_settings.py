@@ -89,10 +89,13 @@ def test_missing_config_file_is_a_config_error(tmp_path):
 def test_secrets_are_masked(monkeypatch):
     monkeypatch.setenv("LOREBOT_SLACK__BOT_TOKEN", "xoxb-very-secret")
     monkeypatch.setenv("LOREBOT_SLACK__SIGNING_SECRET", "shh")
+    monkeypatch.setenv("LOREBOT_REDIS__URL", "redis://:hunter2@redis.internal:6379/0")
     s = load_settings()
     shown = repr(s.public_dict())
     assert "xoxb-very-secret" not in shown and "shh" not in shown
     assert s.public_dict()["slack"]["bot_token"] == SECRET_MASK
+    assert "hunter2" not in shown
+    assert s.public_dict()["redis"]["url"] == f"redis://:{SECRET_MASK}@redis.internal:6379/0"
     assert s.slack.configured
 
 
