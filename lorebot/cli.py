@@ -56,7 +56,7 @@ def _setup_logging(s: Settings) -> None:
     fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
     # Library chatter that would drown the one-line-per-event logs.
-    for noisy in ("httpx", "urllib3", "sentence_transformers", "unstructured", "pdfminer", "filelock"):
+    for noisy in ("httpx", "urllib3", "sentence_transformers", "unstructured", "pdfminer", "filelock", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -155,6 +155,13 @@ def worker_cmd(
     s = settings()
     if concurrency is not None:
         s.worker.concurrency = concurrency
+    if "answer" in queues.split(","):
+        # Fail before starting a process that could never answer.
+        from lorebot.doctor import check_answer_model
+
+        check = check_answer_model(s)
+        if not check.ok:
+            raise LorebotError(check.detail, fix=check.fix)
     require_redis(s)
     from workers.app import create_app
 
@@ -307,7 +314,9 @@ def feedback_export_cmd(out: Annotated[Path, typer.Argument(help="JSONL file to 
 def main() -> None:
     """Console entry: run the app, turning domain errors into one line and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of typer.Exit instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except LorebotError as exc:
         err_console.print(f"[red]error:[/] {exc.one_line()}", highlight=False)
         sys.exit(exc.exit_code)

@@ -1,0 +1,204 @@
+"""The bolt app factory: one set of listeners for Socket Mode and the HTTP Events API.
+
+``build_app(settings, enqueue=..., redis=...)`` wires thin listeners to
+:class:`bot.handlers.SlackBot`. Every dependency can be passed in: tests hand in a real
+Redis client and a Web API client pointed at a local fake Slack. The events, commands
+and actions registered here are the module constants below, which the Slack app
+manifest (``deploy/slack-manifest.yml``) must list exactly (a test checks it).
+
+Slack's 3-second rule: bolt acknowledges events before the listener runs
+(``process_before_response=False`` runs listeners on a thread pool); commands and
+button clicks call ``ack()`` first thing. Placeholders, history and queueing happen
+after the acknowledgement.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import App, BoltResponse
+from slack_bolt.request import BoltRequest
+
+from bot import handlers, render
+from bot.feedback import FeedbackStore, feedback_path
+from bot.gateway import Enqueue, WorkerGateway
+from bot.state import Deduper
+from bot.watchdog import Watchdog
+from lorebot.errors import ConfigError, ServiceUnavailableError
+from lorebot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Events the app subscribes to, as the manifest names them.
+BOT_EVENTS = ("app_mention", "message.channels", "message.groups", "message.im")
+#: Slash commands the app registers.
+COMMANDS = ("/ask", "/lorebot")
+#: Block action ids (interactivity).
+ACTIONS = render.FEEDBACK_ACTIONS
+#: Bot token scopes the handlers need, and why:
+BOT_SCOPES = (
+    "app_mentions:read",  # app_mention
+    "channels:history",  # message.channels (thread follow-ups) + conversations.replies
+    "groups:history",  # message.groups (private channels) + conversations.replies
+    "im:history",  # message.im (direct messages) + conversations.replies
+    "chat:write",  # chat.postMessage / chat.update / chat.postEphemeral
+    "commands",  # /ask, /lorebot
+)
+
+RECEIVED_AT = "lorebot_received_at"
+
+
+def make_web_client(settings: Settings):
+    """A Web API client for the configured token and Slack-compatible base URL."""
+    from slack_sdk import WebClient
+
+    if settings.slack.bot_token is None:
+        raise ConfigError(
+            "the Slack bot token is not set", fix="set LOREBOT_SLACK__BOT_TOKEN=xoxb-…"
+        )
+    return WebClient(
+        token=settings.slack.bot_token.get_secret_value(),
+        base_url=settings.slack.api_url,
+        timeout=10,
+    )
+
+
+def build_app(
+    settings: Settings,
+    *,
+    enqueue: Enqueue | None = None,
+    redis=None,
+    web_client=None,
+    gateway: WorkerGateway | None = None,
+    watchdog: Watchdog | None = None,
+) -> App:
+    """A bolt App with every lorebot listener; ``app.lorebot`` is its :class:`SlackBot`.
+
+    Calls ``auth.test`` once (bolt's token check), so the Web API must be reachable.
+    """
+    if redis is None:
+        import redis as redis_lib
+
+        redis = redis_lib.Redis.from_url(
+            settings.redis.effective_url, socket_timeout=5, socket_connect_timeout=4
+        )
+    web = web_client or make_web_client(settings)
+    gateway = gateway or WorkerGateway(settings.redis.effective_url)
+    enqueue = enqueue or handlers.make_enqueue(gateway)
+    watchdog = watchdog or Watchdog(settings, redis, gateway, web)
+    secret = (
+        settings.slack.signing_secret.get_secret_value() if settings.slack.signing_secret else None
+    )
+
+    try:
+        app = App(
+            client=web,
+            signing_secret=secret or "",
+            # HTTP requests must be signed; Socket Mode requests arrive over the
+            # app-token websocket and bolt skips the check for them.
+            request_verification_enabled=secret is not None,
+            process_before_response=False,
+            token_verification_enabled=True,
+            ignoring_self_events_enabled=True,
+            logger=logging.getLogger("slack_bolt.lorebot"),
+        )
+    except Exception as exc:
+        raise ServiceUnavailableError(
+            f"Slack rejected the bot token or is unreachable at {settings.slack.api_url}: {exc}",
+            fix="check LOREBOT_SLACK__BOT_TOKEN and LOREBOT_SLACK__API_URL",
+        ) from None
+
+    core = handlers.SlackBot(
+        settings,
+        redis,
+        gateway=gateway,
+        enqueue=enqueue,
+        feedback=FeedbackStore(feedback_path(settings)),
+        watchdog=watchdog,
+    )
+    app.lorebot = core  # type: ignore[attr-defined]
+    register(app, core, Deduper(redis))
+    return app
+
+
+def register(app: App, core: handlers.SlackBot, dedupe: Deduper) -> None:
+    """Attach the middleware and listeners; names mirror BOT_EVENTS/COMMANDS/ACTIONS."""
+
+    @app.middleware
+    def stamp_and_dedupe(req: BoltRequest, resp: BoltResponse, next: Callable[[], Any]):
+        """Record arrival time; drop redelivered events (X-Slack-Retry-Num) and repeats."""
+        req.context[RECEIVED_AT] = time.time()
+        event_id = req.body.get("event_id") if req.body.get("type") == "event_callback" else None
+        if event_id:
+            try:
+                first = dedupe.claim_event(event_id)
+            except Exception as exc:
+                # Redis down: better to risk a duplicate than to drop a question.
+                log.warning("dedupe unavailable for event=%s: %s", event_id, exc)
+                first = True
+            if not first:
+                retry = (req.headers.get("x-slack-retry-num") or ["-"])[0]
+                log.info("duplicate event=%s retry=%s dropped", event_id, retry)
+                return BoltResponse(status=200, body="")
+        return next()
+
+    def guarded(name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("%s handler failed", name)
+
+    def received(context) -> float:
+        return float(context.get(RECEIVED_AT) or time.time())
+
+    @app.event("app_mention")
+    def on_app_mention(event, client, context):
+        guarded("app_mention", lambda: core.on_mention(client, context, event, received(context)))
+
+    # message.channels, message.groups and message.im all arrive as "message".
+    @app.event("message")
+    def on_message(event, client, context):
+        guarded("message", lambda: core.on_message(client, context, event, received(context)))
+
+    @app.command("/ask")
+    def on_ask(ack, respond, client, context, command):
+        try:
+            core.on_ask_command(ack, respond, client, context, command, received(context))
+        except Exception:
+            ref = handlers.new_id()
+            log.exception("/ask failed ref=%s", ref)
+            _late_error(ack, respond, ref)
+
+    @app.command("/lorebot")
+    def on_lorebot(ack, respond, client, context, command):
+        try:
+            core.on_admin_command(ack, respond, client, context, command)
+        except Exception:
+            ref = handlers.new_id()
+            log.exception("/lorebot failed ref=%s", ref)
+            _late_error(ack, respond, ref)
+
+    for action_id in ACTIONS:
+
+        @app.action(action_id)
+        def on_feedback(ack, body, action, client):
+            ack()
+            guarded("feedback", lambda: core.on_feedback(client, body, action))
+
+    @app.error
+    def on_error(error, body):
+        log.error("unhandled bolt error: %s", error)
+
+
+def _late_error(ack, respond, ref: str) -> None:
+    text = f"Sorry, something went wrong on my side (reference `{ref}`)."
+    try:
+        if getattr(ack, "response", None) is None:
+            ack(text=text)
+        else:
+            respond(text=text, response_type="ephemeral")
+    except Exception:
+        log.error("could not report error ref=%s to the user", ref)

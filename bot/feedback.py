@@ -1,0 +1,178 @@
+"""Durable 👍 / 👎 feedback: one SQLite file in the data directory, exported as JSONL.
+
+SQLite in WAL mode with full synchronous commits: a click that Slack saw acknowledged
+survives a crash, several bot processes on one host can write at once, and the nightly
+evaluation reads the export without talking to Slack. One row per (question, user): a
+user who changes their mind replaces their vote.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lorebot.errors import ConfigError
+from lorebot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    question_id   TEXT NOT NULL,
+    user          TEXT NOT NULL,
+    vote          INTEGER NOT NULL CHECK (vote IN (-1, 1)),
+    channel       TEXT,
+    team          TEXT,
+    message_ts    TEXT,
+    question      TEXT,
+    answer        TEXT,
+    citations     TEXT NOT NULL DEFAULT '[]',
+    abstained     INTEGER,
+    index_version TEXT,
+    adapter       TEXT,
+    created_at    REAL NOT NULL,
+    PRIMARY KEY (question_id, user)
+);
+"""
+
+COLUMNS = (
+    "question_id",
+    "user",
+    "vote",
+    "channel",
+    "team",
+    "message_ts",
+    "question",
+    "answer",
+    "citations",
+    "abstained",
+    "index_version",
+    "adapter",
+    "created_at",
+)
+
+
+def feedback_path(settings: Settings) -> Path:
+    return settings.data_dir / "feedback.sqlite"
+
+
+class FeedbackStore:
+    """Append-or-replace votes; safe to share between the bot's listener threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(
+                f"cannot open the feedback database {path}: {exc}",
+                fix="make LOREBOT_DATA_DIR a writable directory",
+            ) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10.0)
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
+
+    def record(
+        self,
+        *,
+        question_id: str,
+        user: str,
+        vote: int,
+        channel: str | None,
+        team: str | None,
+        message_ts: str | None,
+        answer: dict[str, Any] | None,
+        created_at: float | None = None,
+    ) -> None:
+        """Store one vote (+1 / -1) with the answer it is about (an ``Answer`` dict)."""
+        if vote not in (-1, 1):
+            raise ValueError("vote must be +1 or -1")
+        a = answer or {}
+        row = (
+            question_id,
+            user,
+            vote,
+            channel,
+            team,
+            message_ts,
+            a.get("question"),
+            a.get("answer"),
+            json.dumps(a.get("citations") or [], ensure_ascii=False),
+            None if "abstained" not in a else int(bool(a["abstained"])),
+            a.get("index_version"),
+            a.get("adapter"),
+            created_at if created_at is not None else time.time(),
+        )
+        marks = ",".join("?" * len(COLUMNS))
+        with self._lock, closing(self._connect()) as db, db:
+            db.execute(
+                f"INSERT OR REPLACE INTO feedback ({','.join(COLUMNS)}) VALUES ({marks})", row
+            )
+        log.info("feedback question=%s user=%s vote=%+d", question_id, user, vote)
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Every vote, oldest first, as plain dicts (citations decoded)."""
+        with closing(self._connect()) as db:
+            db.row_factory = sqlite3.Row
+            for r in db.execute(
+                f"SELECT {','.join(COLUMNS)} FROM feedback ORDER BY created_at, rowid"
+            ):
+                d = dict(r)
+                d["citations"] = json.loads(d["citations"] or "[]")
+                d["abstained"] = None if d["abstained"] is None else bool(d["abstained"])
+                d["created_at"] = datetime.fromtimestamp(d["created_at"], tz=UTC).isoformat()
+                yield d
+
+    def count(self) -> int:
+        with closing(self._connect()) as db:
+            return int(db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+
+
+def export_jsonl(settings: Settings, out_path: Path | str) -> int:
+    """Write every stored vote as one JSON object per line; ``-`` writes to stdout.
+
+    Returns the number of records written (0 when nobody has voted yet).
+    """
+    import sys
+
+    path = feedback_path(settings)
+    if not path.exists():
+        store_rows: Iterator[dict[str, Any]] = iter(())
+    else:
+        store_rows = FeedbackStore(path).rows()
+    n = 0
+    if str(out_path) == "-":
+        for row in store_rows:
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+        sys.stdout.flush()
+        return n
+    out = Path(out_path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in store_rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+        tmp.replace(out)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {out}: {exc}", fix="choose a writable output path"
+        ) from None
+    return n
