@@ -133,6 +133,9 @@ def ingest_cmd(
     coll = collection or s.index.default_collection
     sources = [Source(path=p, collection=coll, include=include or [], exclude=exclude or []) for p in paths]
     report = build_index(s, sources, full=full, progress=not as_json)
+    from ingest.registry import record_sources
+
+    record_sources(s, sources)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

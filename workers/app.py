@@ -8,6 +8,7 @@ reported to the asker (and to Slack when the question came from there).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from typing import Any
@@ -37,6 +38,7 @@ def answer_impl(settings: Settings, question: Question, reply: dict | None = Non
     try:
         runtime.refresh_adapter()
         index = runtime.index()
+        announce(settings, runtime, index)
         result = answer_question(
             question,
             index,
@@ -67,6 +69,35 @@ def answer_impl(settings: Settings, question: Question, reply: dict | None = Non
         result.timings_ms.get("total", 0.0),
     )
     return result
+
+
+def announce(settings: Settings, runtime: Any, index: Any) -> None:
+    """Tell Redis what this worker serves (once per index version/adapter).
+
+    The bot shows the document count in its placeholder; operators and the sync test
+    read which index and adapter versions each worker serves.
+    """
+    serving = (index.version, getattr(runtime._generator, "adapter", None))
+    if getattr(runtime, "announced", None) == serving:
+        return
+    import json
+
+    import redis
+
+    from bot import keys
+
+    try:
+        r = redis.Redis.from_url(settings.redis.effective_url, socket_timeout=2)
+        stats = index.stats()
+        r.set(keys.INDEX_DOCUMENTS, stats.get("documents", 0))
+        r.hset(
+            "lorebot:workers:serving",
+            f"{socket.gethostname()}:{os.getpid()}",
+            json.dumps({"index": serving[0], "adapter": serving[1], "at": time.time()}),
+        )
+        runtime.announced = serving
+    except redis.RedisError as exc:  # never fail a question over a status line
+        log.warning("could not announce index %s: %s", index.version, exc)
 
 
 def error_result(question_id: str, exc: LorebotError) -> dict[str, Any]:
@@ -127,6 +158,12 @@ def create_app(settings: Settings, *, warm: bool = True) -> Celery:
     @app.task(name=client.TASK_STATUS)
     def status() -> dict:
         return status_impl(settings)
+
+    @app.task(name=client.TASK_REINDEX)
+    def reindex(collection: str | None = None, reply: dict | None = None) -> dict:
+        from workers.ingest_tasks import reindex_impl
+
+        return reindex_impl(settings, collection=collection, reply=reply)
 
     def _load_once(**_: Any) -> None:
         # Load the model and index in each child before the first task, so the first
