@@ -115,6 +115,39 @@ def doctor_cmd(
         raise typer.Exit(1)
 
 
+# --------------------------------------------------------------------------- health
+@app.command("health")
+def health_cmd(
+    worker: Annotated[bool, typer.Option("--worker", help="Require a live worker (Celery ping).")] = False,
+    this_host: Annotated[bool, typer.Option("--this-host", help="With --worker: a worker on this host must answer.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Exit 0 when Redis (and, with --worker, a worker) answers; for scripts and probes."""
+    import socket
+
+    from lorebot.stack import redis_ping
+
+    s = settings()
+    status: dict[str, object] = {"redis": redis_ping(s.redis.effective_url)}
+    if worker and status["redis"]:
+        from workers.client import make_client
+
+        replies = make_client(s.redis.effective_url).control.ping(timeout=2.0) or []
+        nodes = [name for reply in replies for name in reply]
+        if this_host:
+            host = socket.gethostname()
+            nodes = [n for n in nodes if n.endswith("@" + host)]
+        status["workers"] = nodes
+    ok = bool(status["redis"]) and (not worker or bool(status.get("workers")))
+    status["ok"] = ok
+    if as_json:
+        print(json.dumps(status))
+    else:
+        console.print(("healthy: " if ok else "unhealthy: ") + ", ".join(f"{k}={v}" for k, v in status.items() if k != "ok"))
+    if not ok:
+        raise typer.Exit(1)
+
+
 # --------------------------------------------------------------------------- ingest
 @app.command("ingest")
 def ingest_cmd(

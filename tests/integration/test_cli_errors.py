@@ -3,6 +3,7 @@ exit, no traceback, and nothing half-written."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,16 @@ def test_config_masks_secrets(tmp_path):
     out = run(["config", "--json"], tmp_path / "data", LOREBOT_SLACK__BOT_TOKEN="xoxb-123-secret")
     assert out.returncode == 0
     assert "xoxb-123-secret" not in out.stdout and "********" in out.stdout
+
+
+def test_health_exit_codes(tmp_path, redis_server, celery_worker_proc):
+    down = run(["health"], tmp_path / "data")
+    assert down.returncode == 1 and "unhealthy" in down.stdout
+    up = run(["health"], tmp_path / "data", redis_server.url)
+    assert up.returncode == 0, up.stdout + up.stderr
+    no_worker = run(["health", "--worker", "--json"], tmp_path / "data", redis_server.url)
+    assert no_worker.returncode == 1
+    celery_worker_proc(tmp_path / "data", redis_server.url, queues="ingest")
+    ok = run(["health", "--worker", "--this-host", "--json"], tmp_path / "data", redis_server.url)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["workers"]
