@@ -11,9 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from ingest.sources import Source
 from lorebot.errors import IngestError
 from lorebot.settings import Settings
-from ingest.sources import Source
 
 
 def registry_path(settings: Settings) -> Path:
@@ -28,8 +28,13 @@ def load_sources(settings: Settings, collection: str | None = None) -> list[Sour
     try:
         rows = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise IngestError(f"cannot read {path}: {exc}", fix="fix or delete the file and ingest again") from None
-    sources = [Source(Path(r["path"]), r["collection"], r.get("include", []), r.get("exclude", [])) for r in rows]
+        raise IngestError(
+            f"cannot read {path}: {exc}", fix="fix or delete the file and ingest again"
+        ) from None
+    sources = [
+        Source(Path(r["path"]), r["collection"], r.get("include", []), r.get("exclude", []))
+        for r in rows
+    ]
     return [s for s in sources if collection is None or s.collection == collection]
 
 
@@ -39,7 +44,12 @@ def record_sources(settings: Settings, sources: list[Source]) -> None:
     for s in sources:
         known[(str(s.root), s.collection)] = s
     rows = [
-        {"path": str(s.root), "collection": s.collection, "include": s.include, "exclude": s.exclude}
+        {
+            "path": str(s.root),
+            "collection": s.collection,
+            "include": s.include,
+            "exclude": s.exclude,
+        }
         for s in known.values()
     ]
     path = registry_path(settings)

@@ -1,0 +1,29 @@
+"""Documents → elements → chunks → embeddings → a versioned index on disk, and its read API.
+
+Importing this package is cheap: torch, FAISS, bm25s and unstructured load only inside
+the functions that use them, so the CLI and the workers can import it freely.
+
+    from ingest import Source, build_index, open_index, current_version
+    report = build_index(settings, [Source(Path("docs"), "hr")])
+    with open_index(settings) as index:
+        hits = index.search("how many days of leave?", k=4, collections=["hr"])
+"""
+
+from ingest.build import build_index
+from ingest.embed import Embedder
+from ingest.report import FileResult, IngestReport
+from ingest.sources import Source
+from ingest.store import IndexReader, LiveIndex, current_version, list_versions, open_index
+
+__all__ = [
+    "Embedder",
+    "FileResult",
+    "IndexReader",
+    "IngestReport",
+    "LiveIndex",
+    "Source",
+    "build_index",
+    "current_version",
+    "list_versions",
+    "open_index",
+]
