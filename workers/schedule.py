@@ -24,11 +24,13 @@ def parse_cron(expr: str) -> crontab:
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
-    """The nightly job, once a day at settings.training.schedule."""
+    """The nightly job at settings.training.schedule: re-index the recorded sources
+    (incremental, so unchanged files cost nothing) before anything learns from them."""
     return {
-        "nightly-refresh": {
-            "task": client.TASK_REFRESH,
+        "nightly-reindex": {
+            "task": client.TASK_REINDEX,
             "schedule": parse_cron(settings.training.schedule),
-            "options": {"queue": client.QUEUE_TRAIN},
+            "kwargs": {"collection": None, "reply": None},
+            "options": {"queue": client.QUEUE_INGEST},
         }
     }
