@@ -15,8 +15,12 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/lorebot demo
 
-# Import rules, then the test suite (real Redis, real worker, real model).
+# Import rules, then the test suite (real Redis, real worker, real model). Tests marked
+# `slow` are measurements over many real-model questions: `make test-all` runs them too.
 test: install lint
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: install lint
 	$(PY) -m pytest -q
 
 lint:

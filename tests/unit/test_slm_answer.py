@@ -1,0 +1,215 @@
+"""The answer path with a scripted generator and an in-memory retriever."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorebot.settings import ModelSettings, RetrievalSettings
+from lorebot.types import Answer, Question, Turn
+from slm.answer import ABSTAIN_TEXT, Retriever, answer_question, is_follow_up, retrieval_query
+from slm.generator import FakeGenerator, Generator
+from slm.prompt import NOT_FOUND
+from slm.testing import StaticRetriever, make_hit, make_hits
+
+RETRIEVAL = RetrievalSettings(top_k=3, candidates=15, context_tokens=300, min_score=0.3)
+MODEL = ModelSettings(max_tokens=40)
+
+
+def leave_hits():
+    return [
+        make_hit("Staff get 25 days of annual leave.", title="Leave", chunk_id="leave", dense_score=0.71),
+        make_hit("Expenses are claimed monthly.", title="Expenses", chunk_id="exp", dense_score=0.52),
+        make_hit("The VPN uses WireGuard.", title="VPN", chunk_id="vpn", dense_score=0.31),
+    ]
+
+
+def ask(text: str, retriever, generator, **kw) -> Answer:
+    return answer_question(
+        Question(text=text, **kw), retriever, generator, retrieval=RETRIEVAL, model=MODEL
+    )
+
+
+def test_fakes_satisfy_the_protocols() -> None:
+    assert isinstance(StaticRetriever([]), Retriever)
+    assert isinstance(FakeGenerator([]), Generator)
+
+
+def test_answers_from_the_passages_with_citations_and_metadata() -> None:
+    retriever = StaticRetriever(leave_hits(), version="v7")
+    gen = FakeGenerator(["Staff get 25 days of annual leave [1]."], adapter="a3")
+    pieces: list[str] = []
+    answer = answer_question(
+        Question(text="How much annual leave?"),
+        retriever,
+        gen,
+        retrieval=RETRIEVAL,
+        model=MODEL,
+        on_token=pieces.append,
+    )
+    assert not answer.abstained
+    assert answer.answer == "Staff get 25 days of annual leave [1]."
+    assert [(c.n, c.chunk_id, c.cited) for c in answer.citations] == [(1, "leave", True)]
+    assert answer.index_version == "v7" and answer.adapter == "a3"
+    assert "".join(pieces).strip() == answer.answer and len(pieces) > 1
+    assert {"retrieve", "prompt_build", "generate", "first_token", "total"} <= answer.timings_ms.keys()
+    assert answer.completion_tokens == 8 and answer.prompt_tokens > 0
+    # the model saw the three passages, numbered, and the question
+    user = gen.calls[0][-1]["content"]
+    assert "[1] Leave" in user and "[2] Expenses" in user and "[3] VPN" in user
+    assert "How much annual leave?" in user
+
+
+def test_search_gets_k_candidates_and_the_askers_collections() -> None:
+    retriever = StaticRetriever(leave_hits())
+    ask("How much annual leave?", retriever, FakeGenerator(["25 days [1]."]), collections=["hr", "it"])
+    call = retriever.calls[0]
+    assert (call.query, call.k, call.collections, call.candidates) == (
+        "How much annual leave?",
+        3,
+        ["hr", "it"],
+        15,
+    )
+
+
+def test_no_hits_abstains_without_calling_the_model() -> None:
+    gen = FakeGenerator(["should not be used"])
+    answer = ask("What is the wifi password?", StaticRetriever([]), gen)
+    assert answer.abstained
+    assert answer.answer == ABSTAIN_TEXT
+    assert answer.citations == []
+    assert gen.calls == []
+    assert answer.prompt_tokens == 0
+
+
+def test_weak_evidence_abstains_without_the_model_and_lists_nearest_sources() -> None:
+    hits = make_hits(["a", "b", "c", "d"], dense_scores=[0.29, 0.2, 0.1, 0.05])
+    gen = FakeGenerator(["should not be used"])
+    answer = ask("Who won the 1998 world cup?", StaticRetriever(hits), gen)
+    assert answer.abstained and answer.answer == ABSTAIN_TEXT
+    assert gen.calls == []
+    assert [c.chunk_id for c in answer.citations] == ["c1", "c2", "c3"]
+    assert not any(c.cited for c in answer.citations)
+
+
+def test_abstention_uses_the_best_dense_score_not_the_fused_rank() -> None:
+    # the top fused hit came from keyword search only; a lower one is semantically close
+    hits = [make_hit("kw only", chunk_id="k", dense_score=None, score=1.0), make_hit("close", chunk_id="d", dense_score=0.5)]
+    gen = FakeGenerator(["It is close [2]."])
+    answer = ask("q about close?", StaticRetriever(hits), gen)
+    assert not answer.abstained and len(gen.calls) == 1
+
+
+def test_score_exactly_at_the_threshold_is_answered() -> None:
+    hits = make_hits(["Staff get 25 days."], dense_scores=[RETRIEVAL.min_score])
+    answer = ask("How much leave do staff get?", StaticRetriever(hits), FakeGenerator(["25 days [1]."]))
+    assert not answer.abstained
+
+
+def test_retriever_without_dense_scores_never_abstains_on_score() -> None:
+    hits = make_hits(["Staff get 25 days."], dense_scores=[None])
+    answer = ask("How much leave do staff get?", StaticRetriever(hits), FakeGenerator(["25 days [1]."]))
+    assert not answer.abstained
+
+
+@pytest.mark.parametrize("reply", [NOT_FOUND, "The passages do not mention the wifi password.", "  "])
+def test_model_saying_the_documents_do_not_say_abstains(reply: str) -> None:
+    gen = FakeGenerator([reply])
+    answer = ask("What is the wifi password?", StaticRetriever(leave_hits()), gen)
+    assert len(gen.calls) == 1
+    assert answer.abstained and answer.answer == ABSTAIN_TEXT
+    assert [c.chunk_id for c in answer.citations] == ["leave", "exp", "vpn"]
+    assert not any(c.cited for c in answer.citations)
+
+
+def test_uncited_answer_shows_top_passages_as_uncited_sources() -> None:
+    answer = ask("How much leave?", StaticRetriever(leave_hits()), FakeGenerator(["25 days."]))
+    assert not answer.abstained
+    assert [(c.chunk_id, c.cited) for c in answer.citations] == [("leave", False), ("exp", False)]
+
+
+def test_citations_never_point_outside_the_passages_the_model_saw() -> None:
+    # the budget keeps only the first (long) passage; the model cites [2] and [3] anyway
+    hits = make_hits([" ".join(["leave"] * 80), "second passage", "third passage"])
+    tight = RetrievalSettings(top_k=3, context_tokens=64, min_score=0.3)
+    gen = FakeGenerator(["25 days [1][2][3]."])
+    answer = answer_question(
+        Question(text="How much leave?"), StaticRetriever(hits), gen, retrieval=tight, model=MODEL
+    )
+    assert "[2]" not in gen.calls[0][-1]["content"]
+    assert [c.chunk_id for c in answer.citations] == ["c1"]
+    assert answer.answer == "25 days [1]."
+
+
+def test_max_tokens_from_settings_caps_the_answer() -> None:
+    long_reply = " ".join(["word"] * 100)
+    answer = answer_question(
+        Question(text="How much leave?"),
+        StaticRetriever(leave_hits()),
+        FakeGenerator([long_reply]),
+        retrieval=RETRIEVAL,
+        model=ModelSettings(max_tokens=5),
+    )
+    assert answer.completion_tokens == 5 and len(answer.answer.split()) == 5
+
+
+def test_answer_survives_a_json_round_trip() -> None:
+    answer = ask("How much leave?", StaticRetriever(leave_hits()), FakeGenerator(["25 days [1]."]))
+    again = Answer.model_validate(answer.model_dump(mode="json"))
+    assert again == answer
+
+
+def test_follow_up_is_searched_with_the_previous_question_and_history_is_bounded() -> None:
+    retriever = StaticRetriever(leave_hits())
+    gen = FakeGenerator(["Contractors get 10 days [1]."])
+    history = [
+        Turn(role="user", text="What is the expense limit?"),
+        Turn(role="assistant", text="100 euros [2]."),
+        Turn(role="user", text="How much annual leave do staff get?"),
+        Turn(role="assistant", text="25 days [1]."),
+    ]
+    ask("And contractors?", retriever, gen, history=history)
+    assert retriever.calls[0].query == "How much annual leave do staff get? And contractors?"
+    contents = [m["content"] for m in gen.calls[0]]
+    assert "What is the expense limit?" not in " ".join(contents)
+    assert contents[1] == "How much annual leave do staff get?"
+
+
+def test_fresh_question_in_a_thread_is_searched_as_asked() -> None:
+    history = [Turn(role="user", text="How much annual leave do staff get?"), Turn(role="assistant", text="25 days.")]
+    q = "How do I connect to the office VPN from home?"
+    assert retrieval_query(q, history) == q
+    assert retrieval_query("and for contractors?", history).startswith("How much annual leave")
+    assert retrieval_query("and for contractors?", []) == "and for contractors?"
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("What about contractors?", True),
+        ("How long does it take?", True),
+        ("Why?", True),
+        ("How many days of annual leave do new staff get in their first year", True),
+        ("How many days of annual leave do new employees get per year", False),
+    ],
+)
+def test_is_follow_up(question: str, expected: bool) -> None:
+    assert is_follow_up(question) is expected
+
+
+def test_a_failing_token_callback_stops_streaming_but_not_the_answer() -> None:
+    calls: list[str] = []
+
+    def boom(piece: str) -> None:
+        calls.append(piece)
+        raise RuntimeError("slack down")
+
+    answer = answer_question(
+        Question(text="How much leave?"),
+        StaticRetriever(leave_hits()),
+        FakeGenerator(["Staff get 25 days [1]."]),
+        retrieval=RETRIEVAL,
+        model=MODEL,
+        on_token=boom,
+    )
+    assert answer.answer == "Staff get 25 days [1]."
+    assert len(calls) == 1
