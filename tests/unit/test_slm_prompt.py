@@ -60,7 +60,6 @@ def test_system_prompt_is_identical_for_every_question_so_the_kv_cache_can_reuse
         count_tokens=count,
     )
     assert a[0] == b[0] == {"role": "system", "content": SYSTEM_PROMPT}
-    assert NOT_FOUND in SYSTEM_PROMPT
 
 
 def test_whole_passages_fit_first_then_the_last_one_is_truncated() -> None:
