@@ -7,9 +7,11 @@ real index and model or with fakes.
 Abstention happens in two places. Before the model: no passage was found, or the best
 passage is too far from the question (its dense cosine similarity is below
 ``retrieval.min_score``), so the model is not called at all, which is both safer and
-faster. After the model: it said the passages do not contain the answer. Either way the
-answer says the documents do not cover it and lists the nearest sources, marked as not
-cited.
+faster. After the model: it said the passages do not contain the answer, or its answer
+names a number or a name that no passage contains (:mod:`slm.grounding`) and nothing
+supported comes before it (otherwise the answer is cut to its supported first part).
+Either way the answer says the documents do not cover it and lists the nearest sources,
+marked as not cited.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Answer, Question, SearchHit, Turn
 from slm.citations import fallback_citations, select_citations
 from slm.generator import Generator
+from slm.grounding import GroundingCheck
 from slm.prompt import build_messages, is_not_found
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,9 @@ def retrieval_query(question: str, history: Sequence[Turn]) -> str:
     when the new question looks like a follow-up, so a fresh question in an old thread is
     searched as asked.
     """
-    previous = next((t.text for t in reversed(history) if t.role == "user" and t.text.strip()), None)
+    previous = next(
+        (t.text for t in reversed(history) if t.role == "user" and t.text.strip()), None
+    )
     if previous is None or not is_follow_up(question):
         return question
     return f"{' '.join(previous.split())} {' '.join(question.split())}"
@@ -88,6 +93,71 @@ def best_dense_score(hits: Sequence[SearchHit]) -> float | None:
     """The highest dense similarity among the hits; None when the retriever gives none."""
     scores = [h.dense_score for h in hits if h.dense_score is not None]
     return max(scores) if scores else None
+
+
+class _StreamGate:
+    """Passes streamed pieces to the caller's callback, until it fails or the answer invents.
+
+    The check runs on complete words only (the last one may be half-written: "Qu" of
+    "Quillfeather"). Once a piece names something no passage has, nothing more is shown;
+    the final answer (cut or abstained) replaces the streamed text anyway.
+    """
+
+    def __init__(
+        self, question_id: str, sink: Callable[[str], None] | None, grounding: GroundingCheck | None
+    ):
+        self.question_id = question_id
+        self.sink = sink
+        self.grounding = grounding
+        self.first_at: float | None = None
+        self.text = ""
+
+    def __call__(self, piece: str) -> None:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+        if self.sink is None:
+            return
+        self.text += piece
+        complete = self.text[: max(self.text.rfind(" "), self.text.rfind("\n"), 0)]
+        if self.grounding is not None and self.grounding(complete):
+            log.info("question %s: streaming stopped at an unsupported term", self.question_id)
+            self.sink = None
+            return
+        try:
+            self.sink(piece)
+        except Exception:  # a failed Slack update must not lose the answer
+            log.warning(
+                "question %s: token callback failed, streaming stopped",
+                self.question_id,
+                exc_info=True,
+            )
+            self.sink = None
+
+
+def _review(
+    question_id: str, text: str, grounding: GroundingCheck | None
+) -> tuple[str, str | None]:
+    """The answer text to keep, or a reason to abstain instead."""
+    if not text.strip() or is_not_found(text):
+        return text, "the model found no answer in the passages"
+    if grounding is None:
+        return text, None
+    invented = grounding(text)
+    if not invented:
+        return text, None
+    kept = grounding.supported_prefix(text)
+    if kept is None:
+        return text, f"the answer names what no passage does: {', '.join(invented[:5])}"
+    log.info("question %s: answer cut before unsupported %s", question_id, ", ".join(invented[:5]))
+    return kept, None
+
+
+def _grounds(question: Question, used: Sequence[SearchHit]) -> list[str]:
+    """Everything an answer may legitimately take a fact from."""
+    texts = [question.text, *(t.text for t in question.history)]
+    for hit in used:
+        texts += [hit.chunk.title, hit.chunk.heading, hit.chunk.text]
+    return texts
 
 
 def _abstain(
@@ -134,13 +204,17 @@ def answer_question(
     retrieval: RetrievalSettings,
     model: ModelSettings,
     on_token: Callable[[str], None] | None = None,
+    check_grounding: bool = True,
 ) -> Answer:
     """Answer ``question`` from the documents ``retriever`` can see, citing its sources.
 
     ``on_token`` receives the answer as it is generated (the Slack delivery edits its
-    message with it). ``timings_ms`` has ``retrieve``, ``prompt_build``, ``generate``,
-    ``first_token`` (from the start of this call to the first streamed piece),
-    ``prompt_eval`` and ``decode`` (the model's own parts) and ``total``.
+    message with it). With ``check_grounding`` an answer that names a number or a name
+    found in no passage (nor the question or thread) is cut before it, or replaced by
+    the abstention when nothing supported precedes it (see :mod:`slm.grounding`).
+    ``timings_ms`` has ``retrieve``, ``prompt_build``, ``generate``, ``first_token``
+    (from the start of this call to the first streamed piece), ``prompt_eval`` and
+    ``decode`` (the model's own parts) and ``total``.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -152,7 +226,12 @@ def answer_question(
         query, k=retrieval.top_k, collections=question.collections, candidates=retrieval.candidates
     )
     timings["retrieve"] = (time.perf_counter() - started) * 1000
-    common = {"index_version": index_version, "adapter": adapter, "timings": timings, "started": started}
+    common = {
+        "index_version": index_version,
+        "adapter": adapter,
+        "timings": timings,
+        "started": started,
+    }
 
     if not hits:
         return _abstain(question, hits, reason="no passages", sources=0, **common)
@@ -176,40 +255,28 @@ def answer_question(
     )
     timings["prompt_build"] = (time.perf_counter() - t_prompt) * 1000
 
-    first_piece: list[float] = []
-    sink = [on_token]
-
-    def stream(piece: str) -> None:
-        if not first_piece:
-            first_piece.append(time.perf_counter())
-        if sink[0] is not None:
-            try:
-                sink[0](piece)
-            except Exception:  # a failed Slack update must not lose the answer
-                log.warning(
-                    "question %s: token callback failed, streaming stopped", question.question_id, exc_info=True
-                )
-                sink[0] = None
-
+    grounding = GroundingCheck(_grounds(question, used)) if check_grounding else None
+    gate = _StreamGate(question.question_id, on_token, grounding)
     t_gen = time.perf_counter()
-    generation = generator.generate(messages, max_tokens=model.max_tokens, on_token=stream)
+    generation = generator.generate(messages, max_tokens=model.max_tokens, on_token=gate)
     timings["generate"] = (time.perf_counter() - t_gen) * 1000
-    timings["first_token"] = ((first_piece[0] if first_piece else time.perf_counter()) - started) * 1000
+    timings["first_token"] = ((gate.first_at or time.perf_counter()) - started) * 1000
     timings["prompt_eval"] = generation.timings_ms.get("prompt", 0.0)
     timings["decode"] = generation.timings_ms.get("decode", 0.0)
 
-    if not generation.text.strip() or is_not_found(generation.text):
+    raw_text, refusal = _review(question.question_id, generation.text, grounding)
+    if refusal is not None:
         return _abstain(
             question,
             used,
-            reason="the model found no answer in the passages",
+            reason=refusal,
             sources=ABSTAIN_SOURCES,
             prompt_tokens=generation.prompt_tokens,
             completion_tokens=generation.completion_tokens,
             **common,
         )
 
-    text, citations = select_citations(generation.text, used)
+    text, citations = select_citations(raw_text, used)
     timings["total"] = (time.perf_counter() - started) * 1000
     log.info(
         "question %s answered index=%s adapter=%s passages=%d cited=%s prompt_tokens=%d "

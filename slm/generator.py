@@ -100,7 +100,9 @@ class _Streamer:
             try:
                 self.on_token(text)
             except Exception:  # a failed Slack update must not lose the answer
-                log.warning("token callback failed; streaming disabled for this answer", exc_info=True)
+                log.warning(
+                    "token callback failed; streaming disabled for this answer", exc_info=True
+                )
                 self.on_token = None
 
     def feed(self, text: str) -> bool:
@@ -132,7 +134,9 @@ class _Streamer:
         return "".join(self.parts)
 
 
-def repetition_cut(text: str, *, min_unit: int = 4, max_unit: int = 80, times: int = 3) -> int | None:
+def repetition_cut(
+    text: str, *, min_unit: int = 4, max_unit: int = 80, times: int = 3
+) -> int | None:
     """Where to cut ``text`` if it ends with the same span repeated ``times`` times, else None.
 
     A tiny model under greedy decoding can fall into a loop ("the norm of the norm of
@@ -152,14 +156,18 @@ def _check_gguf(path: Path, what: str, fix: str) -> None:
     if not path.is_file():
         raise AssetMissingError(f"{what} {path} does not exist", fix=fix)
     if not os.access(path, os.R_OK):
-        raise AssetMissingError(f"{what} {path} is not readable", fix=f"check its permissions, or {fix}")
+        raise AssetMissingError(
+            f"{what} {path} is not readable", fix=f"check its permissions, or {fix}"
+        )
     try:
         with path.open("rb") as fh:
             magic = fh.read(4)
     except OSError as exc:
         raise AssetMissingError(f"{what} {path} cannot be read: {exc.strerror}", fix=fix) from None
     if magic != GGUF_MAGIC:
-        raise AssetMissingError(f"{what} {path} is not a GGUF file (corrupt or wrong format)", fix=fix)
+        raise AssetMissingError(
+            f"{what} {path} is not a GGUF file (corrupt or wrong format)", fix=fix
+        )
 
 
 class LlamaGenerator:
@@ -234,10 +242,14 @@ class LlamaGenerator:
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
-            what = "LoRA adapter" if self.lora_path and "lora" in str(exc).lower() else "answer model"
+            what = (
+                "LoRA adapter" if self.lora_path and "lora" in str(exc).lower() else "answer model"
+            )
             raise AssetMissingError(
                 f"{what} cannot be loaded by llama.cpp ({_first_line(exc)})",
-                fix=REINSTALL_FIX if what == "answer model" else "roll back to the previous adapter",
+                fix=REINSTALL_FIX
+                if what == "answer model"
+                else "roll back to the previous adapter",
             ) from None
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -286,14 +298,23 @@ class LlamaGenerator:
         """
         self.load()
         if not messages:
-            raise GenerationError("no messages to generate from", fix="pass at least one user message")
+            raise GenerationError(
+                "no messages to generate from", fix="pass at least one user message"
+            )
         prefill = ""
         if messages[-1].get("role") == "assistant":
             prefill = messages[-1].get("content", "")
             messages = messages[:-1]
+        from jinja2 import TemplateError  # installed with llama-cpp-python
+
         try:
             return self._formatter(messages=messages).prompt + prefill
-        except Exception as exc:  # jinja errors, raise_exception() in the template
+        except (
+            TemplateError,
+            ValueError,
+            TypeError,
+            KeyError,
+        ) as exc:  # raise_exception() gives ValueError
             raise GenerationError(
                 f"the model's chat template rejected the messages ({_first_line(exc)})",
                 fix="check the message roles (system, user, assistant)",
@@ -322,7 +343,9 @@ class LlamaGenerator:
             prompt = self.render(messages)
             prefill = messages[-1]["content"] if messages[-1].get("role") == "assistant" else ""
             tokens = self.tokenize(prompt)
-            return self._generate_tokens(tokens, max_tokens=max_tokens, on_token=on_token, prefill=prefill)
+            return self._generate_tokens(
+                tokens, max_tokens=max_tokens, on_token=on_token, prefill=prefill
+            )
 
     def generate_from_tokens(
         self, tokens: Sequence[int], *, max_tokens: int, on_token: TokenCallback | None = None
@@ -330,7 +353,9 @@ class LlamaGenerator:
         """Generate from an already tokenized prompt (the benchmark's raw comparison)."""
         with self._lock:
             self.load()
-            return self._generate_tokens(list(tokens), max_tokens=max_tokens, on_token=on_token, prefill="")
+            return self._generate_tokens(
+                list(tokens), max_tokens=max_tokens, on_token=on_token, prefill=""
+            )
 
     def _generate_tokens(
         self, tokens: list[int], *, max_tokens: int, on_token: TokenCallback | None, prefill: str
@@ -380,9 +405,7 @@ class LlamaGenerator:
                     looped_at = cut
                     finish = "repetition"
                     break
-        except GenerationError:
-            raise
-        except Exception as exc:
+        except (RuntimeError, ValueError, OSError) as exc:  # llama_decode failures surface as these
             raise GenerationError(
                 f"llama.cpp failed while generating ({_first_line(exc)})",
                 fix="retry; if it persists run `lorebot doctor`",
@@ -426,8 +449,8 @@ def _perf_reset(llm: Any) -> None:
         import llama_cpp
 
         llama_cpp.llama_perf_context_reset(llm.ctx)
-    except Exception:  # pragma: no cover - perf counters are a nicety
-        pass
+    except (AttributeError, OSError, TypeError) as exc:  # pragma: no cover - a nicety
+        log.debug("llama.cpp perf counters unavailable: %s", exc)
 
 
 def _perf_read(llm: Any) -> dict[str, float] | None:
@@ -442,7 +465,7 @@ def _perf_read(llm: Any) -> dict[str, float] | None:
             "n_p_eval": int(data.n_p_eval),
             "n_eval": int(data.n_eval),
         }
-    except Exception:  # pragma: no cover
+    except (AttributeError, OSError, TypeError):  # pragma: no cover - older llama-cpp-python
         return None
 
 
@@ -488,7 +511,9 @@ class FakeGenerator:
         elif self._replies:
             reply = self._replies.pop(0)
         else:
-            raise GenerationError("FakeGenerator has no scripted reply left", fix="script more replies")
+            raise GenerationError(
+                "FakeGenerator has no scripted reply left", fix="script more replies"
+            )
         pieces = re.findall(r"\S+\s*", reply)[:max_tokens]
         for piece in pieces:
             if on_token is not None:

@@ -1,10 +1,11 @@
 """The grounded prompt: a fixed system prompt, numbered passages, bounded history, the question.
 
-Two constraints shape it. The model is tiny (135M parameters), so the instructions are
-few, concrete and repeated next to the question, where it attends best. And prompt tokens
-are the latency budget (about 380 tokens/s on two cores), so the system prompt is the
-same bytes on every call, first in the prompt: llama.cpp keeps its KV cache between
-calls, and only what follows the system prompt is evaluated per question.
+Two constraints shape it. The model is tiny (135M parameters): the instructions are few
+and concrete, each passage is cut to the sentences that share words with the question,
+and the question comes last, where it attends best. And prompt tokens are the latency
+budget (about 380 tokens/s on two cores): the system prompt is the same bytes on every
+call, first in the prompt, so llama.cpp's KV cache keeps it between calls and only what
+follows it is evaluated per question.
 """
 
 from __future__ import annotations
@@ -48,10 +49,14 @@ CountTokens = Callable[[str], int]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(
-    "a an the of in on at to is was were are be been do does did what which who whom whose how "
-    "when where why for by with and or as that this it its from has have had can i my we our you "
-    "your me should would will there their they".split()
-)
+    {
+        "a", "an", "the", "of", "in", "on", "at", "to", "is", "was", "were", "are", "be", "been",
+        "do", "does", "did", "what", "which", "who", "whom", "whose", "how", "when", "where",
+        "why", "for", "by", "with", "and", "or", "as", "that", "this", "it", "its", "from", "has",
+        "have", "had", "can", "i", "my", "we", "our", "you", "your", "me", "should", "would",
+        "will", "there", "their", "they",
+    }
+)  # fmt: skip
 
 _NOT_FOUND_PATTERNS = re.compile(
     r"documents? do(?:es)? not (?:say|mention|contain|cover|specify|provide)"
@@ -120,7 +125,9 @@ def focus_passage(text: str, question: str, keep: int = FOCUS_SENTENCES) -> str:
     if len(sentences) <= keep:
         return " ".join(sentences)
     wanted = content_words(question)
-    ranked = sorted(range(len(sentences)), key=lambda i: (-len(content_words(sentences[i]) & wanted), i))
+    ranked = sorted(
+        range(len(sentences)), key=lambda i: (-len(content_words(sentences[i]) & wanted), i)
+    )
     return " ".join(sentences[i] for i in sorted(ranked[:keep]))
 
 
@@ -224,7 +231,11 @@ def build_messages(
     and the set is trimmed to ``context_tokens``; the history is bounded.
     """
     passages, used = select_passages(
-        hits, context_tokens=context_tokens, count_tokens=count_tokens, question=question, focus=focus
+        hits,
+        context_tokens=context_tokens,
+        count_tokens=count_tokens,
+        question=question,
+        focus=focus,
     )
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
     messages += history_messages(history, count_tokens)

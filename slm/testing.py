@@ -55,7 +55,9 @@ def make_hit(
     score: float | None = None,
 ) -> SearchHit:
     """A search hit around a passage written in the test."""
-    cid = chunk_id or "chunk-" + hashlib.sha1(f"{title}\0{heading}\0{text}".encode()).hexdigest()[:10]
+    cid = (
+        chunk_id or "chunk-" + hashlib.sha1(f"{title}\0{heading}\0{text}".encode()).hexdigest()[:10]
+    )
     chunk = Chunk(
         chunk_id=cid,
         text=text,
@@ -71,9 +73,15 @@ def make_hit(
     )
 
 
-def make_hits(texts: Sequence[str], *, dense_scores: Sequence[float | None] | None = None) -> list[SearchHit]:
+def make_hits(
+    texts: Sequence[str], *, dense_scores: Sequence[float | None] | None = None
+) -> list[SearchHit]:
     """Hits titled "Doc 1".."Doc n" with descending dense scores (or the ones given)."""
-    scores = list(dense_scores) if dense_scores is not None else [0.9 - 0.1 * i for i in range(len(texts))]
+    scores = (
+        list(dense_scores)
+        if dense_scores is not None
+        else [0.9 - 0.1 * i for i in range(len(texts))]
+    )
     return [
         make_hit(text, title=f"Doc {i}", chunk_id=f"c{i}", dense_score=scores[i - 1])
         for i, text in enumerate(texts, start=1)

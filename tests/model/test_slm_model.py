@@ -49,7 +49,9 @@ def messages_for(question: str, hits, gen: LlamaGenerator, system: str | None = 
 
 def test_streams_pieces_that_add_up_to_the_answer(generator: LlamaGenerator) -> None:
     pieces: list[str] = []
-    msgs = messages_for("How many days of paid annual leave do full-time employees get?", [LEAVE], generator)
+    msgs = messages_for(
+        "How many days of paid annual leave do full-time employees get?", [LEAVE], generator
+    )
     out = generator.generate(msgs, max_tokens=32, on_token=pieces.append)
     assert len(pieces) >= 2
     assert "".join(pieces).strip() == out.text
@@ -65,7 +67,9 @@ def test_max_tokens_caps_the_completion(generator: LlamaGenerator) -> None:
     assert out.finish_reason in {"length", "stop"}
 
 
-def test_answers_a_grounded_question_with_the_fact_from_the_passage(generator: LlamaGenerator) -> None:
+def test_answers_a_grounded_question_with_the_fact_from_the_passage(
+    generator: LlamaGenerator,
+) -> None:
     answer = answer_question(
         Question(text="How many days of paid annual leave do full-time employees get?"),
         StaticRetriever([LEAVE, EXPENSES], version="t1"),
@@ -82,12 +86,19 @@ def test_answers_a_grounded_question_with_the_fact_from_the_passage(generator: L
 
 def test_second_question_reuses_the_cached_system_prompt(generator: LlamaGenerator) -> None:
     # Evict the shared prefix with a different system prompt, then ask two questions.
-    generator.generate(messages_for("Warm up?", [EXPENSES], generator, system="Be terse."), max_tokens=2)
-    first = generator.generate(messages_for("How many days of leave?", [LEAVE], generator), max_tokens=8)
-    second = generator.generate(
-        messages_for("What is the deadline for expense claims?", [EXPENSES], generator), max_tokens=8
+    generator.generate(
+        messages_for("Warm up?", [EXPENSES], generator, system="Be terse."), max_tokens=2
     )
-    system_tokens = len(generator.tokenize(generator.render([{"role": "system", "content": SYSTEM_PROMPT}])))
+    first = generator.generate(
+        messages_for("How many days of leave?", [LEAVE], generator), max_tokens=8
+    )
+    second = generator.generate(
+        messages_for("What is the deadline for expense claims?", [EXPENSES], generator),
+        max_tokens=8,
+    )
+    system_tokens = len(
+        generator.tokenize(generator.render([{"role": "system", "content": SYSTEM_PROMPT}]))
+    )
     assert first.prompt_tokens_evaluated is not None and second.prompt_tokens_evaluated is not None
     # the first call evaluated (nearly) everything: only "<|im_start|>system\n" was shared
     assert first.prompt_tokens_evaluated >= first.prompt_tokens - 5
@@ -100,7 +111,9 @@ def test_a_failing_token_callback_does_not_lose_the_answer(generator: LlamaGener
     def boom(piece: str) -> None:
         raise RuntimeError("slack down")
 
-    out = generator.generate(messages_for("How many days of leave?", [LEAVE], generator), max_tokens=12, on_token=boom)
+    out = generator.generate(
+        messages_for("How many days of leave?", [LEAVE], generator), max_tokens=12, on_token=boom
+    )
     assert out.text and out.completion_tokens >= 1
 
 
@@ -128,7 +141,9 @@ def test_gguf_magic_followed_by_garbage_is_a_one_line_asset_error(tmp_path: Path
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + os.urandom(4096))
     with pytest.raises(AssetMissingError) as info:
-        LlamaGenerator(junk, n_threads=1).generate([{"role": "user", "content": "hi"}], max_tokens=2)
+        LlamaGenerator(junk, n_threads=1).generate(
+            [{"role": "user", "content": "hi"}], max_tokens=2
+        )
     assert "\n" not in info.value.one_line()
 
 
@@ -142,8 +157,12 @@ def test_model_file_removed_after_configuration_is_an_asset_error(tmp_path: Path
     assert "does not exist" in info.value.message
 
 
-def test_an_assistant_message_last_is_a_prefix_the_model_continues(generator: LlamaGenerator) -> None:
-    msgs = messages_for("How many days of paid annual leave do full-time employees get?", [LEAVE], generator)
+def test_an_assistant_message_last_is_a_prefix_the_model_continues(
+    generator: LlamaGenerator,
+) -> None:
+    msgs = messages_for(
+        "How many days of paid annual leave do full-time employees get?", [LEAVE], generator
+    )
     msgs.append({"role": "assistant", "content": "According to [1],"})
     pieces: list[str] = []
     out = generator.generate(msgs, max_tokens=24, on_token=pieces.append)

@@ -17,8 +17,12 @@ MODEL = ModelSettings(max_tokens=40)
 
 def leave_hits():
     return [
-        make_hit("Staff get 25 days of annual leave.", title="Leave", chunk_id="leave", dense_score=0.71),
-        make_hit("Expenses are claimed monthly.", title="Expenses", chunk_id="exp", dense_score=0.52),
+        make_hit(
+            "Staff get 25 days of annual leave.", title="Leave", chunk_id="leave", dense_score=0.71
+        ),
+        make_hit(
+            "Expenses are claimed monthly.", title="Expenses", chunk_id="exp", dense_score=0.52
+        ),
         make_hit("The VPN uses WireGuard.", title="VPN", chunk_id="vpn", dense_score=0.31),
     ]
 
@@ -51,7 +55,13 @@ def test_answers_from_the_passages_with_citations_and_metadata() -> None:
     assert [(c.n, c.chunk_id, c.cited) for c in answer.citations] == [(1, "leave", True)]
     assert answer.index_version == "v7" and answer.adapter == "a3"
     assert "".join(pieces).strip() == answer.answer and len(pieces) > 1
-    assert {"retrieve", "prompt_build", "generate", "first_token", "total"} <= answer.timings_ms.keys()
+    assert {
+        "retrieve",
+        "prompt_build",
+        "generate",
+        "first_token",
+        "total",
+    } <= answer.timings_ms.keys()
     assert answer.completion_tokens == 8 and answer.prompt_tokens > 0
     # the model saw the three passages, numbered, and the question
     user = gen.calls[0][-1]["content"]
@@ -61,7 +71,12 @@ def test_answers_from_the_passages_with_citations_and_metadata() -> None:
 
 def test_search_gets_k_candidates_and_the_askers_collections() -> None:
     retriever = StaticRetriever(leave_hits())
-    ask("How much annual leave?", retriever, FakeGenerator(["25 days [1]."]), collections=["hr", "it"])
+    ask(
+        "How much annual leave?",
+        retriever,
+        FakeGenerator(["25 days [1]."]),
+        collections=["hr", "it"],
+    )
     call = retriever.calls[0]
     assert (call.query, call.k, call.collections, call.candidates) == (
         "How much annual leave?",
@@ -93,7 +108,10 @@ def test_weak_evidence_abstains_without_the_model_and_lists_nearest_sources() ->
 
 def test_abstention_uses_the_best_dense_score_not_the_fused_rank() -> None:
     # the top fused hit came from keyword search only; a lower one is semantically close
-    hits = [make_hit("kw only", chunk_id="k", dense_score=None, score=1.0), make_hit("close", chunk_id="d", dense_score=0.5)]
+    hits = [
+        make_hit("kw only", chunk_id="k", dense_score=None, score=1.0),
+        make_hit("close", chunk_id="d", dense_score=0.5),
+    ]
     gen = FakeGenerator(["It is close [2]."])
     answer = ask("q about close?", StaticRetriever(hits), gen)
     assert not answer.abstained and len(gen.calls) == 1
@@ -101,17 +119,23 @@ def test_abstention_uses_the_best_dense_score_not_the_fused_rank() -> None:
 
 def test_score_exactly_at_the_threshold_is_answered() -> None:
     hits = make_hits(["Staff get 25 days."], dense_scores=[RETRIEVAL.min_score])
-    answer = ask("How much leave do staff get?", StaticRetriever(hits), FakeGenerator(["25 days [1]."]))
+    answer = ask(
+        "How much leave do staff get?", StaticRetriever(hits), FakeGenerator(["25 days [1]."])
+    )
     assert not answer.abstained
 
 
 def test_retriever_without_dense_scores_never_abstains_on_score() -> None:
     hits = make_hits(["Staff get 25 days."], dense_scores=[None])
-    answer = ask("How much leave do staff get?", StaticRetriever(hits), FakeGenerator(["25 days [1]."]))
+    answer = ask(
+        "How much leave do staff get?", StaticRetriever(hits), FakeGenerator(["25 days [1]."])
+    )
     assert not answer.abstained
 
 
-@pytest.mark.parametrize("reply", [NOT_FOUND, "The passages do not mention the wifi password.", "  "])
+@pytest.mark.parametrize(
+    "reply", [NOT_FOUND, "The passages do not mention the wifi password.", "  "]
+)
 def test_model_saying_the_documents_do_not_say_abstains(reply: str) -> None:
     gen = FakeGenerator([reply])
     answer = ask("What is the wifi password?", StaticRetriever(leave_hits()), gen)
@@ -129,7 +153,9 @@ def test_uncited_answer_shows_top_passages_as_uncited_sources() -> None:
 
 def test_citations_never_point_outside_the_passages_the_model_saw() -> None:
     # the budget keeps only the first (long) passage; the model cites [2] and [3] anyway
-    hits = make_hits([" ".join(["leave"] * 80), "second passage", "third passage"])
+    hits = make_hits(
+        ["Staff get 25 days. " + " ".join(["leave"] * 80), "second passage", "third passage"]
+    )
     tight = RetrievalSettings(top_k=3, context_tokens=64, min_score=0.3)
     gen = FakeGenerator(["25 days [1][2][3]."])
     answer = answer_question(
@@ -175,7 +201,10 @@ def test_follow_up_is_searched_with_the_previous_question_and_history_is_bounded
 
 
 def test_fresh_question_in_a_thread_is_searched_as_asked() -> None:
-    history = [Turn(role="user", text="How much annual leave do staff get?"), Turn(role="assistant", text="25 days.")]
+    history = [
+        Turn(role="user", text="How much annual leave do staff get?"),
+        Turn(role="assistant", text="25 days."),
+    ]
     q = "How do I connect to the office VPN from home?"
     assert retrieval_query(q, history) == q
     assert retrieval_query("and for contractors?", history).startswith("How much annual leave")
@@ -213,3 +242,81 @@ def test_a_failing_token_callback_stops_streaming_but_not_the_answer() -> None:
     )
     assert answer.answer == "Staff get 25 days [1]."
     assert len(calls) == 1
+
+
+def test_an_answer_naming_a_number_no_passage_has_is_replaced_by_the_abstention() -> None:
+    gen = FakeGenerator(["The wifi password is 123456 [1]."])
+    answer = ask("What is the wifi password?", StaticRetriever(leave_hits()), gen)
+    assert len(gen.calls) == 1
+    assert answer.abstained and answer.answer == ABSTAIN_TEXT
+    assert not any(c.cited for c in answer.citations)
+
+
+def test_facts_from_the_thread_count_as_grounded() -> None:
+    history = [
+        Turn(role="user", text="Is the Zephyr team on the Berlin site?"),
+        Turn(role="assistant", text="Yes."),
+    ]
+    gen = FakeGenerator(["Staff in Berlin get 25 days of annual leave [1]."])
+    answer = ask("And their leave?", StaticRetriever(leave_hits()), gen, history=history)
+    assert not answer.abstained
+
+
+def test_grounding_check_can_be_turned_off() -> None:
+    answer = answer_question(
+        Question(text="What is the wifi password?"),
+        StaticRetriever(leave_hits()),
+        FakeGenerator(["The wifi password is 123456 [1]."]),
+        retrieval=RETRIEVAL,
+        model=MODEL,
+        check_grounding=False,
+    )
+    assert not answer.abstained and "123456" in answer.answer
+
+
+def test_streaming_stops_before_an_invented_term_reaches_the_reader() -> None:
+    pieces: list[str] = []
+    answer = answer_question(
+        Question(text="What is the wifi password?"),
+        StaticRetriever(leave_hits()),
+        FakeGenerator(["The wifi password is 123456 and never changes."]),
+        retrieval=RETRIEVAL,
+        model=MODEL,
+        on_token=pieces.append,
+    )
+    assert answer.abstained
+    assert "".join(pieces) == "The wifi password is "
+
+
+def test_a_half_streamed_name_does_not_stop_streaming() -> None:
+    # "Quillfeather" arrives in pieces; "Qu" alone is in no passage but must not stop the stream
+    hits = [
+        make_hit("Quillfeather staff get 25 days of annual leave.", title="Leave", chunk_id="leave")
+    ]
+
+    class Pieces(FakeGenerator):
+        def generate(self, messages, *, max_tokens, on_token=None):
+            out = super().generate(messages, max_tokens=max_tokens)
+            for piece in ["Qu", "ill", "feather", " staff", " get", " 25", " days", " [1]."]:
+                on_token(piece)
+            return out
+
+    pieces: list[str] = []
+    answer = answer_question(
+        Question(text="How much leave?"),
+        StaticRetriever(hits),
+        Pieces(["Quillfeather staff get 25 days [1]."]),
+        retrieval=RETRIEVAL,
+        model=MODEL,
+        on_token=pieces.append,
+    )
+    assert not answer.abstained
+    assert "".join(pieces) == "Quillfeather staff get 25 days [1]."
+
+
+def test_an_answer_that_goes_on_to_invent_is_cut_to_its_supported_part() -> None:
+    gen = FakeGenerator(["Staff get 25 days of annual leave [1], with a bonus of 10 days in 2031."])
+    answer = ask("How much annual leave?", StaticRetriever(leave_hits()), gen)
+    assert not answer.abstained
+    assert answer.answer == "Staff get 25 days of annual leave [1]."
+    assert [(c.chunk_id, c.cited) for c in answer.citations] == [("leave", True)]

@@ -26,7 +26,9 @@ def run_streamer(pieces: list[str], stop: list[str]) -> tuple[str, list[str], bo
 
 
 def test_streamer_cuts_at_a_stop_sequence_split_across_pieces_without_leaking_it() -> None:
-    text, seen, stopped = run_streamer(["It is 25", " days [1].", "\n", "\nQuestion: more"], ["\n\n"])
+    text, seen, stopped = run_streamer(
+        ["It is 25", " days [1].", "\n", "\nQuestion: more"], ["\n\n"]
+    )
     assert stopped
     assert text == "It is 25 days [1]."
     assert "".join(seen) == text

@@ -122,7 +122,9 @@ def test_history_is_bounded_cut_short_and_stripped_of_old_citation_marks() -> No
 
 def test_history_never_makes_two_user_turns_in_a_row() -> None:
     history = [Turn(role="assistant", text="hello"), Turn(role="user", text="unanswered")]
-    messages, _ = build_messages("q?", make_hits(["p"]), history, context_tokens=100, count_tokens=count)
+    messages, _ = build_messages(
+        "q?", make_hits(["p"]), history, context_tokens=100, count_tokens=count
+    )
     assert [m["role"] for m in messages] == ["system", "user"]
 
 
@@ -167,14 +169,20 @@ def test_focus_keeps_the_sentences_sharing_most_words_with_the_question_in_order
 def test_build_messages_focuses_passages_unless_told_not_to() -> None:
     text = "Sentence about parking. Sentence about lunch. Leave is 27 days. Sentence about desks."
     hits = [make_hit(text, title="Handbook")]
-    focused, _ = build_messages("How long is leave?", hits, [], context_tokens=200, count_tokens=count, focus=1)
-    whole, _ = build_messages("How long is leave?", hits, [], context_tokens=200, count_tokens=count, focus=None)
+    focused, _ = build_messages(
+        "How long is leave?", hits, [], context_tokens=200, count_tokens=count, focus=1
+    )
+    whole, _ = build_messages(
+        "How long is leave?", hits, [], context_tokens=200, count_tokens=count, focus=None
+    )
     assert "[1] Handbook\nLeave is 27 days.\n" in focused[1]["content"]
     assert "parking" not in focused[1]["content"]
     assert "Sentence about parking. Sentence about lunch. Leave is 27 days." in whole[1]["content"]
 
 
 def test_user_message_ends_with_the_question_and_no_not_found_reminder() -> None:
-    messages, _ = build_messages("How long is leave?", make_hits(["p"]), [], context_tokens=50, count_tokens=count)
+    messages, _ = build_messages(
+        "How long is leave?", make_hits(["p"]), [], context_tokens=50, count_tokens=count
+    )
     assert messages[1]["content"].endswith("Question: How long is leave?")
     assert NOT_FOUND not in messages[1]["content"]
