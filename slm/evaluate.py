@@ -908,11 +908,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", dest="as_json", action="store_true")
     ap.add_argument("--chart", type=Path, default=None)
     args = ap.parse_args(argv)
+    import signal
+
+    # SIGTERM -> SystemExit, so the temporary index is deleted on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     try:
-        eval_command(load_settings(), args.qa, index=args.index, limit=args.limit, as_json=args.as_json, chart=args.chart)
+        settings = load_settings()
+        logging.basicConfig(level=settings.logging.level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        for noisy in ("httpx", "urllib3", "sentence_transformers", "faiss", "bm25s", "filelock", "unstructured"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        eval_command(settings, args.qa, index=args.index, limit=args.limit, as_json=args.as_json, chart=args.chart)
     except LorebotError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
