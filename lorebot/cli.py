@@ -284,6 +284,22 @@ def ask_cmd(
         console.print(messages.answer_text(answer))
 
 
+# --------------------------------------------------------------------------- eval
+@app.command("eval")
+def eval_cmd(
+    qa: Annotated[Path, typer.Argument(help="SQuAD v1.1 JSON file (e.g. XQuAD-en).")],
+    index: Annotated[str, typer.Option("--index", help="'temp': index the file's passages; 'current': the serving index.")] = "temp",
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Ask at most N questions (a seeded sample).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    chart: Annotated[Optional[Path], typer.Option("--chart", help="Write a PNG chart of this run.")] = None,
+) -> None:
+    """Score the answer path on a QA file: recall@1/@5, EM, F1, similarity buckets, abstention, latency."""
+    from slm.evaluate import eval_command
+
+    # eval_command checks the file and --index itself (the nightly job calls it too).
+    eval_command(settings(), qa, index=index, limit=limit, as_json=as_json, chart=chart)
+
+
 # --------------------------------------------------------------------------- up / demo
 @app.command("up")
 def up_cmd(
@@ -364,7 +380,7 @@ def main() -> None:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except LorebotError as exc:
-        err_console.print(f"[red]error:[/] {exc.one_line()}", highlight=False)
+        err_console.print(f"[red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

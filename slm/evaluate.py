@@ -878,7 +878,7 @@ def eval_command(
     out = Console()
     err = Console(stderr=True)
     if not as_json:
-        err.print(f"[bold]lorebot eval[/] {qa_path} (index {index}, limit {limit or 'all'})")
+        err.print(f"[bold]lorebot eval[/] {qa_path} (index {index}, limit {limit or 'all'})", soft_wrap=True)
     report = run_eval(
         settings, qa_path, index=index, limit=limit, progress=True, generator=generator, embedder=embedder
     )

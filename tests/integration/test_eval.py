@@ -259,3 +259,29 @@ def test_xquad_sample_with_the_real_model(shared_data, embedder, tmp_path) -> No
     # XQuAD-en's passages are easy to retrieve (0.985 recall@5 in BASELINES.md).
     assert report.retrieval["recall@5"] >= 0.8
     assert report.answers["errors"] == 0
+
+
+def test_lorebot_eval_cli_with_the_real_model(qa_file, tmp_path) -> None:
+    """The console command end to end: real MiniLM, real SmolLM2, JSON on stdout, a PNG."""
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    env = child_env(tmp_path / "data", "redis://127.0.0.1:1/0", LOREBOT_MODEL__MAX_TOKENS="24")
+    chart = tmp_path / "run.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "lorebot", "eval", str(qa_file), "--limit", "2", "--json", "--chart", str(chart)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(done.stdout)
+    assert data["answers"]["n"] == 2 and data["answers"]["errors"] == 0
+    assert 0.0 <= data["retrieval"]["recall@5"] <= 1.0
+    assert chart.read_bytes()[:8] == PNG_MAGIC
+    missing = subprocess.run(
+        [sys.executable, "-m", "lorebot", "eval", str(tmp_path / "nope.json")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert missing.returncode != 0
+    assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
