@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Answer, Question, SearchHit, Turn
 from slm.citations import fallback_citations, select_citations
+from slm.evidence import Encode, compose, select_evidence
 from slm.generator import Generator
 from slm.grounding import GroundingCheck
 from slm.prompt import build_messages, is_not_found
@@ -205,6 +206,8 @@ def answer_question(
     model: ModelSettings,
     on_token: Callable[[str], None] | None = None,
     check_grounding: bool = True,
+    encode: Encode | None = None,
+    quote_evidence: bool = True,
 ) -> Answer:
     """Answer ``question`` from the documents ``retriever`` can see, citing its sources.
 
@@ -255,6 +258,12 @@ def answer_question(
     )
     timings["prompt_build"] = (time.perf_counter() - t_prompt) * 1000
 
+    t_evidence = time.perf_counter()
+    if encode is None:  # the index's own query embedder, when it offers one
+        encode = getattr(retriever, "encode", None)
+    evidence = select_evidence(question.text, used, encode) if quote_evidence else None
+    timings["evidence"] = (time.perf_counter() - t_evidence) * 1000
+
     grounding = GroundingCheck(_grounds(question, used)) if check_grounding else None
     gate = _StreamGate(question.question_id, on_token, grounding)
     t_gen = time.perf_counter()
@@ -265,6 +274,10 @@ def answer_question(
     timings["decode"] = generation.timings_ms.get("decode", 0.0)
 
     raw_text, refusal = _review(question.question_id, generation.text, grounding)
+    if refusal is not None and evidence is not None and not is_not_found(generation.text):
+        # The model's sentence is empty or invents: the quoted evidence answers alone.
+        log.info("question %s: model sentence dropped (%s); quoting the evidence", question.question_id, refusal)
+        raw_text, refusal = "", None
     if refusal is not None:
         return _abstain(
             question,
@@ -276,6 +289,8 @@ def answer_question(
             **common,
         )
 
+    if evidence is not None:
+        raw_text = compose(raw_text, evidence, question.text)
     text, citations = select_citations(raw_text, used)
     timings["total"] = (time.perf_counter() - started) * 1000
     log.info(

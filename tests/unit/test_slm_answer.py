@@ -1,4 +1,8 @@
-"""The answer path with a scripted generator and an in-memory retriever."""
+"""The answer path with a scripted generator and an in-memory retriever.
+
+Most tests switch the evidence quote off to look at the model's sentence alone; the
+quote's own tests are at the end and in test_slm_evidence.py.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ def leave_hits():
 
 def ask(text: str, retriever, generator, **kw) -> Answer:
     return answer_question(
-        Question(text=text, **kw), retriever, generator, retrieval=RETRIEVAL, model=MODEL
+        Question(text=text, **kw), retriever, generator, retrieval=RETRIEVAL, model=MODEL,
+        quote_evidence=False,
     )
 
 
@@ -48,6 +53,7 @@ def test_answers_from_the_passages_with_citations_and_metadata() -> None:
         gen,
         retrieval=RETRIEVAL,
         model=MODEL,
+        quote_evidence=False,
         on_token=pieces.append,
     )
     assert not answer.abstained
@@ -159,7 +165,8 @@ def test_citations_never_point_outside_the_passages_the_model_saw() -> None:
     tight = RetrievalSettings(top_k=3, context_tokens=64, min_score=0.3)
     gen = FakeGenerator(["25 days [1][2][3]."])
     answer = answer_question(
-        Question(text="How much leave?"), StaticRetriever(hits), gen, retrieval=tight, model=MODEL
+        Question(text="How much leave?"), StaticRetriever(hits), gen, retrieval=tight, model=MODEL,
+        quote_evidence=False,
     )
     assert "[2]" not in gen.calls[0][-1]["content"]
     assert [c.chunk_id for c in answer.citations] == ["c1"]
@@ -174,6 +181,7 @@ def test_max_tokens_from_settings_caps_the_answer() -> None:
         FakeGenerator([long_reply]),
         retrieval=RETRIEVAL,
         model=ModelSettings(max_tokens=5),
+        quote_evidence=False,
     )
     assert answer.completion_tokens == 5 and len(answer.answer.split()) == 5
 
@@ -238,6 +246,7 @@ def test_a_failing_token_callback_stops_streaming_but_not_the_answer() -> None:
         FakeGenerator(["Staff get 25 days [1]."]),
         retrieval=RETRIEVAL,
         model=MODEL,
+        quote_evidence=False,
         on_token=boom,
     )
     assert answer.answer == "Staff get 25 days [1]."
@@ -269,6 +278,7 @@ def test_grounding_check_can_be_turned_off() -> None:
         FakeGenerator(["The wifi password is 123456 [1]."]),
         retrieval=RETRIEVAL,
         model=MODEL,
+        quote_evidence=False,
         check_grounding=False,
     )
     assert not answer.abstained and "123456" in answer.answer
@@ -282,6 +292,7 @@ def test_streaming_stops_before_an_invented_term_reaches_the_reader() -> None:
         FakeGenerator(["The wifi password is 123456 and never changes."]),
         retrieval=RETRIEVAL,
         model=MODEL,
+        quote_evidence=False,
         on_token=pieces.append,
     )
     assert answer.abstained
@@ -308,6 +319,7 @@ def test_a_half_streamed_name_does_not_stop_streaming() -> None:
         Pieces(["Quillfeather staff get 25 days [1]."]),
         retrieval=RETRIEVAL,
         model=MODEL,
+        quote_evidence=False,
         on_token=pieces.append,
     )
     assert not answer.abstained
@@ -320,3 +332,35 @@ def test_an_answer_that_goes_on_to_invent_is_cut_to_its_supported_part() -> None
     assert not answer.abstained
     assert answer.answer == "Staff get 25 days of annual leave [1]."
     assert [(c.chunk_id, c.cited) for c in answer.citations] == [("leave", True)]
+
+
+# ----------------------------------------------------------------------------- evidence quote
+def quote_ask(text: str, reply: str):
+    return answer_question(
+        Question(text=text), StaticRetriever(leave_hits()), FakeGenerator([reply]),
+        retrieval=RETRIEVAL, model=MODEL,
+    )
+
+
+def test_a_useful_model_sentence_comes_with_the_quoted_evidence() -> None:
+    answer = quote_ask("How many days of annual leave do staff get?", "You get 25 days of leave [1].")
+    assert answer.answer == "You get 25 days of leave [1].\n> Staff get 25 days of annual leave. [1]"
+    assert [c.n for c in answer.citations if c.cited] == [1]
+    assert "evidence" in answer.timings_ms
+
+
+def test_an_empty_model_sentence_leaves_the_quote_alone() -> None:
+    answer = quote_ask("How many days of annual leave do staff get?", "The answer to this question is.")
+    assert answer.answer == "> Staff get 25 days of annual leave. [1]"
+    assert not answer.abstained
+
+
+def test_a_model_sentence_contradicting_the_quote_is_dropped() -> None:
+    # 30 is in no passage: without the quote this would abstain; with it, the quote answers.
+    answer = quote_ask("How many days of annual leave do staff get?", "Staff get 30 days of leave [1].")
+    assert answer.answer == "> Staff get 25 days of annual leave. [1]"
+
+
+def test_the_model_saying_not_found_still_abstains_with_a_quote_available() -> None:
+    answer = quote_ask("How many days of annual leave do staff get?", NOT_FOUND)
+    assert answer.abstained and answer.answer == ABSTAIN_TEXT
