@@ -1,0 +1,721 @@
+"""LoRA fine-tuning of the answer model, its export to llama.cpp, and the parity check between them.
+
+The nightly refresh trains on the very GGUF that serves answers: transformers de-quantizes
+it into torch (``gguf_file=``), peft adds LoRA matrices, and the trained matrices are
+written back as a llama.cpp LoRA adapter. Three things have to agree for that to be worth
+anything, and this module owns all three:
+
+* **Prompts.** Training examples are rendered and tokenized by :class:`LlamaGenerator`
+  itself (the GGUF's chat template, llama.cpp's tokenizer), so the model is trained on
+  exactly the token ids it will see when serving.
+* **Tensor layout.** llama.cpp stores the q/k projections of llama-architecture models
+  with their rows permuted for its rotary embedding; transformers undoes that permutation
+  when loading, so the q/k ``B`` matrices trained in torch must be permuted again on export.
+* **Numbers.** :func:`check_parity` runs the exported adapter in llama.cpp and the peft
+  adapter in torch on the same token ids and compares logits and greedy continuations; the
+  refresh stops when they disagree, because a silently wrong adapter would still "work".
+
+The training code is kept nanoGPT-plain: a config dataclass saved beside every adapter,
+pure builders for the data and the model, and one loop. torch, transformers and peft are
+imported inside the functions so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lorebot.errors import LorebotError
+
+log = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+Progress = Callable[[int, int, float], None]
+
+#: File names inside a trained adapter directory (peft writes the first two).
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_CONFIG = "adapter_config.json"
+CONFIG_FILE = "config.json"
+
+#: peft (HF llama) module names → llama.cpp tensor names are looked up with gguf's own
+#: tensor map; these are the modules LoRA can target in a llama block.
+SUPPORTED_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+#: Greedy continuations of llama.cpp (Q4_1 weights, 8-bit activations) and torch
+#: (de-quantized fp32) may part where two tokens are nearly tied. Measured on 12 grounded
+#: prompts of the sample handbook, the *base* model alone parted in 3 of 12, at torch logit
+#: gaps of 0.05, 0.10 and 0.21, while logit correlations stayed >= 0.9992; an adapter with
+#: unpermuted q/k matrices drops the correlation to ~0.89. A parting within this many
+#: logits is therefore a tie, not a fault.
+TIE_MARGIN = 0.25
+
+
+# ----------------------------------------------------------------------------- types
+@dataclass
+class LoraConfig:
+    """Everything that determines a training run; saved as config.json beside the adapter."""
+
+    seed: int = 0
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    learning_rate: float = 3e-4
+    batch_size: int = 4
+    max_seq_len: int = 512
+    max_steps: int = 200
+    time_budget_s: float = 1800.0
+    device: str = "auto"  # "cpu" | "cuda" | "auto"
+    threads: int | None = None
+
+
+@dataclass
+class TrainExample:
+    """Chat messages whose last message (role "assistant") is the training target."""
+
+    messages: list[dict[str, str]]
+
+
+@dataclass
+class TrainResult:
+    peft_dir: Path
+    steps: int
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    final_loss: float
+    losses: list[float]
+    stopped_by: str  # "steps" | "budget"
+    device: str = "cpu"
+    examples_used: int = 0
+    examples_skipped: int = 0
+    load_seconds: float = 0.0
+
+
+@dataclass
+class ParityReport:
+    correlation_min: float
+    greedy_match: bool  # every continuation matched, near-ties (TIE_MARGIN) allowed
+    prompts: int
+    passed: bool
+    details: list[dict]
+    greedy_exact: bool = True  # every continuation identical token for token
+    #: The same comparison without the adapter: how far llama.cpp's Q4_1 arithmetic and
+    #: torch's de-quantized fp32 already differ, so the adapter's figure can be read.
+    base_correlation_min: float = float("nan")
+    base_greedy_match: bool = True
+    seconds: float = 0.0
+
+
+class TrainingError(LorebotError):
+    """LoRA training could not run (no usable examples, bad config)."""
+
+
+class AdapterExportError(LorebotError):
+    """A peft adapter could not be written as a llama.cpp adapter."""
+
+
+class ParityError(LorebotError):
+    """llama.cpp with the exported adapter does not compute what torch + peft computes."""
+
+
+# ----------------------------------------------------------------------------- helpers
+def resolve_device(name: str) -> str:
+    """Map "auto" to CUDA when torch sees a GPU, else CPU."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise TrainingError(f"unknown training device {name!r}", fix='use "cpu", "cuda" or "auto"')
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(
+            "training device cuda was asked for but torch sees no GPU",
+            fix='set the training device to "auto" or "cpu"',
+        )
+    return name
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[int]:
+    """Set torch's intra-op threads for a block and restore them (the setting is global)."""
+    import torch
+
+    before = torch.get_num_threads()
+    n = n or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def chat_codec(base_gguf: Path, n_ctx: int = 2048) -> Any:
+    """The serving generator used only to render and tokenize: training prompts are then
+    the same token ids llama.cpp evaluates when it answers."""
+    from slm.generator import LlamaGenerator
+
+    gen = LlamaGenerator(Path(base_gguf), n_threads=1, n_ctx=n_ctx)
+    gen.load()
+    return gen
+
+
+def end_of_turn_id(codec: Any) -> int:
+    """The token that ends an assistant turn (<|im_end|> for ChatML); the target ends with it
+    so the adapter learns to stop."""
+    return int(codec.llama.token_eos())
+
+
+# ----------------------------------------------------------------------------- data
+def encode_example(codec: Any, example: TrainExample) -> tuple[list[int], list[int]]:
+    """Token ids and labels of one example: -100 on the prompt, the target's ids after it.
+
+    The prompt and the target are tokenized separately, as they are when serving: llama.cpp
+    tokenizes the rendered prompt, then the model produces the answer token by token.
+    """
+    messages = example.messages
+    if not messages or messages[-1].get("role") != "assistant":
+        raise TrainingError(
+            "a training example must end with the assistant's message (the target)",
+            fix="append {'role': 'assistant', 'content': ...} to each example",
+        )
+    prompt_ids = codec.tokenize(codec.render(messages[:-1]))
+    target = messages[-1]["content"]
+    target_ids = codec.llama.tokenize(target.encode("utf-8"), add_bos=False, special=False)
+    target_ids = list(target_ids) + [end_of_turn_id(codec)]
+    ids = list(prompt_ids) + target_ids
+    labels = [-100] * len(prompt_ids) + target_ids
+    return ids, labels
+
+
+def build_dataset(
+    codec: Any, examples: Sequence[TrainExample], max_seq_len: int
+) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """Encoded examples that fit ``max_seq_len`` and how many did not.
+
+    An example that does not fit is skipped, not truncated: cutting the prompt would train
+    on prompts the server never builds, cutting the target would teach the model to stop
+    mid-sentence.
+    """
+    data, skipped = [], 0
+    for example in examples:
+        ids, labels = encode_example(codec, example)
+        if len(ids) > max_seq_len:
+            skipped += 1
+            continue
+        data.append((ids, labels))
+    return data, skipped
+
+
+def batches(
+    data: Sequence[tuple[list[int], list[int]]], batch_size: int, pad_id: int, seed: int
+) -> Iterator[dict[str, Any]]:
+    """Endless shuffled batches (a new permutation each epoch), right-padded to the longest."""
+    import torch
+
+    rng = random.Random(seed)
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            perm = list(range(len(data)))
+            rng.shuffle(perm)
+            order.extend(perm)
+        take, order = order[:batch_size], order[batch_size:]
+        rows = [data[i] for i in take]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (ids, lab) in enumerate(rows):
+            input_ids[r, : len(ids)] = torch.tensor(ids)
+            labels[r, : len(lab)] = torch.tensor(lab)
+            mask[r, : len(ids)] = 1
+        yield {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+# ----------------------------------------------------------------------------- model
+_base_cache: dict[tuple, Any] | None = None
+
+
+@contextlib.contextmanager
+def reuse_base_model() -> Iterator[None]:
+    """Keep the de-quantized base model in memory for the block.
+
+    De-quantizing the GGUF takes ~20 s on two cores (most of it parsing the vocabulary);
+    a refresh loads it for training and again for the parity check. Inside this block the
+    second load is a copy. Outside, nothing is kept, so a long-lived worker does not hold
+    half a gigabyte of fp32 weights between nightly runs.
+    """
+    global _base_cache
+    outer = _base_cache
+    if outer is None:
+        _base_cache = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _base_cache = None
+
+
+def load_base_model(base_gguf: Path) -> Any:
+    """The GGUF model de-quantized into a torch ``LlamaForCausalLM`` (fp32, CPU, eval mode)."""
+    from transformers import AutoModelForCausalLM
+
+    base_gguf = Path(base_gguf)
+    stat = base_gguf.stat()
+    key = (str(base_gguf.resolve()), stat.st_size, stat.st_mtime_ns)
+    if _base_cache is not None and key in _base_cache:
+        return copy.deepcopy(_base_cache[key])
+    started = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(
+        str(base_gguf.parent), gguf_file=base_gguf.name, local_files_only=True
+    )
+    model.eval()
+    log.info("de-quantized %s into torch in %.1f s", base_gguf.name, time.perf_counter() - started)
+    if _base_cache is not None:
+        _base_cache.clear()
+        _base_cache[key] = model
+        return copy.deepcopy(model)
+    return model
+
+
+def build_lora_model(base: Any, config: LoraConfig) -> Any:
+    """Wrap the base model with trainable LoRA matrices; everything else is frozen."""
+    import peft
+
+    unknown = set(config.target_modules) - set(SUPPORTED_MODULES)
+    if unknown:
+        raise TrainingError(
+            f"LoRA target modules {sorted(unknown)} are not supported",
+            fix=f"choose from {', '.join(SUPPORTED_MODULES)}",
+        )
+    peft_config = peft.LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return peft.get_peft_model(base, peft_config)
+
+
+# ----------------------------------------------------------------------------- training
+def train_lora(
+    base_gguf: Path,
+    examples: Sequence[TrainExample],
+    out_dir: Path,
+    config: LoraConfig,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on ``examples`` and save it (peft files + config.json) in ``out_dir``.
+
+    Stops after ``config.max_steps`` optimizer steps or once ``config.time_budget_s`` of
+    wall-clock time (counted from the call, model loading included) is spent, whichever
+    comes first; at least one step is always taken so the adapter on disk is a trained one.
+    """
+    import torch
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    device = resolve_device(config.device)
+    if config.batch_size < 1 or config.max_steps < 1 or config.rank < 1:
+        raise TrainingError(
+            "batch_size, max_steps and rank must be at least 1", fix="fix the training settings"
+        )
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+
+    with torch_threads(config.threads) as threads:
+        codec = chat_codec(base_gguf, n_ctx=max(config.max_seq_len, 512))
+        try:
+            data, skipped = build_dataset(codec, examples, config.max_seq_len)
+            pad_id = end_of_turn_id(codec)
+        finally:
+            codec.close()
+        if not data:
+            raise TrainingError(
+                f"none of the {len(examples)} training examples fits in "
+                f"{config.max_seq_len} tokens",
+                fix="provide examples, or raise the training max_seq_len",
+            )
+        if skipped:
+            log.warning(
+                "skipped %d of %d training examples longer than %d tokens",
+                skipped, len(examples), config.max_seq_len,
+            )  # fmt: skip
+
+        model = build_lora_model(load_base_model(base_gguf), config)
+        use_bf16 = device == "cuda"
+        if use_bf16:
+            model.to(device)
+        load_seconds = time.perf_counter() - started
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+        log.info(
+            "training LoRA r=%d on %s: %d examples, %d trainable parameters, device=%s threads=%d",
+            config.rank, ",".join(config.target_modules), len(data),
+            sum(p.numel() for p in params), device, threads,
+        )  # fmt: skip
+
+        model.train()
+        stream = batches(data, config.batch_size, pad_id, config.seed)
+        losses: list[float] = []
+        tokens = 0
+        stopped_by = "steps"
+        loop_started = time.perf_counter()
+        for step in range(1, config.max_steps + 1):
+            batch = {k: v.to(device) for k, v in next(stream).items()}
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"training loss became {value} at step {step}",
+                    fix="lower the training learning_rate",
+                )
+            losses.append(value)
+            tokens += int(batch["attention_mask"].sum())
+            if progress is not None:
+                progress(step, config.max_steps, value)
+            log.debug("step %d/%d loss %.4f", step, config.max_steps, value)
+            if step < config.max_steps and time.perf_counter() - started >= config.time_budget_s:
+                stopped_by = "budget"
+                break
+        loop_seconds = time.perf_counter() - loop_started
+        model.eval()
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out_dir))
+        (out_dir / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+    seconds = time.perf_counter() - started
+    result = TrainResult(
+        peft_dir=out_dir,
+        steps=len(losses),
+        tokens=tokens,
+        seconds=seconds,
+        tokens_per_s=tokens / loop_seconds if loop_seconds > 0 else 0.0,
+        final_loss=losses[-1],
+        losses=losses,
+        stopped_by=stopped_by,
+        device=device,
+        examples_used=len(data),
+        examples_skipped=skipped,
+        load_seconds=load_seconds,
+    )
+    log.info(
+        "trained LoRA adapter %s: %d steps (%s), loss %.3f → %.3f, %.0f tokens/s, %.0f s",
+        out_dir.name, result.steps, stopped_by, losses[0], losses[-1],
+        result.tokens_per_s, seconds,
+    )  # fmt: skip
+    return result
+
+
+# ----------------------------------------------------------------------------- export
+def read_gguf_metadata(base_gguf: Path) -> dict[str, str]:
+    """The base GGUF's metadata through llama.cpp (vocab only: fast, no weights read)."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(base_gguf), vocab_only=True, verbose=False)
+    try:
+        return dict(llm.metadata)
+    finally:
+        llm.close()
+
+
+def permute_rotary_rows(weight: Any, n_head: int) -> Any:
+    """Reorder rows the way llama.cpp's converter reorders llama q/k weights.
+
+    Hugging Face llama checkpoints interleave each head's rotary halves differently from
+    llama.cpp; the converter permutes q/k rows and transformers' GGUF loader undoes it. A
+    LoRA delta ``B @ A`` lives in the output rows, so only ``B`` is permuted.
+    """
+    rows = weight.shape[0]
+    return (
+        weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+def export_gguf_adapter(
+    peft_dir: Path, base_gguf: Path, out_path: Path, *, permute_qk: bool = True
+) -> Path:
+    """Write the peft adapter in ``peft_dir`` as a llama.cpp LoRA adapter at ``out_path``.
+
+    The file appears atomically (written beside it, then renamed). ``permute_qk=False``
+    exists only so a test can produce a wrong adapter and see the parity check catch it.
+    """
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    peft_dir, out_path = Path(peft_dir), Path(out_path)
+    cfg_path, weights_path = peft_dir / PEFT_CONFIG, peft_dir / PEFT_WEIGHTS
+    if not cfg_path.is_file() or not weights_path.is_file():
+        raise AdapterExportError(
+            f"{peft_dir} holds no peft adapter ({PEFT_CONFIG} + {PEFT_WEIGHTS})",
+            fix="train the adapter again",
+        )
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("use_dora") or cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
+        raise AdapterExportError(
+            "llama.cpp adapters support plain LoRA with one rank and alpha only",
+            fix="train without DoRA and without per-module rank or alpha",
+        )
+    rank, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
+    if cfg.get("use_rslora"):  # peft scales by alpha/sqrt(r), llama.cpp by alpha/r
+        alpha = alpha * math.sqrt(rank)
+
+    meta = read_gguf_metadata(base_gguf)
+    arch_name = meta.get("general.architecture", "")
+    arch = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}.get(arch_name)
+    if arch is None:
+        raise AdapterExportError(
+            f"base model architecture {arch_name!r} is unknown to gguf",
+            fix="upgrade the gguf package",
+        )
+    n_blocks = int(meta[f"{arch_name}.block_count"])
+    n_head = int(meta[f"{arch_name}.attention.head_count"])
+    n_head_kv = int(meta.get(f"{arch_name}.attention.head_count_kv", n_head))
+    names = gguf.get_tensor_name_map(arch, n_blocks)
+
+    tensors: dict[str, np.ndarray] = {}
+    for key, value in load_file(str(weights_path)).items():
+        # base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
+        module, _, part = key.rpartition(".lora_")
+        module = module.removeprefix("base_model.model.")
+        which = part.split(".")[0]  # "A" or "B"
+        target = names.get_name(module)
+        if target is None or which not in ("A", "B"):
+            raise AdapterExportError(
+                f"adapter tensor {key} has no llama.cpp counterpart",
+                fix=f"train LoRA only on {', '.join(SUPPORTED_MODULES)}",
+            )
+        value = value.astype(np.float32)
+        if which == "B" and permute_qk and arch_name == "llama":
+            if module.endswith("q_proj"):
+                value = permute_rotary_rows(value, n_head)
+            elif module.endswith("k_proj"):
+                value = permute_rotary_rows(value, n_head_kv)
+        tensors[f"{target}.weight.lora_{which.lower()}"] = np.ascontiguousarray(value)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        writer = gguf.GGUFWriter(str(tmp), arch_name)
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+        for name in sorted(tensors):
+            writer.add_tensor(name, tensors[name])
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("exported %d LoRA tensors (r=%d) to %s", len(tensors), rank, out_path)
+    return out_path
+
+
+# ----------------------------------------------------------------------------- parity
+def _pearson(a: Any, b: Any) -> float:
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _llama_run(
+    llm: Any, ids: list[int], greedy_tokens: int, is_end: Callable[[int], bool]
+) -> tuple[Any, list[int], list[Any]]:
+    """llama.cpp's last-position logits of ``ids``, its greedy (argmax) continuation, which
+    stops after an end-of-turn token as serving does, and the logits behind each choice."""
+    import numpy as np
+
+    llm.reset()
+    llm.eval(ids)
+    last = np.array(llm.scores[len(ids) - 1], dtype=np.float32)
+    first, out, steps = last, [], []
+    for _ in range(greedy_tokens):
+        token = int(np.argmax(last))
+        out.append(token)
+        steps.append(last)
+        if is_end(token):
+            break
+        llm.eval([token])
+        last = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+    return first, out, steps
+
+
+def _torch_run(
+    model: Any, ids: list[int], greedy_tokens: int, is_end: Callable[[int], bool]
+) -> tuple[Any, list[int], list[Any]]:
+    """The same as :func:`_llama_run` in torch (with a KV cache, one token per step)."""
+    import torch
+
+    with torch.no_grad():
+        step = model(input_ids=torch.tensor([ids], dtype=torch.long), use_cache=True)
+        last = step.logits[0, -1].float().numpy()
+        first, out, steps = last, [], []
+        for _ in range(greedy_tokens):
+            token = int(last.argmax())
+            out.append(token)
+            steps.append(last)
+            if is_end(token):
+                break
+            step = model(
+                input_ids=torch.tensor([[token]]), past_key_values=step.past_key_values,
+                use_cache=True,
+            )  # fmt: skip
+            last = step.logits[0, -1].float().numpy()
+    return first, out, steps
+
+
+def _compare(cpp: tuple, pt: tuple) -> dict[str, Any]:
+    """Correlation of the first logits and where, and how narrowly, the greedy paths part.
+
+    ``gap`` is torch's logit lead of its own choice over llama.cpp's choice at the first
+    divergence: near zero means a near-tie that Q4_1 rounding can flip either way.
+    """
+    (cpp_first, cpp_tokens, _), (pt_first, pt_tokens, pt_steps) = cpp, pt
+    diverged = next(
+        (i for i, (a, b) in enumerate(zip(cpp_tokens, pt_tokens, strict=False)) if a != b), None
+    )
+    if diverged is None and len(cpp_tokens) != len(pt_tokens):
+        diverged = min(len(cpp_tokens), len(pt_tokens))
+    gap = None
+    if diverged is not None and diverged < min(len(cpp_tokens), len(pt_tokens)):
+        logits = pt_steps[diverged]
+        gap = float(logits[pt_tokens[diverged]] - logits[cpp_tokens[diverged]])
+    return {
+        "correlation": _pearson(cpp_first, pt_first),
+        "greedy_match": diverged is None,
+        "diverged_at": diverged,
+        "gap": gap,
+        "greedy_llama": cpp_tokens,
+        "greedy_torch": pt_tokens,
+    }
+
+
+def check_parity(
+    base_gguf: Path,
+    peft_dir: Path,
+    adapter_gguf: Path,
+    prompts: Sequence[list[dict[str, str]]],
+    min_correlation: float = 0.99,
+    greedy_tokens: int = 16,
+    *,
+    threads: int | None = None,
+    compare_base: bool = True,
+    tie_margin: float = TIE_MARGIN,
+) -> ParityReport:
+    """Compare llama.cpp + the GGUF adapter with torch + the peft adapter on ``prompts``.
+
+    Each prompt is rendered and tokenized once (as serving does) and both runtimes get
+    the same ids. Passing needs, for every prompt, a Pearson correlation of the
+    last-position logits of at least ``min_correlation`` and the same greedy
+    continuation of ``greedy_tokens`` tokens (up to the end of the turn). Where the two
+    continuations part at a near-tie, torch preferring its token by at most
+    ``tie_margin`` logits, the continuation still counts as matching (see
+    :data:`TIE_MARGIN`; ``tie_margin=0`` demands identical tokens). With
+    ``compare_base`` the base model without adapters is compared the same way and
+    reported beside it, as the floor set by Q4_1 vs de-quantized fp32. Returns the
+    report; never raises for a mismatch (the caller decides).
+    """
+    import llama_cpp
+    import peft
+
+    started = time.perf_counter()
+    n_threads = threads or min(os.cpu_count() or 1, 4)
+    with torch_threads(n_threads):
+        codec = chat_codec(base_gguf)
+        try:
+            token_ids = [codec.tokenize(codec.render(list(p))) for p in prompts]
+        finally:
+            codec.close()
+        n_ctx = max((len(t) for t in token_ids), default=0) + greedy_tokens + 8
+        n_ctx = max(64, n_ctx)
+
+        def open_llama(lora: Path | None) -> Any:
+            return llama_cpp.Llama(
+                str(base_gguf),
+                n_ctx=n_ctx,
+                n_batch=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                logits_all=True,
+                lora_path=str(lora) if lora else None,
+                verbose=False,
+            )
+
+        model = peft.PeftModel.from_pretrained(load_base_model(base_gguf), str(peft_dir))
+        model.eval()
+        details: list[dict] = []
+        base_llm = open_llama(None) if compare_base else None
+        lora_llm = open_llama(Path(adapter_gguf))
+        vocab = llama_cpp.llama_model_get_vocab(lora_llm.model)
+
+        def is_end(token: int) -> bool:
+            return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+
+        try:
+            for i, ids in enumerate(token_ids):
+                pt = _torch_run(model, ids, greedy_tokens, is_end)
+                row = {"prompt": i, "tokens": len(ids)}
+                row.update(_compare(_llama_run(lora_llm, ids, greedy_tokens, is_end), pt))
+                if base_llm is not None:
+                    with model.disable_adapter():
+                        base_pt = _torch_run(model, ids, greedy_tokens, is_end)
+                    base = _compare(_llama_run(base_llm, ids, greedy_tokens, is_end), base_pt)
+                    row.update({f"base_{k}": v for k, v in base.items()})
+                    row["adapter_effect"] = 1.0 - _pearson(base_pt[0], pt[0])
+                row["greedy_ok"] = row["greedy_match"] or (
+                    row["gap"] is not None and row["gap"] <= tie_margin
+                )
+                details.append(row)
+        finally:
+            lora_llm.close()
+            if base_llm is not None:
+                base_llm.close()
+
+    corr = min((d["correlation"] for d in details), default=float("nan"))
+    report = ParityReport(
+        correlation_min=corr,
+        greedy_match=all(d["greedy_ok"] for d in details),
+        prompts=len(details),
+        passed=bool(details) and corr >= min_correlation and all(d["greedy_ok"] for d in details),
+        details=details,
+        base_correlation_min=min(
+            (d["base_correlation"] for d in details if "base_correlation" in d),
+            default=float("nan"),
+        ),
+        base_greedy_match=all(d.get("base_greedy_match", True) for d in details),
+        greedy_exact=all(d["greedy_match"] for d in details),
+        seconds=time.perf_counter() - started,
+    )
+    log.info(
+        "parity of %s: correlation min %.5f (base %.5f), greedy match %s (base %s): %s",
+        Path(adapter_gguf).name, report.correlation_min, report.base_correlation_min,
+        report.greedy_match, report.base_greedy_match, "passed" if report.passed else "FAILED",
+    )  # fmt: skip
+    return report
