@@ -105,6 +105,47 @@ missing from the Secret leaves its variable unset (HTTP mode has no app token).
       name: {{ include "lorebot.slackSecretName" . }}
       key: app-token
       optional: true
+{{- with .Values.sync }}
+{{- if .url }}
+- name: LOREBOT_SYNC__URL
+  value: {{ .url | quote }}
+- name: LOREBOT_SYNC__CHECK_INTERVAL_S
+  value: {{ .checkIntervalS | quote }}
+{{- with .endpointUrl }}
+- name: LOREBOT_SYNC__ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .region }}
+- name: LOREBOT_SYNC__REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- if .existingSecret }}
+- name: LOREBOT_SYNC__ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .accessKeyIdKey }}
+- name: LOREBOT_SYNC__SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .secretAccessKeyKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+- name: LOREBOT_METRICS__ENABLED
+  value: {{ .Values.metrics.enabled | quote }}
+- name: LOREBOT_METRICS__WORKER_PORT
+  value: {{ .Values.metrics.workerPort | quote }}
+{{- end -}}
+
+{{/* Prometheus scrape annotations of a pod serving /metrics on the given port. */}}
+{{- define "lorebot.metricsAnnotations" -}}
+{{- if and .root.Values.metrics.enabled .root.Values.metrics.podAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
 {{- end -}}
 
 {{- define "lorebot.envFrom" -}}
