@@ -1,0 +1,288 @@
+"""The evaluation gate: does the candidate adapter answer better than what serves now?
+
+Each model (the base, the current adapter, the candidate) is asked the same questions
+through :func:`slm.answer.answer_question`, the function the workers run, so the gate
+measures the bot, not a side pipeline:
+
+* ``heldout``: pairs from this corpus that no training run used (the split is by pair id
+  and fixed by the seed), searched in the real index over the trainable collections;
+* ``abstention``: the same questions shown only their distractor passages: the right
+  reply is an abstention (the answer path's own decision, grounding check included);
+* ``golden``: the admin's golden set (JSONL, optional; ``answerable: false`` lines are
+  abstention checks);
+* ``feedback``: questions users rated 👍, with the rated answer as reference;
+* ``xquad``: a SQuAD-format file through :mod:`slm.evaluate` (optional): a guard that
+  the adapter has not forgotten general reading comprehension.
+
+The score is the mean token F1 over the document suites (heldout, golden, feedback).
+The candidate is promoted only when its score beats the current one by ``margin``,
+its abstention accuracy does not fall by more than ``abstention_tolerance``, and its
+XQuAD F1 (when measured) does not fall by more than the same tolerance plus 0.02.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorebot.errors import LorebotError
+from lorebot.settings import Settings
+from lorebot.types import Question
+from slm import metrics
+from slm.pairs import Pair
+
+log = logging.getLogger(__name__)
+
+DOC_SUITES = ("heldout", "golden", "feedback")
+XQUAD_SLACK = 0.02
+
+
+class GateDataError(LorebotError):
+    """An evaluation input (golden set) cannot be read."""
+
+
+@dataclass
+class Probe:
+    question: str
+    reference: str | None  # None: the right reply is an abstention
+    collections: list[str] | None = None
+
+
+def load_golden(path: Path) -> list[Probe]:
+    """The admin golden set: JSONL of {question, answer | answers, answerable?, collections?}."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise GateDataError(f"golden set {path} cannot be read ({exc})", fix="fix training.golden_set or unset it") from None
+    out = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            question = str(d["question"]).strip()
+        except (ValueError, KeyError, TypeError):
+            raise GateDataError(f"golden set {path} line {i} is not a {{question, answer}} object", fix="one JSON object per line") from None
+        answer = d.get("answer") or (d.get("answers") or [None])[0]
+        answerable = bool(d.get("answerable", answer is not None))
+        out.append(Probe(question, str(answer) if answerable and answer else None, d.get("collections")))
+    return out
+
+
+@dataclass
+class AbstentionProbe:
+    """A question shown only passages that do not answer it (dense scores above min_score)."""
+
+    question: str
+    hits: list[Any]
+
+
+@dataclass
+class SuiteResult:
+    n: int = 0
+    f1: float | None = None
+    similarity: float | None = None
+    abstained: float | None = None  # share of answerable questions the model refused
+    abstention: float | None = None  # share of unanswerable questions correctly refused
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class ModelScores:
+    label: str
+    adapter: str | None
+    suites: dict[str, SuiteResult] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def score(self) -> float | None:
+        vals = [self.suites[s].f1 for s in DOC_SUITES if s in self.suites and self.suites[s].f1 is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    @property
+    def abstention(self) -> float | None:
+        vals = [(r.abstention, r.n) for r in self.suites.values() if r.abstention is not None and r.n]
+        total = sum(n for _, n in vals)
+        return sum(a * n for a, n in vals) / total if total else None
+
+    def flat(self) -> dict[str, Any]:
+        """One level of metrics (for the card, the table and the chart)."""
+        out: dict[str, Any] = {"score": self.score, "abstention": self.abstention}
+        for name, r in self.suites.items():
+            if r.f1 is not None:
+                out[f"{name}_f1"] = r.f1
+            if r.similarity is not None:
+                out[f"{name}_similarity"] = r.similarity
+            if name != "abstention" and r.abstained is not None:
+                out[f"{name}_abstained"] = r.abstained
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def _ask_all(
+    probes: Sequence[Probe],
+    retriever: Any,
+    generator: Any,
+    settings: Settings,
+    embedder: Any,
+    default_collections: list[str] | None,
+    samples: list[dict[str, Any]] | None = None,
+) -> SuiteResult:
+    from slm.answer import answer_question
+
+    f1s, sims, refused, abst = [], [], [], []
+    pairs_for_sim: list[tuple[str, str]] = []
+    for i, p in enumerate(probes):
+        q = Question(question_id=f"gate-{i}", text=p.question, collections=p.collections or default_collections)
+        try:
+            ans = answer_question(q, retriever, generator, retrieval=settings.retrieval, model=settings.model)
+        except LorebotError as exc:
+            log.warning("gate: question failed: %s", exc.one_line())
+            if p.reference is not None:
+                f1s.append(0.0)
+                refused.append(1.0)
+            continue
+        if p.reference is None:
+            abst.append(float(ans.abstained))
+            continue
+        text = "" if ans.abstained else metrics.strip_citations(ans.answer)
+        f1s.append(metrics.token_f1(text, p.reference))
+        refused.append(float(ans.abstained))
+        if text:
+            pairs_for_sim.append((text, p.reference))
+        else:
+            sims.append(0.0)
+        if samples is not None and len(samples) < 5:
+            samples.append({"question": p.question, "reference": p.reference, "answer": text or "(abstained)"})
+    if pairs_for_sim and embedder is not None:
+        a = embedder.encode([x for x, _ in pairs_for_sim])
+        b = embedder.encode([y for _, y in pairs_for_sim])
+        sims.extend(float(u @ v) for u, v in zip(a, b))
+    return SuiteResult(
+        n=len(probes),
+        f1=metrics.mean(f1s),
+        similarity=metrics.mean(sims),
+        abstained=metrics.mean(refused),
+        abstention=metrics.mean(abst),
+    )
+
+
+def abstention_suite(examples: Sequence[AbstentionProbe], generator: Any, settings: Settings) -> SuiteResult:
+    """Distractor-only prompts through the answer path (a retriever that returns just them)."""
+    from slm.answer import answer_question
+    from slm.testing import StaticRetriever
+
+    right = []
+    for i, ex in enumerate(examples):
+        retriever = StaticRetriever(list(ex.hits), version="gate")
+        q = Question(question_id=f"gate-abst-{i}", text=ex.question)
+        try:
+            ans = answer_question(q, retriever, generator, retrieval=settings.retrieval, model=settings.model)
+        except LorebotError:
+            right.append(0.0)
+            continue
+        right.append(float(ans.abstained))
+    return SuiteResult(n=len(examples), abstention=metrics.mean(right))
+
+
+@dataclass
+class GateInputs:
+    """Everything the gate asks, prepared once and reused for each model."""
+
+    heldout: list[Probe]
+    no_gold: list[AbstentionProbe]
+    golden: list[Probe] = field(default_factory=list)
+    feedback: list[Probe] = field(default_factory=list)
+    xquad_set: Any = None
+
+
+def evaluate_model(
+    label: str,
+    generator: Any,
+    inputs: GateInputs,
+    *,
+    retriever: Any,
+    settings: Settings,
+    embedder: Any,
+    collections: list[str],
+) -> ModelScores:
+    scores = ModelScores(label=label, adapter=getattr(generator, "adapter", None))
+    scores.suites["heldout"] = _ask_all(inputs.heldout, retriever, generator, settings, embedder, collections, scores.samples)
+    if inputs.no_gold:
+        scores.suites["abstention"] = abstention_suite(inputs.no_gold, generator, settings)
+    if inputs.golden:
+        scores.suites["golden"] = _ask_all(inputs.golden, retriever, generator, settings, embedder, collections)
+    if inputs.feedback:
+        scores.suites["feedback"] = _ask_all(inputs.feedback, retriever, generator, settings, embedder, collections)
+    if inputs.xquad_set is not None:
+        from slm.evaluate import run_eval
+
+        report = run_eval(
+            settings, inputs.xquad_set.qa_path, generator=generator, embedder=embedder, progress=False,
+            eval_set=inputs.xquad_set, history=False, label=f"refresh-{label}",
+        )
+        scores.suites["xquad"] = SuiteResult(
+            n=report.answers["n"], f1=report.answers.get("f1"), similarity=None,
+            abstained=report.answers.get("abstained"), abstention=report.abstention.get("correct"),
+        )
+    log.info("gate: %s adapter=%s score=%s abstention=%s", label, scores.adapter, scores.score, scores.abstention)
+    return scores
+
+
+def decide(
+    candidate: dict[str, Any],
+    current: dict[str, Any],
+    *,
+    margin: float,
+    abstention_tolerance: float,
+    current_label: str = "current",
+) -> tuple[bool, str]:
+    """(promote?, the reason in one line) from two ``ModelScores.flat()`` dicts."""
+    cand, cur = candidate.get("score"), current.get("score")
+    if cand is None:
+        return False, "the candidate could not be scored (no held-out questions)"
+    if cur is not None and cand < cur + margin:
+        return False, f"score {cand:.3f} does not beat {current_label} {cur:.3f} by the margin {margin:+.3f}"
+    ca, cu = candidate.get("abstention"), current.get("abstention")
+    if ca is not None and cu is not None and ca < cu - abstention_tolerance:
+        return False, f"abstention accuracy regressed: {ca:.3f} < {current_label} {cu:.3f}"
+    cx, ux = candidate.get("xquad_f1"), current.get("xquad_f1")
+    if cx is not None and ux is not None and cx < ux - abstention_tolerance - XQUAD_SLACK:
+        return False, f"XQuAD F1 regressed: {cx:.3f} < {current_label} {ux:.3f}"
+    if cur is None:
+        return True, f"score {cand:.3f} ({current_label} not scored)"
+    return True, f"score {cand:.3f} beats {current_label} {cur:.3f} by {cand - cur:+.3f} (margin {margin:+.3f})"
+
+
+def run_gate(
+    settings: Settings,
+    inputs: GateInputs,
+    models: Sequence[tuple[str, Callable[[], Any]]],
+    *,
+    retriever: Any,
+    embedder: Any,
+    collections: list[str],
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, ModelScores]:
+    """Evaluate each (label, generator factory) in turn, loading one model at a time."""
+    out: dict[str, ModelScores] = {}
+    for label, make in models:
+        if progress:
+            progress(label)
+        gen = make()
+        try:
+            out[label] = evaluate_model(label, gen, inputs, retriever=retriever, settings=settings, embedder=embedder, collections=collections)
+        finally:
+            close = getattr(gen, "close", None)
+            if callable(close):
+                close()
+    return out
+
+
+def probes_from_pairs(pairs: Sequence[Pair]) -> list[Probe]:
+    return [Probe(p.question, p.answer) for p in pairs]

@@ -1,0 +1,526 @@
+"""Question/answer pairs from the documents: who writes them, and the filters they must pass.
+
+A 135M teacher writes many bad pairs (questions about "the passage", answers that invent
+numbers), so no pair reaches training without passing, in order:
+
+* ``format``: a real question (ends with "?", a sensible length, not about "the passage")
+  and a short answer that is not a refusal;
+* ``supported``: the answer's words come from its chunk (share >= ``min_support``) and it
+  names no number or name the chunk lacks (:mod:`slm.grounding`);
+* ``duplicate``: no earlier question is a near-paraphrase (MiniLM cosine);
+* ``round_trip``: searching the question finds its own chunk in the top k — a question
+  the bot cannot route to its passage teaches nothing about answering from it.
+
+Deterministic extraction (headings and key sentences turned into questions) adds pairs
+that cost no model call. Every pair keeps its provenance: chunk, document, teacher and
+the scores of each filter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from lorebot.errors import ConfigError, LorebotError
+from lorebot.settings import Settings
+from lorebot.types import Chunk, SearchHit
+from slm.grounding import GroundingCheck
+from slm.metrics import strip_citations
+from slm.prompt import build_messages, content_words, is_not_found, split_sentences
+
+log = logging.getLogger(__name__)
+
+FILTERS = ("format", "supported", "duplicate", "round_trip")
+
+QUESTION_SYSTEM = (
+    "You write quiz questions about a passage. Write one question that the passage answers, "
+    "then its answer copied from the passage."
+)
+_BAD_QUESTION = re.compile(
+    r"\b(passage|passages|document|documents|text above|this text|the author|article)\b|\[|\]|answer:",
+    re.IGNORECASE,
+)
+_PRONOUN_START = re.compile(r"^(it|this|that|there|they|these|those|we|you|he|she|which)\b", re.IGNORECASE)
+
+
+class TeacherError(LorebotError):
+    """The teacher model cannot be reached or answered garbage."""
+
+
+# ----------------------------------------------------------------------------- pairs
+@dataclass
+class Pair:
+    """One question with its answer and where they come from."""
+
+    question: str
+    answer: str
+    chunk_id: str
+    collection: str
+    document: str
+    title: str
+    chunk_hash: str
+    teacher: str
+    run: str = ""
+    scores: dict[str, Any] = field(default_factory=dict)
+    pair_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.pair_id:
+            key = f"{self.chunk_id}\0{' '.join(self.question.lower().split())}"
+            self.pair_id = hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Pair:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def chunk_hash(chunk: Chunk) -> str:
+    """What "changed" means for a chunk: its text, title and heading, not its row or file."""
+    key = f"{chunk.title}\0{chunk.heading}\0{' '.join(chunk.text.split())}"
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+_LIST_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+
+
+def pair_from_chunk(chunk: Chunk, question: str, answer: str, teacher: str, run: str = "") -> Pair:
+    return Pair(
+        question=" ".join(question.split()),
+        answer=_LIST_MARK.sub("", " ".join(strip_citations(answer).split())),
+        chunk_id=chunk.chunk_id,
+        collection=chunk.collection,
+        document=chunk.source,
+        title=chunk.title,
+        chunk_hash=chunk_hash(chunk),
+        teacher=teacher,
+        run=run,
+    )
+
+
+# ----------------------------------------------------------------------------- chunks
+def iter_chunks(reader: Any, collections: Sequence[str] | None) -> Iterator[Chunk]:
+    """Every chunk of the index in ``collections`` (None = all), in row order.
+
+    Only the collections' own row ranges are read, so a restricted collection's text
+    never enters this process's pair pipeline at all.
+    """
+    from ingest.store import _to_chunk
+
+    ranges = reader.allowed_ranges(list(collections) if collections is not None else None)
+    for start, end in ranges:
+        with reader._db_lock:
+            rows = reader.db.execute("SELECT * FROM chunks WHERE row >= ? AND row < ? ORDER BY row", (start, end)).fetchall()
+        for row in rows:
+            chunk = _to_chunk(row)
+            if collections is None or chunk.collection in collections:
+                yield chunk
+
+
+def trainable_collections(settings: Settings, available: Iterable[str]) -> list[str]:
+    """The collections allowed to feed a shared adapter (see training.collections)."""
+    wanted = settings.training.collections
+    if wanted is None:
+        wanted = settings.slack.default_collections
+    available = sorted(available)
+    if wanted is None:
+        return available
+    return [c for c in available if c in set(wanted)]
+
+
+# ----------------------------------------------------------------------------- teachers
+class Teacher(Protocol):
+    """Writes text for chat messages; ``name`` goes into every pair's provenance."""
+
+    name: str
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int) -> str: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class GeneratorTeacher:
+    """A :class:`slm.generator.Generator` (the local GGUF model, or a fake) as teacher."""
+
+    def __init__(self, generator: Any, name: str) -> None:
+        self.generator = generator
+        self.name = name
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int) -> str:
+        return self.generator.generate(messages, max_tokens=max_tokens).text
+
+    def count_tokens(self, text: str) -> int:
+        return self.generator.count_tokens(text)
+
+    def close(self) -> None:
+        close = getattr(self.generator, "close", None)
+        if callable(close):
+            close()
+
+
+class OpenAITeacher:
+    """An OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp server, TGI...)."""
+
+    def __init__(self, base_url: str, model: str | None, api_key: str | None = None, timeout: float = 60.0) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.model = model or "default"
+        self.name = f"openai:{self.model}@{self.base_url}"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(timeout=timeout, headers=headers)
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int) -> str:
+        import httpx
+
+        # A trailing assistant message is a prefix to continue; most servers do not
+        # support that, so it is sent as an instruction and prepended to the reply.
+        prefix = ""
+        if messages and messages[-1]["role"] == "assistant":
+            prefix = messages[-1]["content"]
+            messages = messages[:-1]
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
+        try:
+            resp = self._client.post(f"{self.base_url}/chat/completions", json=body)
+            resp.raise_for_status()
+            text = resp.json()["choices"][0]["message"]["content"] or ""
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            raise TeacherError(
+                f"teacher {self.base_url} failed: {exc}",
+                fix="check training.teacher / training.teacher_model, or use teacher = 'local'",
+            ) from None
+        text = text.strip()
+        if prefix and not text.lower().startswith(prefix.strip().lower()):
+            text = f"{prefix} {text}"
+        return text
+
+    def count_tokens(self, text: str) -> int:
+        # No tokenizer for a remote model: ~0.75 words per token for English.
+        return int(len(text.split()) * 1.35) + 1
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def make_teacher(settings: Settings, generator: Any | None = None) -> Any:
+    """The teacher the settings name: the answer model, another GGUF, or an HTTP endpoint."""
+    from lorebot import assets
+
+    spec = settings.training.teacher.strip()
+    if spec.startswith(("http://", "https://")):
+        key = settings.training.teacher_api_key
+        return OpenAITeacher(spec, settings.training.teacher_model, key.get_secret_value() if key else None, settings.training.teacher_timeout_s)
+    if spec == "local":
+        path = assets.answer_model_path(settings.model.path)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"training.teacher {spec} is not a file", fix="set it to 'local', a GGUF path or an http(s) URL")
+    if generator is None:
+        from slm.generator import LlamaGenerator
+
+        # Always the base weights: a teacher that learnt from its own pairs would drift.
+        generator = LlamaGenerator(path, n_threads=settings.threads_per_process(), n_ctx=settings.model.n_ctx, seed=settings.model.seed)
+    return GeneratorTeacher(generator, f"gguf:{path.name}")
+
+
+# ----------------------------------------------------------------------------- generation
+def _parse_question(text: str) -> str | None:
+    text = re.sub(r"^\s*(question|q)\s*[:.)-]\s*", "", text.strip(), flags=re.IGNORECASE)
+    text = re.split(r"\n|\b(?:answer|a)\s*:", text, maxsplit=1, flags=re.IGNORECASE)[0].strip()
+    if "?" in text:
+        text = text[: text.index("?") + 1]
+    return text or None
+
+
+def teacher_pairs(chunk: Chunk, teacher: Any, *, n: int = 1, context_tokens: int = 600, run: str = "") -> list[Pair]:
+    """Questions the teacher writes about ``chunk``, answered by it from the serving prompt.
+
+    The answer is written with exactly the prompt the bot serves with (the chunk as
+    passage [1]), so what is learnt is the serving task.
+    """
+    pairs: list[Pair] = []
+    passage = " ".join(chunk.text.split())
+    where = f"{chunk.title} > {chunk.heading}" if chunk.heading and chunk.heading != chunk.title else chunk.title
+    asked: list[str] = []
+    for i in range(n):
+        user = f"Passage ({where}):\n{passage}"
+        if asked:
+            user += "\n\nAlready asked (write a different question):\n" + "\n".join(asked)
+        msgs = [{"role": "system", "content": QUESTION_SYSTEM}, {"role": "user", "content": user}, {"role": "assistant", "content": "Question:"}]
+        question = _parse_question(teacher.complete(msgs, max_tokens=48))
+        if not question or question in asked:
+            continue
+        asked.append(question)
+        hit = SearchHit(chunk=chunk, score=1.0, dense_score=1.0)
+        messages, _ = build_messages(question, [hit], [], context_tokens=context_tokens, count_tokens=teacher.count_tokens)
+        answer = teacher.complete(messages, max_tokens=80)
+        pairs.append(pair_from_chunk(chunk, question, answer, teacher.name, run))
+    return pairs
+
+
+_DEFINITION = re.compile(r"^(?P<subj>[A-Z][\w'’ -]{2,60}?) (?P<verb>is|are|means) (?P<rest>.{8,})$")
+_MODAL = re.compile(r"^(?P<subj>[A-Z][\w'’ -]{2,40}?) (?P<verb>must|should|can|may|will) (?P<rest>.{8,})$")
+
+
+def extract_pairs(chunk: Chunk, *, limit: int = 2, run: str = "") -> list[Pair]:
+    """Questions from the chunk's structure: its heading, definitions and rules (no model)."""
+    sentences = [s for s in split_sentences(chunk.text) if 6 <= len(s.split()) <= 45]
+    out: list[Pair] = []
+    heading = chunk.heading.split(" > ")[-1].strip() if chunk.heading else ""
+    if heading and 1 <= len(heading.split()) <= 8 and sentences:
+        wanted = content_words(heading)
+        best = max(sentences, key=lambda s: (len(content_words(s) & wanted), -sentences.index(s)))
+        topic = heading[0].lower() + heading[1:] if not heading[:2].isupper() else heading
+        title = chunk.title.strip()
+        if not title or title.lower() == heading.lower():
+            q = f"What should I know about {topic}?"
+        elif title.lower().endswith(("policy", "policies", "guide", "handbook", "rules")):
+            q = f"What does the {title} say about {topic}?"
+        else:
+            q = f"What does the {title} policy say about {topic}?"
+        out.append(pair_from_chunk(chunk, q, best, "extract:heading", run))
+    for s in sentences:
+        if len(out) >= limit:
+            break
+        m = _DEFINITION.match(s) or _MODAL.match(s)
+        if not m:
+            continue
+        subj = m.group("subj").strip()
+        if _PRONOUN_START.match(subj) or len(subj.split()) > 6:
+            continue
+        first = subj.split()[0]
+        subj_l = subj if len(first) > 1 and first.isupper() else subj[0].lower() + subj[1:]  # keep acronyms
+        verb = m.group("verb")
+        if verb in ("is", "are", "means"):
+            q = f"What {verb} {subj_l}?" if verb != "means" else f"What does {subj_l} mean?"
+            kind = "extract:definition"
+        else:
+            q = f"What {verb} {subj_l} do?"
+            kind = "extract:rule"
+        out.append(pair_from_chunk(chunk, q, s, kind, run))
+    return out[:limit]
+
+
+# ----------------------------------------------------------------------------- filters
+def format_problem(pair: Pair) -> str | None:
+    """Why the pair is not a usable question/answer, or None."""
+    q, a = pair.question, pair.answer
+    qw, aw = len(q.split()), len(a.split())
+    if not q.endswith("?"):
+        return "question does not end with ?"
+    if not 3 <= qw <= 30:
+        return f"question has {qw} words"
+    if _BAD_QUESTION.search(q):
+        return "question refers to the passage or is malformed"
+    if not 1 <= aw <= 60:
+        return f"answer has {aw} words"
+    if is_not_found(a) or a.lower().startswith(("i could not", "i don't know", "i do not know", "question")):
+        return "answer is a refusal"
+    if " ".join(q.lower().split()) == " ".join(a.lower().split()):
+        return "answer repeats the question"
+    if "\n" in a or a.count("?") > 1:
+        return "answer is malformed"
+    return None
+
+
+def support_score(answer: str, chunk: Chunk) -> tuple[float, list[str]]:
+    """(share of the answer's content words found in the chunk, invented numbers/names)."""
+    source = [chunk.title, chunk.heading, chunk.text]
+    words = content_words(answer)
+    have = content_words(" ".join(source))
+    share = len(words & have) / len(words) if words else 0.0
+    return share, GroundingCheck(source)(answer)
+
+
+def round_trip_rank(reader: Any, pair: Pair, collections: Sequence[str], k: int) -> int | None:
+    """1-based rank of the pair's own chunk when its question is searched, or None."""
+    hits = reader.search(pair.question, k=k, collections=list(collections), candidates=max(20, k))
+    for i, hit in enumerate(hits, start=1):
+        if hit.chunk.chunk_id == pair.chunk_id:
+            return i
+    return None
+
+
+@dataclass
+class FilterStats:
+    """How many pairs each filter saw and dropped, by teacher kind."""
+
+    generated: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {f: 0 for f in FILTERS})
+    kept: int = 0
+    by_teacher: dict[str, dict[str, int]] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def count(self, pair: Pair, outcome: str) -> None:
+        kind = pair.teacher.split(":", 1)[0]
+        row = self.by_teacher.setdefault(kind, {"generated": 0, "kept": 0})
+        if outcome == "generated":
+            self.generated += 1
+            row["generated"] += 1
+        elif outcome == "kept":
+            self.kept += 1
+            row["kept"] += 1
+        else:
+            self.dropped[outcome] += 1
+            sample = self.examples.setdefault(outcome, [])
+            if len(sample) < 3:
+                sample.append(pair.question)
+
+    def pass_rates(self) -> dict[str, float | None]:
+        """Share of the pairs reaching each filter that passed it."""
+        rates: dict[str, float | None] = {}
+        left = self.generated
+        for f in FILTERS:
+            rates[f] = (left - self.dropped[f]) / left if left else None
+            left -= self.dropped[f]
+        return rates
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "generated": self.generated,
+            "dropped": dict(self.dropped),
+            "kept": self.kept,
+            "pass_rates": {k: (round(v, 3) if v is not None else None) for k, v in self.pass_rates().items()},
+            "by_teacher": self.by_teacher,
+            "dropped_examples": self.examples,
+        }
+
+
+def filter_pairs(
+    candidates: Sequence[Pair],
+    chunks: dict[str, Chunk],
+    *,
+    reader: Any,
+    embedder: Any,
+    collections: Sequence[str],
+    min_support: float,
+    round_trip_k: int,
+    dedupe_similarity: float,
+    existing_questions: Sequence[str] = (),
+    stats: FilterStats | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Pair], FilterStats]:
+    """Run every filter in order; the survivors carry their scores."""
+    import numpy as np
+
+    stats = stats or FilterStats()
+    survivors: list[Pair] = []
+    for pair in candidates:
+        stats.count(pair, "generated")
+        problem = format_problem(pair)
+        if problem:
+            pair.scores["format"] = problem
+            stats.count(pair, "format")
+            continue
+        share, invented = support_score(pair.answer, chunks[pair.chunk_id])
+        pair.scores["support"] = round(share, 3)
+        if share < min_support or invented:
+            if invented:
+                pair.scores["invented"] = invented[:5]
+            stats.count(pair, "supported")
+            continue
+        survivors.append(pair)
+    # Near duplicates: greedy, first come first kept (earlier runs' questions count as kept).
+    kept: list[Pair] = []
+    if survivors:
+        vecs = embedder.encode([p.question for p in survivors])
+        old = embedder.encode(list(existing_questions)) if existing_questions else np.zeros((0, vecs.shape[1]), dtype=np.float32)
+        bank = [v for v in old]
+        for pair, vec in zip(survivors, vecs):
+            best = float(max((float(vec @ b) for b in bank), default=0.0))
+            pair.scores["max_similarity"] = round(best, 3)
+            if best >= dedupe_similarity:
+                stats.count(pair, "duplicate")
+                continue
+            bank.append(vec)
+            kept.append(pair)
+    final: list[Pair] = []
+    for i, pair in enumerate(kept):
+        rank = round_trip_rank(reader, pair, collections, round_trip_k)
+        pair.scores["round_trip_rank"] = rank
+        if progress:
+            progress(i + 1, len(kept))
+        if rank is None:
+            stats.count(pair, "round_trip")
+            continue
+        stats.count(pair, "kept")
+        final.append(pair)
+    return final, stats
+
+
+# ----------------------------------------------------------------------------- storage
+def pairs_dir(settings: Settings) -> Path:
+    return settings.data_dir / "refresh" / "pairs"
+
+
+def write_pairs(path: Path, pairs: Iterable[Pair]) -> Path:
+    """JSONL, written under a temporary name and renamed when complete."""
+    from slm.registry import atomic_write_text
+
+    atomic_write_text(path, "".join(p.to_json() + "\n" for p in pairs))
+    return path
+
+
+def read_pairs(path: Path) -> list[Pair]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            out.append(Pair.from_dict(json.loads(line)))
+    return out
+
+
+def load_pool(settings: Settings) -> list[Pair]:
+    """Every stored pair of every run, oldest run first (later duplicates of an id dropped)."""
+    root = pairs_dir(settings)
+    if not root.is_dir():
+        return []
+    seen: set[str] = set()
+    pool: list[Pair] = []
+    for path in sorted(root.glob("*.jsonl")):
+        try:
+            for pair in read_pairs(path):
+                if pair.pair_id not in seen:
+                    seen.add(pair.pair_id)
+                    pool.append(pair)
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("refresh: skipping unreadable pairs file %s: %s", path, exc)
+    return pool
+
+
+def feedback_pairs(settings: Settings, limit: int = 200) -> list[dict[str, str]]:
+    """Questions and answers users rated 👍 (read straight from the bot's SQLite file)."""
+    path = settings.data_dir / "feedback.sqlite"
+    if not path.is_file():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = db.execute(
+                "SELECT question, answer FROM feedback WHERE vote = 1 AND COALESCE(abstained, 0) = 0 "
+                "AND question IS NOT NULL AND answer IS NOT NULL ORDER BY created_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        log.warning("refresh: cannot read feedback %s: %s", path, exc)
+        return []
+    out, seen = [], set()
+    for question, answer in rows:
+        key = " ".join(question.lower().split())
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({"question": question, "answer": strip_citations(answer)})
+    return out

@@ -1,0 +1,60 @@
+"""The gate's decision rule and its inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from slm.gate import GateDataError, ModelScores, SuiteResult, decide, load_golden
+
+
+def test_promotes_only_when_the_margin_is_beaten():
+    ok, reason = decide({"score": 0.52, "abstention": 0.5}, {"score": 0.50, "abstention": 0.5}, margin=0.01, abstention_tolerance=0.0)
+    assert ok and "beats current" in reason
+    ok, reason = decide({"score": 0.505, "abstention": 0.5}, {"score": 0.50, "abstention": 0.5}, margin=0.01, abstention_tolerance=0.0)
+    assert not ok and "margin" in reason
+
+
+def test_a_better_score_with_worse_abstention_is_rejected():
+    ok, reason = decide({"score": 0.9, "abstention": 0.2}, {"score": 0.5, "abstention": 0.6}, margin=0.01, abstention_tolerance=0.05)
+    assert not ok and "abstention" in reason
+    ok, _ = decide({"score": 0.9, "abstention": 0.58}, {"score": 0.5, "abstention": 0.6}, margin=0.01, abstention_tolerance=0.05)
+    assert ok
+
+
+def test_xquad_regression_blocks_promotion():
+    ok, reason = decide({"score": 0.9, "xquad_f1": 0.20}, {"score": 0.5, "xquad_f1": 0.40}, margin=0.0, abstention_tolerance=0.0)
+    assert not ok and "XQuAD" in reason
+
+
+def test_negative_margin_forces_promotion_and_unscored_candidate_never_promotes():
+    ok, _ = decide({"score": 0.1}, {"score": 0.5}, margin=-1.0, abstention_tolerance=0.0)
+    assert ok
+    ok, reason = decide({"score": None}, {"score": 0.5}, margin=-1.0, abstention_tolerance=0.0)
+    assert not ok and "could not be scored" in reason
+
+
+def test_score_is_the_mean_f1_of_document_suites_and_abstention_is_weighted():
+    m = ModelScores("candidate", None)
+    m.suites["heldout"] = SuiteResult(n=10, f1=0.4)
+    m.suites["golden"] = SuiteResult(n=2, f1=0.8)
+    m.suites["xquad"] = SuiteResult(n=30, f1=0.0)  # a guard, not part of the score
+    m.suites["abstention"] = SuiteResult(n=10, abstention=0.5)
+    m.suites["golden_abst"] = SuiteResult(n=30, abstention=1.0)
+    assert m.score == pytest.approx(0.6)
+    assert m.abstention == pytest.approx((0.5 * 10 + 1.0 * 30) / 40)
+    flat = m.flat()
+    assert flat["heldout_f1"] == 0.4 and flat["xquad_f1"] == 0.0
+
+
+def test_golden_set_lines(tmp_path):
+    path = tmp_path / "golden.jsonl"
+    path.write_text(
+        '{"question": "How many days of leave?", "answer": "25 days"}\n\n'
+        '{"question": "What is the wifi password?", "answerable": false}\n'
+        '{"question": "Who approves expenses?", "answers": ["your manager"]}\n'
+    )
+    probes = load_golden(path)
+    assert [p.reference for p in probes] == ["25 days", None, "your manager"]
+    path.write_text("not json\n")
+    with pytest.raises(GateDataError):
+        load_golden(path)

@@ -1,0 +1,261 @@
+"""The refresh and adapter-registry tasks: one run at a time, progress to Slack, report to admins.
+
+The lock is a Redis key with a short expiry that a background thread keeps renewing, so a
+run killed with SIGKILL frees it within ``training.lock_ttl_s`` and the next run starts;
+if renewal fails (Redis lost, or the key expired and someone else took it) the run stops
+at its next step rather than race another one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lorebot.errors import LorebotError
+from lorebot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "lorebot:lock:refresh"
+#: Same literal as bot.keys.LAST_REFRESH (workers may not depend on the bot for this).
+LAST_REFRESH = "lorebot:refresh:last"
+REINDEX_LOCK = "lorebot:lock:reindex:*"
+
+
+def refresh_time_limit_s(settings: Settings) -> int:
+    """Hard limit of one refresh task: the training budget plus room for pairs and the gate."""
+    return int(settings.training.time_budget_s) + 4 * 3600
+
+
+class RefreshLock:
+    """A renewed Redis lock; ``lost`` turns true when it could not be renewed."""
+
+    def __init__(self, redis_client: Any, ttl_s: int, key: str = LOCK_KEY) -> None:
+        self.lock = redis_client.lock(key, timeout=ttl_s, blocking=False, thread_local=False)
+        self.ttl_s = ttl_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        if not self.lock.acquire(blocking=False):
+            return False
+        self._thread = threading.Thread(target=self._renew, name="refresh-lock", daemon=True)
+        self._thread.start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                if not self.lock.reacquire():
+                    self.lost = True
+            except Exception as exc:  # LockNotOwnedError, connection errors
+                log.warning("refresh lock could not be renewed: %s", exc)
+                self.lost = True
+            if self.lost:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self.lock.release()
+        except Exception:  # expired or taken over: nothing to release
+            pass
+
+
+def _redis(settings: Settings):
+    import redis
+
+    return redis.Redis.from_url(settings.redis.effective_url, socket_timeout=10)
+
+
+def _delivery(settings: Settings, reply: dict | None):
+    if not reply:
+        return None
+    from workers.delivery import SlackDelivery
+
+    return SlackDelivery.from_settings(settings, reply)
+
+
+def _web_client(settings: Settings):
+    from slack_sdk import WebClient
+
+    token = settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else None
+    return WebClient(token=token, base_url=settings.slack.api_url, timeout=30)
+
+
+def report_text(report: Any) -> str:
+    """The admin-channel message: decision, scores and durations in a few lines of mrkdwn."""
+    lines = [f"*Nightly refresh {report.run}: {report.status}*" + (f" `{report.version}`" if report.version else ""), report.reason]
+    if report.metrics:
+        keys = [k for k in ("score", "heldout_f1", "heldout_similarity", "abstention", "golden_f1", "feedback_f1", "xquad_f1")
+                if any(k in m for m in report.metrics.values())]
+        header = "model      " + " ".join(f"{k[:12]:>12}" for k in keys)
+        rows = [header]
+        for label, m in report.metrics.items():
+            cells = " ".join(f"{m[k]:>12.3f}" if isinstance(m.get(k), float) else f"{'-':>12}" for k in keys)
+            rows.append(f"{label:<10} {cells}")
+        lines.append("```" + "\n".join(rows) + "```")
+    if report.pairs:
+        lines.append(
+            f"pairs: {report.pairs.get('generated', 0)} written, {report.pairs.get('kept', 0)} kept "
+            f"(dropped {', '.join(f'{k} {v}' for k, v in (report.pairs.get('dropped') or {}).items())}); "
+            f"pool {report.split.get('train', 0)} train / {report.split.get('heldout', 0)} held out"
+        )
+    if report.durations_s:
+        lines.append("durations: " + ", ".join(f"{k} {v:.0f}s" for k, v in report.durations_s.items()))
+    return "\n".join(line for line in lines if line)
+
+
+def report_renderable(report: dict[str, Any]) -> Any:
+    """The rich tables of a report dict (as the task returns it), for the CLI."""
+    from slm.refresh import RefreshReport
+
+    return RefreshReport(**report).table()
+
+
+def post_report(settings: Settings, report: Any) -> bool:
+    """Post the summary and the score-history chart to slack.admin_channel (if configured)."""
+    channel = settings.slack.admin_channel
+    if not channel or settings.slack.bot_token is None:
+        return False
+    web = _web_client(settings)
+    try:
+        web.chat_postMessage(channel=channel, text=report_text(report))
+        chart = report.files.get("chart")
+        if chart and Path(chart).is_file():
+            web.files_upload_v2(
+                channel=channel, file=chart, filename=f"refresh-{report.run}.png",
+                title=f"lorebot refresh score history ({report.run})",
+            )
+        return True
+    except Exception as exc:  # the run's outcome does not depend on Slack
+        log.warning("refresh %s: could not post the report to %s: %s", report.run, channel, exc)
+        return False
+
+
+def _wait_for_reindex(r: Any, max_wait_s: float, grace_s: float = 5.0) -> None:
+    """The nightly reindex starts at the same minute: learn from the new index, not the old."""
+    deadline = time.monotonic() + max_wait_s
+    time.sleep(grace_s)
+    while time.monotonic() < deadline and r.exists(REINDEX_LOCK):
+        time.sleep(5)
+
+
+def refresh_impl(
+    settings: Settings,
+    *,
+    reply: dict | None = None,
+    progress: Callable[[str, str], None] | None = None,
+    scheduled: bool = False,
+    teacher: Any | None = None,
+    embedder: Any | None = None,
+) -> dict[str, Any]:
+    """Run one refresh under the lock; returns {status, message, report?}."""
+    from slm.refresh import DETAIL, run_refresh
+
+    delivery = _delivery(settings, reply)
+    r = _redis(settings)
+    lock = RefreshLock(r, settings.training.lock_ttl_s)
+    if not lock.acquire():
+        msg = "a model refresh is already running"
+        log.info("refresh: %s", msg)
+        if delivery:
+            delivery.progress(msg)
+        return {"status": "busy", "message": msg}
+    try:
+        if scheduled:
+            _wait_for_reindex(r, max_wait_s=3600)
+
+        def on_progress(step: str, message: str) -> None:
+            if progress:
+                progress(step, message)
+            if delivery and not message.startswith(DETAIL):
+                delivery.progress(f"{step}: {message}")
+
+        try:
+            report = run_refresh(settings, progress=on_progress, should_stop=lambda: lock.lost, teacher=teacher, embedder=embedder)
+        except Exception as exc:  # recorded and reported; a retry would only fail again
+            if isinstance(exc, LorebotError):
+                msg = f"refresh failed: {exc.one_line()}"
+                log.error("refresh: %s", msg)
+            else:
+                msg = f"refresh failed: {type(exc).__name__}: {exc}"
+                log.exception("refresh: %s", msg)
+            _store_last(r, {"status": "failed", "reason": msg, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            if delivery:
+                delivery.progress(msg)
+            _post_failure(settings, msg)
+            return {"status": "failed", "message": msg}
+        if report.status == "promoted":
+            _publish(settings)
+        _store_last(r, report.summary())
+        log.info("%s", report.one_line())
+        post_report(settings, report)
+        if delivery:
+            delivery.progress(report_text(report))
+        return {"status": report.status, "message": report.one_line(), "report": report.to_dict()}
+    finally:
+        lock.release()
+
+
+def _publish(settings: Settings) -> None:
+    """Copy the registry to the shared location (when fleet sync is configured)."""
+    try:
+        from lorebot.sync import publish_adapters
+
+        publish_adapters(settings)
+    except ImportError:
+        pass
+    except Exception as exc:  # this host serves the new adapter either way
+        log.warning("adapters: publishing to the shared location failed: %s", exc)
+
+
+def _store_last(r: Any, summary: dict[str, Any]) -> None:
+    try:
+        r.set(LAST_REFRESH, json.dumps(summary))
+    except Exception as exc:
+        log.warning("refresh: could not record the summary in redis: %s", exc)
+
+
+def _post_failure(settings: Settings, msg: str) -> None:
+    if settings.slack.admin_channel and settings.slack.bot_token is not None:
+        try:
+            _web_client(settings).chat_postMessage(channel=settings.slack.admin_channel, text=f":warning: {msg}")
+        except Exception as exc:
+            log.warning("refresh: could not post the failure: %s", exc)
+
+
+def adapters_impl(settings: Settings, action: str, version: str | None = None) -> dict[str, Any]:
+    """`adapters list|promote|rollback` for the CLI and /lorebot; {text, adapters, current}."""
+    from slm import registry
+
+    try:
+        if action == "list":
+            cards = registry.list_adapters(settings)
+            lines = [f"{'*' if c['current'] else ' '} {c['version']}  {c.get('status', '?'):<9} score "
+                     f"{((c.get('metrics') or {}).get('candidate') or {}).get('score', '-')}  {c.get('reason', '')}" for c in cards]
+            current = registry.current_version(settings)
+            text = "\n".join(lines) if lines else "no adapters yet: the base model serves"
+            return {"text": f"current: {current or 'base model'}\n```{text}```", "adapters": cards, "current": current}
+        if action == "promote":
+            if not version:
+                raise registry.RegistryError("which version?", fix="adapters promote VERSION (see adapters list)")
+            previous = registry.promote(settings, version, reason="promoted by an admin")
+            _publish(settings)
+            return {"text": f"promoted {version} (was {previous or 'base model'})", "current": version}
+        if action == "rollback":
+            target = registry.rollback(settings)
+            _publish(settings)
+            return {"text": f"rolled back to {target or 'the base model'}", "current": target}
+    except LorebotError as exc:
+        return {"text": f"adapters {action} failed: {exc.one_line()}", "error": exc.one_line()}
+    return {"text": f"unknown action {action!r}: use list, promote VERSION or rollback", "error": "unknown action"}
+
