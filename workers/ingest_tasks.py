@@ -1,23 +1,137 @@
-"""Re-index on the `ingest` queue: one run at a time per collection, progress to Slack."""
+"""Re-index on the `ingest` queue: one run at a time per collection, progress to Slack.
+
+Progress of a build goes into one thread message that :class:`StageProgress` edits in
+place (parsing n/N files, embedding, writing the version), at most once every few
+seconds, so a long build shows it is alive without flooding the thread.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
+from bot import render
 from lorebot.errors import IngestError, LorebotError
 from lorebot.settings import Settings
+from workers.delivery import retry_after_s
 
 log = logging.getLogger(__name__)
 
 LOCK_TTL_S = 6 * 3600
+#: Hard time limit of an ingest-queue task (the answer tasks' limit is far too short).
+TASK_TIME_LIMIT_S = LOCK_TTL_S - 600
+#: Slack sees a build's progress at most this often.
+PROGRESS_INTERVAL_S = 3.0
+
+STAGES = {
+    "parse": ("parsing", "files"),
+    "embed": ("embedding", "chunks"),
+    "write": ("writing the new index version", None),
+}
 
 
 def lock_key(collection: str | None) -> str:
     return f"lorebot:lock:reindex:{collection or '*'}"
 
 
-def reindex_impl(settings: Settings, *, collection: str | None = None, reply: dict | None = None) -> dict[str, Any]:
+def stage_text(stage: str, done: int, total: int) -> str:
+    """'parsing 12/40 files (30%)' for a build_index progress callback."""
+    label, unit = STAGES.get(stage, (stage, None))
+    if unit is None or total <= 0:
+        return label + "…"
+    pct = int(100 * done / total)
+    return f"{label} {done:,}/{total:,} {unit} ({pct}%)"
+
+
+class StageProgress:
+    """One thread message that follows a build's stages, edited in place and throttled.
+
+    ``build_index`` calls back for every parsed file and every embedding batch; Slack
+    gets at most one ``chat.update`` per ``min_interval_s`` (a 429's Retry-After pushes
+    the next one further out). The newest text is never lost: :meth:`finish` always
+    sends. Slack trouble is logged and never fails the build.
+    """
+
+    def __init__(
+        self,
+        web_client,
+        channel: str,
+        thread_ts: str,
+        *,
+        headline: str,
+        ts: str | None = None,
+        min_interval_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.web = web_client
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.headline = headline
+        self.min_interval_s = PROGRESS_INTERVAL_S if min_interval_s is None else min_interval_s
+        self.clock = clock
+        self.ts = ts  # the message being edited: given, or posted on the first report
+        self.sent: str | None = None
+        self.pending: str | None = None
+        self.calls = 0  # Web API calls that succeeded
+        self._next_allowed = 0.0
+        self._failures = 0
+
+    def _compose(self, line: str | None) -> str:
+        return f"{self.headline}\n{line}" if line else self.headline
+
+    def start(self) -> None:
+        """Post the message (headline alone) that later stages edit."""
+        self._send(self._compose(None))
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.report(stage_text(stage, done, total))
+
+    def report(self, line: str) -> None:
+        text = self._compose(line)
+        self.pending = text
+        if self.clock() >= self._next_allowed:
+            self._send(text)
+
+    def finish(self, line: str) -> None:
+        """The last state of the message, sent whatever the throttle says."""
+        self._send(self._compose(line))
+
+    def _send(self, text: str) -> None:
+        if text == self.sent:
+            return
+        try:
+            if self.ts is None:
+                resp = self.web.chat_postMessage(
+                    channel=self.channel, thread_ts=self.thread_ts, **render.notice(text)
+                )
+                self.ts = resp["ts"]
+            else:
+                self.web.chat_update(channel=self.channel, ts=self.ts, **render.notice(text))
+            self.sent, self.pending = text, None
+            self.calls += 1
+            self._failures = 0
+            self._next_allowed = self.clock() + self.min_interval_s
+        except Exception as exc:
+            wait = retry_after_s(exc)
+            self._failures += 1
+            backoff = self.min_interval_s * min(2**self._failures, 20)
+            self._next_allowed = self.clock() + max(wait or 0.0, backoff)
+            log.warning("progress update in channel=%s failed: %s", self.channel, exc)
+
+
+def stage_progress(delivery, headline: str) -> StageProgress | None:
+    """A StageProgress in the thread of a SlackDelivery (None without one)."""
+    if delivery is None:
+        return None
+    thread_ts = delivery.reply.get("thread_ts") or delivery.ts
+    return StageProgress(delivery.web, delivery.channel, thread_ts, headline=headline)
+
+
+def reindex_impl(
+    settings: Settings, *, collection: str | None = None, reply: dict | None = None
+) -> dict[str, Any]:
     """Re-run the recorded sources (of one collection, or all) as an incremental build."""
     import redis
 
@@ -43,14 +157,26 @@ def reindex_impl(settings: Settings, *, collection: str | None = None, reply: di
                 f"no recorded sources for {collection or 'any collection'}",
                 fix="ingest once with `lorebot ingest PATH --collection NAME`",
             )
-        if delivery:
-            delivery.progress(f"Re-indexing {len(sources)} source(s) of {collection or 'all collections'}…")
-        report = build_index(settings, sources, progress=False)
+        what = collection or "all collections"
+        progress = stage_progress(delivery, f"Re-indexing {len(sources)} source(s) of {what}…")
+        if progress:
+            progress.start()
+        try:
+            report = build_index(settings, sources, progress=False, on_progress=progress)
+        except LorebotError as exc:
+            if progress:
+                progress.finish(f"stopped: {exc.message}")
+            raise
         summary = (
             f"Index {report.version}: {report.ok} files ok, {report.failed} failed, "
             f"{report.skipped} skipped, {report.chunks_total} chunks in {report.duration_s:.0f} s"
         )
         log.info("reindex collection=%s %s", collection, summary)
+        if progress:
+            progress.finish(
+                f"done in {report.duration_s:.0f} s"
+                + ("" if report.new_version else " (nothing changed)")
+            )
         if delivery:
             delivery.update(summary)
         return {"status": "ok", "message": summary, "report": report.to_dict()}
