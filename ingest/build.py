@@ -420,18 +420,28 @@ def build_index(
         chosen = index_type or store.choose_index_type(total)
         prev_dir = store.version_path(settings, prev_version) if prev_version else None
         build_dir = store.tmp_dir(settings) / version
-        build_dir.mkdir(parents=True)
-        manifest = _write_version(
-            build_dir,
-            version,
-            prev_version,
-            prev_dir,
-            entries,
-            fingerprint,
-            chosen,
-            settings,
-            model_dir,
-        )
+        try:
+            build_dir.mkdir(parents=True)
+            manifest = _write_version(
+                build_dir,
+                version,
+                prev_version,
+                prev_dir,
+                entries,
+                fingerprint,
+                chosen,
+                settings,
+                model_dir,
+            )
+        except (OSError, sqlite3.Error, RuntimeError) as exc:
+            if not disk_full(exc):
+                raise
+            shutil.rmtree(build_dir, ignore_errors=True)  # give back what the attempt took
+            raise IngestError(
+                f"the disk holding {settings.index_dir} is full (writing version {version})"
+                + (f"; version {prev_version} keeps serving" if prev_version else ""),
+                fix="free disk space, or set LOREBOT_DATA_DIR to a larger disk",
+            ) from None
         store.publish(settings, build_dir, version)
         store.prune_versions(settings, settings.index.keep_versions)
         timings["write"] = time.perf_counter() - t
@@ -542,6 +552,14 @@ def make_parse_pool(
     return TimeoutPool(
         parse_job, workers=workers or cpu_count(), timeout_s=timeout_s, init=worker_init
     )
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error from writing (OS, SQLite, FAISS) means the disk or quota is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "disk is full" in text or "no space left" in text or "quota exceeded" in text
 
 
 def _embed_all(

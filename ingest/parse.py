@@ -99,6 +99,17 @@ UNSUPPORTED_HINTS = {
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
+# ZIP containers (DOCX, PPTX, XLSX, ODT, EPUB) are checked against these before any
+# parser opens them: a parser reads a member whole, so a 2 MB "zip bomb" whose XML
+# unpacks to gigabytes would take the parse worker's memory with it. The sizes come
+# from the central directory; Python's zipfile never inflates a member past its
+# declared size, so the check cannot be lied to.
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+MAX_MEMBER_RATIO = 100  # unpacked / packed, for members above RATIO_MIN_BYTES
+RATIO_MIN_BYTES = 8 * 1024 * 1024
+# lxml's HTML parser silently stops descending at this depth (without XML_PARSE_HUGE).
+HTML_MAX_DEPTH = 256
+
 
 def kind_of(path: Path) -> str | None:
     """The parser kind for a file name; None when lorebot cannot parse it.
@@ -274,6 +285,7 @@ def _check_ooxml(path: Path, label: str) -> None:
     with open(path, "rb") as fh:
         head = fh.read(8)
     if zipfile.is_zipfile(path):
+        _check_zip_bomb(path)
         return
     if head == OLE_MAGIC:
         try:
@@ -290,6 +302,52 @@ def _check_ooxml(path: Path, label: str) -> None:
             f"corrupt: an old binary Office file named .{label.lower()} (save it as {label})"
         )
     raise ParseFailure(f"corrupt: not a valid {label} file (not a ZIP package)")
+
+
+def _check_zip_bomb(path: Path) -> None:
+    """Refuse a ZIP container whose members would unpack to far more than it holds."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ParseFailure(f"corrupt: not a readable ZIP package ({_short(exc)})") from None
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNPACKED_BYTES:
+        big = max(infos, key=lambda i: i.file_size)
+        raise ParseFailure(
+            f"zip bomb: unpacks to {total / 2**20:,.0f} MiB ({big.filename} alone "
+            f"{big.file_size / 2**20:,.0f} MiB from {big.compress_size / 2**20:,.1f} MiB); "
+            f"limit {MAX_UNPACKED_BYTES / 2**20:,.0f} MiB"
+        )
+    for i in infos:
+        if i.file_size > RATIO_MIN_BYTES and i.file_size > MAX_MEMBER_RATIO * max(1, i.compress_size):
+            raise ParseFailure(
+                f"zip bomb: {i.filename} unpacks {i.file_size / max(1, i.compress_size):,.0f}x "
+                f"({i.file_size / 2**20:,.0f} MiB); limit {MAX_MEMBER_RATIO}x"
+            )
+
+
+def html_depth(text: str) -> int:
+    """Deepest element nesting of an HTML text, counted from its tags (void tags ignored)."""
+    depth = deepest = 0
+    for m in _TAG.finditer(text):
+        closing, name, self_closing = m.group(1), m.group(2).lower(), m.group(3)
+        if name in _VOID or self_closing:
+            continue
+        if closing:
+            depth = max(0, depth - 1)
+        else:
+            depth += 1
+            deepest = max(deepest, depth)
+    return deepest
+
+
+_TAG = re.compile(r"<(/?)([a-zA-Z][\w:-]*)[^<>]*?(/?)>")
+# Void elements, plus p and li, which HTML lets authors leave unclosed.
+_VOID = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+     "source", "track", "wbr", "p", "li"}
+)
 
 
 def _check_pdf(path: Path) -> str | None:
@@ -397,7 +455,12 @@ def partition_file(path: Path, kind: str) -> tuple[list[Element], dict[str, Any]
             meta["title"] = t
         from unstructured.partition.html import partition_html
 
-        return to_elements(partition_html(text=text, **langs)), meta
+        elements = to_elements(partition_html(text=text, **langs))
+        if not elements and (depth := html_depth(text)) > HTML_MAX_DEPTH:
+            raise ParseFailure(
+                f"too deeply nested: HTML nests {depth:,} levels; parsers stop at {HTML_MAX_DEPTH}"
+            )
+        return elements, meta
     if kind == "txt":
         text = _text_of(path)
         if not text.strip():
@@ -475,11 +538,15 @@ def partition_file(path: Path, kind: str) -> tuple[list[Element], dict[str, Any]
         with open(path, "rb") as fh:
             if fh.read(8) != OLE_MAGIC and not zipfile.is_zipfile(path):
                 raise ParseFailure("corrupt: not an Excel workbook")
+        if zipfile.is_zipfile(path):
+            _check_zip_bomb(path)
         from unstructured.partition.xlsx import partition_xlsx
 
         return to_elements(partition_xlsx(filename=str(path), **langs)), meta
     if kind in ("rtf", "odt", "epub"):
         _needs_pandoc(kind.upper())
+        if kind != "rtf" and zipfile.is_zipfile(path):
+            _check_zip_bomb(path)
         if kind == "rtf":
             from unstructured.partition.rtf import partition_rtf as part
         elif kind == "odt":
@@ -559,6 +626,10 @@ def classify_error(exc: BaseException, kind: str) -> str:
     low = f"{name} {msg}".lower()
     if "password" in low or "encrypt" in low or "decrypt" in low:
         return f"encrypted: {msg}"
+    if "amplification" in low or "entity reference loop" in low:
+        return f"XML entity expansion (billion laughs) refused: {msg}"
+    if "resource limit exceeded" in low or "xml_parse_huge" in low:
+        return f"too large for the XML parser: {msg}"
     if isinstance(exc, (zipfile.BadZipFile, EOFError)) or any(
         s in low
         for s in (
