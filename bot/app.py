@@ -26,6 +26,7 @@ from bot import handlers, render
 from bot.feedback import FeedbackStore, feedback_path
 from bot.gateway import Enqueue, WorkerGateway
 from bot.state import Deduper
+from bot.uploads import Uploads, is_admin_share
 from bot.watchdog import Watchdog
 from lorebot.errors import ConfigError, ServiceUnavailableError
 from lorebot.settings import Settings
@@ -46,6 +47,7 @@ BOT_SCOPES = (
     "im:history",  # message.im (direct messages) + conversations.replies
     "chat:write",  # chat.postMessage / chat.update / chat.postEphemeral
     "commands",  # /ask, /lorebot
+    "files:read",  # files.info + download of files admins share in the admin channel
 )
 
 RECEIVED_AT = "lorebot_received_at"
@@ -154,13 +156,22 @@ def register(app: App, core: handlers.SlackBot, dedupe: Deduper) -> None:
     def received(context) -> float:
         return float(context.get(RECEIVED_AT) or time.time())
 
+    uploads = Uploads(core)
+
     @app.event("app_mention")
     def on_app_mention(event, client, context):
+        if is_admin_share(core.settings, event):
+            return  # a file share that mentions the bot: the message event ingests it
         guarded("app_mention", lambda: core.on_mention(client, context, event, received(context)))
 
     # message.channels, message.groups and message.im all arrive as "message".
     @app.event("message")
     def on_message(event, client, context):
+        if is_admin_share(core.settings, event):
+            guarded(
+                "file_share", lambda: uploads.on_share(client, context, event, received(context))
+            )
+            return
         guarded("message", lambda: core.on_message(client, context, event, received(context)))
 
     @app.command("/ask")

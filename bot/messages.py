@@ -36,7 +36,8 @@ ADMIN_HELP = (
     "• `refresh`: run the nightly model refresh now\n"
     "• `adapters list` · `adapters promote <version>` · `adapters rollback`\n"
     "• `channel show [#channel]` · `channel set [#channel] <collection,…|all>` · "
-    "`channel reset [#channel]`"
+    "`channel reset [#channel]`\n"
+    "• to add documents, share files in the admin channel with `collection: NAME` in the message"
 )
 ADAPTERS_UNAVAILABLE = (
     "Adapter management is not available in this version of lorebot yet: "
@@ -148,3 +149,29 @@ def channel_reset(channel: str) -> str:
 
 def unknown_command(text: str) -> str:
     return f"I don't know `{text}`.\n" + ADMIN_HELP
+
+
+# ---------------------------------------------------------------- files shared by admins
+UPLOAD_SYNTAX = "`collection: NAME` in the message you share the file with"
+UPLOAD_ADMIN_ONLY = (
+    "Thanks, but only lorebot admins can add documents by sharing files here, so I've left "
+    "this one alone. An admin can add it for you, or add you to `slack.admin_user_ids`."
+)
+
+
+def upload_bad_collection(typed: str) -> str:
+    return (
+        f"I can't use `{typed}` as a collection name, so I haven't indexed anything. Share the "
+        f"file again with {UPLOAD_SYNTAX}, using letters, digits, `-`, `_` or `.`."
+    )
+
+
+def upload_received(n_files: int, collection: str, defaulted: bool) -> str:
+    files = "1 file" if n_files == 1 else f"{n_files} files"
+    text = f":inbox_tray: Got {files} for collection `{collection}`; indexing follows here."
+    if defaulted:
+        text += (
+            f"\nYou didn't name a collection, so I'm using the default one, `{collection}`. "
+            f"Next time write {UPLOAD_SYNTAX} to choose."
+        )
+    return text

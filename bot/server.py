@@ -4,6 +4,7 @@ One small threaded HTTP server (standard library) always runs on ``slack.http_po
 
 * ``GET /healthz``: the process is up. ``GET /readyz``: Redis answers and Slack
   accepted the token (503 otherwise), for load balancers and ``lorebot up``.
+* ``GET /metrics``: Prometheus metrics (queue depth per Celery queue, process stats).
 * ``POST /slack/events``, ``/slack/commands``, ``/slack/actions``: Slack's HTTP
   transport, only when a signing secret is configured; bolt verifies every signature
   (401 for forged, expired or missing ones).
@@ -56,6 +57,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/readyz":
             ok, detail = self.server.bot.ready()
             self._send(200 if ok else 503, json.dumps(detail), {"Content-Type": "application/json"})
+        elif path == "/metrics":
+            body, content_type = self.server.bot.metrics()
+            self._send(200, body, {"Content-Type": content_type})
         else:
             self._send(404, "not found")
 
@@ -77,7 +81,30 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         req = BoltRequest(body=raw, query=parts.query, headers=headers)
         resp = self.server.bot.app.dispatch(req)
+        if resp.status == 401:
+            log.warning(
+                "rejected Slack request path=%s from=%s: %s",
+                parts.path,
+                self.client_address[0],
+                rejection_reason(headers),
+            )
         self._send(resp.status, resp.body or "", resp.first_headers_without_set_cookie())
+
+
+def rejection_reason(headers: dict[str, str], window_s: int = 300) -> str:
+    """Why bolt refused a request's signature, for the log (bolt only says "invalid")."""
+    import time
+
+    missing = [h for h in ("x-slack-request-timestamp", "x-slack-signature") if not headers.get(h)]
+    if missing:
+        return "missing header " + ", ".join(missing)
+    try:
+        age = time.time() - int(headers["x-slack-request-timestamp"])
+    except ValueError:
+        return "timestamp is not a number"
+    if abs(age) > window_s:
+        return f"timestamp {age:.0f} s old (replay window {window_s} s)"
+    return "signature does not match the signing secret"
 
 
 class _Server(ThreadingHTTPServer):
@@ -98,6 +125,7 @@ class BotServer:
         self._httpd = _Server((host, port), _Handler)
         self._httpd.bot = self
         self._thread: threading.Thread | None = None
+        self._registry = None
 
     @property
     def port(self) -> int:
@@ -117,6 +145,14 @@ class BotServer:
             detail["redis_error"] = type(exc).__name__
         detail["slack"] = bool(getattr(self.app, "_token", None) or self.app.client.token)
         return all(v for k, v in detail.items() if k in ("redis", "slack")), detail
+
+    def metrics(self) -> tuple[bytes, str]:
+        """Prometheus exposition: this process plus the Celery queue depths (read from Redis)."""
+        from lorebot import telemetry
+
+        if self._registry is None:
+            self._registry = telemetry.registry(redis=self.redis)
+        return telemetry.exposition(self._registry)
 
     def start(self) -> BotServer:
         self._thread = threading.Thread(
@@ -148,6 +184,7 @@ def run_bot(settings, *, stop: threading.Event | None = None) -> None:
 
     from bot.app import build_app
     from lorebot.errors import ConfigError, ServiceUnavailableError
+    from lorebot.settings import mask_url
 
     slack = settings.slack
     if not slack.configured:
@@ -163,7 +200,7 @@ def run_bot(settings, *, stop: threading.Event | None = None) -> None:
         redis.ping()
     except Exception as exc:
         raise ServiceUnavailableError(
-            f"Redis at {settings.redis.effective_url} is not reachable ({type(exc).__name__})",
+            f"Redis at {mask_url(settings.redis.effective_url)} is not reachable ({type(exc).__name__})",
             fix="start it with `lorebot up`, or set LOREBOT_REDIS__URL",
         ) from None
 

@@ -301,6 +301,12 @@ def publish(settings: Settings, build_dir: Path, version: str) -> Path:
     os.rename(build_dir, final)
     _fsync_dir(final.parent)
     set_current(settings, version)
+    # Many workers, one truth: copy the new version, then its pointer, to the shared
+    # location (no-op without sync.url). A failure raises SyncError: the local index is
+    # already current, `lorebot sync publish` retries the upload.
+    from lorebot.sync import publish_index
+
+    publish_index(settings)
     return final
 
 
@@ -364,6 +370,10 @@ class IndexReader:
             model = self.settings.index.embedding_model
             self._embedder = Embedder(model, batch_size=self.settings.index.embed_batch_size)
         return self._embedder
+
+    def encode(self, texts: list[str]):
+        """Unit vectors of ``texts`` with the query embedder (the answer path scores sentences)."""
+        return self.embedder.encode(texts)
 
     # -- public API
     def collections(self) -> list[str]:

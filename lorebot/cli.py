@@ -8,7 +8,6 @@ that need them so `lorebot --help` and `lorebot config` stay instant.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -33,6 +32,10 @@ app = typer.Typer(
 )
 feedback_app = typer.Typer(help="Feedback from Slack users (👍 / 👎).", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
+sync_app = typer.Typer(help="Index and adapter versions in the shared location (LOREBOT_SYNC__URL).", no_args_is_help=True)
+app.add_typer(sync_app, name="sync")
+adapters_app = typer.Typer(help="LoRA adapters made by the nightly refresh.", no_args_is_help=True)
+app.add_typer(adapters_app, name="adapters")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -52,12 +55,11 @@ def settings() -> Settings:
 
 
 def _setup_logging(s: Settings) -> None:
-    level = getattr(logging, s.logging.level.upper(), logging.INFO)
-    fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
-    # Library chatter that would drown the one-line-per-event logs.
-    for noisy in ("httpx", "urllib3", "sentence_transformers", "unstructured", "pdfminer", "filelock", "bm25s"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Text or JSON lines, question context on each line, secrets redacted (lorebot/logs.py);
+    # it also quiets library chatter that would drown the one-line-per-event logs.
+    from lorebot.logs import setup
+
+    setup(s, stream=sys.stderr)
 
 
 def _offline_env() -> None:
@@ -205,9 +207,16 @@ def worker_cmd(
         # Fail before starting a process that could never answer.
         from lorebot.doctor import check_answer_model
 
-        check = check_answer_model(s)
+        check = check_answer_model(s, load=True)
         if not check.ok:
             raise LorebotError(check.detail, fix=check.fix)
+    from lorebot.doctor import check_data_dir
+
+    # Workers write metrics, adapter pointers and logs under the data dir: refuse to
+    # start half-working on one that cannot be written.
+    data_check = check_data_dir(s)
+    if not data_check.ok and "not writable" in data_check.detail:
+        raise LorebotError(data_check.detail, fix=data_check.fix)
     require_redis(s)
     from workers.app import create_app
 
@@ -373,6 +382,137 @@ def feedback_export_cmd(out: Annotated[Path, typer.Argument(help="JSONL file to 
     err_console.print(f"wrote {n} feedback records to {out}")
 
 
+# --------------------------------------------------------------------------- sync
+@sync_app.command("publish")
+def sync_publish_cmd(
+    kind: Annotated[str, typer.Option("--kind", help="index, adapters or all.")] = "all",
+) -> None:
+    """Upload the local CURRENT index / adapter to the shared location (after a failed upload)."""
+    from lorebot import sync
+
+    s = settings()
+    if not sync.enabled(s):
+        raise LorebotError("no sync location is configured", fix="set LOREBOT_SYNC__URL")
+    for k in sync.KINDS if kind == "all" else (kind,):
+        r = sync.publish(s, k)
+        console.print(f"{k}: published {r.version or 'none'} ({r.files} files uploaded, {r.seconds:.1f} s)")
+
+
+@sync_app.command("pull")
+def sync_pull_cmd() -> None:
+    """Fetch the published index / adapter versions into this data directory now."""
+    from lorebot import sync
+
+    s = settings()
+    if not sync.enabled(s):
+        raise LorebotError("no sync location is configured", fix="set LOREBOT_SYNC__URL")
+    for k in sync.KINDS:
+        r = sync.pull(s, k)
+        console.print(f"{k}: local {r.local or 'none'}, remote {r.remote if r.remote is not None else 'never published'}"
+                      f" ({r.files} files downloaded, {r.seconds:.1f} s)")
+
+
+@sync_app.command("status")
+def sync_status_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Local and published versions, and what every worker announced it serves."""
+    import redis
+
+    from lorebot import sync
+
+    s = settings()
+    out: dict[str, object] = {"location": sync.status(s)}
+    try:
+        raw = redis.Redis.from_url(s.redis.effective_url, socket_timeout=2).hgetall(sync.SERVING_KEY)
+        out["workers"] = {k.decode(): json.loads(v) for k, v in raw.items()}
+    except redis.RedisError as exc:
+        out["workers_error"] = type(exc).__name__
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    table = Table("worker", "index", "adapter", "announced", title="what each worker serves")
+    for name, w in sorted(dict(out.get("workers") or {}).items()):
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w.get("at", 0)))
+        table.add_row(name, str(w.get("index")), str(w.get("adapter") or w.get("adapter_synced") or "base"), at)
+    console.print(json.dumps(out["location"], indent=1))
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- refresh / adapters
+@app.command("refresh")
+def refresh_cmd(
+    enqueue: Annotated[bool, typer.Option("--enqueue", help="Send it to a worker on the train queue instead.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Run the nightly model refresh now: pairs, LoRA training, export, parity, gate, promotion."""
+    from lorebot.stack import require_redis
+
+    s = settings()
+    require_redis(s)
+    if enqueue:
+        from workers.client import QUEUE_TRAIN, TASK_REFRESH, make_client
+
+        task = make_client(s.redis.effective_url).send_task(TASK_REFRESH, kwargs={"reply": None}, queue=QUEUE_TRAIN)
+        console.print(f"refresh queued on `{QUEUE_TRAIN}` (task {task.id}); a `lorebot worker -Q {QUEUE_TRAIN}` runs it")
+        return
+    from workers.refresh_tasks import refresh_impl
+
+    with console.status("refresh: starting…") as status:
+
+        def progress(step: str, message: str) -> None:
+            status.update(f"refresh [bold]{step}[/]: {message}")
+            if not as_json and not message.startswith("· "):  # details only on the status line
+                err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {step}: {message}", highlight=False)
+
+        result = refresh_impl(s, progress=progress)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    elif "report" in result:
+        from workers.refresh_tasks import report_renderable
+
+        console.print(report_renderable(result["report"]))
+    else:
+        console.print(result["message"])
+    if result["status"] in ("failed", "busy"):
+        raise typer.Exit(1)
+
+
+def _adapters(action: str, version: str | None, as_json: bool) -> None:
+    from workers.refresh_tasks import adapters_impl
+
+    result = adapters_impl(settings(), action, version)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    elif action == "list" and "adapters" in result:
+        table = Table("", "version", "status", "score", "reason", title="adapters (* = serving)")
+        for c in result["adapters"]:
+            score = ((c.get("metrics") or {}).get("candidate") or {}).get("score")
+            table.add_row("*" if c["current"] else "", c["version"], str(c.get("status")), "-" if score is None else f"{score:.3f}", str(c.get("reason", "")))
+        console.print(table)
+        console.print(f"serving: {result.get('current') or 'base model'}")
+    else:
+        console.print(result["text"])
+    if "error" in result:
+        raise typer.Exit(1)
+
+
+@adapters_app.command("list")
+def adapters_list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every adapter version with its status, score and the gate's reason."""
+    _adapters("list", None, as_json)
+
+
+@adapters_app.command("promote")
+def adapters_promote_cmd(version: Annotated[str, typer.Argument(help="Version from `adapters list`.")]) -> None:
+    """Serve this adapter version (workers switch between tasks)."""
+    _adapters("promote", version, False)
+
+
+@adapters_app.command("rollback")
+def adapters_rollback_cmd() -> None:
+    """Serve the adapter that served before the current one (or the base model)."""
+    _adapters("rollback", None, False)
+
+
 def main() -> None:
     """Console entry: run the app, turning domain errors into one line and an exit code."""
     try:
@@ -380,7 +520,9 @@ def main() -> None:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except LorebotError as exc:
-        err_console.print(f"[red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        from lorebot.logs import redact
+
+        err_console.print(f"[red]error:[/] {redact(exc.one_line())}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

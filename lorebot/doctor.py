@@ -28,7 +28,13 @@ def _asset(name: str, locate) -> Check:
     return Check(name, True, str(path))
 
 
-def check_answer_model(settings: Settings) -> Check:
+def check_answer_model(settings: Settings, *, load: bool = False) -> Check:
+    """The GGUF file is there and readable; with ``load``, llama.cpp can also open it.
+
+    ``load`` reads the vocabulary in a short child process (about a second): a truncated
+    or corrupt file with a valid header would otherwise start a worker whose processes
+    can never answer. The child keeps llama.cpp out of the process that forks the pool.
+    """
     try:
         path = assets.answer_model_path(settings.model.path)
     except LorebotError as exc:
@@ -40,6 +46,22 @@ def check_answer_model(settings: Settings) -> Check:
         return Check("answer model", False, f"cannot read {path}: {exc.strerror}", "check the file's permissions")
     if magic != b"GGUF":
         return Check("answer model", False, f"{path} is not a GGUF file", "set LOREBOT_MODEL__PATH to a .gguf model")
+    if load:
+        import subprocess
+        import sys
+
+        probe = (
+            "import sys\nfrom llama_cpp import Llama\n"
+            "Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)"
+        )
+        done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, timeout=120)
+        if done.returncode != 0:
+            return Check(
+                "answer model",
+                False,
+                f"llama.cpp cannot load {path} (truncated or corrupt GGUF)",
+                "set LOREBOT_MODEL__PATH to a complete .gguf model or unset it for the default",
+            )
     return Check("answer model", True, f"{path.name} ({path.stat().st_size / 2**20:.0f} MiB)")
 
 

@@ -60,7 +60,10 @@ class SlackSettings(_Section):
     )
     http_port: int = Field(3000, description="Port of the bot's HTTP server (events, health).")
     admin_user_ids: list[str] = Field(default_factory=list, description="Users allowed /lorebot admin commands.")
-    admin_channel: str | None = Field(None, description="Channel id where refresh reports are posted.")
+    admin_channel: str | None = Field(
+        None,
+        description="Channel id where refresh reports are posted, and where files admins share are ingested.",
+    )
     channel_collections: dict[str, list[str]] = Field(
         default_factory=dict, description="Channel id -> collections it may search (overridable with /lorebot channel set)."
     )
@@ -163,11 +166,80 @@ class TrainingSettings(_Section):
 
     schedule: str = Field("0 2 * * *", description="Cron expression (local time) of the nightly refresh.")
     time_budget_s: int = Field(1800, ge=10, description="Wall-clock budget of LoRA training.")
+    collections: list[str] | None = Field(
+        None,
+        description="Collections whose chunks may feed training; unset = slack.default_collections "
+        "(the public ones), or every collection when those are unset too.",
+    )
+    teacher: str = Field(
+        "local",
+        description="Who writes Q&A pairs: 'local' (the answer model), a GGUF file path, or the base "
+        "URL of an OpenAI-compatible API (http://host:port/v1).",
+    )
+    teacher_model: str | None = Field(None, description="Model name sent to an OpenAI-compatible teacher.")
+    teacher_api_key: SecretStr | None = Field(None, description="Bearer token of an OpenAI-compatible teacher.")
+    teacher_timeout_s: float = Field(60.0, gt=0, description="Timeout of one teacher API call.")
+    max_new_chunks: int = Field(400, ge=1, description="New or changed chunks the teacher reads per run.")
+    questions_per_chunk: int = Field(1, ge=0, le=5, description="Teacher-written questions per chunk.")
+    extract_pairs: bool = Field(True, description="Also turn headings and key sentences into questions.")
+    round_trip_k: int = Field(5, ge=1, description="A question must retrieve its own chunk in this many hits.")
+    min_support: float = Field(0.7, ge=0, le=1, description="Share of an answer's words its chunk must contain.")
+    dedupe_similarity: float = Field(0.92, gt=0, le=1, description="Questions closer than this (cosine) are duplicates.")
+    heldout_share: float = Field(0.2, ge=0.05, le=0.5, description="Share of pairs kept out of training for the gate.")
+    raft_distractors: int = Field(2, ge=0, le=8, description="Distractor passages beside the gold one in each example.")
+    raft_no_gold_share: float = Field(0.2, ge=0, le=0.9, description="Share of examples with distractors only (target: not found).")
+    min_train_pairs: int = Field(8, ge=1, description="Fewer usable pairs than this and the run stops before training.")
+    max_steps: int = Field(200, ge=1, description="Most optimiser steps of one training run.")
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    max_seq_len: int = Field(512, ge=64, description="Training examples are cut to this many tokens.")
+    device: str = Field("auto", description="Training device: auto (CUDA when present), cpu or cuda.")
+    seed: int = Field(0, description="Seed of the split, the examples and training.")
+    eval_limit: int = Field(40, ge=1, description="Held-out pairs asked per model at the gate.")
+    margin: float = Field(0.01, description="The candidate must beat the current adapter's score by this much.")
+    abstention_tolerance: float = Field(0.0, ge=0, le=1, description="Abstention accuracy the candidate may lose.")
+    golden_set: Path | None = Field(None, description="Admin golden set, JSONL of {question, answer} (optional).")
+    xquad_path: Path | None = Field(None, description="SQuAD-format QA file also checked at the gate (optional).")
+    xquad_limit: int = Field(30, ge=1, description="Questions of xquad_path asked per model.")
+    use_feedback: bool = Field(True, description="Also evaluate on answers users rated 👍.")
+    keep_adapters: int = Field(5, ge=1, description="Adapter versions kept besides the current and previous.")
+    lock_ttl_s: int = Field(120, ge=10, description="Refresh lock expiry, renewed while running.")
 
 
 class LoggingSettings(_Section):
     level: str = Field("INFO", description="Python log level.")
     json_format: bool = Field(False, alias="json", description="One JSON object per log line.")
+
+
+class SyncSettings(_Section):
+    """Where index versions and adapters are published for workers on other machines."""
+
+    url: str | None = Field(
+        None,
+        description="Shared location: a path, file:///mnt/lorebot or s3://bucket/prefix; unset = no sync "
+        "(every process reads its own data_dir).",
+    )
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, R2...); unset = AWS.")
+    region: str | None = Field(None, description="S3 region name.")
+    access_key_id: SecretStr | None = Field(None, description="S3 access key id; unset = the usual AWS credential chain.")
+    secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    anonymous: bool = Field(False, description="Read a public bucket without credentials.")
+    check_interval_s: float = Field(
+        10.0, ge=0, description="Workers compare the shared CURRENT pointers with theirs at most this often."
+    )
+
+
+class MetricsSettings(_Section):
+    """Prometheus metrics (the bot serves /metrics on slack.http_port)."""
+
+    enabled: bool = Field(True, description="Serve Prometheus metrics from workers.")
+    worker_port: int = Field(
+        9810, ge=0, le=65535,
+        description="Port of a worker's /metrics (one per `lorebot worker`; 0 = any free port, announced in Redis).",
+    )
+    host: str = Field("0.0.0.0", description="Interface the worker metrics server listens on.")
 
 
 class Settings(BaseSettings):
@@ -182,6 +254,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     model_config = SettingsConfigDict(
         env_prefix="LOREBOT_",

@@ -14,15 +14,20 @@ import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
+from lorebot import logs, sync, telemetry
 from lorebot.errors import LorebotError, TransientError
 from lorebot.settings import Settings
 from lorebot.types import Answer, Question, new_id
 from workers import client
+from workers.ingest_tasks import TASK_TIME_LIMIT_S
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
+
+# Hash: "<host>:<pid>" -> JSON of what that worker process serves (announce()).
+SERVING_KEY = sync.SERVING_KEY
 
 
 def answer_impl(settings: Settings, question: Question, reply: dict | None = None) -> Answer:
@@ -32,12 +37,20 @@ def answer_impl(settings: Settings, question: Question, reply: dict | None = Non
     runtime = get_runtime(settings)
     delivery = None
     if reply:
-        from workers.delivery import SlackDelivery
+        from workers.delivery import SlackDelivery, already_delivered
 
+        # A redelivered message (worker lost after Slack took the answer, Redis restarted
+        # before the ack) must not answer twice: delivery is keyed by question id.
+        earlier = already_delivered(settings, question)
+        if earlier is not None:
+            log.info("question=%s already delivered; not answering again", question.question_id)
+            return earlier
         delivery = SlackDelivery.from_settings(settings, reply)
     try:
+        runtime.sync()  # a newer index / adapter from the shared location, if any
         runtime.refresh_adapter()
         index = runtime.index()
+        logs.update(index_version=index.version, adapter_version=getattr(runtime.generator, "adapter", None) or "base")
         announce(settings, runtime, index)
         result = answer_question(
             question,
@@ -77,7 +90,10 @@ def announce(settings: Settings, runtime: Any, index: Any) -> None:
     The bot shows the document count in its placeholder; operators and the sync test
     read which index and adapter versions each worker serves.
     """
-    serving = (index.version, getattr(runtime._generator, "adapter", None))
+    # adapter: what the loaded model applies; adapter_synced: the local registry's
+    # CURRENT after the last pull (they differ only while slm.registry is absent).
+    serving = (index.version, getattr(runtime._generator, "adapter", None), sync.local_current(settings.adapters_dir))
+    telemetry.set_serving(serving[0], serving[1])
     if getattr(runtime, "announced", None) == serving:
         return
     import json
@@ -91,10 +107,21 @@ def announce(settings: Settings, runtime: Any, index: Any) -> None:
         stats = index.stats()
         r.set(keys.INDEX_DOCUMENTS, stats.get("documents", 0))
         r.hset(
-            "lorebot:workers:serving",
+            SERVING_KEY,
             f"{socket.gethostname()}:{os.getpid()}",
-            json.dumps({"index": serving[0], "adapter": serving[1], "at": time.time()}),
+            json.dumps(
+                {
+                    "index": serving[0],
+                    "adapter": serving[1],
+                    "adapter_synced": serving[2],
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "metrics_port": telemetry.server_port(),
+                    "at": time.time(),
+                }
+            ),
         )
+        log.info("serving index=%s adapter=%s adapter_synced=%s", *serving)
         runtime.announced = serving
     except redis.RedisError as exc:  # never fail a question over a status line
         log.warning("could not announce index %s: %s", index.version, exc)
@@ -132,7 +159,13 @@ def create_app(settings: Settings, *, warm: bool = True) -> Celery:
     `warm` loads the model and index in each worker process before its first task.
     """
     app = Celery("lorebot")
-    app.conf.update(client.celery_config(settings.redis.effective_url))
+    from workers.refresh_tasks import refresh_time_limit_s
+
+    # A message unacked for longer than the visibility timeout is delivered again: keep it
+    # above the longest task (the refresh), or a night's training would run twice.
+    refresh_limit = refresh_time_limit_s(settings)
+    visibility = max(client.VISIBILITY_TIMEOUT_S, refresh_limit + 1800)
+    app.conf.update(client.celery_config(settings.redis.effective_url, visibility_timeout_s=visibility))
     app.conf.task_time_limit = settings.worker.task_timeout_s
     app.conf.task_soft_time_limit = max(1, settings.worker.task_timeout_s - 5)
 
@@ -140,15 +173,23 @@ def create_app(settings: Settings, *, warm: bool = True) -> Celery:
     def answer(self, question: dict, reply: dict | None = None) -> dict:
         started = time.perf_counter()
         q = Question.model_validate(question)
-        try:
-            result = answer_impl(settings, q, reply)
-        except TransientError:
-            raise
-        except LorebotError as exc:
-            # A problem the asker can act on (no index, bad model...): a result, not a
-            # crash, so the CLI can print the one-line reason and its fix.
-            return error_result(q.question_id, exc)
+        with logs.bind(question_id=q.question_id, channel=q.channel or (reply or {}).get("channel")):
+            try:
+                result = answer_impl(settings, q, reply)
+            except TransientError:
+                if self.request.retries >= self.max_retries:
+                    telemetry.record_answer("failed")
+                raise
+            except LorebotError as exc:
+                # A problem the asker can act on (no index, bad model...): a result, not a
+                # crash, so the CLI can print the one-line reason and its fix.
+                telemetry.record_answer("failed")
+                return error_result(q.question_id, exc)
+            except Exception:
+                telemetry.record_answer("failed")
+                raise
         result.timings_ms.setdefault("task", (time.perf_counter() - started) * 1000)
+        telemetry.record_answer("abstained" if result.abstained else "answered", result.timings_ms)
         return result.model_dump(mode="json")
 
     @app.task(name=client.TASK_PING)
@@ -159,16 +200,45 @@ def create_app(settings: Settings, *, warm: bool = True) -> Celery:
     def status() -> dict:
         return status_impl(settings)
 
-    @app.task(name=client.TASK_REINDEX)
+    # Builds outlast the answer tasks' time limit by far: ingest tasks get their own.
+    ingest_limits = {"time_limit": TASK_TIME_LIMIT_S, "soft_time_limit": TASK_TIME_LIMIT_S - 60}
+
+    @app.task(name=client.TASK_REINDEX, **ingest_limits)
     def reindex(collection: str | None = None, reply: dict | None = None) -> dict:
         from workers.ingest_tasks import reindex_impl
 
-        return reindex_impl(settings, collection=collection, reply=reply)
+        return _count_ingest(reindex_impl(settings, collection=collection, reply=reply))
+
+    @app.task(name=client.TASK_INGEST_FILES, **ingest_limits)
+    def ingest_files(
+        collection: str, files: list, reply: dict | None = None, defaulted: bool = False
+    ) -> dict:
+        from workers.upload_tasks import ingest_files_impl
+
+        return ingest_files_impl(
+            settings, collection=collection, files=files, reply=reply, defaulted=defaulted
+        )
+
+    @app.task(name=client.TASK_REFRESH, time_limit=refresh_limit, soft_time_limit=refresh_limit - 60)
+    def refresh(reply: dict | None = None, scheduled: bool = False) -> dict:
+        from workers.refresh_tasks import refresh_impl
+
+        result = refresh_impl(settings, reply=reply, scheduled=scheduled)
+        if isinstance(result, dict) and result.get("status") in telemetry.REFRESH_DECISIONS:
+            telemetry.record_refresh(result["status"])  # "busy" (another run holds the lock) is not a result
+        return result
+
+    @app.task(name=client.TASK_ADAPTERS)
+    def adapters(action: str = "list", version: str | None = None) -> dict:
+        from workers.refresh_tasks import adapters_impl
+
+        return adapters_impl(settings, action, version)
 
     def _load_once(**_: Any) -> None:
         # Load the model and index in each child before the first task, so the first
         # question does not pay for it. A missing index is not fatal: tasks report it.
         runtime = get_runtime(settings)
+        runtime.sync(force=True)  # a fresh machine fetches the published versions first
         try:
             runtime.generator  # noqa: B018 - warm the lazy property
             runtime.index()
@@ -177,4 +247,32 @@ def create_app(settings: Settings, *, warm: bool = True) -> Celery:
 
     if warm:
         worker_process_init.connect(_load_once, weak=False)
+
+    def _metrics_start(sender: Any = None, **_: Any) -> None:
+        # In the worker's main process, before the pool forks (multiprocess mode).
+        if getattr(sender, "app", None) is app:
+            telemetry.start_worker_server(settings)
+
+    def _metrics_child_gone(pid: int | None = None, **_: Any) -> None:
+        telemetry.child_exit(pid)
+
+    def _metrics_stop(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            telemetry.stop_worker_server()
+
+    worker_init.connect(_metrics_start, weak=False)
+    worker_process_shutdown.connect(_metrics_child_gone, weak=False)
+    worker_shutdown.connect(_metrics_stop, weak=False)
     return app
+
+
+def _count_ingest(result: dict) -> dict:
+    """Ingest failures for Prometheus: each failed file of the report, or the failed run."""
+    try:
+        if isinstance(result, dict) and result.get("status") == "failed":
+            telemetry.record_ingest_failure("run_failed")
+        elif isinstance(result, dict) and isinstance(result.get("report"), dict):
+            telemetry.record_ingest_report(result["report"])
+    except Exception:  # noqa: BLE001 - metrics never fail an ingest
+        log.warning("could not count ingest failures", exc_info=True)
+    return result

@@ -18,17 +18,29 @@ TASK_REINDEX = "lorebot.reindex"
 TASK_REFRESH = "lorebot.refresh"
 TASK_PING = "lorebot.ping"
 TASK_STATUS = "lorebot.status"
+TASK_ADAPTERS = "lorebot.adapters"
+TASK_INGEST_FILES = "lorebot.ingest_files"
+
+#: Collection names an upload may name (they become a directory under data_dir/uploads):
+#: no path separators, no leading dot.
+COLLECTION_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
 TASK_QUEUES = {
     TASK_ANSWER: QUEUE_ANSWER,
     TASK_PING: QUEUE_ANSWER,
     TASK_STATUS: QUEUE_ANSWER,
     TASK_REINDEX: QUEUE_INGEST,
+    TASK_INGEST_FILES: QUEUE_INGEST,
     TASK_REFRESH: QUEUE_TRAIN,
+    # Not the train queue: an admin's promote/rollback must not wait behind a training run.
+    TASK_ADAPTERS: QUEUE_INGEST,
 }
 
+#: Default broker visibility timeout; workers raise it above their longest task.
+VISIBILITY_TIMEOUT_S = 6 * 3600
 
-def celery_config(redis_url: str) -> dict[str, Any]:
+
+def celery_config(redis_url: str, visibility_timeout_s: int = VISIBILITY_TIMEOUT_S) -> dict[str, Any]:
     """Celery configuration shared by producers and workers.
 
     Late acks + reject-on-worker-lost: a worker killed mid-task leaves the message in
@@ -46,8 +58,8 @@ def celery_config(redis_url: str) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
         "result_expires": 24 * 3600,
-        "broker_transport_options": {"visibility_timeout": 6 * 3600},
-        "result_backend_transport_options": {"visibility_timeout": 6 * 3600},
+        "broker_transport_options": {"visibility_timeout": visibility_timeout_s},
+        "result_backend_transport_options": {"visibility_timeout": visibility_timeout_s},
         "broker_connection_retry_on_startup": True,
         "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "task_default_queue": QUEUE_ANSWER,

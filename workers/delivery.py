@@ -68,6 +68,27 @@ def _redis_for(url: str):
     return client
 
 
+def already_delivered(settings: Settings, question) -> Answer | None:
+    """The answer a question already got in Slack (or a stand-in after an error), else None.
+
+    Redis unreachable counts as "not delivered": answering twice beats never answering.
+    """
+    r = _redis_for(settings.redis.effective_url)
+    if r is None:
+        return None
+    qid = question.question_id
+    try:
+        if not r.exists(keys.delivered(qid)):
+            return None
+        stored = r.get(keys.answer(qid))
+    except Exception as exc:
+        log.warning("delivery: could not check question=%s in redis: %s", qid, exc)
+        return None
+    if stored:
+        return Answer.model_validate_json(stored)
+    return Answer(question_id=qid, question=question.text, answer="", abstained=True)
+
+
 class SlackDelivery:
     """One question's placeholder message, streamed into and then finalised."""
 

@@ -30,6 +30,7 @@ class Runtime:
         self._embedder = None
         self._index: IndexReader | None = None
         self._lock = threading.Lock()
+        self._puller = None
 
     # -- model --------------------------------------------------------------
     @property
@@ -92,6 +93,21 @@ class Runtime:
             else:
                 log.info("index loaded version=%s", fresh.version)
             return fresh
+
+    def sync(self, force: bool = False) -> None:
+        """Pull a newer index / adapter from the shared location before serving (issue 7).
+
+        Rate-limited by sync.check_interval_s; a failed check is logged and the local
+        versions keep serving. The reload itself happens in index() / refresh_adapter(),
+        which read the local CURRENT pointers the pull flipped.
+        """
+        if not self.settings.sync.url:
+            return
+        if self._puller is None:
+            from lorebot.sync import Puller
+
+            self._puller = Puller(self.settings)
+        self._puller.maybe_pull(force=force)
 
     def refresh_adapter(self) -> None:
         """Switch to a newly promoted adapter between tasks (reload the model)."""

@@ -24,13 +24,20 @@ def parse_cron(expr: str) -> crontab:
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
-    """The nightly job at settings.training.schedule: re-index the recorded sources
-    (incremental, so unchanged files cost nothing) before anything learns from them."""
+    """The nightly jobs at settings.training.schedule: re-index the recorded sources
+    (incremental, so unchanged files cost nothing), then the model refresh learns from them."""
     return {
         "nightly-reindex": {
             "task": client.TASK_REINDEX,
             "schedule": parse_cron(settings.training.schedule),
             "kwargs": {"collection": None, "reply": None},
             "options": {"queue": client.QUEUE_INGEST},
-        }
+        },
+        # Same minute; the refresh task waits for the reindex lock to clear first.
+        "nightly-refresh": {
+            "task": client.TASK_REFRESH,
+            "schedule": parse_cron(settings.training.schedule),
+            "kwargs": {"reply": None, "scheduled": True},
+            "options": {"queue": client.QUEUE_TRAIN},
+        },
     }

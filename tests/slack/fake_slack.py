@@ -4,7 +4,9 @@ It keeps messages per channel the way Slack does (``chat.postMessage`` creates,
 ``chat.update`` replaces, ``conversations.replies`` lists a thread), records every call
 with its arguments and arrival time, and can be told to answer the next calls to a
 method with an HTTP 429 and a ``Retry-After`` header. ``response_url`` posts (slash
-command follow-ups) land on ``/response/<id>`` and are recorded too.
+command follow-ups) land on ``/response/<id>`` and are recorded too. Files added with
+``add_file`` are described by ``files.info`` and served at their ``url_private_download``
+(to the bot token only; without it, Slack's HTML sign-in page), recorded as ``files.download``.
 
 Also here: signing a request exactly as Slack does, and posting it.
 """
@@ -61,6 +63,9 @@ class FakeSlack:
             tuple[str, str], list[dict[str, Any]]
         ] = {}  # extra user messages
         self.ws_url: str | None = None
+        self.uploads: dict[str, bytes] = {}  # file id -> bytes sent to its upload URL
+        self.uploaded: list[dict[str, Any]] = []  # files_upload_v2: id, title, channel_id, data
+        self.files: dict[str, dict[str, Any]] = {}  # file id -> files.info record + content
         self._ratelimit: dict[str, list[float]] = {}
         self._fail: dict[str, list[str]] = {}
         self._ts = 0
@@ -105,6 +110,27 @@ class FakeSlack:
                             pass
                 return args
 
+            def _download(self, path: str, at: float) -> None:
+                """url_private_download: the bytes with the bot token, else the sign-in page."""
+                auth = self.headers.get("Authorization", "")
+                token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
+                file_id = path.split("/")[2].rsplit("-", 1)[-1]
+                with fake._lock:
+                    record = fake.files.get(file_id)
+                    fake.calls.append(Call("files.download", {"file": file_id}, token, at))
+                    fake._lock.notify_all()
+                if record is None:
+                    data, ctype, status = b"not found", "text/plain", 404
+                elif not token:  # Slack answers an unauthorised download with HTML, 200
+                    data, ctype, status = b"<html>sign in</html>", "text/html", 200
+                else:
+                    data, ctype, status = record["content"], record["mimetype"], 200
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_GET(self) -> None:
                 self._route()
 
@@ -114,12 +140,21 @@ class FakeSlack:
             def _route(self) -> None:
                 at = time.time()
                 path = urllib.parse.urlsplit(self.path).path
+                if path.startswith("/upload/"):  # step 2 of files_upload_v2: raw bytes
+                    data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    with fake._lock:
+                        fake.uploads[path.rsplit("/", 1)[1]] = data
+                    self._reply(200, {"ok": True})
+                    return
                 args = self._args()
                 if path.startswith("/response/"):
                     with fake._lock:
                         fake.responses.append({"id": path.rsplit("/", 1)[1], "at": at, **args})
                         fake._lock.notify_all()
                     self._reply(200, {"ok": True})
+                    return
+                if path.startswith("/files-pri/"):
+                    self._download(path, at)
                     return
                 if not path.startswith("/api/"):
                     self._reply(404, {"ok": False, "error": "unknown_path"})
@@ -174,6 +209,33 @@ class FakeSlack:
         with self._lock:
             self._fail.clear()
             self._ratelimit.clear()
+
+    def add_file(
+        self,
+        file_id: str,
+        name: str,
+        content: bytes,
+        *,
+        mimetype: str = "application/octet-stream",
+        filetype: str = "binary",
+    ) -> dict[str, Any]:
+        """Store a file; returns the file object a ``file_share`` message event carries."""
+        url = f"{self.base_url}/files-pri/{TEAM_ID}-{file_id}/download/{urllib.parse.quote(name, safe='')}"
+        info = {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": filetype,
+            "size": len(content),
+            "mode": "hosted",
+            "is_external": False,
+            "url_private": url,
+            "url_private_download": url,
+        }
+        with self._lock:
+            self.files[file_id] = {**info, "content": content}
+        return dict(info)
 
     def add_thread_message(
         self, channel: str, thread_ts: str, ts: str, text: str, user: str
@@ -265,8 +327,37 @@ class FakeSlack:
     def _api_chat_postEphemeral(self, args):
         return {"ok": True, "message_ts": self._next_ts()}
 
+    def _api_files_getUploadURLExternal(self, args):
+        file_id = f"FU{len(self.uploads) + 1:07d}"
+        self.uploads.setdefault(file_id, b"")
+        return {"ok": True, "file_id": file_id, "upload_url": f"{self.base_url}/upload/{file_id}"}
+
+    def _api_files_completeUploadExternal(self, args):
+        files = args.get("files")
+        if isinstance(files, str):
+            files = json.loads(files)
+        done = []
+        for f in files or []:
+            record = {
+                "id": f["id"],
+                "title": f.get("title"),
+                "channel_id": args.get("channel_id"),
+                "thread_ts": args.get("thread_ts"),
+                "initial_comment": args.get("initial_comment"),
+                "data": self.uploads.get(f["id"], b""),
+            }
+            self.uploaded.append(record)
+            done.append({"id": f["id"], "title": f.get("title")})
+        return {"ok": True, "files": done}
+
     def _api_reactions_add(self, args):
         return {"ok": True}
+
+    def _api_files_info(self, args):
+        record = self.files.get(args.get("file", ""))
+        if record is None:
+            return {"ok": False, "error": "file_not_found"}
+        return {"ok": True, "file": {k: v for k, v in record.items() if k != "content"}}
 
     def _api_conversations_replies(self, args):
         channel, ts = args["channel"], args["ts"]
