@@ -203,6 +203,8 @@ def worker_cmd(
     s = settings()
     if concurrency is not None:
         s.worker.concurrency = concurrency
+    elif "answer" not in queues.split(","):
+        s.worker.concurrency = 1  # re-index and refresh: one job at a time, all cores to it
     if "answer" in queues.split(","):
         # Fail before starting a process that could never answer.
         from lorebot.doctor import check_answer_model
@@ -220,7 +222,7 @@ def worker_cmd(
     require_redis(s)
     from workers.app import create_app
 
-    celery = create_app(s, warm="answer" in queues.split(","))
+    celery = create_app(s, warm="answer" in queues.split(","), queues=queues.split(","))
     name = "lorebot-" + queues.replace(",", "-") + "-%d@%%h" % os.getpid()
     celery.worker_main(
         ["worker", "-Q", queues, "-c", str(s.worker.concurrency), "--loglevel", loglevel, "-n", name, "--without-gossip", "--without-mingle"]

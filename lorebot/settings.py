@@ -159,6 +159,12 @@ class WorkerSettings(_Section):
     concurrency: int = Field(1, ge=1, description="Answer worker processes.")
     task_timeout_s: int = Field(120, ge=5, description="Hard time limit of one answer task.")
     ask_timeout_s: int = Field(180, ge=1, description="How long `lorebot ask` waits for an answer.")
+    answer_visibility_s: int = Field(
+        300,
+        ge=10,
+        description="Answer-only workers: a question held by a worker that died whole (not just a "
+        "pool process) is handed to another worker after this long. Raised to task_timeout_s + 60.",
+    )
 
 
 class TrainingSettings(_Section):

@@ -171,7 +171,13 @@ class Stack:
         if settings.redis.embedded:
             env["LOREBOT_REDIS__URL"] = settings.redis.effective_url
         if worker:
-            self.children.append(Child("worker", lorebot_argv("worker", "--queues", "answer,ingest"), env))
+            # Answers in one worker; re-indexing, file shares and the nightly refresh in
+            # another, so a long job never delays a question (and each keeps its own
+            # redelivery timeout, see workers.app.broker_config).
+            self.children.append(Child("worker", lorebot_argv("worker", "--queues", "answer"), env))
+            # its metrics on a free port (announced in Redis), the default one is the answers'
+            jobs_env = {**env, "LOREBOT_METRICS__WORKER_PORT": "0"}
+            self.children.append(Child("jobs", lorebot_argv("worker", "--queues", "ingest,train"), jobs_env))
         if beat:
             self.children.append(Child("beat", lorebot_argv("beat"), env))
         if bot is None:

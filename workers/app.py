@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -153,19 +154,36 @@ def status_impl(settings: Settings) -> dict[str, Any]:
     return {"index": stats, "adapter": adapter, "worker": socket.gethostname()}
 
 
-def create_app(settings: Settings, *, warm: bool = True) -> Celery:
+def broker_config(settings: Settings, queues: Sequence[str] | None = None) -> dict[str, Any]:
+    """Celery settings for a worker consuming ``queues``.
+
+    A message unacked for longer than the visibility timeout is delivered again. A worker
+    that may run a refresh or a re-index keeps it above the longest of those, or a night's
+    training would run twice. An answer-only worker keeps its own unacked set with a short
+    timeout, so a question held by a worker that died whole is answered within minutes.
+    """
+    if queues is not None and set(queues) == {client.QUEUE_ANSWER}:
+        visibility = max(settings.worker.answer_visibility_s, settings.worker.task_timeout_s + 60)
+        return client.celery_config(
+            settings.redis.effective_url, visibility_timeout_s=visibility, unacked_namespace=client.QUEUE_ANSWER
+        )
+    from workers.refresh_tasks import refresh_time_limit_s
+
+    visibility = max(client.VISIBILITY_TIMEOUT_S, refresh_time_limit_s(settings) + 1800)
+    return client.celery_config(settings.redis.effective_url, visibility_timeout_s=visibility)
+
+
+def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] | None = None) -> Celery:
     """A Celery app bound to these settings, with every lorebot task registered.
 
     `warm` loads the model and index in each worker process before its first task.
+    `queues` are the queues this worker consumes (None: a producer, or any queue).
     """
-    app = Celery("lorebot")
     from workers.refresh_tasks import refresh_time_limit_s
 
-    # A message unacked for longer than the visibility timeout is delivered again: keep it
-    # above the longest task (the refresh), or a night's training would run twice.
+    app = Celery("lorebot")
+    app.conf.update(broker_config(settings, queues))
     refresh_limit = refresh_time_limit_s(settings)
-    visibility = max(client.VISIBILITY_TIMEOUT_S, refresh_limit + 1800)
-    app.conf.update(client.celery_config(settings.redis.effective_url, visibility_timeout_s=visibility))
     app.conf.task_time_limit = settings.worker.task_timeout_s
     app.conf.task_soft_time_limit = max(1, settings.worker.task_timeout_s - 5)
 

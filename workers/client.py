@@ -40,13 +40,34 @@ TASK_QUEUES = {
 VISIBILITY_TIMEOUT_S = 6 * 3600
 
 
-def celery_config(redis_url: str, visibility_timeout_s: int = VISIBILITY_TIMEOUT_S) -> dict[str, Any]:
+def celery_config(
+    redis_url: str,
+    visibility_timeout_s: int = VISIBILITY_TIMEOUT_S,
+    *,
+    unacked_namespace: str | None = None,
+) -> dict[str, Any]:
     """Celery configuration shared by producers and workers.
 
     Late acks + reject-on-worker-lost: a worker killed mid-task leaves the message in
     Redis to be redelivered, so no question is lost. The visibility timeout is longer
     than any task (training included) so a long task is not delivered twice.
+
+    ``unacked_namespace`` gives a worker its own set of unacknowledged messages in Redis.
+    Answer-only workers use it with a short visibility timeout: a question held by a
+    worker that died whole comes back in minutes, while the long timeout that protects a
+    night's training from being run twice stays on the ingest/train workers' own set
+    (each worker only restores messages from its own set).
     """
+    transport: dict[str, Any] = {"visibility_timeout": visibility_timeout_s}
+    if unacked_namespace:
+        transport.update(
+            unacked_key=f"unacked:{unacked_namespace}",
+            unacked_index_key=f"unacked_index:{unacked_namespace}",
+            unacked_mutex_key=f"unacked_mutex:{unacked_namespace}",
+            # look for expired messages every 10 s rather than every 100 s
+            unacked_restore_interval=10,
+            unacked_restore_throttle=1,
+        )
     return {
         "broker_url": redis_url,
         "result_backend": redis_url,
@@ -58,7 +79,7 @@ def celery_config(redis_url: str, visibility_timeout_s: int = VISIBILITY_TIMEOUT
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
         "result_expires": 24 * 3600,
-        "broker_transport_options": {"visibility_timeout": visibility_timeout_s},
+        "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": visibility_timeout_s},
         "broker_connection_retry_on_startup": True,
         "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},

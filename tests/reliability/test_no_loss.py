@@ -87,6 +87,40 @@ def test_sigkill_mid_answer_is_answered_exactly_once(tmp_path, sample_data_dir, 
                                   "answered_by": answered_by})
 
 
+def test_a_whole_worker_killed_mid_answer_hands_the_question_on_within_the_answer_timeout(
+    tmp_path, sample_data_dir, redis_server, fake, workers
+):
+    """SIGKILL of the worker's main process and its pool: nobody is left to reject the
+    message, so it waits in the answer workers' own unacked set until their short
+    visibility timeout (worker.answer_visibility_s) and another answer worker takes it,
+    instead of the hours the refresh's timeout would mean."""
+    import redis
+
+    r = redis.Redis.from_url(redis_server.url)
+    r.flushdb()
+    env = slack_env(fake, LOREBOT_MODEL__MAX_TOKENS="48", LOREBOT_WORKER__TASK_TIMEOUT_S="20",
+                    LOREBOT_WORKER__ANSWER_VISIBILITY_S="30")
+    a, b = workers(sample_data_dir, redis_server.url, 2, **env)
+    asker = Asker(fake, redis_server.url)
+    fake.rate_limit("chat.update", retry_after=30, times=10_000)  # hold the answer mid-stream
+    qid = asker.ask(QUESTIONS[1])
+    fake.wait_for(lambda f: [c for c in f.calls if c.method == "chat.update" and c.status == 429], timeout=120,
+                  what="the answer to start streaming")
+    (victim,) = [w for w in (a, b) if qid in w.log()]
+    assert r.hlen("unacked:answer") == 1 and not r.exists("unacked"), "answer workers keep their own unacked set"
+    killed_at = time.monotonic()
+    for proc in [*pool_children(victim), victim.proc]:
+        proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(timeout=10)
+    fake.clear_failures()
+    counts = asker.wait_all(timeout=150)
+    assert counts == {qid: 1}, counts
+    survivor = a if victim is b else b
+    assert f"question={qid} answered" in survivor.log() or qid in survivor.log()
+    record("whole_worker_sigkill", {"sent": 1, "answered": counts[qid], "duplicated": max(0, counts[qid] - 1),
+                                    "handed_on_after_s": round(time.monotonic() - killed_at, 1)})
+
+
 @pytest.mark.slow
 def test_redis_restart_during_a_burst_of_50(tmp_path, sample_data_dir, fake, workers):
     server = RedisServer(free_port(), tmp_path / "redis").start()
