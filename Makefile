@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-all lint bench
+.PHONY: install demo test test-all reliability lint bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
 	bash scripts/install.sh
@@ -22,6 +22,10 @@ test: install lint
 
 test-all: install lint
 	$(PY) -m pytest -q
+
+# Every promise of the README's Reliability section, slow ones included.
+reliability: install lint
+	$(PY) -m pytest -q tests/reliability
 
 lint:
 	$(VENV)/bin/lint-imports
