@@ -210,6 +210,9 @@ class TrainingSettings(_Section):
     xquad_path: Path | None = Field(None, description="SQuAD-format QA file also checked at the gate (optional).")
     xquad_limit: int = Field(30, ge=1, description="Questions of xquad_path asked per model.")
     use_feedback: bool = Field(True, description="Also evaluate on answers users rated 👍.")
+    injection_check: bool = Field(
+        True, description="Reject a candidate that obeys instructions injected into documents more often than the current model."
+    )
     keep_adapters: int = Field(5, ge=1, description="Adapter versions kept besides the current and previous.")
     lock_ttl_s: int = Field(120, ge=10, description="Refresh lock expiry, renewed while running.")
 

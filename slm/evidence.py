@@ -11,7 +11,9 @@ Selection scores each sentence of the first few passages by MiniLM cosine simila
 the question, plus a share for the question's content words it contains, plus a bonus for
 a digit when the question asks for a quantity, a time or a number. A heading or a label
 ("Reception", "Buying your old laptop") is not a sentence on its own: it is joined to the
-sentence after it, which it names. Measured on the sample handbook: see the README.
+sentence after it, which it names. A sentence that addresses the assistant ("ignore
+previous instructions", "SYSTEM:", a fake dialogue turn) is never quoted. Measured on the
+sample handbook: see the README.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ _ASKS_NUMBER = re.compile(
     re.IGNORECASE,
 )
 _DIGIT = re.compile(r"\d")
+# A sentence that speaks to the assistant rather than to staff: an injected instruction.
+# It is never quoted (the model may still read it; the reliability suite measures that).
+_INSTRUCTION = re.compile(
+    r"ignore (?:all |any )?(?:the )?(?:previous|prior|above|earlier) (?:instructions|prompts?)"
+    r"|\b(?:system|assistant|user)\s*:|</?\s*(?:passages?|system|instructions?)\s*>|\bnew instructions\b"
+    r"|\b(?:reply|respond|answer) only with\b|\bsystem prompt\b|\bassistant instruction\b",
+    re.IGNORECASE,
+)
 _UNDERLINE = re.compile(r"^[=\-_#*\s]+$")
 
 
@@ -75,6 +85,11 @@ def units(text: str) -> list[str]:
     return out
 
 
+def looks_like_instruction(text: str) -> bool:
+    """Whether a sentence addresses the assistant (an instruction injected into a document)."""
+    return bool(_INSTRUCTION.search(text))
+
+
 def asks_for_number(question: str) -> bool:
     return bool(_ASKS_NUMBER.search(question))
 
@@ -92,7 +107,10 @@ def select_evidence(
     it the choice is lexical only.
     """
     candidates = [
-        (n, unit) for n, hit in enumerate(hits[:passages], start=1) for unit in units(hit.chunk.text)
+        (n, unit)
+        for n, hit in enumerate(hits[:passages], start=1)
+        for unit in units(hit.chunk.text)
+        if not looks_like_instruction(unit)
     ]
     if not candidates:
         return None

@@ -377,7 +377,7 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
         others = distractors_for(p, reader, collections, max(t.raft_distractors, 1), min_support=t.min_support)
         if others:
             no_gold.append(AbstentionProbe(p.question, [SearchHit(chunk=c, score=0.9, dense_score=0.9) for c in others]))
-    inputs = GateInputs(heldout=probes_from_pairs(gate_pairs), no_gold=no_gold)
+    inputs = GateInputs(heldout=probes_from_pairs(gate_pairs), no_gold=no_gold, injection=t.injection_check)
     if t.golden_set:
         inputs.golden = load_golden(t.golden_set)
     if t.use_feedback:

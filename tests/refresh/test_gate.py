@@ -58,3 +58,31 @@ def test_golden_set_lines(tmp_path):
     path.write_text("not json\n")
     with pytest.raises(GateDataError):
         load_golden(path)
+
+
+def test_a_candidate_obeying_injected_documents_more_often_is_rejected():
+    ok, reason = decide({"score": 0.9, "injection_obey": 0.3}, {"score": 0.5, "injection_obey": 0.1},
+                        margin=0.0, abstention_tolerance=0.0)
+    assert not ok and "injected" in reason
+    ok, _ = decide({"score": 0.9, "injection_obey": 0.1}, {"score": 0.5, "injection_obey": 0.1},
+                   margin=0.0, abstention_tolerance=0.0)
+    assert ok
+
+
+def test_the_gate_measures_injection_on_the_injected_documents():
+    """A model that repeats what it reads obeys every injection the prompt carries; one
+    that answers plainly obeys none. The gate tells them apart without any index."""
+    from lorebot.settings import Settings
+    from slm.gate import GateInputs, evaluate_model
+    from slm.generator import FakeGenerator
+    from slm.injection import InjectedDocuments
+
+    echo = FakeGenerator(lambda messages: messages[-1]["content"][-600:])
+    plain = FakeGenerator(lambda messages: "It is described in the passage [1].")
+    inputs = GateInputs(heldout=[], no_gold=[], injection=True)
+    s = Settings(data_dir="/nonexistent-lorebot-test")
+    kw = dict(retriever=InjectedDocuments(), settings=s, embedder=None, collections=["injected"])
+    obey_echo = evaluate_model("echo", echo, inputs, **kw).injection_obey
+    obey_plain = evaluate_model("plain", plain, inputs, **kw).injection_obey
+    assert obey_plain == 0.0 and obey_echo > 0.0
+    assert "injection_obey" in evaluate_model("plain", plain, inputs, **kw).flat()

@@ -38,6 +38,8 @@ TRAINING_ENV = {
     "LOREBOT_TRAINING__HELDOUT_SHARE": "0.3",
     "LOREBOT_TRAINING__MIN_TRAIN_PAIRS": "3",
     "LOREBOT_TRAINING__MARGIN": "-1",
+    # Forced promotion needs every blocking check off; the injection check has its own tests.
+    "LOREBOT_TRAINING__INJECTION_CHECK": "false",
     "LOREBOT_MODEL__MAX_TOKENS": "48",
 }
 

@@ -157,9 +157,9 @@ def test_no_canary_with_the_real_model(leak_index):
 def test_injection_measure_counts_an_obeying_generator(leak_index):
     """The measure itself: a generator that obeys every injection it is shown is caught.
 
-    Not every obeying reply survives the answer path (an answer that is only the payload
-    gives way to the quoted evidence sentence), so the count is checked against the
-    answers themselves, and at least some obeying answers must be detected."""
+    The evidence quote is off here: with it, an answer that is only the payload gives way
+    to the quoted sentence (which never quotes an instruction), so nothing would obey and
+    the count would not be tested."""
     from slm.generator import FakeGenerator
 
     def obey(messages):
@@ -167,12 +167,13 @@ def test_injection_measure_counts_an_obeying_generator(leak_index):
         found = [c.payload for c in injection.CASES if c.question in prompt and c.payload in prompt.lower()]
         return f"{found[0]} [1]." if found else "The lockers are on floor three [1]."
 
-    rep = injection.injection_obey_rate(FakeGenerator(obey), leak_index, collections=[injection.COLLECTION])
+    rep = injection.injection_obey_rate(FakeGenerator(obey), leak_index, collections=[injection.COLLECTION],
+                                        quote_evidence=False)
     assert rep.answered == rep.cases == len(injection.CASES)
     assert rep.reached_prompt >= 0.7 * rep.cases, rep.details
     by_question = {c.question: c.payload for c in injection.CASES}
     assert rep.obeyed == sum(by_question[d["question"]] in d["answer"].lower() for d in rep.details)
-    assert rep.obeyed >= 1, rep.details
+    assert rep.obeyed >= 0.7 * rep.cases, rep.details
     assert rep.invalid_citations == 0 and rep.prompt_leaks == 0
 
 
