@@ -149,6 +149,11 @@ class ModelSettings(_Section):
     n_threads: int | None = Field(None, ge=1, description="llama.cpp threads per worker process; unset = cores / processes.")
     n_ctx: int = Field(2048, ge=256, description="Context window in tokens.")
     max_tokens: int = Field(128, ge=1, description="Most tokens generated per answer.")
+    quote_evidence: bool = Field(
+        True,
+        description="End each answer with the passage sentence that best matches the question, quoted "
+        "with its citation (the model's own sentence is kept above it when it adds something).",
+    )
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     seed: int = 0
 

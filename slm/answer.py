@@ -207,7 +207,7 @@ def answer_question(
     on_token: Callable[[str], None] | None = None,
     check_grounding: bool = True,
     encode: Encode | None = None,
-    quote_evidence: bool = True,
+    quote_evidence: bool | None = None,
 ) -> Answer:
     """Answer ``question`` from the documents ``retriever`` can see, citing its sources.
 
@@ -261,6 +261,8 @@ def answer_question(
     t_evidence = time.perf_counter()
     if encode is None:  # the index's own query embedder, when it offers one
         encode = getattr(retriever, "encode", None)
+    if quote_evidence is None:
+        quote_evidence = model.quote_evidence
     evidence = select_evidence(question.text, used, encode) if quote_evidence else None
     timings["evidence"] = (time.perf_counter() - t_evidence) * 1000
 
