@@ -187,7 +187,7 @@ def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] |
     app.conf.task_time_limit = settings.worker.task_timeout_s
     app.conf.task_soft_time_limit = max(1, settings.worker.task_timeout_s - 5)
 
-    @app.task(name=client.TASK_ANSWER, bind=True, autoretry_for=(TransientError,), max_retries=3, retry_backoff=True)
+    @app.task(name=client.TASK_ANSWER, shared=False, bind=True, autoretry_for=(TransientError,), max_retries=3, retry_backoff=True)
     def answer(self, question: dict, reply: dict | None = None) -> dict:
         started = time.perf_counter()
         q = Question.model_validate(question)
@@ -210,24 +210,24 @@ def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] |
         telemetry.record_answer("abstained" if result.abstained else "answered", result.timings_ms)
         return result.model_dump(mode="json")
 
-    @app.task(name=client.TASK_PING)
+    @app.task(name=client.TASK_PING, shared=False)
     def ping() -> str:
         return "pong"
 
-    @app.task(name=client.TASK_STATUS)
+    @app.task(name=client.TASK_STATUS, shared=False)
     def status() -> dict:
         return status_impl(settings)
 
     # Builds outlast the answer tasks' time limit by far: ingest tasks get their own.
     ingest_limits = {"time_limit": TASK_TIME_LIMIT_S, "soft_time_limit": TASK_TIME_LIMIT_S - 60}
 
-    @app.task(name=client.TASK_REINDEX, **ingest_limits)
+    @app.task(name=client.TASK_REINDEX, shared=False, **ingest_limits)
     def reindex(collection: str | None = None, reply: dict | None = None) -> dict:
         from workers.ingest_tasks import reindex_impl
 
         return _count_ingest(reindex_impl(settings, collection=collection, reply=reply))
 
-    @app.task(name=client.TASK_INGEST_FILES, **ingest_limits)
+    @app.task(name=client.TASK_INGEST_FILES, shared=False, **ingest_limits)
     def ingest_files(
         collection: str, files: list, reply: dict | None = None, defaulted: bool = False
     ) -> dict:
@@ -237,7 +237,7 @@ def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] |
             settings, collection=collection, files=files, reply=reply, defaulted=defaulted
         )
 
-    @app.task(name=client.TASK_REFRESH, time_limit=refresh_limit, soft_time_limit=refresh_limit - 60)
+    @app.task(name=client.TASK_REFRESH, shared=False, time_limit=refresh_limit, soft_time_limit=refresh_limit - 60)
     def refresh(reply: dict | None = None, scheduled: bool = False) -> dict:
         from workers.refresh_tasks import refresh_impl
 
@@ -246,7 +246,7 @@ def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] |
             telemetry.record_refresh(result["status"])  # "busy" (another run holds the lock) is not a result
         return result
 
-    @app.task(name=client.TASK_ADAPTERS)
+    @app.task(name=client.TASK_ADAPTERS, shared=False)
     def adapters(action: str = "list", version: str | None = None) -> dict:
         from workers.refresh_tasks import adapters_impl
 
