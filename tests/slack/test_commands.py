@@ -122,13 +122,6 @@ def test_refresh_goes_to_the_train_queue(bot):
     assert task["task"] == wc.TASK_REFRESH
 
 
-def test_adapters_without_a_registry_task_says_so(bot):
-    if hasattr(wc, "TASK_ADAPTERS"):
-        pytest.skip("workers.client now defines TASK_ADAPTERS; the worker-backed path applies")
-    resp = bot.command("/lorebot", "adapters list", user=ADMIN)
-    assert messages.ADAPTERS_UNAVAILABLE in resp.body
-
-
 def test_unknown_admin_command_lists_the_commands(bot):
     resp = bot.command("/lorebot", "frobnicate <now>", user=ADMIN)
     assert "I don't know `frobnicate &lt;now&gt;`" in resp.body
