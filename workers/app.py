@@ -259,7 +259,8 @@ def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] |
         runtime.sync(force=True)  # a fresh machine fetches the published versions first
         try:
             runtime.generator  # noqa: B018 - warm the lazy property
-            runtime.index()
+            # Load MiniLM now too: the first question paid ~7 s for it otherwise.
+            runtime.index().encode(["warm up"])
         except LorebotError as exc:
             log.warning("worker start: %s", exc.one_line())
 
