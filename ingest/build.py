@@ -37,6 +37,7 @@ from ingest.sources import FoundFile, Source, discover_all
 from ingest.tokens import normalise
 from lorebot.assets import embedding_model_path
 from lorebot.errors import IngestError
+from lorebot.files import sha256_file as file_hash
 from lorebot.settings import Settings, cpu_count
 
 if TYPE_CHECKING:
@@ -103,14 +104,6 @@ class _Entry:
 
 def iso_time(mtime_ns: int) -> str:
     return datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _norm_hash(text: str) -> str:

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lorebot.errors import IndexMissingError
+from lorebot.files import atomic_write_text, fsync_tree
+from lorebot.files import fsync_dir as _fsync_dir
 from lorebot.settings import Settings
 from lorebot.types import Chunk, SearchHit
 
@@ -137,29 +139,6 @@ def list_versions(settings: Settings) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old content or the new, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def set_current(settings: Settings, version: str) -> None:
@@ -279,18 +258,6 @@ def write_search_indexes(
     # bm25s cannot index an empty corpus; a version always has >= 1 chunk.
     retriever.index(bm25_tokenize(embed_texts), show_progress=False)
     retriever.save(str(vdir / BM25_DIR))
-
-
-def fsync_tree(path: Path) -> None:
-    """Flush every file of a directory tree to disk before it is published."""
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
 
 
 def publish(settings: Settings, build_dir: Path, version: str) -> Path:

@@ -30,7 +30,6 @@ This module is kernel: it imports nothing from the other lorebot packages.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -46,6 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from lorebot.errors import ConfigError, TransientError
+from lorebot.files import fsync_dir as _fsync_dir
+from lorebot.files import fsync_tree
+from lorebot.files import sha256_file as _sha256
 from lorebot.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
@@ -206,14 +208,6 @@ def local_current(root: Path) -> str | None:
     return text or None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _set_local_current(root: Path, version: str | None) -> None:
     """Flip (or remove, for "none") the local pointer atomically."""
     pointer = root / POINTER
@@ -239,14 +233,6 @@ def _locked(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _version_files(vdir: Path) -> list[dict[str, Any]]:
@@ -384,13 +370,7 @@ def _download(loc: Location, version: str, local_root: Path) -> tuple[int, int]:
                 raise SyncError(f"{f['path']} of {version} does not match its manifest",
                                 fix="republish the version; the upload may have been altered")
             total += f["size"]
-        for dirpath, _dirs, files in os.walk(tmp):
-            for name in files:
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+        fsync_tree(tmp)
         os.rename(tmp, versions / version)
         _fsync_dir(versions)
     except BaseException:

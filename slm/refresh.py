@@ -26,6 +26,7 @@ from typing import Any
 
 from lorebot import assets
 from lorebot.errors import LorebotError
+from lorebot.files import sha256_file as _sha256
 from lorebot.settings import Settings
 from lorebot.types import SearchHit
 from slm import registry
@@ -210,14 +211,6 @@ def lora_config(settings: Settings) -> Any:
         batch_size=t.batch_size, max_seq_len=t.max_seq_len, max_steps=t.max_steps,
         time_budget_s=float(t.time_budget_s), device=t.device, threads=settings.model.n_threads,
     )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _generator_factory(settings: Settings, lora_path: Path | None, adapter: str | None) -> Callable[[], Any]:

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from lorebot.errors import LorebotError
+from lorebot.files import atomic_write_text
+from lorebot.files import fsync_dir as _fsync_dir
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,31 +83,6 @@ def new_version_id(now: float | None = None) -> str:
 
 
 # -- atomic files --------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write beside the target, fsync, then rename over it: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def write_json(path: Path, data: Any) -> None:
