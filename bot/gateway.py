@@ -7,6 +7,7 @@ task code, so the bot never imports the model or the index.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,16 +25,25 @@ TASK_STATUS = getattr(wc, "TASK_STATUS", "lorebot.status")
 
 
 class WorkerGateway:
-    """Celery client wrapper; the Celery app is created on first use."""
+    """Celery client wrapper; the Celery app is created on first use, by one thread.
+
+    Bolt runs listeners on a thread pool, so the first burst of questions after a start
+    reaches ``app`` from several threads at once. Celery's package is a lazy module that
+    fails ("cannot import name 'Celery'") when first imported by several threads
+    together, so creation is serialised.
+    """
 
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
         self._app = None
+        self._app_lock = threading.Lock()
 
     @property
     def app(self):
         if self._app is None:
-            self._app = wc.make_client(self.redis_url)
+            with self._app_lock:
+                if self._app is None:
+                    self._app = wc.make_client(self.redis_url)
         return self._app
 
     def send(self, name: str, kwargs: dict, queue: str, task_id: str | None = None) -> str:
