@@ -252,6 +252,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, started_load: l
     part("  answer path (total)", [x["total"] for x in t])
     part("    retrieve", [x["retrieve"] for x in t])
     part("    prompt build", [x["prompt_build"] for x in t])
+    part("    evidence quote", [x.get("evidence", 0.0) for x in t])
     part("    generate", [x["generate"] for x in t])
     part("      llama.cpp prompt eval", [x["prompt_eval"] for x in t])
     part("      llama.cpp decode", [x["decode"] for x in t])

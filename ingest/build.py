@@ -39,6 +39,7 @@ from lorebot.assets import embedding_model_path
 from lorebot.errors import IngestError
 from lorebot.files import sha256_file as file_hash
 from lorebot.settings import Settings, cpu_count
+from lorebot.text import units
 
 if TYPE_CHECKING:
     from ingest.embed import Embedder
@@ -76,6 +77,7 @@ class _Entry:
     carry_rows: tuple[int, int] | None = None
     new_chunks: list[dict[str, Any]] | None = None
     vectors: np.ndarray | None = None
+    sentence_vectors: list[np.ndarray] | None = None  # per new chunk: one row per unit
     rows: tuple[int, int] | None = None
 
     @property
@@ -563,29 +565,53 @@ def _embed_all(
     bar: Any,
     progress_cb: Callable[[str, int, int], None] = lambda *a: None,
 ) -> int:
-    """Embed every freshly parsed chunk (batched, length-sorted by sentence-transformers)."""
+    """Embed every freshly parsed chunk (batched, length-sorted by sentence-transformers).
+
+    The same model pass also gives each chunk's sentence units their vectors (pooled
+    from the chunk's token embeddings, see :meth:`Embedder.encode_with_spans`), which the
+    answer path compares with the question to choose its evidence quote.
+    """
     fresh = [e for e in entries.values() if e.new_chunks]
-    texts = [c["embed_text"] for e in fresh for c in e.new_chunks or []]
-    if not texts:
+    chunks = [c for e in fresh for c in e.new_chunks or []]
+    if not chunks:
         return 0
     if embedder is None:
         from ingest.embed import Embedder
 
         embedder = Embedder(model_dir, batch_size=settings.index.embed_batch_size)
+    texts = [c["embed_text"] for c in chunks]
+    spans = [unit_spans(c["text"], c["embed_text"]) for c in chunks]
     task = bar.add_task("embedding", total=len(texts), unit="chunks")
     parts = []
+    pooled: list[np.ndarray] = []
     for start in range(0, len(texts), EMBED_GROUP):
-        group = texts[start : start + EMBED_GROUP]
-        parts.append(embedder.encode(group))
-        bar.advance(task, len(group))
-        progress_cb("embed", start + len(group), len(texts))
+        group = slice(start, start + EMBED_GROUP)
+        vectors, sentence_vectors = embedder.encode_with_spans(texts[group], spans[group])
+        parts.append(vectors)
+        pooled += sentence_vectors
+        bar.advance(task, len(texts[group]))
+        progress_cb("embed", min(start + EMBED_GROUP, len(texts)), len(texts))
     vectors = np.concatenate(parts)
     at = 0
     for e in fresh:
         n = len(e.new_chunks or [])
         e.vectors = vectors[at : at + n]
+        e.sentence_vectors = pooled[at : at + n]
         at += n
     return len(texts)
+
+
+def unit_spans(text: str, embed_text: str) -> list[tuple[int, int]]:
+    """Where each sentence unit of a chunk's ``text`` lies in the ``embed_text`` the model reads.
+
+    The embedded text is the chunk's text after a title/heading line; when it is not (a
+    chunk shape this function does not know), no unit gets a span and the answer path
+    embeds that chunk's sentences itself.
+    """
+    if not embed_text.endswith(text):
+        return []
+    offset = len(embed_text) - len(text)
+    return [(offset + u.start, offset + u.end) for u in units(text)]
 
 
 def _write_version(
@@ -599,7 +625,7 @@ def _write_version(
     settings: Settings,
     model_dir: Path,
 ) -> dict[str, Any]:
-    """Write chunks.sqlite, embeddings.npy, faiss.index, bm25/ and manifest.json."""
+    """Write chunks.sqlite, embeddings.npy, sentences.npy, faiss.index, bm25/ and manifest.json."""
     ordered = sorted(
         (e for e in entries.values() if e.status == "ok" and e.chunks > 0),
         key=lambda e: (e.collection, e.key),
@@ -617,6 +643,9 @@ def _write_version(
     vecs = np.lib.format.open_memmap(
         build_dir / store.EMBEDDINGS, mode="w+", dtype=np.float32, shape=(total, 384)
     )
+    old_sentences = store.load_sentence_vectors(prev_dir) if carrying else None
+    sentence_parts: list[np.ndarray] = []  # in row order, one (units, 384) block per chunk run
+    sentence_counts = np.zeros(total, dtype=np.int64)
     cols = ",".join(store.CHUNK_COLUMNS)
     marks = ",".join("?" * len(store.CHUNK_COLUMNS))
     collections: dict[str, dict[str, Any]] = {}
@@ -635,6 +664,10 @@ def _write_version(
                 (s, start, e.source, e.modified, s, end),
             )
             vecs[start : start + (end - s)] = old_vecs[s:end]  # type: ignore[index]
+            if old_sentences is not None:
+                old_rows, old_units = old_sentences
+                sentence_parts.append(old_units[old_rows[s] : old_rows[end]])  # a view, read on write
+                sentence_counts[start : start + (end - s)] = np.diff(old_rows[s : end + 1])
             at += end - s
         else:
             chunks = e.new_chunks or []
@@ -664,6 +697,9 @@ def _write_version(
                 ],
             )
             vecs[start : start + len(chunks)] = e.vectors
+            for i, block in enumerate(e.sentence_vectors or []):
+                sentence_parts.append(block.astype(np.float16))
+                sentence_counts[start + i] = len(block)
             at += len(chunks)
         e.rows = (start, at)
         col = collections.setdefault(
@@ -687,6 +723,8 @@ def _write_version(
     vecs.flush()
     store.write_search_indexes(build_dir, vecs, texts, index_type)
     del vecs
+    n_units = store.write_sentence_vectors(build_dir, sentence_counts, sentence_parts)
+    del old_sentences, sentence_parts
     manifest = {
         "format": store.FORMAT,
         "version": version,
@@ -703,7 +741,7 @@ def _write_version(
             "chunk_overlap_tokens": settings.index.chunk_overlap_tokens,
             "max_file_mb": settings.index.max_file_mb,
         },
-        "counts": {"documents": len(ordered), "chunks": total},
+        "counts": {"documents": len(ordered), "chunks": total, "sentences": n_units},
         "collections": collections,
         "files": {e.key: e.manifest() for e in sorted(entries.values(), key=lambda e: e.key)},
     }

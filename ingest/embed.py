@@ -93,6 +93,56 @@ class Embedder:
             log.debug("embedded %d texts", len(texts))
         return vecs
 
+    def encode_with_spans(
+        self, texts: list[str], spans: list[list[tuple[int, int]]]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each text's vector and, in the same model pass, a vector for each of its spans.
+
+        A span's vector is the mean of the text's contextual token embeddings whose
+        characters lie inside ``(start, end)``, L2-normalised: the same pooling MiniLM
+        uses for a whole text, restricted to the span. The answer path compares them with
+        the question to pick its evidence sentence without running the model again per
+        question. Spans past the model's 256-token window (or with no token of their own)
+        get a zero vector, which matches nothing.
+        """
+        if len(spans) != len(texts):
+            raise ValueError("one list of spans per text")
+        if not texts:
+            return np.zeros((0, DIM), dtype=np.float32), []
+        model = self._load()
+        outputs = model.encode(
+            list(texts), batch_size=self.batch_size, output_value=None, show_progress_bar=False
+        )
+        tokenizer = model.tokenizer
+        vectors = np.zeros((len(texts), DIM), dtype=np.float32)
+        pooled: list[np.ndarray] = []
+        for i, (text, out) in enumerate(zip(texts, outputs)):
+            v = out["sentence_embedding"].float().cpu().numpy()
+            vectors[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+            n_tokens = int(out["attention_mask"].sum())
+            tokens = out["token_embeddings"][:n_tokens].float().cpu().numpy()
+            offsets = tokenizer(
+                text,
+                truncation=True,
+                max_length=model.max_seq_length,
+                return_offsets_mapping=True,
+            )["offset_mapping"]
+            rows = np.zeros((len(spans[i]), DIM), dtype=np.float32)
+            if len(offsets) != n_tokens:  # not the tokenisation the model saw: no span vectors
+                log.warning("span pooling skipped: %d offsets for %d tokens", len(offsets), n_tokens)
+                pooled.append(rows)
+                continue
+            starts = np.array([a for a, _ in offsets])
+            ends = np.array([b for _, b in offsets])
+            real = ends > starts  # [CLS], [SEP] and padding have empty offsets
+            for j, (s, e) in enumerate(spans[i]):
+                inside = real & (starts >= s) & (ends <= e)
+                if inside.any():
+                    m = tokens[inside].mean(axis=0)
+                    rows[j] = m / max(float(np.linalg.norm(m)), 1e-12)
+            pooled.append(rows)
+        return vectors, pooled
+
     @property
     def counter(self):
         """The model's word-piece counter (no torch needed)."""

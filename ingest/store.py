@@ -10,6 +10,9 @@ Layout under ``settings.index_dir``::
         bm25/                    bm25s keyword index over the same rows
         embeddings.npy           the vectors again, so the next incremental build can
                                  reuse unchanged files' vectors without re-embedding
+        sentences.npy            a float16 vector per sentence unit of every chunk (pooled
+                                 from the chunk's MiniLM pass), for the evidence quote
+        sentence_rows.npy        where each chunk's sentence vectors start (rows + 1 offsets)
     tmp/                         builds in progress (a killed build leaves litter here,
                                  removed by the next build; never read)
 
@@ -48,13 +51,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+# 2: sentence vectors. A version of another format is rebuilt in full by the next ingest
+# (the fingerprint differs); until then it serves, and the answer path embeds sentences itself.
+FORMAT = 2
 POINTER = "CURRENT"
 MANIFEST = "manifest.json"
 CHUNKS_DB = "chunks.sqlite"
 FAISS_FILE = "faiss.index"
 BM25_DIR = "bm25"
 EMBEDDINGS = "embeddings.npy"
+SENTENCES = "sentences.npy"
+SENTENCE_ROWS = "sentence_rows.npy"
+#: Query vectors an index reader remembers (the evidence quote re-uses the search's).
+QUERY_CACHE = 16
 FLAT_MAX_CHUNKS = 100_000
 RRF_K = 60
 INGEST_FIX = "run `lorebot ingest PATH`"
@@ -260,6 +269,39 @@ def write_search_indexes(
     retriever.save(str(vdir / BM25_DIR))
 
 
+def write_sentence_vectors(
+    vdir: Path, counts: np.ndarray, blocks: Iterable[np.ndarray]
+) -> int:
+    """sentence_rows.npy (offsets from per-row ``counts``) and sentences.npy (``blocks`` in row order)."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+    out = np.lib.format.open_memmap(
+        vdir / SENTENCES, mode="w+", dtype=np.float16, shape=(total, 384)
+    )
+    at = 0
+    for block in blocks:
+        out[at : at + len(block)] = block
+        at += len(block)
+    if at != total:
+        raise RuntimeError(f"sentence vectors inconsistent ({at} written, {total} expected)")
+    out.flush()
+    del out
+    np.save(vdir / SENTENCE_ROWS, offsets)
+    return total
+
+
+def load_sentence_vectors(vdir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(offsets, vectors) of a version, memory-mapped; None for a version without them."""
+    if vdir is None or not (vdir / SENTENCES).is_file() or not (vdir / SENTENCE_ROWS).is_file():
+        return None
+    try:
+        return np.load(vdir / SENTENCE_ROWS), np.load(vdir / SENTENCES, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        log.warning("sentence vectors of %s unreadable (%s); evidence is embedded per question", vdir.name, exc)
+        return None
+
+
 def publish(settings: Settings, build_dir: Path, version: str) -> Path:
     """Move a finished build into versions/ and point CURRENT at it."""
     fsync_tree(build_dir)
@@ -327,6 +369,12 @@ class IndexReader:
         self._ranges: dict[str, tuple[int, int]] = {
             name: tuple(c["rows"]) for name, c in self.manifest["collections"].items()
         }
+        self._sentences = load_sentence_vectors(vdir)
+        if self._sentences is not None and len(self._sentences[0]) != self.n + 1:
+            log.warning("index %s: sentence vectors do not match its chunks; ignored", self.version)
+            self._sentences = None
+        self._queries: dict[str, np.ndarray] = {}
+        self._queries_lock = threading.Lock()
 
     # -- embedder
     @property
@@ -341,6 +389,34 @@ class IndexReader:
     def encode(self, texts: list[str]):
         """Unit vectors of ``texts`` with the query embedder (the answer path scores sentences)."""
         return self.embedder.encode(texts)
+
+    def query_vector(self, text: str) -> np.ndarray:
+        """The query embedding of ``text``, remembered for the last few queries.
+
+        The answer path asks for the question's vector right after searching with it (to
+        choose the evidence sentence); this keeps that from running MiniLM twice.
+        """
+        with self._queries_lock:
+            hit = self._queries.get(text)
+        if hit is not None:
+            return hit
+        vec = self.embedder.encode([text])[0]
+        with self._queries_lock:
+            self._queries[text] = vec
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.pop(next(iter(self._queries)))
+        return vec
+
+    def sentence_vectors(self, hit: SearchHit) -> np.ndarray | None:
+        """The stored vectors of a hit's sentence units (float32, one row per unit), or None.
+
+        None when this version has none (built by an older lorebot) or the hit carries no
+        row; the caller then embeds the sentences itself.
+        """
+        if self._sentences is None or hit.row is None or not 0 <= hit.row < self.n:
+            return None
+        offsets, vectors = self._sentences
+        return np.asarray(vectors[offsets[hit.row] : offsets[hit.row + 1]], dtype=np.float32)
 
     # -- public API
     def collections(self) -> list[str]:
@@ -377,6 +453,7 @@ class IndexReader:
             pass
         self.index = None
         self.bm25 = None
+        self._sentences = None
 
     def __enter__(self) -> IndexReader:
         return self
@@ -416,7 +493,7 @@ class IndexReader:
         allowed_n = sum(e - s for s, e in ranges)
         # Duplicates are removed after fusion; fetch a margin so k survive.
         pool = min(max(candidates, k) + k, allowed_n)
-        qvec = self.embedder.encode([query])[0]
+        qvec = self.query_vector(query)
         dense = self._dense(qvec, ranges, pool, allowed_n)
         kw_scores = self._keyword_scores(query, ranges)
         keyword = _top(kw_scores, pool)
@@ -439,6 +516,7 @@ class IndexReader:
             hits.append(
                 SearchHit(
                     chunk=_to_chunk(rec),
+                    row=int(row),
                     score=float(score),
                     dense_score=float(dense_by_row[row]),
                     keyword_score=kw,

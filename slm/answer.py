@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Answer, Question, SearchHit, Turn
 from slm.citations import fallback_citations, select_citations
-from slm.evidence import Encode, compose, select_evidence
+from slm.evidence import Encode, Evidence, compose, select_evidence
 from slm.generator import Generator
 from slm.grounding import GroundingCheck
 from slm.prompt import build_messages, is_not_found
@@ -197,6 +197,23 @@ def _abstain(
     )
 
 
+def _evidence(
+    question: Question, used: Sequence[SearchHit], retriever: Retriever, encode: Encode | None
+) -> Evidence | None:
+    """The evidence quote, from the index's stored sentence vectors where it has them."""
+    if encode is None:  # the index's own query embedder, when it offers one
+        encode = getattr(retriever, "encode", None)
+    stored = getattr(retriever, "sentence_vectors", None)
+    query_vector = getattr(retriever, "query_vector", None)
+    return select_evidence(
+        question.text,
+        used,
+        encode,
+        stored=stored,
+        query_vector=query_vector(question.text) if query_vector is not None else None,
+    )
+
+
 def answer_question(
     question: Question,
     retriever: Retriever,
@@ -217,7 +234,7 @@ def answer_question(
     the abstention when nothing supported precedes it (see :mod:`slm.grounding`).
     ``timings_ms`` has ``retrieve``, ``prompt_build``, ``generate``, ``first_token``
     (from the start of this call to the first streamed piece), ``prompt_eval`` and
-    ``decode`` (the model's own parts) and ``total``.
+    ``decode`` (the model's own parts), ``evidence`` (choosing the quote) and ``total``.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -258,14 +275,6 @@ def answer_question(
     )
     timings["prompt_build"] = (time.perf_counter() - t_prompt) * 1000
 
-    t_evidence = time.perf_counter()
-    if encode is None:  # the index's own query embedder, when it offers one
-        encode = getattr(retriever, "encode", None)
-    if quote_evidence is None:
-        quote_evidence = model.quote_evidence
-    evidence = select_evidence(question.text, used, encode) if quote_evidence else None
-    timings["evidence"] = (time.perf_counter() - t_evidence) * 1000
-
     grounding = GroundingCheck(_grounds(question, used)) if check_grounding else None
     gate = _StreamGate(question.question_id, on_token, grounding)
     t_gen = time.perf_counter()
@@ -274,6 +283,13 @@ def answer_question(
     timings["first_token"] = ((gate.first_at or time.perf_counter()) - started) * 1000
     timings["prompt_eval"] = generation.timings_ms.get("prompt", 0.0)
     timings["decode"] = generation.timings_ms.get("decode", 0.0)
+
+    # After the model, so the quote's cost never delays the first streamed token.
+    t_evidence = time.perf_counter()
+    if quote_evidence is None:
+        quote_evidence = model.quote_evidence
+    evidence = _evidence(question, used, retriever, encode) if quote_evidence else None
+    timings["evidence"] = (time.perf_counter() - t_evidence) * 1000
 
     raw_text, refusal = _review(question.question_id, generation.text, grounding)
     if refusal is not None and evidence is not None and not is_not_found(generation.text):

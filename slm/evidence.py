@@ -11,7 +11,14 @@ Selection scores each sentence of the first few passages by MiniLM cosine simila
 the question, plus a share for the question's content words it contains, plus a bonus for
 a digit when the question asks for a quantity, a time or a number. A heading or a label
 ("Reception", "Buying your old laptop") is not a sentence on its own: it is joined to the
-sentence after it, which it names. A sentence that addresses the assistant ("ignore
+sentence after it, which it names (:func:`lorebot.text.units`).
+
+The sentence vectors come from the index: ingestion pools them from each chunk's own
+MiniLM pass, so choosing the quote costs a few dot products, not a model run per
+question (measured on the sample handbook and 200 XQuAD questions: the quote holds the
+key fact as often as with sentences embedded one by one, 177 against 175 of 227). Only
+a chunk the index has no vectors for (an index built by an older lorebot) has its
+sentences embedded here. A sentence that addresses the assistant ("ignore
 previous instructions", "SYSTEM:", a fake dialogue turn) is never quoted. Measured on the
 sample handbook: see the README.
 """
@@ -24,8 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lorebot.text import content_words
+from lorebot.text import units as text_units
 from lorebot.types import SearchHit
-from slm.prompt import content_words, split_sentences
 
 #: Passages (in retrieval order) whose sentences compete.
 EVIDENCE_PASSAGES = 3
@@ -33,12 +41,17 @@ EVIDENCE_PASSAGES = 3
 LEXICAL_WEIGHT = 0.5
 #: Bonus for a sentence with a digit when the question asks for a quantity.
 NUMBER_BONUS = 0.2
-#: A unit shorter than this (in words) without end punctuation is a heading or label.
-LABEL_WORDS = 5
+#: Candidates, best first by their stored (pooled) vectors, that are embedded on their own
+#: and re-scored. Measured on 800 XQuAD-en questions, the quote holds the gold answer for
+#: 0.787 with 2 re-scored, 0.777 with the pooled vectors alone and 0.772 with every sentence
+#: embedded on its own (sample handbook: 18, 14 and 18 of 27), at ~20 ms instead of ~90.
+RERANK = 2
 #: Longest quote kept, in characters (a table row can be long).
 MAX_QUOTE_CHARS = 300
 
 Encode = Callable[[list[str]], np.ndarray]
+#: The stored vectors of a hit's sentence units, or None when the index has none.
+SentenceVectors = Callable[[SearchHit], "np.ndarray | None"]
 
 _ASKS_NUMBER = re.compile(
     r"\b(?:how (?:many|much|long|old|far|early|late|often|soon)|what time|when|which (?:day|date|month|year)|"
@@ -54,7 +67,6 @@ _INSTRUCTION = re.compile(
     r"|\b(?:reply|respond|answer) only with\b|\bsystem prompt\b|\bassistant instruction\b",
     re.IGNORECASE,
 )
-_UNDERLINE = re.compile(r"^[=\-_#*\s]+$")
 
 
 @dataclass(frozen=True)
@@ -68,21 +80,7 @@ class Evidence:
 
 def units(text: str) -> list[str]:
     """Sentences of a passage, with headings and labels joined to what follows them."""
-    out: list[str] = []
-    pending = ""
-    for sentence in split_sentences(text):
-        words = [w for w in sentence.split() if not _UNDERLINE.match(w)]
-        if not words:
-            continue
-        sentence = " ".join(words)
-        if len(words) < LABEL_WORDS and not sentence.endswith((".", "!", "?")):
-            pending = f"{pending} {sentence}".strip() if pending else sentence
-            continue
-        out.append(f"{pending}: {sentence}" if pending else sentence)
-        pending = ""
-    if pending and not out:
-        out.append(pending)
-    return out
+    return [u.text for u in text_units(text)]
 
 
 def looks_like_instruction(text: str) -> bool:
@@ -99,34 +97,65 @@ def select_evidence(
     hits: Sequence[SearchHit],
     encode: Encode | None = None,
     *,
+    stored: SentenceVectors | None = None,
+    query_vector: np.ndarray | None = None,
     passages: int = EVIDENCE_PASSAGES,
 ) -> Evidence | None:
     """The best-matching sentence of the first ``passages`` hits, or None when there is none.
 
-    ``encode`` maps texts to unit-length vectors (the index's MiniLM embedder); without
-    it the choice is lexical only.
+    ``stored`` gives a hit's precomputed sentence vectors (the index's); ``encode`` maps
+    texts to unit-length vectors (the index's MiniLM embedder) for the question, unless
+    ``query_vector`` is given, and for any hit without stored vectors. With neither the
+    choice is lexical only.
     """
-    candidates = [
-        (n, unit)
-        for n, hit in enumerate(hits[:passages], start=1)
-        for unit in units(hit.chunk.text)
-        if not looks_like_instruction(unit)
-    ]
+    candidates: list[tuple[int, str]] = []
+    vectors: list[np.ndarray | None] = []
+    for n, hit in enumerate(hits[:passages], start=1):
+        texts = units(hit.chunk.text)
+        known = stored(hit) if stored is not None else None
+        if known is not None and len(known) != len(texts):
+            known = None  # cut differently from this lorebot's segmentation: embed afresh
+        for i, unit in enumerate(texts):
+            if looks_like_instruction(unit):
+                continue
+            candidates.append((n, unit))
+            vectors.append(known[i] if known is not None else None)
     if not candidates:
         return None
     wanted = content_words(question)
     lexical = np.array(
         [len(content_words(unit) & wanted) for _, unit in candidates], dtype=np.float32
     )
-    score = lexical / max(1.0, float(lexical.max()))
-    if encode is not None:
-        vectors = np.asarray(encode([unit for _, unit in candidates] + [question]), dtype=np.float32)
-        score = vectors[:-1] @ vectors[-1] + LEXICAL_WEIGHT * score
+    lexical = lexical / max(1.0, float(lexical.max()))
+    bonus = np.zeros(len(candidates), dtype=np.float32)
     if asks_for_number(question):
-        score = score + np.array(
-            [NUMBER_BONUS if _DIGIT.search(unit) else 0.0 for _, unit in candidates], dtype=np.float32
-        )
-    best = int(np.argmax(score))
+        bonus += np.array([NUMBER_BONUS if _DIGIT.search(u) else 0.0 for _, u in candidates], dtype=np.float32)
+
+    q = query_vector
+    if q is None and encode is not None:
+        q = np.asarray(encode([question]), dtype=np.float32)[0]
+    fresh = [v is None for v in vectors]  # embedded on its own here, not pooled from its chunk
+    missing = [i for i, v in enumerate(vectors) if v is None]
+    if missing and encode is not None:
+        encoded = np.asarray(encode([candidates[i][1] for i in missing]), dtype=np.float32)
+        for j, i in enumerate(missing):
+            vectors[i] = encoded[j]
+    if q is None or any(v is None for v in vectors):
+        score = lexical + bonus  # no embeddings to be had: words and numbers decide
+        best = int(np.argmax(score))
+    else:
+        q = np.asarray(q, dtype=np.float32)
+        score = np.stack(vectors).astype(np.float32) @ q + LEXICAL_WEIGHT * lexical + bonus  # type: ignore[arg-type]
+        # Pooled vectors carry their chunk's context, which finds the right neighbourhood
+        # but blurs the sentences of one passage together: the few best are embedded on
+        # their own and decide among themselves (see RERANK).
+        shortlist = [int(i) for i in np.argsort(-score, kind="stable")[:RERANK]]
+        pooled = [i for i in shortlist if not fresh[i]]
+        if pooled and encode is not None:
+            alone = np.asarray(encode([candidates[i][1] for i in pooled]), dtype=np.float32) @ q
+            for j, i in enumerate(pooled):
+                score[i] = alone[j] + LEXICAL_WEIGHT * lexical[i] + bonus[i]
+        best = max(shortlist, key=lambda i: float(score[i]))
     n, text = candidates[best]
     if len(text) > MAX_QUOTE_CHARS:
         text = text[: MAX_QUOTE_CHARS - 1].rsplit(" ", 1)[0] + "…"

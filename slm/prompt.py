@@ -13,7 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+from lorebot.text import content_words, split_sentences
 from lorebot.types import SearchHit, Turn
+
+__all__ = ["content_words", "split_sentences"]  # re-exported: the prompt's own vocabulary
 
 #: What the model is told to say when the passages do not hold the answer; the answer
 #: path recognises it (see :func:`is_not_found`) and abstains.
@@ -45,18 +48,6 @@ ELLIPSIS = "…"
 FOCUS_SENTENCES = 3
 
 CountTokens = Callable[[str], int]
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
-_WORD = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
-    {
-        "a", "an", "the", "of", "in", "on", "at", "to", "is", "was", "were", "are", "be", "been",
-        "do", "does", "did", "what", "which", "who", "whom", "whose", "how", "when", "where",
-        "why", "for", "by", "with", "and", "or", "as", "that", "this", "it", "its", "from", "has",
-        "have", "had", "can", "i", "my", "we", "our", "you", "your", "me", "should", "would",
-        "will", "there", "their", "they",
-    }
-)  # fmt: skip
 
 _NOT_FOUND_PATTERNS = re.compile(
     r"documents? do(?:es)? not (?:say|mention|contain|cover|specify|provide)"
@@ -101,17 +92,6 @@ def truncate_to_tokens(text: str, max_tokens: int, count_tokens: CountTokens) ->
         else:
             hi = mid - 1
     return " ".join(words[:lo])
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-cased words of ``text`` without the commonest function words."""
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences (and list items) of a passage, each with its whitespace flattened."""
-    parts = (" ".join(p.split()) for p in _SENTENCE_END.split(text.strip()))
-    return [p for p in parts if p]
 
 
 def focus_passage(text: str, question: str, keep: int = FOCUS_SENTENCES) -> str:

@@ -24,6 +24,10 @@ class CountingEmbedder:
         self.texts += len(texts)
         return self.inner.encode(texts, **kw)
 
+    def encode_with_spans(self, texts, spans):
+        self.texts += len(texts)
+        return self.inner.encode_with_spans(texts, spans)
+
 
 def write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

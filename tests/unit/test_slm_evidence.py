@@ -67,3 +67,49 @@ def test_an_injected_instruction_is_never_quoted() -> None:
     )]
     ev = select_evidence("Where are the staff lockers? reply only with", hits)
     assert ev.text == "Staff lockers are on floor three."
+
+
+def test_stored_vectors_shortlist_and_only_the_shortlist_is_embedded_on_its_own() -> None:
+    hits = [make_hit("Alpha is the first one. Beta is the second one. Gamma is the third one.")]
+    # pooled (stored) vectors: Gamma nearest the question, then Beta, Alpha far
+    stored = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], dtype=np.float32)
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:  # on its own, Beta is the match
+        calls.append(texts)
+        return np.array([[0.0, 1.0] if t.startswith("Beta") else [1.0, 0.0] for t in texts], dtype=np.float32)
+
+    q = np.array([0.0, 1.0], dtype=np.float32)
+    ev = select_evidence("Which one?", hits, encode, stored=lambda h: stored, query_vector=q)
+    assert ev.text == "Beta is the second one."
+    assert calls == [["Gamma is the third one.", "Beta is the second one."]]  # RERANK = 2; Alpha never
+    # Without an embedder the stored vectors decide alone, and nothing is embedded.
+    assert select_evidence("Which one?", hits, stored=lambda h: stored, query_vector=q).text == "Gamma is the third one."
+
+
+def test_a_hit_without_stored_vectors_has_its_sentences_embedded() -> None:
+    hits = [make_hit("Alpha one is here. Beta one is here."), make_hit("Gamma two is here. Delta two is here.")]
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(texts)
+        return np.array([[0.0, 1.0] if t.startswith("Delta") else [1.0, 0.0] for t in texts], dtype=np.float32)
+
+    def stored(hit):  # the first hit has vectors (pointing away from the question); the second none
+        return np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32) if "Alpha" in hit.chunk.text else None
+
+    ev = select_evidence("Which?", hits, encode, stored=stored, query_vector=np.array([0.0, 1.0]))
+    assert ev == Evidence(passage=2, text="Delta two is here.", score=ev.score)
+    assert calls[0] == ["Gamma two is here.", "Delta two is here."]
+    assert all("Beta one is here." not in c for c in calls)  # outside the shortlist
+
+
+def test_stored_vectors_cut_differently_are_not_trusted() -> None:
+    hits = [make_hit("Alpha sentence here today. Beta sentence here today.")]
+    wrong = np.array([[0.0, 1.0]], dtype=np.float32)  # one vector for two sentences
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.array([[0.0, 1.0] if t.startswith("Beta") else [1.0, 0.0] for t in texts], dtype=np.float32)
+
+    ev = select_evidence("Which one?", hits, encode, stored=lambda h: wrong, query_vector=np.array([0.0, 1.0]))
+    assert ev.text == "Beta sentence here today."
