@@ -1,10 +1,20 @@
-"""MiniLM sentence embeddings, loaded lazily once per process, offline, on the CPU."""
+"""MiniLM sentence embeddings, loaded lazily once per process, offline, on the CPU.
+
+Large batches (ingestion) run through sentence-transformers on torch. The few short texts
+of a question (the query, a couple of sentences for the evidence quote) can run through
+ONNX Runtime instead: for a 20-token input it takes ~3 ms where torch's per-call overhead
+makes it ~10 ms, with the same vectors (max difference ~1e-7). The ONNX graph is exported
+from the installed MiniLM weights on first use and kept in ``onnx_dir``; nothing is fetched.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +26,10 @@ from lorebot.settings import cpu_count
 log = logging.getLogger(__name__)
 
 DIM = 384
+#: Most texts one encode call may have to take the ONNX Runtime path.
+SMALL_BATCH = 8
+#: Largest difference allowed between ONNX Runtime's and torch's vector of a probe text.
+ONNX_TOLERANCE = 1e-4
 
 
 def offline_env() -> None:
@@ -43,13 +57,16 @@ class Embedder:
         batch_size: int = 64,
         *,
         threads: int | None = None,
+        onnx_dir: Path | None = None,
     ) -> None:
         self.model_dir = embedding_model_path(Path(model_dir) if model_dir else None)
         self.batch_size = batch_size
         self.threads = threads or cpu_count()
+        self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else None
         self._model: Any = None
         self._lock = threading.Lock()
         self._counter = None
+        self._onnx: Any = None  # an onnxruntime session once ready; False once it failed
 
     @property
     def name(self) -> str:
@@ -80,6 +97,10 @@ class Embedder:
         """Vectors of shape (len(texts), 384), float32, each of unit length."""
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
+        if self.onnx_dir is not None and len(texts) <= SMALL_BATCH:
+            session = self._onnx_session()
+            if session is not None:
+                return self._encode_onnx(session, list(texts))
         model = self._load()
         vecs = model.encode(
             list(texts),
@@ -92,6 +113,103 @@ class Embedder:
         if progress:  # callers with their own bar pass progress=False
             log.debug("embedded %d texts", len(texts))
         return vecs
+
+    # -- ONNX Runtime for the few short texts of a question ---------------------------
+    def onnx_path(self) -> Path:
+        """Where the exported graph of this model lives (named by the weights it came from)."""
+        assert self.onnx_dir is not None
+        digest = hashlib.sha256()
+        for name in ("config.json", "tokenizer.json"):
+            f = self.model_dir / name
+            if f.is_file():
+                digest.update(f.read_bytes())
+        weights = self.model_dir / "model.safetensors"
+        if weights.is_file():
+            digest.update(f"{weights.stat().st_size}".encode())
+        return self.onnx_dir / f"{self.name}-{digest.hexdigest()[:12]}.onnx"
+
+    def _onnx_session(self) -> Any:
+        if self._onnx is None:
+            model = self._load()
+            with self._lock:
+                if self._onnx is None:
+                    try:
+                        self._onnx = self._open_onnx(model)
+                    except Exception as exc:  # any failure: torch keeps serving
+                        log.warning("ONNX Runtime query path unavailable, using torch: %s", exc)
+                        self._onnx = False
+        return self._onnx or None
+
+    def _open_onnx(self, model: Any) -> Any:
+        import onnxruntime as ort
+
+        path = self.onnx_path()
+        if not path.is_file():
+            self._export_onnx(model, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        probe = ["How many days of annual leave do I get?", "Laptops are replaced every 48 months."]
+        reference = model.encode(probe, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        gap = float(np.abs(self._encode_onnx(session, probe) - reference).max())
+        if gap > ONNX_TOLERANCE:
+            raise RuntimeError(f"{path.name} differs from the torch model by {gap:.2e}")
+        log.info("query embeddings through ONNX Runtime (%s, threads=%d)", path.name, self.threads)
+        return session
+
+    def _export_onnx(self, model: Any, path: Path) -> None:
+        """Export MiniLM's transformer (token embeddings out) to ``path``, atomically."""
+        import torch
+
+        transformer = model[0].auto_model.eval()
+
+        class TokenEmbeddings(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001
+                out = self.inner(
+                    input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+                )
+                return out.last_hidden_state
+
+        features = model.tokenizer(["an example question"], return_tensors="pt")
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        started = time.perf_counter()
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's notes on ops it rewrites
+                torch.onnx.export(
+                    TokenEmbeddings(transformer),
+                    tuple(features[n] for n in names),
+                    str(tmp),
+                    input_names=names,
+                    output_names=["token_embeddings"],
+                    dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "token_embeddings"]},
+                    opset_version=17,
+                    dynamo=False,
+                )
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("exported %s for ONNX Runtime in %.1f s", path.name, time.perf_counter() - started)
+
+    def _encode_onnx(self, session: Any, texts: list[str]) -> np.ndarray:
+        model = self._model
+        f = model.tokenizer(
+            texts, padding=True, truncation=True, max_length=model.max_seq_length, return_tensors="np"
+        )
+        feed = {i.name: f[i.name].astype(np.int64) for i in session.get_inputs()}
+        tokens = session.run(None, feed)[0]
+        mask = f["attention_mask"][..., None].astype(np.float32)
+        pooled = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(pooled / norms, dtype=np.float32)
 
     def encode_with_spans(
         self, texts: list[str], spans: list[list[tuple[int, int]]]

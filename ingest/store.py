@@ -383,7 +383,9 @@ class IndexReader:
             from ingest.embed import Embedder
 
             model = self.settings.index.embedding_model
-            self._embedder = Embedder(model, batch_size=self.settings.index.embed_batch_size)
+            self._embedder = Embedder(
+                model, batch_size=self.settings.index.embed_batch_size, onnx_dir=self.settings.models_dir
+            )
         return self._embedder
 
     def encode(self, texts: list[str]):

@@ -136,7 +136,10 @@ class RetrievalSettings(_Section):
 
     top_k: int = Field(4, ge=1, le=20, description="Passages given to the model.")
     candidates: int = Field(20, ge=1, description="Candidates from each of dense and keyword search before fusion.")
-    context_tokens: int = Field(600, ge=64, description="Budget of passage tokens in the prompt.")
+    # Measured (bench/context_budget.py, bench/answer_quality.py --context-tokens): answer
+    # quality is flat from 150 to 900 tokens, while every 100 tokens cost ~0.35 s before the
+    # first streamed token on two cores; 200 keeps the first token under a second.
+    context_tokens: int = Field(200, ge=64, description="Budget of passage tokens in the prompt.")
     # Calibrated on tests/fixtures/sample_qa.json: every answerable question's best passage
     # scores >= 0.38, seven of eight out-of-handbook questions score below 0.37.
     min_score: float = Field(0.37, description="Below this top dense similarity the bot abstains.")
@@ -307,6 +310,11 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+    @property
+    def models_dir(self) -> Path:
+        """Files derived from the installed models (the embedder's ONNX export)."""
+        return self.data_dir / "models"
 
     def threads_per_process(self) -> int:
         """llama.cpp threads for one worker process: never more than the cores shared out."""

@@ -585,6 +585,7 @@ def _default_embedder(settings: Settings) -> Embedder:
         settings.index.embedding_model,
         batch_size=settings.index.embed_batch_size,
         threads=settings.threads_per_process(),
+        onnx_dir=settings.models_dir,
     )
 
 

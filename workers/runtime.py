@@ -74,6 +74,7 @@ class Runtime:
                 self.settings.index.embedding_model,
                 batch_size=self.settings.index.embed_batch_size,
                 threads=self.settings.threads_per_process(),
+                onnx_dir=self.settings.models_dir,
             )
         return self._embedder
 
