@@ -233,13 +233,9 @@ class Worker:
         raise SystemExit(f"worker not ready after {timeout:.0f} s:\n{self.log()[-3000:]}")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        from lorebot.stack import stop_process_group
+
+        stop_process_group(self.proc, timeout=60)
         self._log.close()
 
 

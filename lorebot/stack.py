@@ -143,6 +143,20 @@ def lorebot_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "lorebot", *args]
 
 
+def stop_process_group(
+    proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0
+) -> None:
+    """Signal a child started with its own process group (and its pool), then SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class Stack:
     """Starts and supervises the local services; stops them all on exit."""
 

@@ -12,9 +12,7 @@ user would see it: the final ``chat.update`` of its placeholder at the fake Slac
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from bot import messages
+from lorebot.stack import stop_process_group
 from lorebot.types import Question, new_id
 from tests.conftest import REPO, WorkerProcess, child_env
 from tests.slack.conftest import SECRET, mention
@@ -176,13 +175,7 @@ class BotProcess:
         return [line for line in self.log().splitlines() if " ERROR " in line or line.startswith("Traceback")]
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process_group(self.proc, timeout=timeout)
         self._log.close()
 
 

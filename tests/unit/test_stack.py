@@ -40,3 +40,35 @@ def test_require_redis_names_the_setting(tmp_path):
     with pytest.raises(ServiceUnavailableError) as info:
         require_redis(embedded)
     assert "lorebot up" in info.value.fix
+
+
+def test_stop_process_group_kills_a_child_that_ignores_sigterm_and_its_group():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lorebot.stack import stop_process_group
+
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "kid = subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
+        "print(kid.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    grandchild = int(proc.stdout.readline())
+    started = time.monotonic()
+    stop_process_group(proc, timeout=1.0)
+    assert proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 10
+    for _ in range(50):  # the grandchild got the group's SIGKILL too
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the grandchild outlived its group")
