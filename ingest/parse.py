@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 # Bump when parsing or chunking changes what a file turns into: incremental builds then
 # re-parse everything once instead of mixing chunks made by two versions of the rules.
-PARSER_VERSION = "1"
+# 2: PDF lines that continue a sentence are joined into one element.
+PARSER_VERSION = "2"
 
 # extension → kind (the kind picks the partitioner and labels the report's rows)
 KINDS: dict[str, str] = {
@@ -261,6 +262,38 @@ def to_elements(raw: list[Any]) -> list[Element]:
                 html=getattr(md, "text_as_html", None) if kind == TABLE else None,
             )
         )
+    return out
+
+
+_ENDS_SENTENCE = re.compile(r"[.!?:;)\]\"'”’]\s*$")
+_STARTS_LOWER = re.compile(r"^[a-z]")
+
+
+def join_wrapped_lines(elements: list[Element]) -> list[Element]:
+    """Join the lines of a PDF paragraph that the parser returned as separate elements.
+
+    A PDF often stores each printed line on its own, and the fast strategy then gives one
+    element per line, with a continuation line sometimes taken for a title ("with a note
+    from occupational health."). A sentence is split that way when a text or list line
+    does not end a sentence and the next line, on the same page, starts in lower case:
+    no sentence or heading starts in lower case, so such a line is joined to the one
+    before it. Without this, a sentence cut in two reaches neither the evidence quote nor
+    the prompt whole, and its second half becomes a heading of the chunks after it.
+    """
+    out: list[Element] = []
+    for el in elements:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and prev.kind in (TEXT, LIST)
+            and el.kind in (TEXT, TITLE)
+            and prev.page == el.page
+            and not _ENDS_SENTENCE.search(prev.text)
+            and _STARTS_LOWER.match(el.text)
+        ):
+            out[-1] = Element(kind=prev.kind, text=f"{prev.text} {el.text}", depth=prev.depth, page=prev.page)
+            continue
+        out.append(el)
     return out
 
 
@@ -517,7 +550,9 @@ def partition_file(path: Path, kind: str) -> tuple[list[Element], dict[str, Any]
         from unstructured.partition.pdf import partition_pdf
 
         try:
-            elements = to_elements(partition_pdf(filename=str(path), strategy="fast", **langs))
+            elements = join_wrapped_lines(
+                to_elements(partition_pdf(filename=str(path), strategy="fast", **langs))
+            )
         except Exception:
             if complaint:
                 raise ParseFailure(f"corrupt: {complaint}") from None
