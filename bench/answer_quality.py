@@ -20,16 +20,15 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SAMPLE_QA, console, exit_cleanly_on_sigterm, loadavg, save
+from common import SAMPLE_QA, build_sample_index, console, exit_cleanly_on_sigterm, loadavg, save
 from rich.table import Table
 
 from lorebot import assets
-from lorebot.settings import Settings, cpu_count
+from lorebot.settings import cpu_count
 from lorebot.types import Question
 
 
@@ -43,22 +42,13 @@ def main() -> int:
     exit_cleanly_on_sigterm()
     started_load = loadavg()
 
-    from ingest.build import build_index
-    from ingest.embed import Embedder
-    from ingest.sources import Source
-    from ingest.store import open_index
     from slm.answer import answer_question
     from slm.generator import LlamaGenerator
 
     qa = json.loads(SAMPLE_QA.read_text(encoding="utf-8"))
     tmp = Path(tempfile.mkdtemp(prefix="lorebot-bench-quality-"))
     try:
-        settings = Settings(data_dir=tmp)
-        embedder = Embedder(settings.index.embedding_model, threads=args.threads)
-        t0 = time.perf_counter()
-        build_index(settings, [Source(path=assets.sample_docs_dir(), collection="handbook")], progress=False, embedder=embedder)
-        console.print(f"sample index built in {time.perf_counter() - t0:.0f} s")
-        index = open_index(settings, embedder=embedder)
+        settings, index = build_sample_index(tmp, threads=args.threads)
         generator = LlamaGenerator(
             assets.answer_model_path(settings.model.path), n_threads=args.threads, n_ctx=settings.model.n_ctx,
             seed=0, temperature=0.0, lora_path=args.adapter, adapter=args.adapter.parent.name if args.adapter else None,

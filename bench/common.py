@@ -124,6 +124,27 @@ def sample_questions(*, answerable_only: bool = False) -> list[str]:
     return out
 
 
+def build_sample_index(data_dir: Path, *, threads: int) -> tuple[Settings, Any]:
+    """Index the packaged sample handbook into ``data_dir`` and open it.
+
+    The embedder is the workers' own kind (query-sized inputs through ONNX Runtime, see
+    ingest.embed), so in-process benchmarks time question embeddings as a worker does.
+    Returns (settings, index reader).
+    """
+    from ingest import Source, build_index, open_index
+    from ingest.embed import Embedder
+    from lorebot import assets
+
+    settings = Settings(data_dir=data_dir)
+    embedder = Embedder(settings.index.embedding_model, threads=threads, onnx_dir=settings.models_dir)
+    t0 = time.perf_counter()
+    build_index(settings, [Source(path=assets.sample_docs_dir(), collection="handbook")], progress=False, embedder=embedder)
+    console.print(f"sample index built in {time.perf_counter() - t0:.0f} s")
+    index = open_index(settings, embedder=embedder)
+    index.search("warm up the query embedder", k=1)
+    return settings, index
+
+
 def make_workload(
     source: str, *, limit: int | None, seed: int = 0, embedder: Any = None, answerable_only: bool = False
 ) -> Workload:

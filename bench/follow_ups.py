@@ -44,7 +44,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, console, exit_cleanly_on_sigterm, loadavg, save
+from common import REPO, build_sample_index, console, exit_cleanly_on_sigterm, loadavg, save
 from rich.table import Table
 
 from lorebot import assets
@@ -241,22 +241,14 @@ def main() -> int:
     exit_cleanly_on_sigterm()
     started_load = loadavg()
 
-    from ingest.build import build_index
-    from ingest.embed import Embedder
-    from ingest.sources import Source
-    from ingest.store import open_index
     from slm.answer import retrieval_query
     from slm.generator import LlamaGenerator
 
     convs = load_conversations(args.limit)
     tmp = Path(tempfile.mkdtemp(prefix="lorebot-bench-follow-ups-"))
     try:
-        settings = Settings(data_dir=tmp)
-        embedder = Embedder(settings.index.embedding_model, threads=args.threads)
-        t0 = time.perf_counter()
-        build_index(settings, [Source(path=assets.sample_docs_dir(), collection="handbook")], progress=False, embedder=embedder)
-        console.print(f"sample index built in {time.perf_counter() - t0:.0f} s; {len(convs)} threads")
-        index = open_index(settings, embedder=embedder)
+        settings, index = build_sample_index(tmp, threads=args.threads)
+        console.print(f"{len(convs)} threads")
         generator = LlamaGenerator(assets.answer_model_path(settings.model.path), n_threads=args.threads,
                                    n_ctx=settings.model.n_ctx, seed=0, temperature=0.0)
         generator.load()
