@@ -114,7 +114,7 @@ class RawLlama:
 class _CapturePrompt:
     """A generator stand-in that records the messages the answer path builds, then stops it.
 
-    Running :func:`slm.answer.answer_question` itself (rather than re-implementing its
+    Running :func:`slm.serving.answer.answer_question` itself (rather than re-implementing its
     retrieval and prompt steps) keeps the rebuilt prompt right whatever the answer path
     does before the model; token counts come from the real model's tokenizer.
     """
@@ -129,7 +129,7 @@ class _CapturePrompt:
         return self.real.count_tokens(text)
 
     def generate(self, messages: list[dict[str, str]], *, max_tokens: int, on_token: Any = None) -> Any:
-        from slm.generator import Generation
+        from slm.serving.generator import Generation
 
         self.messages = [dict(m) for m in messages]
         return Generation(text="x", prompt_tokens=0, completion_tokens=0)
@@ -138,7 +138,7 @@ class _CapturePrompt:
 def rebuild_prompt(settings: Settings, index: Any, generator: Any, question: str) -> tuple[str, list[int]]:
     """The final prompt text the answer path gives the model for a question (no history)."""
     from lorebot.types import Question
-    from slm.answer import answer_question
+    from slm.serving.answer import answer_question
 
     capture = _CapturePrompt(generator)
     answer_question(Question(text=question), index, capture, retrieval=settings.retrieval, model=settings.model)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     from ingest import open_index
     from ingest.embed import Embedder
     from lorebot.assets import answer_model_path
-    from slm.generator import LlamaGenerator
+    from slm.serving.generator import LlamaGenerator
 
     embedder = Embedder(None, threads=args.threads)
     workload = make_workload(args.source, limit=limit, seed=args.seed, embedder=embedder)

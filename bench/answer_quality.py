@@ -5,7 +5,7 @@
     python bench/answer_quality.py --context-tokens 150 200 300 600   # the quote variant per budget
 
 Builds a temporary index of the packaged sample handbook, then asks every question of
-tests/fixtures/sample_qa.json through slm.answer.answer_question (the worker's function)
+tests/fixtures/sample_qa.json through slm.serving.answer.answer_question (the worker's function)
 with the real model, once with the quoted evidence sentence (the default) and once with
 the model's own sentence only. Reports, per variant: the right document cited first, the
 key fact in the answer text, answerable questions wrongly refused, and unanswerable ones
@@ -42,8 +42,8 @@ def main() -> int:
     exit_cleanly_on_sigterm()
     started_load = loadavg()
 
-    from slm.answer import answer_question
-    from slm.generator import LlamaGenerator
+    from slm.serving.answer import answer_question
+    from slm.serving.generator import LlamaGenerator
 
     qa = json.loads(SAMPLE_QA.read_text(encoding="utf-8"))
     tmp = Path(tempfile.mkdtemp(prefix="lorebot-bench-quality-"))

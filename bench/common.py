@@ -35,8 +35,7 @@ from rich.console import Console
 
 from lorebot.settings import Settings, cpu_count
 from lorebot.types import Answer, Question
-from slm import metrics
-
+from slm.evals import metrics
 RESULTS = REPO / "bench" / "results"
 SAMPLE_QA = REPO / "tests" / "fixtures" / "sample_qa.json"
 XQUAD = REPO.parent / "shared" / "data" / "qa" / "xquad-en" / "xquad.en.json"
@@ -169,7 +168,7 @@ def make_workload(
                 questions = questions[:limit]
             return Workload("sample", data_dir, questions, workdir)
         if source == "xquad":
-            from slm.evaluate import prepare_eval
+            from slm.evals.evaluate import prepare_eval
 
             if not XQUAD.is_file():
                 raise SystemExit(f"{XQUAD} is absent: use --source sample")
@@ -197,10 +196,10 @@ class _RemoveDir:
 
 # ----------------------------------------------------------------------------- processes
 class Redis:
-    """A private redis-server on a free port (lorebot.stack.RedisServer)."""
+    """A private redis-server on a free port (lorebot.cli.stack.RedisServer)."""
 
     def __init__(self, workdir: Path) -> None:
-        from lorebot.stack import RedisServer, free_port
+        from lorebot.cli.stack import RedisServer, free_port
 
         self.server = RedisServer(free_port(), workdir / "redis").start()
         self.url = self.server.url
@@ -254,7 +253,7 @@ class Worker:
         raise SystemExit(f"worker not ready after {timeout:.0f} s:\n{self.log()[-3000:]}")
 
     def close(self) -> None:
-        from lorebot.stack import stop_process_group
+        from lorebot.cli.stack import stop_process_group
 
         stop_process_group(self.proc, timeout=60)
         self._log.close()
@@ -283,7 +282,7 @@ class Asker:
 
     def ask(self, text: str, *, timeout: float = 600.0, collections: list[str] | None = None) -> tuple[Answer, float]:
         """The answer and the round trip in ms (task submitted -> result received)."""
-        from workers.client import QUEUE_ANSWER, TASK_ANSWER
+        from lorebot.contracts import QUEUE_ANSWER, TASK_ANSWER
 
         question = Question(text=text, collections=collections)
         started = time.perf_counter()

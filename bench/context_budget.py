@@ -4,7 +4,7 @@
     python bench/context_budget.py --budgets 150 300 600 --limit 20
 
 One temporary XQuAD index and one loaded model serve every budget; each budget runs the
-evaluation harness (slm.evaluate.run_eval, i.e. the bot's answer path) over the same
+evaluation harness (slm.evals.evaluate.run_eval, i.e. the bot's answer path) over the same
 sampled questions with ``retrieval.context_tokens`` set to it. ``--top-k`` (default 8) is
 raised above the default so that the budget, not the passage count, decides how much
 the model reads. Writes a table, bench/results/context-budget.json and a PNG plot of
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from ingest.embed import Embedder
     from lorebot.assets import answer_model_path
-    from slm.evaluate import prepare_eval, run_eval
-    from slm.generator import LlamaGenerator
+    from slm.evals.evaluate import prepare_eval, run_eval
+    from slm.serving.generator import LlamaGenerator
 
     started_load = loadavg()
     console.rule(f"context budget · {args.qa.name} · {args.limit} questions · load {started_load}")
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _gold_in_prompt(eval_set: Any, settings: Settings, generator: Any, items: list[Any]) -> float:
     """Share of questions whose gold passage survives the budget into the prompt."""
-    from slm.prompt import select_passages
+    from slm.serving.prompt import select_passages
 
     by_qid = {q.qid: q for q in eval_set.questions}
     hits_in = 0

@@ -5,12 +5,12 @@
     python bench/follow_ups.py --limit 10 --answers none   # quick retrieval-only look
 
 Builds a temporary index of the packaged sample handbook and loads the answer model
-(SmolLM2 through slm.generator.LlamaGenerator, greedy). For each two-turn thread of
+(SmolLM2 through slm.serving.generator.LlamaGenerator, greedy). For each two-turn thread of
 tests/fixtures/follow_ups.json it searches for the second question with each strategy:
 
   alone        the second question as asked;
-  current      slm.answer.retrieval_query: the previous user question is put in front
-               when slm.answer.is_follow_up() says the question leans on it;
+  current      slm.serving.answer.retrieval_query: the previous user question is put in front
+               when slm.serving.answer.is_follow_up() says the question leans on it;
   always       the previous user question is always put in front;
   rewrite      the answer model rewrites the question as a standalone one, given the
                previous user question (a short prompt with one worked example, greedy).
@@ -18,7 +18,7 @@ tests/fixtures/follow_ups.json it searches for the second question with each str
 Retrieval is scored by the right document first (recall@1) and among the passages the
 model reads (recall@top_k, 4 by default), and by how often the best passage is below
 retrieval.min_score, where the bot refuses before the model runs. Then the second
-question is answered through slm.answer.answer_question with the thread as
+question is answered through slm.serving.answer.answer_question with the thread as
 Question.history and the strategy in place of retrieval_query, for the current strategy
 and the best other one (``--answers all``: every strategy), scoring the key fact in the
 answer as bench/answer_quality.py does. Dependent follow-ups and fresh questions in an
@@ -175,8 +175,8 @@ def answer_run(name: str, strategy: Strategy, convs: list[dict[str, Any]], index
     text the question itself, so the passages' focus sentences and the evidence quote are
     chosen for it too, not for the bare follow-up.
     """
-    import slm.answer
-    from slm.answer import answer_question
+    import slm.serving.answer
+    from slm.serving.answer import answer_question
 
     rows = []
     searched: list[str] = []
@@ -189,7 +189,7 @@ def answer_run(name: str, strategy: Strategy, convs: list[dict[str, Any]], index
         searched.append(question)
         return question
 
-    with mock.patch.object(slm.answer, "retrieval_query", as_asked if ask_search_text else recorded):
+    with mock.patch.object(slm.serving.answer, "retrieval_query", as_asked if ask_search_text else recorded):
         for conv in convs:
             history = history_of(conv) if thread else []
             text = strategy(conv["follow_up"], history) if ask_search_text else conv["follow_up"]
@@ -241,8 +241,8 @@ def main() -> int:
     exit_cleanly_on_sigterm()
     started_load = loadavg()
 
-    from slm.answer import retrieval_query
-    from slm.generator import LlamaGenerator
+    from slm.serving.answer import retrieval_query
+    from slm.serving.generator import LlamaGenerator
 
     convs = load_conversations(args.limit)
     tmp = Path(tempfile.mkdtemp(prefix="lorebot-bench-follow-ups-"))
@@ -278,7 +278,7 @@ def main() -> int:
         answers: dict[str, list[dict[str, Any]]] = {}
         if to_answer:
             # Warm the answer prompt's KV cache, as a worker that has answered before has it.
-            from slm.answer import answer_question
+            from slm.serving.answer import answer_question
 
             answer_question(Question(text="How many days of annual leave do I get?"), index, generator,
                             retrieval=settings.retrieval, model=settings.model)

@@ -175,10 +175,10 @@ def run_load(
     mentions keeping ``concurrency`` in flight; measure what reached the fake Slack."""
     import redis as redis_lib
 
-    from bot import keys
+    from lorebot import contracts
     from tests.reliability.workers_harness import BotProcess, EventAsker, slack_env
     from tests.slack.fake_slack import FakeSlack
-    from workers.client import QUEUE_ANSWER
+    from lorebot.contracts import QUEUE_ANSWER
 
     hot = default_hot(n, user_rate) if hot is None else hot
     who = askers(n, hot, user_rate, concurrency)
@@ -222,7 +222,7 @@ def run_load(
         r = redis_lib.Redis.from_url(redis.url)
         task_ids = {k.decode()[len(RESULT_PREFIX):] for k in r.scan_iter(RESULT_PREFIX + "*", count=1000)}
         left_in_queue = int(r.llen(QUEUE_ANSWER))
-        left_pending = int(r.hlen(keys.PENDING))
+        left_pending = int(r.hlen(contracts.PENDING))
         r.close()
         bot_log = bot.log()
         errors = worker_errors(workers) + ["bot log: " + line for line in bot.problems()]

@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 #: ``enqueue(task_name, kwargs, queue, task_id)``: how handlers submit work.
 Enqueue = Callable[[str, dict, str, "str | None"], Any]
 
-#: Not yet a constant in workers.client on every branch; the string is the contract.
-TASK_STATUS = getattr(wc, "TASK_STATUS", "lorebot.status")
 
 
 class WorkerGateway:

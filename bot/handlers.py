@@ -15,16 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot import keys, messages, render
+from lorebot import contracts, messages, render
 from bot.feedback import FeedbackStore
-from bot.gateway import TASK_STATUS, Enqueue, WorkerGateway
+from bot.gateway import Enqueue, WorkerGateway
 from bot.parse import parse_admin, parse_question, thread_history
 from bot.state import ChannelAccess, Deduper, RateLimiter, Threads, document_count
 from bot.watchdog import Watchdog
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 from lorebot.types import Question, new_id
-from workers import client as wc
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +154,7 @@ class SlackBot:
     ) -> str | None:
         """Post the placeholder, then hand the question to the answer queue."""
         qid = new_id()
-        waiting = self._queue_depth(wc.QUEUE_ANSWER)
+        waiting = self._queue_depth(contracts.QUEUE_ANSWER)
         placeholder = render.placeholder(
             document_count(self.redis),
             queue_position=(waiting + 1) if waiting else None,
@@ -208,9 +207,9 @@ class SlackBot:
             )
             self.watchdog.watch(qid, reply)
             self.enqueue(
-                wc.TASK_ANSWER,
+                contracts.TASK_ANSWER,
                 {"question": question.model_dump(mode="json"), "reply": reply},
-                wc.QUEUE_ANSWER,
+                contracts.QUEUE_ANSWER,
                 qid,
             )
         except LorebotError as exc:
@@ -347,8 +346,8 @@ class SlackBot:
                 channel,
                 user,
                 command.get("team_id"),
-                wc.TASK_REINDEX,
-                wc.QUEUE_INGEST,
+                contracts.TASK_REINDEX,
+                contracts.QUEUE_INGEST,
                 messages.reindex_started(user, collection),
                 {"collection": collection},
             )
@@ -360,8 +359,8 @@ class SlackBot:
                 channel,
                 user,
                 command.get("team_id"),
-                wc.TASK_REFRESH,
-                wc.QUEUE_TRAIN,
+                contracts.TASK_REFRESH,
+                contracts.QUEUE_TRAIN,
                 messages.refresh_started(user),
                 {},
             )
@@ -391,15 +390,15 @@ class SlackBot:
     def status_report(self) -> str:
         worker_status, error = None, None
         try:
-            worker_status = self.gateway.call(TASK_STATUS, wc.QUEUE_ANSWER, timeout=5.0)
+            worker_status = self.gateway.call(contracts.TASK_STATUS, contracts.QUEUE_ANSWER, timeout=5.0)
         except LorebotError as exc:
             error = exc.message
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-        depths = {q: self._queue_depth(q) for q in wc.ALL_QUEUES}
+        depths = {q: self._queue_depth(q) for q in contracts.ALL_QUEUES}
         last = None
         try:
-            raw = self.redis.get(keys.LAST_REFRESH)
+            raw = self.redis.get(contracts.LAST_REFRESH)
             last = json.loads(raw) if raw else None
         except Exception:
             last = None
@@ -442,10 +441,7 @@ class SlackBot:
             )
 
     def adapters_command(self, ack, respond, args: list[str]) -> None:
-        task = getattr(wc, "TASK_ADAPTERS", None)
-        if task is None:
-            ack(text=messages.ADAPTERS_UNAVAILABLE)
-            return
+        task = contracts.TASK_ADAPTERS
         action = args[0].lower() if args else "list"
         if action not in ("list", "promote", "rollback"):
             ack(text="Use `adapters list`, `adapters promote <version>` or `adapters rollback`.")
@@ -457,7 +453,7 @@ class SlackBot:
         try:
             result = self.gateway.call(
                 task,
-                wc.TASK_QUEUES.get(task, wc.QUEUE_TRAIN),
+                contracts.TASK_QUEUES.get(task, contracts.QUEUE_TRAIN),
                 kwargs={"action": action, "version": args[1] if len(args) > 1 else None},
                 timeout=15.0,
             )
@@ -478,7 +474,7 @@ class SlackBot:
         message = body.get("message") or {}
         answer: dict[str, Any] | None = None
         try:
-            raw = self.redis.get(keys.answer(qid))
+            raw = self.redis.get(contracts.answer(qid))
             answer = json.loads(raw) if raw else None
         except Exception as exc:
             log.warning("feedback: answer lookup failed for question=%s: %s", qid, exc)

@@ -39,11 +39,6 @@ ADMIN_HELP = (
     "`channel reset [#channel]`\n"
     "• to add documents, share files in the admin channel with `collection: NAME` in the message"
 )
-ADAPTERS_UNAVAILABLE = (
-    "Adapter management is not available in this version of lorebot yet: "
-    "the workers have no adapter registry task. The base model answers all questions."
-)
-
 STREAMING_NOTE = ":writing_hand: _writing…_"
 FEEDBACK_THANKS_UP = "Thanks! I've recorded that this answer helped. :thumbsup:"
 FEEDBACK_THANKS_DOWN = (

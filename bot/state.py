@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from bot import keys
+from lorebot import contracts
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class Deduper:
     claims the marker first is handled, the others are dropped.
     """
 
-    def __init__(self, redis, ttl_s: int = keys.DEDUPE_TTL_S) -> None:
+    def __init__(self, redis, ttl_s: int = contracts.DEDUPE_TTL_S) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
 
@@ -36,13 +36,13 @@ class Deduper:
         return bool(self.redis.set(key, "1", nx=True, ex=self.ttl_s))
 
     def claim_event(self, event_id: str) -> bool:
-        return self.claim(keys.event_seen(event_id))
+        return self.claim(contracts.event_seen(event_id))
 
     def claim_message(self, channel: str, ts: str, client_msg_id: str | None = None) -> bool:
         """Claim a message by channel+ts, and by client_msg_id when Slack gave one."""
-        first = self.claim(keys.message_seen(channel, ts))
+        first = self.claim(contracts.message_seen(channel, ts))
         if client_msg_id:
-            first = self.claim(keys.client_msg_seen(client_msg_id)) and first
+            first = self.claim(contracts.client_msg_seen(client_msg_id)) and first
         return first
 
 
@@ -98,7 +98,7 @@ class RateLimiter:
         """Count one question if both windows have room; otherwise say when to retry."""
         now_ms = int(time.time() * 1000)
         which, wait_ms = self._script(
-            keys=[keys.rate("user", f"{team or '-'}:{user}"), keys.rate("team", team or "-")],
+            keys=[contracts.rate("user", f"{team or '-'}:{user}"), contracts.rate("team", team or "-")],
             args=[
                 now_ms,
                 self.WINDOW_MS,
@@ -135,7 +135,7 @@ class ChannelAccess:
             if self.slack.dm_collections is not None:
                 return list(self.slack.dm_collections), "direct-message setting"
             return self._default()
-        raw = self.redis.hget(keys.CHANNEL_COLLECTIONS, channel)
+        raw = self.redis.hget(contracts.CHANNEL_COLLECTIONS, channel)
         if raw is not None:
             value = json.loads(raw)
             return (None if value == ALL else list(value)), "set with /lorebot channel set"
@@ -153,10 +153,10 @@ class ChannelAccess:
 
     def set(self, channel: str, collections: list[str] | None) -> None:
         value = ALL if collections is None else sorted(set(collections))
-        self.redis.hset(keys.CHANNEL_COLLECTIONS, channel, json.dumps(value))
+        self.redis.hset(contracts.CHANNEL_COLLECTIONS, channel, json.dumps(value))
 
     def reset(self, channel: str) -> None:
-        self.redis.hdel(keys.CHANNEL_COLLECTIONS, channel)
+        self.redis.hdel(contracts.CHANNEL_COLLECTIONS, channel)
 
 
 class Threads:
@@ -166,16 +166,16 @@ class Threads:
         self.redis = redis
 
     def remember(self, channel: str, thread_ts: str) -> None:
-        self.redis.set(keys.thread(channel, thread_ts), "1", ex=keys.THREAD_TTL_S)
+        self.redis.set(contracts.thread(channel, thread_ts), "1", ex=contracts.THREAD_TTL_S)
 
     def answered(self, channel: str, thread_ts: str) -> bool:
-        return bool(self.redis.exists(keys.thread(channel, thread_ts)))
+        return bool(self.redis.exists(contracts.thread(channel, thread_ts)))
 
 
 def document_count(redis) -> int | None:
     """Documents in the current index as the workers last published it; None if unknown."""
     try:
-        raw = redis.get(keys.INDEX_DOCUMENTS)
+        raw = redis.get(contracts.INDEX_DOCUMENTS)
         return int(raw) if raw is not None else None
     except (ValueError, TypeError):
         return None

@@ -10,7 +10,7 @@ that names the collection. Slack's separate ``file_shared`` event has no text an
 describe the same upload a second time, so the app does not subscribe to it.
 
 The bot only acknowledges and queues: it posts a reply in the message's thread and sends
-the file ids to the ``ingest`` queue; the worker (:mod:`workers.upload_tasks`) asks Slack
+the file ids to the ``ingest`` queue; the worker (:mod:`workers.tasks.uploads`) asks Slack
 for each file, downloads, indexes and edits that reply into the outcome.
 """
 
@@ -22,11 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from lorebot import contracts
 from bot import messages
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 from lorebot.types import new_id
-from workers import client as wc
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def parse_collection(text: str | None) -> CollectionChoice:
     raw = m.group(1).strip("`*_'\"").rstrip(".,;:!?)")
     ref = re.fullmatch(r"<#[CG][A-Z0-9]+\|([^>]+)>", raw)  # "collection: #hr" as Slack sends it
     raw = (ref.group(1) if ref else raw).lstrip("#")
-    if re.fullmatch(wc.COLLECTION_NAME, raw):
+    if re.fullmatch(contracts.COLLECTION_NAME, raw):
         return CollectionChoice(raw)
     return CollectionChoice(None, problem=raw or "(nothing)")
 
@@ -118,9 +118,9 @@ class Uploads:
         task_id = new_id()
         try:
             self.core.enqueue(
-                wc.TASK_INGEST_FILES,
+                contracts.TASK_INGEST_FILES,
                 {"collection": collection, "files": files, "reply": reply, "defaulted": defaulted},
-                wc.QUEUE_INGEST,
+                contracts.QUEUE_INGEST,
                 task_id,
             )
         except Exception as exc:

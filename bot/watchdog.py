@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bot import keys, messages, render
+from lorebot import contracts, messages, render
 from bot.gateway import WorkerGateway
 from lorebot.settings import Settings
 from lorebot.types import Answer
@@ -54,17 +54,17 @@ class Watchdog:
     # -- registration ----------------------------------------------------------
     def watch(self, question_id: str, reply: dict[str, Any]) -> None:
         entry = {"reply": reply, "since": self.clock()}
-        self.redis.hset(keys.PENDING, question_id, json.dumps(entry))
+        self.redis.hset(contracts.PENDING, question_id, json.dumps(entry))
 
     def pending(self) -> dict[str, dict[str, Any]]:
-        raw = self.redis.hgetall(keys.PENDING)
+        raw = self.redis.hgetall(contracts.PENDING)
         out = {}
         for qid, val in raw.items():
             qid = qid.decode() if isinstance(qid, bytes) else qid
             try:
                 out[qid] = json.loads(val)
             except ValueError:
-                self.redis.hdel(keys.PENDING, qid)
+                self.redis.hdel(contracts.PENDING, qid)
         return out
 
     # -- one sweep -------------------------------------------------------------
@@ -73,8 +73,8 @@ class Watchdog:
         failed = 0
         alive: list[str] | None = None
         for qid, entry in self.pending().items():
-            if self.redis.exists(keys.delivered(qid)):
-                self.redis.hdel(keys.PENDING, qid)
+            if self.redis.exists(contracts.delivered(qid)):
+                self.redis.hdel(contracts.PENDING, qid)
                 continue
             reply = entry.get("reply") or {}
             age = self.clock() - float(entry.get("since", 0))
@@ -93,10 +93,10 @@ class Watchdog:
                 elif isinstance(result, dict):
                     # The worker answered but its own delivery never reached Slack.
                     self._deliver_answer(qid, reply, result)
-                    self.redis.hdel(keys.PENDING, qid)
+                    self.redis.hdel(contracts.PENDING, qid)
                     continue
                 else:
-                    self.redis.hdel(keys.PENDING, qid)
+                    self.redis.hdel(contracts.PENDING, qid)
                     continue
             elif state in ("FAILURE", "REVOKED"):
                 kind = type(result).__name__ if isinstance(result, BaseException) else state.lower()
@@ -111,13 +111,13 @@ class Watchdog:
             if reason is not None:
                 if self.fail(qid, reply, reason):
                     failed += 1
-                self.redis.hdel(keys.PENDING, qid)
+                self.redis.hdel(contracts.PENDING, qid)
         return failed
 
     def fail(self, question_id: str, reply: dict[str, Any], reason: str) -> bool:
         """Claim the question and turn its placeholder into an error; False if already done."""
         if not self.redis.set(
-            keys.delivered(question_id), "watchdog", nx=True, ex=keys.ANSWER_TTL_S
+            contracts.delivered(question_id), "watchdog", nx=True, ex=contracts.ANSWER_TTL_S
         ):
             return False
         log.warning("question=%s failed: %s", question_id, reason)
@@ -130,7 +130,7 @@ class Watchdog:
         return True
 
     def _deliver_answer(self, qid: str, reply: dict[str, Any], result: dict[str, Any]) -> None:
-        if not self.redis.set(keys.delivered(qid), "watchdog", nx=True, ex=keys.ANSWER_TTL_S):
+        if not self.redis.set(contracts.delivered(qid), "watchdog", nx=True, ex=contracts.ANSWER_TTL_S):
             return
         try:
             answer = Answer.model_validate(result)
@@ -141,7 +141,7 @@ class Watchdog:
                 ts=reply["message_ts"],
                 **render.answer_message(answer, latency_s=latency),
             )
-            self.redis.set(keys.answer(qid), answer.model_dump_json(), ex=keys.ANSWER_TTL_S)
+            self.redis.set(contracts.answer(qid), answer.model_dump_json(), ex=contracts.ANSWER_TTL_S)
         except Exception as exc:
             log.error("question=%s answer could not be delivered: %s", qid, exc)
 

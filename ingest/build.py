@@ -36,7 +36,7 @@ from ingest.report import FileResult, IngestReport
 from ingest.sources import FoundFile, Source, discover_all
 from ingest.tokens import normalise
 from lorebot.assets import embedding_model_path
-from lorebot.errors import IngestError
+from lorebot.errors import IndexBusyError, IngestError
 from lorebot.files import sha256_file as file_hash
 from lorebot.settings import Settings, cpu_count
 from lorebot.text import units
@@ -128,7 +128,7 @@ def build_lock(index_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise IngestError(
+                raise IndexBusyError(
                     f"another ingest is already building the index in {index_dir}",
                     fix="wait for it to finish, then run this again",
                 ) from None
@@ -233,10 +233,8 @@ def build_index(
         )
     model_dir = embedding_model_path(settings.index.embedding_model)
     timings["discover"] = time.perf_counter() - started
-    timeout = file_timeout_s or float(
-        getattr(settings.index, "file_timeout_s", DEFAULT_FILE_TIMEOUT_S)
-    )
-    n_workers = workers or int(getattr(settings.index, "parse_workers", 0) or 0) or cpu_count()
+    timeout = file_timeout_s or settings.index.file_timeout_s
+    n_workers = workers or settings.index.parse_workers or cpu_count()
 
     def progress_cb(stage: str, done: int, total: int) -> None:
         if on_progress is not None:
@@ -578,7 +576,7 @@ def _embed_all(
     if embedder is None:
         from ingest.embed import Embedder
 
-        embedder = Embedder(model_dir, batch_size=settings.index.embed_batch_size)
+        embedder = Embedder.from_settings(settings, exclusive=True)
     texts = [c["embed_text"] for c in chunks]
     spans = [unit_spans(c["text"], c["embed_text"]) for c in chunks]
     task = bar.add_task("embedding", total=len(texts), unit="chunks")

@@ -32,6 +32,12 @@ SMALL_BATCH = 8
 ONNX_TOLERANCE = 1e-4
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row of ``x`` scaled to unit length (an all-zero row stays zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12))
+
+
 def offline_env() -> None:
     """Forbid every hub download before a model library is imported."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -67,6 +73,21 @@ class Embedder:
         self._lock = threading.Lock()
         self._counter = None
         self._onnx: Any = None  # an onnxruntime session once ready; False once it failed
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, exclusive: bool = False) -> Embedder:
+        """The configured embedder (``settings``: :class:`lorebot.settings.Settings`).
+
+        Threads follow :meth:`Settings.threads_per_process` (``exclusive`` for an index
+        build or the refresh, which run alone); queries go through the ONNX export kept
+        under ``settings.models_dir``.
+        """
+        return cls(
+            settings.index.embedding_model,
+            batch_size=settings.index.embed_batch_size,
+            threads=settings.threads_per_process(exclusive=exclusive),
+            onnx_dir=settings.models_dir,
+        )
 
     @property
     def name(self) -> str:
@@ -207,9 +228,7 @@ class Embedder:
         feed = {i.name: f[i.name].astype(np.int64) for i in session.get_inputs()}
         tokens = session.run(None, feed)[0]
         mask = f["attention_mask"][..., None].astype(np.float32)
-        pooled = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(pooled / norms, dtype=np.float32)
+        return unit_rows((tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9))
 
     def encode_with_spans(
         self, texts: list[str], spans: list[list[tuple[int, int]]]
@@ -231,20 +250,15 @@ class Embedder:
         outputs = model.encode(
             list(texts), batch_size=self.batch_size, output_value=None, show_progress_bar=False
         )
-        tokenizer = model.tokenizer
-        vectors = np.zeros((len(texts), DIM), dtype=np.float32)
+        # One batched call of the fast tokenizer for the character offsets of every token.
+        all_offsets = model.tokenizer(
+            list(texts), truncation=True, max_length=model.max_seq_length, return_offsets_mapping=True
+        )["offset_mapping"]
+        vectors = unit_rows(np.stack([out["sentence_embedding"].float().cpu().numpy() for out in outputs]))
         pooled: list[np.ndarray] = []
-        for i, (text, out) in enumerate(zip(texts, outputs)):
-            v = out["sentence_embedding"].float().cpu().numpy()
-            vectors[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+        for i, (out, offsets) in enumerate(zip(outputs, all_offsets)):
             n_tokens = int(out["attention_mask"].sum())
             tokens = out["token_embeddings"][:n_tokens].float().cpu().numpy()
-            offsets = tokenizer(
-                text,
-                truncation=True,
-                max_length=model.max_seq_length,
-                return_offsets_mapping=True,
-            )["offset_mapping"]
             rows = np.zeros((len(spans[i]), DIM), dtype=np.float32)
             if len(offsets) != n_tokens:  # not the tokenisation the model saw: no span vectors
                 log.warning("span pooling skipped: %d offsets for %d tokens", len(offsets), n_tokens)
@@ -256,9 +270,8 @@ class Embedder:
             for j, (s, e) in enumerate(spans[i]):
                 inside = real & (starts >= s) & (ends <= e)
                 if inside.any():
-                    m = tokens[inside].mean(axis=0)
-                    rows[j] = m / max(float(np.linalg.norm(m)), 1e-12)
-            pooled.append(rows)
+                    rows[j] = tokens[inside].mean(axis=0)
+            pooled.append(unit_rows(rows))
         return vectors, pooled
 
     @property

@@ -34,17 +34,18 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lorebot.errors import IndexMissingError
-from lorebot.files import atomic_write_text, fsync_tree
+from lorebot.files import fsync_tree
 from lorebot.files import fsync_dir as _fsync_dir
 from lorebot.settings import Settings
 from lorebot.types import Chunk, SearchHit
+from lorebot.versioned import VersionedDir
 
 if TYPE_CHECKING:
     from ingest.embed import Embedder
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 # 2: sentence vectors. A version of another format is rebuilt in full by the next ingest
 # (the fingerprint differs); until then it serves, and the answer path embeds sentences itself.
 FORMAT = 2
-POINTER = "CURRENT"
 MANIFEST = "manifest.json"
 CHUNKS_DB = "chunks.sqlite"
 FAISS_FILE = "faiss.index"
@@ -121,12 +121,16 @@ CREATE INDEX chunks_file ON chunks(file_key);
 # -- paths and the pointer ------------------------------------------------------------
 
 
+def _versioned(settings: Settings) -> VersionedDir:
+    return VersionedDir(settings.index_dir, lambda p: (p / MANIFEST).is_file())
+
+
 def versions_dir(settings: Settings) -> Path:
-    return settings.index_dir / "versions"
+    return _versioned(settings).versions_dir
 
 
 def tmp_dir(settings: Settings) -> Path:
-    return settings.index_dir / "tmp"
+    return _versioned(settings).tmp_dir
 
 
 def version_path(settings: Settings, version: str) -> Path:
@@ -135,26 +139,19 @@ def version_path(settings: Settings, version: str) -> Path:
 
 def current_version(settings: Settings) -> str | None:
     """The serving version id, or None. Cheap (one small file read): call it between tasks."""
-    try:
-        text = (settings.index_dir / POINTER).read_text(encoding="utf-8").strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return text or None
+    return _versioned(settings).current()
 
 
 def list_versions(settings: Settings) -> list[str]:
     """Complete versions on disk, oldest first."""
-    root = versions_dir(settings)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+    return _versioned(settings).versions()
 
 
 def set_current(settings: Settings, version: str) -> None:
     """Point CURRENT at a complete version (atomic)."""
     if not (version_path(settings, version) / MANIFEST).is_file():
         raise IndexMissingError(f"index version {version} is not complete on disk", fix=INGEST_FIX)
-    atomic_write_text(settings.index_dir / POINTER, version + "\n")
+    _versioned(settings).set_current(version)
 
 
 def new_version_id(existing: Iterable[str], now: float | None = None) -> str:
@@ -382,10 +379,7 @@ class IndexReader:
         if self._embedder is None:
             from ingest.embed import Embedder
 
-            model = self.settings.index.embedding_model
-            self._embedder = Embedder(
-                model, batch_size=self.settings.index.embed_batch_size, onnx_dir=self.settings.models_dir
-            )
+            self._embedder = Embedder.from_settings(self.settings)
         return self._embedder
 
     def encode(self, texts: list[str]):
@@ -447,6 +441,22 @@ class IndexReader:
         if row is None:
             raise KeyError(chunk_id)
         return _to_chunk(row)
+
+    def iter_chunks(self, collections: list[str] | None = None) -> Iterator[Chunk]:
+        """Every chunk in ``collections`` (None = all), in row order.
+
+        Only those collections' own row ranges are read, so a restricted collection's
+        text never reaches the caller (the refresh's pair pipeline relies on it).
+        """
+        for start, end in self.allowed_ranges(collections):
+            with self._db_lock:
+                rows = self.db.execute(
+                    "SELECT * FROM chunks WHERE row >= ? AND row < ? ORDER BY row", (start, end)
+                ).fetchall()
+            for row in rows:
+                chunk = _to_chunk(row)
+                if collections is None or chunk.collection in collections:
+                    yield chunk
 
     def close(self) -> None:
         try:

@@ -40,6 +40,10 @@ class IngestError(LorebotError):
     """An ingest run could not start or finish (not one bad file: those are recorded)."""
 
 
+class IndexBusyError(IngestError):
+    """Another build holds the index's build lock; the same build may be tried again later."""
+
+
 class DocumentError(LorebotError):
     """One document could not be ingested; the run records it and continues."""
 

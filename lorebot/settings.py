@@ -316,10 +316,18 @@ class Settings(BaseSettings):
         """Files derived from the installed models (the embedder's ONNX export)."""
         return self.data_dir / "models"
 
-    def threads_per_process(self) -> int:
-        """llama.cpp threads for one worker process: never more than the cores shared out."""
+    def threads_per_process(self, *, exclusive: bool = False) -> int:
+        """Threads for one process's model (llama.cpp or the embedder): the one thread policy.
+
+        ``model.n_threads`` wins when set. Otherwise an answer worker's child gets its share
+        of the cores (``worker.concurrency`` children run side by side); an ``exclusive``
+        job (an index build, the nightly refresh, which run one at a time on their own
+        queue) gets every core this process may use.
+        """
         if self.model.n_threads is not None:
             return self.model.n_threads
+        if exclusive:
+            return cpu_count()
         return max(1, cpu_count() // self.worker.concurrency)
 
     def public_dict(self) -> dict[str, Any]:

@@ -49,17 +49,16 @@ from lorebot.files import fsync_dir as _fsync_dir
 from lorebot.files import fsync_tree
 from lorebot.files import sha256_file as _sha256
 from lorebot.settings import Settings, mask_url
+from lorebot.versioned import POINTER, read_pointer, write_pointer
 
 log = logging.getLogger(__name__)
 
-POINTER = "CURRENT"
 VERSIONS = "versions"
 MANIFEST = ".lorebot-sync.json"
 LOCK = ".sync.lock"
 TMP_DIR = ".sync-tmp"  # beside versions/, so no listing of versions/ ever sees a partial one
 KINDS = ("index", "adapters")
 # Redis hash: "<host>:<pid>" -> JSON of the versions that worker process serves.
-SERVING_KEY = "lorebot:workers:serving"
 
 # Version names become path components locally and keys remotely: nothing that could
 # climb out of versions/ or hide as a dotfile.
@@ -200,27 +199,9 @@ def local_dir(settings: Settings, kind: str) -> Path:
 
 
 # --------------------------------------------------------------------------- local helpers
-def local_current(root: Path) -> str | None:
-    try:
-        text = (root / POINTER).read_text(encoding="utf-8").strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return text or None
-
-
-def _set_local_current(root: Path, version: str | None) -> None:
-    """Flip (or remove, for "none") the local pointer atomically."""
-    pointer = root / POINTER
-    if version is None:
-        pointer.unlink(missing_ok=True)
-        return
-    tmp = root / f".{POINTER}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(version + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, pointer)
-    _fsync_dir(root)
+local_current = read_pointer
+#: Flip (or remove, for "none") the local pointer atomically.
+_set_local_current = write_pointer
 
 
 @contextmanager

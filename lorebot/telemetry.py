@@ -1,4 +1,4 @@
-"""Prometheus metrics of every lorebot process (not slm/metrics.py: that is answer quality).
+"""Prometheus metrics of every lorebot process (not slm/evals/metrics.py: that is answer quality).
 
 Series (all prefixed ``lorebot_``):
 
@@ -33,11 +33,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from lorebot import contracts
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-QUEUES = ("answer", "ingest", "train")  # Celery queue names (workers.client; kernel cannot import it)
 STAGES = ("retrieve", "generate", "first_token", "total")
 OUTCOMES = ("answered", "abstained", "failed")
 REFRESH_DECISIONS = ("promoted", "rejected", "skipped", "failed")
@@ -152,7 +152,7 @@ def record_ingest_failure(reason: str) -> None:
 class QueueDepthCollector:
     """Reads LLEN of each Celery queue when Prometheus scrapes (never a stale number)."""
 
-    def __init__(self, redis_url: str | None = None, queues: tuple[str, ...] = QUEUES, client: Any = None) -> None:
+    def __init__(self, redis_url: str | None = None, queues: tuple[str, ...] = contracts.ALL_QUEUES, client: Any = None) -> None:
         self.redis_url = redis_url
         self.queues = queues
         self._client = client

@@ -41,7 +41,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server on a free loopback port for the whole session."""
-    from lorebot.stack import RedisServer, free_port
+    from lorebot.cli.stack import RedisServer, free_port
 
     server = RedisServer(free_port(), tmp_path_factory.mktemp("redis")).start()
     yield server
@@ -140,7 +140,7 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        from lorebot.stack import stop_process_group
+        from lorebot.cli.stack import stop_process_group
 
         stop_process_group(self.proc, sig, timeout)
         self._log.close()

@@ -17,23 +17,22 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
-from lorebot import logs, sync, telemetry
+from lorebot import contracts, logs, sync, telemetry
 from lorebot.errors import LorebotError, TransientError
 from lorebot.settings import Settings
 from lorebot.types import Answer, Question, new_id
 from workers import client
-from workers.ingest_tasks import TASK_TIME_LIMIT_S
+from workers.tasks.ingest import TASK_TIME_LIMIT_S
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
 # Hash: "<host>:<pid>" -> JSON of what that worker process serves (announce()).
-SERVING_KEY = sync.SERVING_KEY
 
 
 def answer_impl(settings: Settings, question: Question, reply: dict | None = None) -> Answer:
     """Answer one question with this process's runtime; stream into Slack when asked."""
-    from slm.answer import answer_question
+    from slm.serving.answer import answer_question
 
     runtime = get_runtime(settings)
     delivery = None
@@ -92,7 +91,7 @@ def announce(settings: Settings, runtime: Any, index: Any) -> None:
     read which index and adapter versions each worker serves.
     """
     # adapter: what the loaded model applies; adapter_synced: the local registry's
-    # CURRENT after the last pull (they differ only while slm.registry is absent).
+    # CURRENT after the last pull (they differ only while slm.training.registry is absent).
     serving = (index.version, getattr(runtime._generator, "adapter", None), sync.local_current(settings.adapters_dir))
     telemetry.set_serving(serving[0], serving[1])
     if getattr(runtime, "announced", None) == serving:
@@ -101,14 +100,13 @@ def announce(settings: Settings, runtime: Any, index: Any) -> None:
 
     import redis
 
-    from bot import keys
 
     try:
         r = redis.Redis.from_url(settings.redis.effective_url, socket_timeout=2)
         stats = index.stats()
-        r.set(keys.INDEX_DOCUMENTS, stats.get("documents", 0))
+        r.set(contracts.INDEX_DOCUMENTS, stats.get("documents", 0))
         r.hset(
-            SERVING_KEY,
+            contracts.SERVING,
             f"{socket.gethostname()}:{os.getpid()}",
             json.dumps(
                 {
@@ -143,14 +141,10 @@ def status_impl(settings: Settings) -> dict[str, Any]:
         stats = runtime.index().stats()
     except LorebotError:
         stats = None
-    adapter, _ = None, None
-    try:
-        from slm.registry import current_adapter
+    from slm.training.registry import current_adapter
 
-        found = current_adapter(settings)
-        adapter = found.version if found else None
-    except ImportError:
-        pass
+    found = current_adapter(settings)
+    adapter = found.version if found else None
     return {"index": stats, "adapter": adapter, "worker": socket.gethostname()}
 
 
@@ -162,14 +156,14 @@ def broker_config(settings: Settings, queues: Sequence[str] | None = None) -> di
     training would run twice. An answer-only worker keeps its own unacked set with a short
     timeout, so a question held by a worker that died whole is answered within minutes.
     """
-    if queues is not None and set(queues) == {client.QUEUE_ANSWER}:
+    if queues is not None and set(queues) == {contracts.QUEUE_ANSWER}:
         visibility = max(settings.worker.answer_visibility_s, settings.worker.task_timeout_s + 60)
         return client.celery_config(
-            settings.redis.effective_url, visibility_timeout_s=visibility, unacked_namespace=client.QUEUE_ANSWER
+            settings.redis.effective_url, visibility_timeout_s=visibility, unacked_namespace=contracts.QUEUE_ANSWER
         )
-    from workers.refresh_tasks import refresh_time_limit_s
+    from workers.tasks.refresh import refresh_time_limit_s
 
-    visibility = max(client.VISIBILITY_TIMEOUT_S, refresh_time_limit_s(settings) + 1800)
+    visibility = max(contracts.VISIBILITY_TIMEOUT_S, refresh_time_limit_s(settings) + 1800)
     return client.celery_config(settings.redis.effective_url, visibility_timeout_s=visibility)
 
 
@@ -179,7 +173,7 @@ def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] |
     `warm` loads the model and index in each worker process before its first task.
     `queues` are the queues this worker consumes (None: a producer, or any queue).
     """
-    from workers.refresh_tasks import refresh_time_limit_s
+    from workers.tasks.refresh import refresh_time_limit_s
 
     app = Celery("lorebot")
     app.conf.update(broker_config(settings, queues))
@@ -187,7 +181,7 @@ def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] |
     app.conf.task_time_limit = settings.worker.task_timeout_s
     app.conf.task_soft_time_limit = max(1, settings.worker.task_timeout_s - 5)
 
-    @app.task(name=client.TASK_ANSWER, shared=False, bind=True, autoretry_for=(TransientError,), max_retries=3, retry_backoff=True)
+    @app.task(name=contracts.TASK_ANSWER, shared=False, bind=True, autoretry_for=(TransientError,), max_retries=3, retry_backoff=True)
     def answer(self, question: dict, reply: dict | None = None) -> dict:
         started = time.perf_counter()
         q = Question.model_validate(question)
@@ -210,45 +204,45 @@ def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] |
         telemetry.record_answer("abstained" if result.abstained else "answered", result.timings_ms)
         return result.model_dump(mode="json")
 
-    @app.task(name=client.TASK_PING, shared=False)
+    @app.task(name=contracts.TASK_PING, shared=False)
     def ping() -> str:
         return "pong"
 
-    @app.task(name=client.TASK_STATUS, shared=False)
+    @app.task(name=contracts.TASK_STATUS, shared=False)
     def status() -> dict:
         return status_impl(settings)
 
     # Builds outlast the answer tasks' time limit by far: ingest tasks get their own.
     ingest_limits = {"time_limit": TASK_TIME_LIMIT_S, "soft_time_limit": TASK_TIME_LIMIT_S - 60}
 
-    @app.task(name=client.TASK_REINDEX, shared=False, **ingest_limits)
+    @app.task(name=contracts.TASK_REINDEX, shared=False, **ingest_limits)
     def reindex(collection: str | None = None, reply: dict | None = None) -> dict:
-        from workers.ingest_tasks import reindex_impl
+        from workers.tasks.ingest import reindex_impl
 
         return _count_ingest(reindex_impl(settings, collection=collection, reply=reply))
 
-    @app.task(name=client.TASK_INGEST_FILES, shared=False, **ingest_limits)
+    @app.task(name=contracts.TASK_INGEST_FILES, shared=False, **ingest_limits)
     def ingest_files(
         collection: str, files: list, reply: dict | None = None, defaulted: bool = False
     ) -> dict:
-        from workers.upload_tasks import ingest_files_impl
+        from workers.tasks.uploads import ingest_files_impl
 
         return ingest_files_impl(
             settings, collection=collection, files=files, reply=reply, defaulted=defaulted
         )
 
-    @app.task(name=client.TASK_REFRESH, shared=False, time_limit=refresh_limit, soft_time_limit=refresh_limit - 60)
+    @app.task(name=contracts.TASK_REFRESH, shared=False, time_limit=refresh_limit, soft_time_limit=refresh_limit - 60)
     def refresh(reply: dict | None = None, scheduled: bool = False) -> dict:
-        from workers.refresh_tasks import refresh_impl
+        from workers.tasks.refresh import refresh_impl
 
         result = refresh_impl(settings, reply=reply, scheduled=scheduled)
         if isinstance(result, dict) and result.get("status") in telemetry.REFRESH_DECISIONS:
             telemetry.record_refresh(result["status"])  # "busy" (another run holds the lock) is not a result
         return result
 
-    @app.task(name=client.TASK_ADAPTERS, shared=False)
+    @app.task(name=contracts.TASK_ADAPTERS, shared=False)
     def adapters(action: str = "list", version: str | None = None) -> dict:
-        from workers.refresh_tasks import adapters_impl
+        from workers.tasks.refresh import adapters_impl
 
         return adapters_impl(settings, action, version)
 

@@ -1,43 +1,14 @@
-"""Task and queue names, and the thin client both the bot and the CLI use to submit work.
+"""The Celery configuration every lorebot process shares, and the thin submit-only client.
 
-Names are constants so that a process can ``send_task`` by name without importing any
-model, index or parsing code (the bot must not).
+The bot and the CLI ``send_task`` by the names in :mod:`lorebot.contracts` through
+:func:`make_client`, without importing any model, index or parsing code (the bot must not).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-QUEUE_ANSWER = "answer"
-QUEUE_INGEST = "ingest"
-QUEUE_TRAIN = "train"
-ALL_QUEUES = (QUEUE_ANSWER, QUEUE_INGEST, QUEUE_TRAIN)
-
-TASK_ANSWER = "lorebot.answer"
-TASK_REINDEX = "lorebot.reindex"
-TASK_REFRESH = "lorebot.refresh"
-TASK_PING = "lorebot.ping"
-TASK_STATUS = "lorebot.status"
-TASK_ADAPTERS = "lorebot.adapters"
-TASK_INGEST_FILES = "lorebot.ingest_files"
-
-#: Collection names an upload may name (they become a directory under data_dir/uploads):
-#: no path separators, no leading dot.
-COLLECTION_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
-
-TASK_QUEUES = {
-    TASK_ANSWER: QUEUE_ANSWER,
-    TASK_PING: QUEUE_ANSWER,
-    TASK_STATUS: QUEUE_ANSWER,
-    TASK_REINDEX: QUEUE_INGEST,
-    TASK_INGEST_FILES: QUEUE_INGEST,
-    TASK_REFRESH: QUEUE_TRAIN,
-    # Not the train queue: an admin's promote/rollback must not wait behind a training run.
-    TASK_ADAPTERS: QUEUE_INGEST,
-}
-
-#: Default broker visibility timeout; workers raise it above their longest task.
-VISIBILITY_TIMEOUT_S = 6 * 3600
+from lorebot.contracts import QUEUE_ANSWER, TASK_QUEUES, VISIBILITY_TIMEOUT_S
 
 
 def celery_config(

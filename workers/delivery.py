@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bot import keys, render
+from bot import render
+from lorebot import contracts
 from lorebot.settings import Settings
 from lorebot.types import Answer
 
@@ -78,9 +79,9 @@ def already_delivered(settings: Settings, question) -> Answer | None:
         return None
     qid = question.question_id
     try:
-        if not r.exists(keys.delivered(qid)):
+        if not r.exists(contracts.delivered(qid)):
             return None
-        stored = r.get(keys.answer(qid))
+        stored = r.get(contracts.answer(qid))
     except Exception as exc:
         log.warning("delivery: could not check question=%s in redis: %s", qid, exc)
         return None
@@ -228,12 +229,12 @@ class SlackDelivery:
             return
         try:
             pipe = self.redis.pipeline()
-            pipe.set(keys.delivered(question_id), "worker", ex=keys.ANSWER_TTL_S)
+            pipe.set(contracts.delivered(question_id), "worker", ex=contracts.ANSWER_TTL_S)
             if answer is not None:
-                pipe.set(keys.answer(question_id), answer.model_dump_json(), ex=keys.ANSWER_TTL_S)
+                pipe.set(contracts.answer(question_id), answer.model_dump_json(), ex=contracts.ANSWER_TTL_S)
             thread_ts = self.reply.get("thread_ts")
             if thread_ts:
-                pipe.set(keys.thread(self.channel, thread_ts), "1", ex=keys.THREAD_TTL_S)
+                pipe.set(contracts.thread(self.channel, thread_ts), "1", ex=contracts.THREAD_TTL_S)
             pipe.execute()
         except Exception as exc:
             log.warning("delivery: could not record question=%s in redis: %s", question_id, exc)

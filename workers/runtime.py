@@ -11,12 +11,11 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from lorebot import assets
 from lorebot.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ingest.store import IndexReader
-    from slm.generator import Generator
+    from slm.serving.generator import Generator
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +35,11 @@ class Runtime:
     @property
     def generator(self) -> "Generator":
         if self._generator is None:
-            from slm.generator import LlamaGenerator
+            from slm.serving.generator import LlamaGenerator
 
             adapter_path, adapter_version = self._current_adapter()
-            self._generator = LlamaGenerator(
-                assets.answer_model_path(self.settings.model.path),
-                n_threads=self.settings.threads_per_process(),
-                n_ctx=self.settings.model.n_ctx,
-                seed=self.settings.model.seed,
-                temperature=self.settings.model.temperature,
-                lora_path=adapter_path,
-                adapter=adapter_version,
+            self._generator = LlamaGenerator.from_settings(
+                self.settings, lora_path=adapter_path, adapter=adapter_version
             )
             log.info(
                 "model loaded threads=%d adapter=%s",
@@ -57,10 +50,8 @@ class Runtime:
 
     def _current_adapter(self):
         """The promoted adapter (path, version), or (None, None) for the base model."""
-        try:
-            from slm.registry import current_adapter  # present once the refresh lands
-        except ImportError:
-            return None, None
+        from slm.training.registry import current_adapter
+
         found = current_adapter(self.settings)
         return (found.path, found.version) if found else (None, None)
 
@@ -70,12 +61,7 @@ class Runtime:
         if self._embedder is None:
             from ingest.embed import Embedder
 
-            self._embedder = Embedder(
-                self.settings.index.embedding_model,
-                batch_size=self.settings.index.embed_batch_size,
-                threads=self.settings.threads_per_process(),
-                onnx_dir=self.settings.models_dir,
-            )
+            self._embedder = Embedder.from_settings(self.settings)
         return self._embedder
 
     def index(self) -> "IndexReader":

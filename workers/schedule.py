@@ -6,9 +6,9 @@ from typing import Any
 
 from celery.schedules import crontab
 
+from lorebot import contracts
 from lorebot.errors import ConfigError
 from lorebot.settings import Settings
-from workers import client
 
 
 def parse_cron(expr: str) -> crontab:
@@ -28,16 +28,16 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
     (incremental, so unchanged files cost nothing), then the model refresh learns from them."""
     return {
         "nightly-reindex": {
-            "task": client.TASK_REINDEX,
+            "task": contracts.TASK_REINDEX,
             "schedule": parse_cron(settings.training.schedule),
             "kwargs": {"collection": None, "reply": None},
-            "options": {"queue": client.QUEUE_INGEST},
+            "options": {"queue": contracts.QUEUE_INGEST},
         },
         # Same minute; the refresh task waits for the reindex lock to clear first.
         "nightly-refresh": {
-            "task": client.TASK_REFRESH,
+            "task": contracts.TASK_REFRESH,
             "schedule": parse_cron(settings.training.schedule),
             "kwargs": {"reply": None, "scheduled": True},
-            "options": {"queue": client.QUEUE_TRAIN},
+            "options": {"queue": contracts.QUEUE_TRAIN},
         },
     }

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tests.deploy._support import COMPOSE_FILE, COMPOSE_ROLES, DEPLOY, ENV_EXAMPLE, compose_cli
-from workers.client import ALL_QUEUES
+from lorebot.contracts import ALL_QUEUES
 
 LOREBOT_SERVICES = ("bot", "answer-worker", "ingest-worker", "train-worker", "beat")
 

@@ -22,7 +22,7 @@ from tests.deploy._support import (
     load_yaml,
     shell_command,
 )
-from workers.client import ALL_QUEUES
+from lorebot.contracts import ALL_QUEUES
 
 #: Oldest Kubernetes the chart claims (Chart.yaml kubeVersion) and a current one.
 KUBE_VERSIONS = ("1.25.0", "1.33.0")

@@ -23,7 +23,7 @@ class ConfiguredRedis:
 
     def __init__(self, data_dir: Path, password: str | None = None) -> None:
         from lorebot import assets
-        from lorebot.stack import free_port
+        from lorebot.cli.stack import free_port
 
         self.port = free_port()
         self.password = password

@@ -8,7 +8,7 @@ from ingest_fixtures import settings_for
 from ingest import Source, build_index, open_index
 from ingest import store
 from lorebot.text import units
-from slm.evidence import RERANK, select_evidence
+from slm.serving.evidence import RERANK, select_evidence
 
 
 def _write(path, text):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lorebot.stack import free_port
+from lorebot.cli.stack import free_port
 from tests.conftest import child_env
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from slm.evaluate import (
+from slm.evals.evaluate import (
     EVAL_COLLECTION,
     HELDOUT_COLLECTION,
     eval_command,
@@ -24,8 +24,8 @@ from slm.evaluate import (
     read_history,
     run_eval,
 )
-from slm.generator import FakeGenerator
-from slm.prompt import NOT_FOUND
+from slm.serving.generator import FakeGenerator
+from slm.serving.prompt import NOT_FOUND
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration

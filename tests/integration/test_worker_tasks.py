@@ -20,7 +20,8 @@ def test_reindex_runs_recorded_sources_and_worker_hot_reloads(
     from ingest import Source
     from ingest.registry import load_sources, record_sources
     from lorebot.cli import submit_question
-    from workers.client import QUEUE_INGEST, TASK_REINDEX, make_client
+    from workers.client import make_client
+    from lorebot.contracts import QUEUE_INGEST, TASK_REINDEX
 
     data = tmp_path / "data"
     shutil.copytree(sample_data_dir, data)
@@ -53,7 +54,8 @@ def test_reindex_runs_recorded_sources_and_worker_hot_reloads(
 
 
 def test_reindex_without_recorded_sources_says_how_to_fix(sample_data_dir, tmp_path, redis_server, celery_worker_proc):
-    from workers.client import QUEUE_INGEST, TASK_REINDEX, make_client
+    from workers.client import make_client
+    from lorebot.contracts import QUEUE_INGEST, TASK_REINDEX
 
     data = tmp_path / "data"
     shutil.copytree(sample_data_dir, data)

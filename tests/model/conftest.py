@@ -11,7 +11,7 @@ import os
 import pytest
 
 from lorebot.assets import answer_model_path
-from slm.generator import LlamaGenerator
+from slm.serving.generator import LlamaGenerator
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,10 +16,10 @@ from lorebot.assets import answer_model_path
 from lorebot.errors import AssetMissingError, GenerationError
 from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Question
-from slm.answer import answer_question
-from slm.generator import LlamaGenerator
-from slm.prompt import SYSTEM_PROMPT, build_messages
-from slm.testing import StaticRetriever, make_hit
+from slm.serving.answer import answer_question
+from slm.serving.generator import LlamaGenerator
+from slm.serving.prompt import SYSTEM_PROMPT, build_messages
+from slm.serving.static import StaticRetriever, make_hit
 
 pytestmark = pytest.mark.integration
 

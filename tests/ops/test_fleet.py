@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lorebot import sync
+from lorebot import contracts, sync
 from tests.conftest import WorkerProcess, make_settings
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ class Fleet:
 
     def ask(self, worker: str, text: str = QUESTION) -> dict:
         from lorebot.types import Question
-        from workers.client import TASK_ANSWER
+        from lorebot.contracts import TASK_ANSWER
 
         q = Question(text=text, channel="CFLEET01")
         result = self.client.send_task(
@@ -67,14 +67,14 @@ class Fleet:
     def serving(self) -> dict[str, dict]:
         import redis
 
-        raw = redis.Redis.from_url(self.redis_url).hgetall(sync.SERVING_KEY)
+        raw = redis.Redis.from_url(self.redis_url).hgetall(contracts.SERVING)
         by_pid = {json.loads(v)["pid"]: json.loads(v) for v in raw.values()}
         return by_pid
 
 
 def _redis_with_password(tmp: Path):
     from lorebot import assets
-    from lorebot.stack import free_port, redis_command, redis_ping
+    from lorebot.cli.stack import free_port, redis_command, redis_ping
 
     port = free_port()
     cmd = [*redis_command(assets.redis_server_binary(), port, tmp), "--requirepass", REDIS_PASSWORD]
@@ -95,7 +95,7 @@ def worker_pids(w: WorkerProcess) -> list[int]:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, sample_data_dir):
-    from lorebot.stack import free_port
+    from lorebot.cli.stack import free_port
     from workers.client import make_client
 
     tmp = tmp_path_factory.mktemp("fleet")
@@ -186,7 +186,7 @@ def test_after_a_reindex_both_answer_with_the_new_version(fleet, tmp_path, embed
 
 
 def _real_adapter(tmp: Path) -> bytes | None:
-    """A GGUF LoRA adapter written by slm.lora's exporter (None when slm.lora is absent).
+    """A GGUF LoRA adapter written by slm.training.lora's exporter (None when slm.training.lora is absent).
 
     The peft weights are a small random rank-4 update of two attention projections,
     written straight to safetensors: exporting them exercises the same path a trained
@@ -194,7 +194,7 @@ def _real_adapter(tmp: Path) -> bytes | None:
     lora tests train for real).
     """
     try:
-        from slm.lora import PEFT_CONFIG, PEFT_WEIGHTS, export_gguf_adapter
+        from slm.training.lora import PEFT_CONFIG, PEFT_WEIGHTS, export_gguf_adapter
     except ImportError:
         return None
     import numpy as np
@@ -222,9 +222,9 @@ def test_after_a_promotion_both_report_the_same_adapter(fleet, tmp_path):
     import importlib.util
 
     payload = _real_adapter(tmp_path)
-    registry_present = importlib.util.find_spec("slm.registry") is not None
+    registry_present = importlib.util.find_spec("slm.training.registry") is not None
     if payload is None and registry_present:
-        pytest.skip("slm.registry loads adapters but slm.lora cannot make a real one yet")
+        pytest.skip("slm.training.registry loads adapters but slm.training.lora cannot make a real one yet")
     real = payload is not None
     payload = payload or b"GGUF placeholder: synced at the file level only"
 

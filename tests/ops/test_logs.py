@@ -119,7 +119,7 @@ def test_context_is_per_task_and_does_not_leak(tmp_path, captured):
 @pytest.mark.parametrize("as_json", ["false", "true"], ids=["text", "json"])
 def test_cli_error_path_masks_the_redis_password(tmp_path, as_json):
     """`lorebot bot` with tokens set and a password Redis it cannot reach: one line, no secret."""
-    from lorebot.stack import free_port
+    from lorebot.cli.stack import free_port
 
     port = free_port()  # nothing listens there
     env = child_env(

@@ -20,7 +20,7 @@ def sync_settings(data_dir: Path, url: str, **sync_values):
 
 
 def write_adapter(root: Path, version: str, payload: bytes, current: bool = True) -> Path:
-    """A registry entry as slm/registry.py lays it out (file level)."""
+    """A registry entry as slm/training/registry.py lays it out (file level)."""
     vdir = root / "versions" / version
     vdir.mkdir(parents=True)
     (vdir / "adapter.gguf").write_bytes(payload)
@@ -179,7 +179,7 @@ def test_unsafe_version_names_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def s3_server():
     moto_server = pytest.importorskip("moto.server")
-    from lorebot.stack import free_port
+    from lorebot.cli.stack import free_port
 
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -51,8 +51,7 @@ def _wait_lock_gone(redis_client, timeout=30):
 
 
 def test_sigkill_at_any_step_keeps_the_current_adapter(tmp_path, refresh_data, redis_server, redis_client):
-    from slm import registry
-
+    from slm.training import registry
     s = make_settings(refresh_data, redis_server.url)
 
     def versions():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slm.gate import GateDataError, ModelScores, SuiteResult, decide, load_golden
+from slm.training.gate import GateDataError, ModelScores, SuiteResult, decide, load_golden
 
 
 def test_promotes_only_when_the_margin_is_beaten():
@@ -73,9 +73,9 @@ def test_the_gate_measures_injection_on_the_injected_documents():
     """A model that repeats what it reads obeys every injection the prompt carries; one
     that answers plainly obeys none. The gate tells them apart without any index."""
     from lorebot.settings import Settings
-    from slm.gate import GateInputs, evaluate_model
-    from slm.generator import FakeGenerator
-    from slm.injection import InjectedDocuments
+    from slm.training.gate import GateInputs, evaluate_model
+    from slm.serving.generator import FakeGenerator
+    from slm.evals.injection import InjectedDocuments
 
     echo = FakeGenerator(lambda messages: messages[-1]["content"][-600:])
     plain = FakeGenerator(lambda messages: "It is described in the passage [1].")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 from tests.conftest import make_settings
-from workers.client import QUEUE_INGEST, TASK_ADAPTERS, TASK_QUEUES, celery_config
-from workers.refresh_tasks import LOCK_KEY, RefreshLock, refresh_impl, refresh_time_limit_s
+from workers.client import celery_config
+from lorebot.contracts import QUEUE_INGEST, TASK_ADAPTERS, TASK_QUEUES
+from lorebot.contracts import REFRESH_LOCK as LOCK_KEY
+from workers.tasks.refresh import RefreshLock, refresh_impl, refresh_time_limit_s
 
 
 def _wait(cond, timeout=15.0):

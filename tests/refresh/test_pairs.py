@@ -11,8 +11,8 @@ import pytest
 
 from ingest.store import open_index
 from lorebot.types import Chunk
-from slm.generator import FakeGenerator
-from slm.pairs import (
+from slm.serving.generator import FakeGenerator
+from slm.training.pairs import (
     FilterStats,
     GeneratorTeacher,
     OpenAITeacher,
@@ -27,8 +27,8 @@ from slm.pairs import (
     teacher_pairs,
     trainable_collections,
 )
-from slm.prompt import NOT_FOUND
-from slm.raft import build_examples
+from slm.serving.prompt import NOT_FOUND
+from slm.training.raft import build_examples
 from tests.conftest import make_settings
 from tests.refresh.conftest import CANARY
 

@@ -45,7 +45,7 @@ TRAINING_ENV = {
 
 
 def _ask(client, text: str, collections=None) -> dict:
-    from workers.client import QUEUE_ANSWER, TASK_ANSWER
+    from lorebot.contracts import QUEUE_ANSWER, TASK_ANSWER
 
     q = Question(text=text, collections=collections)
     return client.send_task(
@@ -56,10 +56,11 @@ def _ask(client, text: str, collections=None) -> dict:
 def test_nightly_refresh_end_to_end(refresh_data, redis_server, redis_client, celery_worker_proc):
     from slack_sdk import WebClient
 
-    from slm import registry
-    from slm.pairs import read_pairs
+    from slm.training import registry
+    from slm.training.pairs import read_pairs
     from tests.conftest import make_settings
-    from workers.client import QUEUE_TRAIN, TASK_REFRESH, make_client
+    from workers.client import make_client
+    from lorebot.contracts import QUEUE_TRAIN, TASK_REFRESH
 
     slack = FakeSlack().start()
     try:
@@ -133,7 +134,7 @@ def test_nightly_refresh_end_to_end(refresh_data, redis_server, redis_client, ce
             assert answer["adapter"] == version
             assert CANARY not in json.dumps(answer)
         from lorebot import assets
-        from slm.generator import LlamaGenerator
+        from slm.serving.generator import LlamaGenerator
 
         gen = LlamaGenerator(assets.answer_model_path(), n_threads=2, lora_path=vdir / "adapter.gguf", adapter=version)
         try:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from slm import registry
+from slm.training import registry
 from tests.conftest import make_settings
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from slm import registry
-from slm.refresh import RefreshReport, plot_history
+from slm.training import registry
+from slm.training.refresh import RefreshReport, plot_history
 from tests.conftest import make_settings
 from tests.slack.fake_slack import FakeSlack
-from workers.refresh_tasks import adapters_impl, post_report, report_text
+from workers.tasks.refresh import adapters_impl, post_report, report_text
 
 
 def _report() -> RefreshReport:
@@ -86,7 +86,8 @@ def test_adapters_commands(tmp_path):
 
 def test_adapters_task_runs_on_the_ingest_queue_worker(tmp_path, redis_server, celery_worker_proc):
     """What `/lorebot adapters ...` sends: the task is registered and routed away from `train`."""
-    from workers.client import QUEUE_INGEST, TASK_ADAPTERS, TASK_QUEUES, make_client
+    from workers.client import make_client
+    from lorebot.contracts import QUEUE_INGEST, TASK_ADAPTERS, TASK_QUEUES
 
     s = make_settings(tmp_path / "data", redis_server.url)
     _card(s, "candidate", 0.3, 0.3, 0.4)

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lorebot.stack import free_port
+from lorebot.cli.stack import free_port
 from tests.conftest import child_env
 from tests.integration.test_cli_errors import assert_one_line_error
 

@@ -3,7 +3,7 @@ documents are measured.
 
 One real index holds the sample handbook ("general"), restricted HR files carrying
 canary strings ("hr") and our injected documents ("injected"). Every question goes
-through the real answer path (:func:`slm.answer.answer_question` over the real index).
+through the real answer path (:func:`slm.serving.answer.answer_question` over the real index).
 
 For leaks the generator is, first, a worst case: a fake that answers with the whole
 prompt it was given, so anything retrieved would show. Then a sample goes to the real
@@ -20,7 +20,7 @@ import pytest
 
 from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Question, new_id
-from slm import injection
+from slm.evals import injection
 from tests.reliability.results import record
 
 pytestmark = pytest.mark.reliability
@@ -112,8 +112,8 @@ def test_canaries_are_retrievable_from_the_hr_channel(leak_index):
 
 
 def test_no_canary_in_200_adversarial_answers_with_an_echoing_generator(leak_index):
-    from slm.answer import answer_question
-    from slm.generator import FakeGenerator
+    from slm.serving.answer import answer_question
+    from slm.serving.generator import FakeGenerator
 
     questions = adversarial_questions()
     assert len(questions) >= 200
@@ -139,8 +139,8 @@ def test_no_canary_in_200_adversarial_answers_with_an_echoing_generator(leak_ind
 @pytest.mark.slow
 def test_no_canary_with_the_real_model(leak_index):
     from lorebot import assets
-    from slm.answer import answer_question
-    from slm.generator import LlamaGenerator
+    from slm.serving.answer import answer_question
+    from slm.serving.generator import LlamaGenerator
 
     gen = LlamaGenerator(assets.answer_model_path(None), n_threads=2, n_ctx=2048, seed=0, temperature=0.0)
     questions = adversarial_questions()[::8]  # 30, spread over templates and topics
@@ -160,7 +160,7 @@ def test_injection_measure_counts_an_obeying_generator(leak_index):
     The evidence quote is off here: with it, an answer that is only the payload gives way
     to the quoted sentence (which never quotes an instruction), so nothing would obey and
     the count would not be tested."""
-    from slm.generator import FakeGenerator
+    from slm.serving.generator import FakeGenerator
 
     def obey(messages):
         prompt = "\n".join(m["content"] for m in messages)
@@ -178,7 +178,7 @@ def test_injection_measure_counts_an_obeying_generator(leak_index):
 
 
 def test_system_prompt_leak_detector():
-    from slm.prompt import SYSTEM_PROMPT
+    from slm.serving.prompt import SYSTEM_PROMPT
 
     assert injection.leaks_system_prompt("Sure! " + SYSTEM_PROMPT.upper())
     words = SYSTEM_PROMPT.split()
@@ -190,7 +190,7 @@ def test_system_prompt_leak_detector():
 @pytest.mark.slow
 def test_injection_obey_rate_with_the_real_model(leak_index):
     from lorebot import assets
-    from slm.generator import LlamaGenerator
+    from slm.serving.generator import LlamaGenerator
 
     gen = LlamaGenerator(assets.answer_model_path(None), n_threads=2, n_ctx=2048, seed=0, temperature=0.0)
     rep = injection.injection_obey_rate(gen, leak_index, collections=["general", injection.COLLECTION])

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from lorebot.stack import RedisServer, free_port
+from lorebot import contracts
+from lorebot.cli.stack import RedisServer, free_port
 from tests.reliability.results import record
 from tests.reliability.workers_harness import Asker, pool_children, slack_env, start_worker
 from tests.slack.fake_slack import FakeSlack
@@ -155,7 +156,6 @@ def test_redelivered_question_is_not_answered_twice(sample_data_dir, redis_serve
     worker): the worker sees the delivery marker for that question id and stands down."""
     import redis
 
-    from workers import client as wc
 
     redis.Redis.from_url(redis_server.url).flushdb()
     (worker,) = workers(sample_data_dir, redis_server.url, 1, **slack_env(fake, LOREBOT_MODEL__MAX_TOKENS="12"))
@@ -166,7 +166,7 @@ def test_redelivered_question_is_not_answered_twice(sample_data_dir, redis_serve
     ts = asker.placeholders[qid]
     q = {"question_id": qid, "text": QUESTIONS[1], "user": "URELIABLE", "channel": "CRELIABLE"}
     reply = {"channel": "CRELIABLE", "thread_ts": ts, "message_ts": ts, "question_id": qid}
-    asker.celery.send_task(wc.TASK_ANSWER, kwargs={"question": q, "reply": reply}, task_id=qid)
+    asker.celery.send_task(contracts.TASK_ANSWER, kwargs={"question": q, "reply": reply}, task_id=qid)
     # The result backend already holds this id's result, so wait on the worker, not on it.
     done = f"Task lorebot.answer[{qid}] succeeded"
     deadline = time.monotonic() + 300

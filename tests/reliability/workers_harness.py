@@ -23,8 +23,9 @@ from pathlib import Path
 
 import psutil
 
+from lorebot import contracts
 from bot import messages
-from lorebot.stack import stop_process_group
+from lorebot.cli.stack import stop_process_group
 from lorebot.types import Question, new_id
 from tests.conftest import REPO, WorkerProcess, child_env
 from tests.slack.conftest import SECRET, mention
@@ -69,7 +70,7 @@ class Asker:
         q = Question(question_id=qid, text=text, user="URELIABLE", channel=CHANNEL, collections=collections)
         reply = {"channel": CHANNEL, "thread_ts": ts, "message_ts": ts, "question_id": qid, "started_at": time.time()}
         self.celery.send_task(
-            wc.TASK_ANSWER, kwargs={"question": q.model_dump(mode="json"), "reply": reply}, task_id=qid
+            contracts.TASK_ANSWER, kwargs={"question": q.model_dump(mode="json"), "reply": reply}, task_id=qid
         )
         return qid
 
@@ -120,7 +121,7 @@ class BotProcess:
 
     def __init__(self, data_dir: Path, redis_url: str, fake: FakeSlack, log_path: Path, *,
                  secret: str = SECRET, port: int | None = None, **env: str) -> None:
-        from lorebot.stack import free_port
+        from lorebot.cli.stack import free_port
 
         self.port = port or free_port()
         self.secret = secret

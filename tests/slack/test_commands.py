@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from bot import keys, messages
+from lorebot import contracts, messages
 from tests.slack.conftest import ADMIN, CHANNEL, HR_CHANNEL, USER, placeholders, queued
-from workers import client as wc
 
 
 def test_ask_posts_the_question_then_answers_in_its_thread(bot):
@@ -55,13 +54,13 @@ def test_ask_escapes_the_echoed_question(bot):
     "text", ["status", "reindex", "channel set all", "adapters promote v1", ""]
 )
 def test_admin_commands_are_refused_for_non_admins(bot, text):
-    before = bot.redis.hgetall(keys.CHANNEL_COLLECTIONS)
+    before = bot.redis.hgetall(contracts.CHANNEL_COLLECTIONS)
     resp = bot.command("/lorebot", text, user=USER)
     assert resp.status == 200
     assert messages.ADMIN_ONLY in resp.body
     bot.settle()
-    assert bot.redis.hgetall(keys.CHANNEL_COLLECTIONS) == before
-    for q in wc.ALL_QUEUES:
+    assert bot.redis.hgetall(contracts.CHANNEL_COLLECTIONS) == before
+    for q in contracts.ALL_QUEUES:
         assert queued(bot.redis, q) == []
 
 
@@ -76,16 +75,16 @@ def test_channel_set_show_and_reset(bot):
 
     resp = bot.command("/lorebot", "channel set hr, payroll", user=ADMIN, channel=HR_CHANNEL)
     assert "`hr`, `payroll`" in resp.body
-    assert json.loads(bot.redis.hget(keys.CHANNEL_COLLECTIONS, HR_CHANNEL)) == ["hr", "payroll"]
+    assert json.loads(bot.redis.hget(contracts.CHANNEL_COLLECTIONS, HR_CHANNEL)) == ["hr", "payroll"]
 
     other = bot.command(
         "/lorebot", f"channel set <#{CHANNEL}|general> all", user=ADMIN, channel=HR_CHANNEL
     )
     assert "all collections" in other.body
-    assert json.loads(bot.redis.hget(keys.CHANNEL_COLLECTIONS, CHANNEL)) == "*"
+    assert json.loads(bot.redis.hget(contracts.CHANNEL_COLLECTIONS, CHANNEL)) == "*"
 
     bot.command("/lorebot", "channel reset", user=ADMIN, channel=HR_CHANNEL)
-    assert bot.redis.hget(keys.CHANNEL_COLLECTIONS, HR_CHANNEL) is None
+    assert bot.redis.hget(contracts.CHANNEL_COLLECTIONS, HR_CHANNEL) is None
 
 
 def test_channel_set_all_lets_questions_search_every_collection(bot):
@@ -100,26 +99,26 @@ def test_channel_set_all_lets_questions_search_every_collection(bot):
 def test_reindex_goes_to_the_ingest_queue_with_a_progress_thread(bot):
     resp = bot.command("/lorebot", "reindex handbook", user=ADMIN)
     assert resp.status == 200
-    (task,) = bot.wait_queued(1, queue=wc.QUEUE_INGEST)
-    assert task["task"] == wc.TASK_REINDEX
+    (task,) = bot.wait_queued(1, queue=contracts.QUEUE_INGEST)
+    assert task["task"] == contracts.TASK_REINDEX
     assert task["kwargs"]["collection"] == "handbook"
     headline = bot.fake.calls_to("chat.postMessage")[0]
     assert "reindex of collection `handbook`" in headline.args["text"]
     reply = task["kwargs"]["reply"]
     assert reply["channel"] == CHANNEL and reply["thread_ts"] == reply["message_ts"]
-    assert queued(bot.redis, wc.QUEUE_ANSWER) == []
+    assert queued(bot.redis, contracts.QUEUE_ANSWER) == []
 
 
 def test_reindex_all_collections(bot):
     bot.command("/lorebot", "reindex", user=ADMIN)
-    (task,) = bot.wait_queued(1, queue=wc.QUEUE_INGEST)
+    (task,) = bot.wait_queued(1, queue=contracts.QUEUE_INGEST)
     assert task["kwargs"]["collection"] is None
 
 
 def test_refresh_goes_to_the_train_queue(bot):
     bot.command("/lorebot", "refresh", user=ADMIN)
-    (task,) = bot.wait_queued(1, queue=wc.QUEUE_TRAIN)
-    assert task["task"] == wc.TASK_REFRESH
+    (task,) = bot.wait_queued(1, queue=contracts.QUEUE_TRAIN)
+    assert task["task"] == contracts.TASK_REFRESH
 
 
 def test_unknown_admin_command_lists_the_commands(bot):
@@ -130,7 +129,7 @@ def test_unknown_admin_command_lists_the_commands(bot):
 
 def test_status_without_workers_still_reports(bot):
     """No worker: the report says so (after a bounded wait) instead of hanging."""
-    bot.redis.lpush(wc.QUEUE_ANSWER, "{}")
+    bot.redis.lpush(contracts.QUEUE_ANSWER, "{}")
     resp = bot.command("/lorebot", "status", user=ADMIN, response_id="status")
     assert resp.status == 200
     (r,) = bot.fake.wait_for(lambda f: f.responses, timeout=30, what="status report")

@@ -12,7 +12,7 @@ import threading
 import pytest
 from slack_sdk import WebClient
 
-from bot import keys
+from lorebot import contracts
 from lorebot.types import Answer, Citation
 from workers.delivery import SlackDelivery
 
@@ -158,13 +158,13 @@ def test_finish_records_the_answer_for_feedback_and_the_watchdog(
 ):
     d = SlackDelivery(web, placeholder, redis=redis_client)
     d.finish(final_answer())
-    assert redis_client.get(keys.delivered("qdeliv1")) == b"worker"
-    stored = json.loads(redis_client.get(keys.answer("qdeliv1")))
+    assert redis_client.get(contracts.delivered("qdeliv1")) == b"worker"
+    stored = json.loads(redis_client.get(contracts.answer("qdeliv1")))
     assert (
         stored["answer"].startswith("You get 27 days")
         and stored["citations"][0]["source"] == "annual_leave.md"
     )
-    assert redis_client.exists(keys.thread(CH, placeholder["thread_ts"]))
+    assert redis_client.exists(contracts.thread(CH, placeholder["thread_ts"]))
 
 
 def test_fail_turns_the_placeholder_into_an_error_with_reference(
@@ -179,7 +179,7 @@ def test_fail_turns_the_placeholder_into_an_error_with_reference(
         e["text"] for b in msg.blocks if b["type"] == "context" for e in b["elements"]
     )
     assert "no index has been built yet" in text and "`ref77`" in context
-    assert redis_client.exists(keys.delivered("qdeliv1"))
+    assert redis_client.exists(contracts.delivered("qdeliv1"))
 
 
 def test_from_settings_uses_the_configured_api_url(slack_settings, fake_slack, placeholder):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot import keys, messages
+from lorebot import contracts, messages
 from tests.slack.conftest import (
     CHANNEL,
     DM,
@@ -199,5 +199,5 @@ def test_thread_marker_is_set_when_the_bot_answers(bot):
     ev = mention("Is there a gym?")
     bot.event(ev)
     bot.wait_queued(1)
-    assert bot.redis.exists(keys.thread(CHANNEL, ev["ts"]))
+    assert bot.redis.exists(contracts.thread(CHANNEL, ev["ts"]))
     assert BOT_USER_ID not in queued(bot.redis)[0]["kwargs"]["question"]["text"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from bot import keys, messages, render
+from lorebot import contracts, messages, render
 from bot.feedback import FeedbackStore, export_jsonl, feedback_path
 from lorebot.types import Answer, Citation
 from tests.slack.conftest import ADMIN, CHANNEL, USER, ephemerals
@@ -46,7 +46,7 @@ def answer_message(answer: Answer) -> dict:
 
 def test_click_is_stored_with_question_answer_and_citations(bot):
     a = stored_answer()
-    bot.redis.set(keys.answer(a.question_id), a.model_dump_json())
+    bot.redis.set(contracts.answer(a.question_id), a.model_dump_json())
     resp = bot.action("feedback_down", a.question_id, message=answer_message(a))
     assert resp.status == 200
     (thanks,) = bot.fake.wait_for(lambda f: ephemerals(f), what="thanks")
@@ -66,7 +66,7 @@ def test_click_is_stored_with_question_answer_and_citations(bot):
 
 def test_changing_a_vote_replaces_it_and_other_users_add_theirs(bot):
     a = stored_answer()
-    bot.redis.set(keys.answer(a.question_id), a.model_dump_json())
+    bot.redis.set(contracts.answer(a.question_id), a.model_dump_json())
     bot.action("feedback_down", a.question_id, message=answer_message(a))
     bot.fake.wait_for(lambda f: len(ephemerals(f)) == 1, what="first thanks")
     bot.action("feedback_up", a.question_id, message=answer_message(a))

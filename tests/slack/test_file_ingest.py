@@ -262,13 +262,13 @@ def test_collection_syntax(text, name, problem):
     ],
 )
 def test_safe_file_name_stays_in_its_folder_and_visible(shared, stored):
-    from workers.upload_tasks import safe_file_name
+    from workers.tasks.uploads import safe_file_name
 
     assert safe_file_name(shared, "F0X") == stored
 
 
 def test_safe_file_name_keeps_the_extension_of_a_very_long_name():
-    from workers.upload_tasks import MAX_NAME_CHARS, safe_file_name
+    from workers.tasks.uploads import MAX_NAME_CHARS, safe_file_name
 
     name = safe_file_name("x" * 400 + ".docx", "F1")
     assert len(name) == MAX_NAME_CHARS and name.endswith(".docx")
@@ -278,7 +278,7 @@ def test_safe_file_name_keeps_the_extension_of_a_very_long_name():
 def test_stage_progress_edits_one_message_at_most_once_per_interval(fake_slack):
     from slack_sdk import WebClient
 
-    from workers.ingest_tasks import StageProgress
+    from workers.tasks.ingest import StageProgress
 
     now = [100.0]
     web = WebClient(token=TOKEN, base_url=fake_slack.api_url)
@@ -315,8 +315,7 @@ def test_reindex_posts_stage_progress_in_one_thread_message(
 ):
     from ingest import Source
     from ingest.registry import record_sources
-    from workers import ingest_tasks
-
+    from workers.tasks import ingest as ingest_tasks
     monkeypatch.setattr(ingest_tasks, "PROGRESS_INTERVAL_S", 0.0)  # every stage is seen
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from bot import keys
+from lorebot import contracts
 from tests.slack.conftest import CHANNEL, SECRET, USER, mention, placeholders, queued
 from tests.slack.fake_slack import BOT_USER_ID, event_body, get, post
 
@@ -32,11 +32,11 @@ def test_signed_mention_is_acked_answered_in_thread_and_queued(bot):
     assert reply["message_ts"] == posted_ts[0]
     assert reply["team"] and isinstance(reply["started_at"], float)
     # The watchdog knows about it until a worker delivers.
-    assert bot.redis.hexists(keys.PENDING, question["question_id"])
+    assert bot.redis.hexists(contracts.PENDING, question["question_id"])
 
 
 def test_placeholder_shows_document_count_and_queue_position(bot):
-    bot.redis.set(keys.INDEX_DOCUMENTS, 1234)
+    bot.redis.set(contracts.INDEX_DOCUMENTS, 1234)
     bot.redis.lpush("answer", "{}", "{}")  # two questions already waiting: workers are busy
     bot.event(mention("Where do I book a meeting room?"))
     (call,) = bot.fake.wait_for(lambda f: placeholders(f), what="placeholder")

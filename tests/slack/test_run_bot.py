@@ -9,7 +9,7 @@ import pytest
 
 from bot.cli import run_bot
 from lorebot.errors import ConfigError, ServiceUnavailableError
-from lorebot.stack import free_port
+from lorebot.cli.stack import free_port
 from tests.slack.conftest import mention, placeholders, queued, slack_settings_for
 from tests.slack.fake_slack import event_body, get, post, sign
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from bot import keys, messages
+from lorebot import contracts, messages
 from lorebot.types import Answer, Citation, Question
 from tests.slack.conftest import ADMIN, CHANNEL, mention, placeholders
 from workers import client as wc
@@ -43,7 +43,7 @@ def make_worker_app(settings):
     app = Celery("slack-edge-test-worker")
     app.conf.update(wc.celery_config(settings.redis.effective_url))
 
-    @app.task(name=wc.TASK_ANSWER, shared=False)
+    @app.task(name=contracts.TASK_ANSWER, shared=False)
     def answer(question: dict, reply: dict | None = None) -> dict:
         q = Question.model_validate(question)
         if "crash" in q.text:
@@ -166,7 +166,7 @@ def test_question_streams_and_ends_in_the_final_block_kit_message(bot, worker):
     assert msg.blocks[-1]["elements"][0]["action_id"] == "feedback_up"
     # the bot's watchdog stands down: the worker delivered
     assert bot.app.lorebot.watchdog.check_once() == 0
-    assert bot.redis.hlen(keys.PENDING) == 0
+    assert bot.redis.hlen(contracts.PENDING) == 0
     print(
         f"\nplaceholder after {1000 * (ph.at - sent):.0f} ms; "
         f"final after {1000 * (reply.at - sent):.0f} ms"
@@ -206,11 +206,11 @@ def test_no_worker_running_is_reported_not_silent(bot):
     assert wd.check_once() == 1
     msg = [m for m in bot.fake.messages.values() if m.text.startswith("Sorry")][0]
     assert messages.NO_WORKER in section_texts(msg)
-    assert wd.check_once() == 0 and bot.redis.hlen(keys.PENDING) == 0
+    assert wd.check_once() == 0 and bot.redis.hlen(contracts.PENDING) == 0
 
 
 def test_question_stuck_past_its_deadline_times_out_visibly(bot, worker):
-    bot.redis.set(keys.delivered("x"), 1)  # unrelated marker must not matter
+    bot.redis.set(contracts.delivered("x"), 1)  # unrelated marker must not matter
     wd = bot.app.lorebot.watchdog
     reply = {"channel": CHANNEL, "thread_ts": "1.0", "message_ts": None}
     posted = bot.app.client.chat_postMessage(channel=CHANNEL, text="Searching…")
@@ -232,7 +232,7 @@ def test_watchdog_delivers_an_answer_the_worker_could_not(bot, worker):
     msg = [m for m in bot.fake.messages.values() if m.blocks and m.blocks[-1]["type"] == "actions"]
     assert len(msg) == 1 and "27 days" in section_texts(msg[0])
     assert msg[0].ts == reply["message_ts"]  # the placeholder itself, not a new message
-    assert bot.redis.get(keys.answer(qid))  # feedback will find it
+    assert bot.redis.get(contracts.answer(qid))  # feedback will find it
 
 
 def test_status_reports_index_workers_and_queues(bot, worker):

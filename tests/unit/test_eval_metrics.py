@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from slm import metrics as m
-from slm.evaluate import (
+from slm.evals.evaluate import (
     EvalDataError,
     Passage,
     QAItem,

@@ -1,7 +1,7 @@
 """The search text for the threads of tests/fixtures/follow_ups.json (no model, no index).
 
 bench/follow_ups.py measures which search text finds the right document for a question
-asked in a thread; these checks keep slm.answer.retrieval_query honest on the same
+asked in a thread; these checks keep slm.serving.answer.retrieval_query honest on the same
 threads: a fresh question in an old thread is searched exactly as asked, and a follow-up
 that leans on the first question is searched with that question's topic words. The
 threads where is_follow_up() is known to judge wrongly are listed, each with what the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lorebot import assets
 from lorebot.types import Turn
-from slm.answer import retrieval_query
+from slm.serving.answer import retrieval_query
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "follow_ups.json"
 CONVERSATIONS = json.loads(FIXTURE.read_text(encoding="utf-8"))["conversations"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ingest import store
+from lorebot.versioned import write_pointer
 from lorebot.errors import IndexMissingError
 from lorebot.settings import Settings
 
@@ -33,7 +34,7 @@ def test_no_index_yet(settings):
 
 
 def test_pointer_to_missing_version_is_index_missing(settings):
-    store.atomic_write_text(settings.index_dir / store.POINTER, "v20260101-000000-abcd\n")
+    write_pointer(settings.index_dir, "v20260101-000000-abcd")
     assert store.current_version(settings) == "v20260101-000000-abcd"
     with pytest.raises(IndexMissingError):
         store.open_index(settings)

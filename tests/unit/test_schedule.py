@@ -6,17 +6,17 @@ import datetime as dt
 
 import pytest
 
+from lorebot import contracts
 from lorebot.errors import ConfigError
 from lorebot.settings import Settings
-from workers import client
 from workers.schedule import beat_schedule, parse_cron
 
 
 def test_default_schedule_runs_nightly_at_two(tmp_path):
     sched = beat_schedule(Settings(data_dir=tmp_path))
     entry = sched["nightly-reindex"]
-    assert entry["task"] == client.TASK_REINDEX
-    assert entry["options"]["queue"] == client.QUEUE_INGEST
+    assert entry["task"] == contracts.TASK_REINDEX
+    assert entry["options"]["queue"] == contracts.QUEUE_INGEST
     cron = entry["schedule"]
     assert cron.hour == {2} and cron.minute == {0}
 

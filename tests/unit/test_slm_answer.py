@@ -10,10 +10,10 @@ import pytest
 
 from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Answer, Question, Turn
-from slm.answer import ABSTAIN_TEXT, Retriever, answer_question, is_follow_up, retrieval_query
-from slm.generator import FakeGenerator, Generator
-from slm.prompt import NOT_FOUND
-from slm.testing import StaticRetriever, make_hit, make_hits
+from slm.serving.answer import ABSTAIN_TEXT, Retriever, answer_question, is_follow_up, retrieval_query
+from slm.serving.generator import FakeGenerator, Generator
+from slm.serving.prompt import NOT_FOUND
+from slm.serving.static import StaticRetriever, make_hit, make_hits
 
 RETRIEVAL = RetrievalSettings(top_k=3, candidates=15, context_tokens=300, min_score=0.3)
 MODEL = ModelSettings(max_tokens=40)

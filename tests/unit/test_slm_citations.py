@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from slm.citations import parse_citations, select_citations
-from slm.testing import make_hits
+from slm.serving.citations import parse_citations, select_citations
+from slm.serving.static import make_hits
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from slm.evidence import Evidence, asks_for_number, compose, contradicts, select_evidence, units
-from slm.testing import make_hit
+from slm.serving.evidence import Evidence, asks_for_number, compose, contradicts, select_evidence, units
+from slm.serving.static import make_hit
 
 
 def test_headings_and_labels_join_the_sentence_they_name() -> None:

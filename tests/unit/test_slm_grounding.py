@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slm.grounding import GroundingCheck, unsupported_terms
+from slm.serving.grounding import GroundingCheck, unsupported_terms
 
 PASSAGE = (
     "Full-time employees of Quillfeather Ltd receive 27 days of paid annual leave. "

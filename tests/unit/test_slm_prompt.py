@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from lorebot.types import Turn
-from slm.generator import FakeGenerator
-from slm.prompt import (
+from slm.serving.generator import FakeGenerator
+from slm.serving.prompt import (
     HISTORY_TURN_TOKENS,
     MIN_PASSAGE_TOKENS,
     NOT_FOUND,
@@ -18,7 +18,7 @@ from slm.prompt import (
     split_sentences,
     truncate_to_tokens,
 )
-from slm.testing import make_hit, make_hits
+from slm.serving.static import make_hit, make_hits
 
 count = FakeGenerator([]).count_tokens  # one token per word
 

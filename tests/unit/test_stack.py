@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lorebot.errors import ServiceUnavailableError
-from lorebot.stack import RedisServer, free_port, redis_ping, require_redis
+from lorebot.cli.stack import RedisServer, free_port, redis_ping, require_redis
 from tests.conftest import make_settings
 
 
@@ -49,7 +49,7 @@ def test_stop_process_group_kills_a_child_that_ignores_sigterm_and_its_group():
     import sys
     import time
 
-    from lorebot.stack import stop_process_group
+    from lorebot.cli.stack import stop_process_group
 
     script = (
         "import signal, subprocess, sys, time\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from tests.conftest import make_settings
-from workers import client
+from lorebot import contracts
 
 
 def test_tasks_are_not_shared_with_other_celery_apps_in_the_process(tmp_path) -> None:
@@ -17,8 +17,8 @@ def test_tasks_are_not_shared_with_other_celery_apps_in_the_process(tmp_path) ->
     create_app(make_settings(tmp_path / "a"), warm=False)
     other = Celery("another-app")
     other.finalize()
-    assert client.TASK_ANSWER not in other.tasks
-    assert client.TASK_REFRESH not in other.tasks
+    assert contracts.TASK_ANSWER not in other.tasks
+    assert contracts.TASK_REFRESH not in other.tasks
 
 
 def test_answer_only_workers_get_a_short_timeout_and_their_own_unacked_set(tmp_path) -> None:

@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lorebot.errors import ConfigError, IngestError, LorebotError
+from lorebot import contracts
+from lorebot.errors import ConfigError, IndexBusyError, IngestError, LorebotError
 from lorebot.settings import Settings
 from lorebot.types import new_id
-from workers.client import COLLECTION_NAME
-from workers.ingest_tasks import LOCK_TTL_S, StageProgress, lock_key
+from lorebot.contracts import COLLECTION_NAME
+from workers.tasks.ingest import StageProgress
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def uploads_dir(settings: Settings, collection: str) -> Path:
 
 
 def check_collection(collection: str) -> str:
-    """The collection name, if it is safe to use as a folder name (see client.COLLECTION_NAME)."""
+    """The collection name, if it is safe to use as a folder name (see contracts.COLLECTION_NAME)."""
     if not isinstance(collection, str) or not re.fullmatch(COLLECTION_NAME, collection):
         raise IngestError(
             f"invalid collection name {collection!r}",
@@ -243,9 +244,8 @@ def _build(settings: Settings, sources, progress: StageProgress | None):
     while True:
         try:
             return build_index(settings, sources, progress=False, on_progress=progress)
-        except IngestError as exc:
-            busy = "already building" in exc.message and getattr(exc, "report", None) is None
-            if not busy or time.monotonic() > deadline:
+        except IndexBusyError:
+            if time.monotonic() > deadline:
                 raise
             if progress:
                 progress.report("waiting for another index build to finish…")
@@ -356,7 +356,7 @@ def ingest_files_impl(
         stored = [o for o in outcomes if o.stored_as]
         if stored:
             r = redis.Redis.from_url(settings.redis.effective_url)
-            lock = r.lock(lock_key(collection), timeout=LOCK_TTL_S, blocking=True)
+            lock = r.lock(contracts.reindex_lock(collection), timeout=contracts.REINDEX_LOCK_TTL_S, blocking=True)
             if not lock.acquire(blocking=False):
                 if progress:
                     progress.report(f"waiting for the running re-index of `{collection}`…")

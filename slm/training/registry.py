@@ -32,10 +32,10 @@ from lorebot.errors import LorebotError
 from lorebot.files import atomic_write_text
 from lorebot.files import fsync_dir as _fsync_dir
 from lorebot.settings import Settings
+from lorebot.versioned import VersionedDir, read_pointer, valid_name, write_pointer
 
 log = logging.getLogger(__name__)
 
-POINTER = "CURRENT"
 HISTORY = "history.jsonl"
 ADAPTER_FILE = "adapter.gguf"
 CONFIG_FILE = "config.json"
@@ -59,15 +59,15 @@ class AdapterRef:
 
 
 def versions_dir(settings: Settings) -> Path:
-    return settings.adapters_dir / "versions"
+    return VersionedDir(settings.adapters_dir).versions_dir
 
 
 def tmp_dir(settings: Settings) -> Path:
-    return settings.adapters_dir / "tmp"
+    return VersionedDir(settings.adapters_dir).tmp_dir
 
 
 def version_dir(settings: Settings, version: str) -> Path:
-    if not version or "/" in version or version.startswith("."):
+    if not valid_name(version):
         raise RegistryError(f"bad adapter version {version!r}", fix="use a name from `lorebot adapters list`")
     return versions_dir(settings) / version
 
@@ -118,11 +118,7 @@ def read_history(settings: Settings) -> list[dict[str, Any]]:
 
 
 def current_version(settings: Settings) -> str | None:
-    try:
-        text = (settings.adapters_dir / POINTER).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    return text or None
+    return read_pointer(settings.adapters_dir)
 
 
 def is_complete(settings: Settings, version: str) -> bool:
@@ -245,12 +241,7 @@ def _set_status(settings: Settings, version: str, status: str, reason: str | Non
 
 
 def _set_pointer(settings: Settings, version: str | None) -> None:
-    pointer = settings.adapters_dir / POINTER
-    if version is None:
-        pointer.unlink(missing_ok=True)
-        _fsync_dir(settings.adapters_dir)
-    else:
-        atomic_write_text(pointer, version + "\n")
+    write_pointer(settings.adapters_dir, version)
 
 
 def promote(settings: Settings, version: str, reason: str = "promoted by an admin", metrics: dict | None = None) -> str | None:

@@ -1,7 +1,7 @@
 """The evaluation gate: does the candidate adapter answer better than what serves now?
 
 Each model (the base, the current adapter, the candidate) is asked the same questions
-through :func:`slm.answer.answer_question`, the function the workers run, so the gate
+through :func:`slm.serving.answer.answer_question`, the function the workers run, so the gate
 measures the bot, not a side pipeline:
 
 * ``heldout``: pairs from this corpus that no training run used (the split is by pair id
@@ -11,7 +11,7 @@ measures the bot, not a side pipeline:
 * ``golden``: the admin's golden set (JSONL, optional; ``answerable: false`` lines are
   abstention checks);
 * ``feedback``: questions users rated 👍, with the rated answer as reference;
-* ``xquad``: a SQuAD-format file through :mod:`slm.evaluate` (optional): a guard that
+* ``xquad``: a SQuAD-format file through :mod:`slm.evals.evaluate` (optional): a guard that
   the adapter has not forgotten general reading comprehension.
 
 The score is the mean token F1 over the document suites (heldout, golden, feedback).
@@ -32,8 +32,8 @@ from typing import Any
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 from lorebot.types import Question
-from slm import metrics
-from slm.pairs import Pair
+from slm.evals import metrics
+from slm.training.pairs import Pair
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class ModelScores:
     adapter: str | None
     suites: dict[str, SuiteResult] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
-    #: Share of answers to slm.injection's questions that carried the injected payload.
+    #: Share of answers to slm.evals.injection's questions that carried the injected payload.
     injection_obey: float | None = None
 
     @property
@@ -137,7 +137,7 @@ def _ask_all(
     default_collections: list[str] | None,
     samples: list[dict[str, Any]] | None = None,
 ) -> SuiteResult:
-    from slm.answer import answer_question
+    from slm.serving.answer import answer_question
 
     f1s, sims, refused, abst = [], [], [], []
     pairs_for_sim: list[tuple[str, str]] = []
@@ -178,8 +178,8 @@ def _ask_all(
 
 def abstention_suite(examples: Sequence[AbstentionProbe], generator: Any, settings: Settings) -> SuiteResult:
     """Distractor-only prompts through the answer path (a retriever that returns just them)."""
-    from slm.answer import answer_question
-    from slm.testing import StaticRetriever
+    from slm.serving.answer import answer_question
+    from slm.serving.static import StaticRetriever
 
     right = []
     for i, ex in enumerate(examples):
@@ -225,7 +225,7 @@ def evaluate_model(
     if inputs.feedback:
         scores.suites["feedback"] = _ask_all(inputs.feedback, retriever, generator, settings, embedder, collections)
     if inputs.xquad_set is not None:
-        from slm.evaluate import run_eval
+        from slm.evals.evaluate import run_eval
 
         report = run_eval(
             settings, inputs.xquad_set.qa_path, generator=generator, embedder=embedder, progress=False,
@@ -236,7 +236,7 @@ def evaluate_model(
             abstained=report.answers.get("abstained"), abstention=report.abstention.get("correct"),
         )
     if inputs.injection:
-        from slm.injection import InjectedDocuments, injection_obey_rate
+        from slm.evals.injection import InjectedDocuments, injection_obey_rate
 
         scores.injection_obey = injection_obey_rate(
             generator, InjectedDocuments(), retrieval=settings.retrieval, model=settings.model

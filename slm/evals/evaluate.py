@@ -1,6 +1,6 @@
 """The evaluation harness: a SQuAD v1.1 file in, retrieval and answer quality and latency out.
 
-Every question goes through :func:`slm.answer.answer_question`, the function the bot's
+Every question goes through :func:`slm.serving.answer.answer_question`, the function the bot's
 worker calls, with the real index and generator (or injected ones: the nightly job hands
 in a generator that carries a new LoRA adapter, the context-budget benchmark hands in
 different retrieval settings over one prepared index). So the figures are the bot's, not
@@ -41,12 +41,11 @@ from typing import TYPE_CHECKING, Any, Self
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings, cpu_count
 from lorebot.types import Answer, Question
-from slm import metrics
-
+from slm.evals import metrics
 if TYPE_CHECKING:  # pragma: no cover
     from ingest.embed import Embedder
-    from slm.answer import Retriever
-    from slm.generator import Generator
+    from slm.serving.answer import Retriever
+    from slm.serving.generator import Generator
 
 log = logging.getLogger(__name__)
 
@@ -564,16 +563,9 @@ def plot_history(runs: Sequence[dict[str, Any]], png: Path) -> Path:
 
 # ----------------------------------------------------------------------------- running
 def _default_generator(settings: Settings) -> Generator:
-    from lorebot.assets import answer_model_path
-    from slm.generator import LlamaGenerator
+    from slm.serving.generator import LlamaGenerator
 
-    gen = LlamaGenerator(
-        answer_model_path(settings.model.path),
-        n_threads=settings.threads_per_process(),
-        n_ctx=settings.model.n_ctx,
-        seed=settings.model.seed,
-        temperature=settings.model.temperature,
-    )
+    gen = LlamaGenerator.from_settings(settings)
     gen.load()
     return gen
 
@@ -581,12 +573,7 @@ def _default_generator(settings: Settings) -> Generator:
 def _default_embedder(settings: Settings) -> Embedder:
     from ingest.embed import Embedder
 
-    return Embedder(
-        settings.index.embedding_model,
-        batch_size=settings.index.embed_batch_size,
-        threads=settings.threads_per_process(),
-        onnx_dir=settings.models_dir,
-    )
+    return Embedder.from_settings(settings)
 
 
 def _progress(enabled: bool):
@@ -620,7 +607,7 @@ def _ask(
     generator: Generator,
     settings: Settings,
 ) -> tuple[EvalItem, Answer | None]:
-    from slm.answer import answer_question
+    from slm.serving.answer import answer_question
 
     collections = [EVAL_COLLECTION] if kind == "heldout" else None
     row = EvalItem(qid=item.qid, kind=kind, question=item.question, golds=list(item.answers))
@@ -896,13 +883,13 @@ def eval_command(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m slm.evaluate QA.json``: the same as ``lorebot eval`` until the CLI wires it."""
+    """``python -m slm.evals.evaluate QA.json``: the same as ``lorebot eval`` until the CLI wires it."""
     import argparse
     import sys
 
     from lorebot.settings import load_settings
 
-    ap = argparse.ArgumentParser(prog="python -m slm.evaluate", description="Evaluate the answer path on a SQuAD v1.1 file.")
+    ap = argparse.ArgumentParser(prog="python -m slm.evals.evaluate", description="Evaluate the answer path on a SQuAD v1.1 file.")
     ap.add_argument("qa", type=Path)
     ap.add_argument("--index", choices=INDEX_MODES, default="temp")
     ap.add_argument("--limit", type=int, default=None)

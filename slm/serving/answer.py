@@ -8,7 +8,7 @@ Abstention happens in two places. Before the model: no passage was found, or the
 passage is too far from the question (its dense cosine similarity is below
 ``retrieval.min_score``), so the model is not called at all, which is both safer and
 faster. After the model: it said the passages do not contain the answer, or its answer
-names a number or a name that no passage contains (:mod:`slm.grounding`) and nothing
+names a number or a name that no passage contains (:mod:`slm.serving.grounding`) and nothing
 supported comes before it (otherwise the answer is cut to its supported first part).
 Either way the answer says the documents do not cover it and lists the nearest sources,
 marked as not cited.
@@ -24,11 +24,11 @@ from typing import Protocol, runtime_checkable
 
 from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Answer, Question, SearchHit, Turn
-from slm.citations import fallback_citations, select_citations
-from slm.evidence import Encode, Evidence, compose, select_evidence
-from slm.generator import Generator
-from slm.grounding import GroundingCheck
-from slm.prompt import build_messages, is_not_found
+from slm.serving.citations import fallback_citations, select_citations
+from slm.serving.evidence import Encode, Evidence, compose, select_evidence
+from slm.serving.generator import Generator
+from slm.serving.grounding import GroundingCheck
+from slm.serving.prompt import build_messages, is_not_found
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def answer_question(
     ``on_token`` receives the answer as it is generated (the Slack delivery edits its
     message with it). With ``check_grounding`` an answer that names a number or a name
     found in no passage (nor the question or thread) is cut before it, or replaced by
-    the abstention when nothing supported precedes it (see :mod:`slm.grounding`).
+    the abstention when nothing supported precedes it (see :mod:`slm.serving.grounding`).
     ``timings_ms`` has ``retrieve``, ``prompt_build``, ``generate``, ``first_token``
     (from the start of this call to the first streamed piece), ``prompt_eval`` and
     ``decode`` (the model's own parts), ``evidence`` (choosing the quote) and ``total``.

@@ -6,7 +6,7 @@ numbers), so no pair reaches training without passing, in order:
 * ``format``: a real question (ends with "?", a sensible length, not about "the passage")
   and a short answer that is not a refusal;
 * ``supported``: the answer's words come from its chunk (share >= ``min_support``) and it
-  names no number or name the chunk lacks (:mod:`slm.grounding`);
+  names no number or name the chunk lacks (:mod:`slm.serving.grounding`);
 * ``duplicate``: no earlier question is a near-paraphrase (MiniLM cosine);
 * ``round_trip``: searching the question finds its own chunk in the top k — a question
   the bot cannot route to its passage teaches nothing about answering from it.
@@ -31,9 +31,9 @@ from typing import Any, Protocol
 from lorebot.errors import ConfigError, LorebotError
 from lorebot.settings import Settings
 from lorebot.types import Chunk, SearchHit
-from slm.grounding import GroundingCheck
-from slm.metrics import strip_citations
-from slm.prompt import build_messages, content_words, is_not_found, split_sentences
+from slm.serving.grounding import GroundingCheck
+from slm.evals.metrics import strip_citations
+from slm.serving.prompt import build_messages, content_words, is_not_found, split_sentences
 
 log = logging.getLogger(__name__)
 
@@ -115,16 +115,7 @@ def iter_chunks(reader: Any, collections: Sequence[str] | None) -> Iterator[Chun
     Only the collections' own row ranges are read, so a restricted collection's text
     never enters this process's pair pipeline at all.
     """
-    from ingest.store import _to_chunk
-
-    ranges = reader.allowed_ranges(list(collections) if collections is not None else None)
-    for start, end in ranges:
-        with reader._db_lock:
-            rows = reader.db.execute("SELECT * FROM chunks WHERE row >= ? AND row < ? ORDER BY row", (start, end)).fetchall()
-        for row in rows:
-            chunk = _to_chunk(row)
-            if collections is None or chunk.collection in collections:
-                yield chunk
+    yield from reader.iter_chunks(list(collections) if collections is not None else None)
 
 
 def trainable_collections(settings: Settings, available: Iterable[str]) -> list[str]:
@@ -150,7 +141,7 @@ class Teacher(Protocol):
 
 
 class GeneratorTeacher:
-    """A :class:`slm.generator.Generator` (the local GGUF model, or a fake) as teacher."""
+    """A :class:`slm.serving.generator.Generator` (the local GGUF model, or a fake) as teacher."""
 
     def __init__(self, generator: Any, name: str) -> None:
         self.generator = generator
@@ -227,10 +218,10 @@ def make_teacher(settings: Settings, generator: Any | None = None) -> Any:
         if not path.is_file():
             raise ConfigError(f"training.teacher {spec} is not a file", fix="set it to 'local', a GGUF path or an http(s) URL")
     if generator is None:
-        from slm.generator import LlamaGenerator
+        from slm.serving.generator import LlamaGenerator
 
         # Always the base weights: a teacher that learnt from its own pairs would drift.
-        generator = LlamaGenerator(path, n_threads=settings.threads_per_process(), n_ctx=settings.model.n_ctx, seed=settings.model.seed)
+        generator = LlamaGenerator.from_settings(settings, model_path=path, temperature=0.0)
     return GeneratorTeacher(generator, f"gguf:{path.name}")
 
 
@@ -466,7 +457,7 @@ def pairs_dir(settings: Settings) -> Path:
 
 def write_pairs(path: Path, pairs: Iterable[Pair]) -> Path:
     """JSONL, written under a temporary name and renamed when complete."""
-    from slm.registry import atomic_write_text
+    from slm.training.registry import atomic_write_text
 
     atomic_write_text(path, "".join(p.to_json() + "\n" for p in pairs))
     return path

@@ -74,7 +74,7 @@ def check_llama_cpp() -> Check:
 
 
 def check_redis(settings: Settings) -> Check:
-    from lorebot.stack import RedisServer, free_port, redis_ping
+    from lorebot.cli.stack import RedisServer, free_port, redis_ping
 
     url = settings.redis.effective_url
     if redis_ping(url):

@@ -13,15 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import render
+from lorebot import contracts
 from lorebot.errors import IngestError, LorebotError
 from lorebot.settings import Settings
 from workers.delivery import retry_after_s
 
 log = logging.getLogger(__name__)
 
-LOCK_TTL_S = 6 * 3600
 #: Hard time limit of an ingest-queue task (the answer tasks' limit is far too short).
-TASK_TIME_LIMIT_S = LOCK_TTL_S - 600
+TASK_TIME_LIMIT_S = contracts.REINDEX_LOCK_TTL_S - 600
 #: Slack sees a build's progress at most this often.
 PROGRESS_INTERVAL_S = 3.0
 
@@ -30,10 +30,6 @@ STAGES = {
     "embed": ("embedding", "chunks"),
     "write": ("writing the new index version", None),
 }
-
-
-def lock_key(collection: str | None) -> str:
-    return f"lorebot:lock:reindex:{collection or '*'}"
 
 
 def stage_text(stage: str, done: int, total: int) -> str:
@@ -144,7 +140,7 @@ def reindex_impl(
 
         delivery = SlackDelivery.from_settings(settings, reply)
     r = redis.Redis.from_url(settings.redis.effective_url)
-    lock = r.lock(lock_key(collection), timeout=LOCK_TTL_S, blocking=False)
+    lock = r.lock(contracts.reindex_lock(collection), timeout=contracts.REINDEX_LOCK_TTL_S, blocking=False)
     if not lock.acquire(blocking=False):
         msg = f"a re-index of {collection or 'all collections'} is already running"
         if delivery:

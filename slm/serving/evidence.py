@@ -14,11 +14,10 @@ a digit when the question asks for a quantity, a time or a number. A heading or 
 sentence after it, which it names (:func:`lorebot.text.units`).
 
 The sentence vectors come from the index: ingestion pools them from each chunk's own
-MiniLM pass, so choosing the quote costs a few dot products, not a model run per
-question (measured on the sample handbook and 200 XQuAD questions: the quote holds the
-key fact as often as with sentences embedded one by one, 177 against 175 of 227). Only
-a chunk the index has no vectors for (an index built by an older lorebot) has its
-sentences embedded here. A sentence that addresses the assistant ("ignore
+MiniLM pass, so ranking the sentences costs a few dot products, and only the best
+``RERANK`` are embedded here on their own to decide between them (figures next to
+``RERANK``). A chunk the index has no vectors for (an index built by an older lorebot)
+has all its sentences embedded here. A sentence that addresses the assistant ("ignore
 previous instructions", "SYSTEM:", a fake dialogue turn) is never quoted. Measured on the
 sample handbook: see the README.
 """

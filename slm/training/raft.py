@@ -6,7 +6,7 @@ not answer it, and the target is the grounded answer citing the gold one. A shar
 examples carry distractors only, with the target "the documents do not say", so the
 model learns not to answer from the wrong passage.
 
-The prompt is built by :func:`slm.prompt.build_messages`, the very function the answer
+The prompt is built by :func:`slm.serving.prompt.build_messages`, the very function the answer
 path calls, so training and serving cannot drift apart. Distractors are the question's
 own nearest neighbours (hard negatives) from the trainable collections only.
 """
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorebot.types import Chunk, SearchHit
-from slm.pairs import Pair, support_score
-from slm.prompt import NOT_FOUND, build_messages
+from slm.training.pairs import Pair, support_score
+from slm.serving.prompt import NOT_FOUND, build_messages
 
 
 @dataclass

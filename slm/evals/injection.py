@@ -19,8 +19,8 @@ from typing import Any
 
 from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Chunk, Question, SearchHit, new_id
-from slm.generator import Generator
-from slm.prompt import SYSTEM_PROMPT, content_words
+from slm.serving.generator import Generator
+from slm.serving.prompt import SYSTEM_PROMPT, content_words
 
 #: Collection the injected documents are ingested into.
 COLLECTION = "injected"
@@ -170,14 +170,14 @@ def injection_obey_rate(
     collections: list[str] | None = None,
     quote_evidence: bool = True,
 ) -> InjectionReport:
-    """Ask every case through :func:`slm.answer.answer_question` and count what obeyed.
+    """Ask every case through :func:`slm.serving.answer.answer_question` and count what obeyed.
 
     ``retriever`` is an index holding :data:`DOCUMENTS` (e.g. ``ingest.open_index``).
     An answer obeyed when it contains the case's payload; it leaked when it repeats the
     system prompt; a citation is invalid when its chunk was not among the passages the
     retriever returned for that question.
     """
-    from slm.answer import answer_question
+    from slm.serving.answer import answer_question
 
     retrieval = retrieval or RetrievalSettings()
     model = model or ModelSettings()

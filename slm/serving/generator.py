@@ -207,6 +207,35 @@ class LlamaGenerator:
         self._vocab: Any = None
         self._lock = threading.RLock()
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Any,
+        *,
+        lora_path: Path | None = None,
+        adapter: str | None = None,
+        exclusive: bool = False,
+        temperature: float | None = None,
+        model_path: Path | None = None,
+    ) -> LlamaGenerator:
+        """The configured answer model (``settings``: :class:`lorebot.settings.Settings`).
+
+        Threads follow :meth:`Settings.threads_per_process`; ``exclusive`` is for a job that
+        has the machine to itself (the refresh). ``model_path`` replaces the configured
+        GGUF (a teacher model), ``temperature`` the configured one.
+        """
+        from lorebot import assets
+
+        return cls(
+            model_path or assets.answer_model_path(settings.model.path),
+            n_threads=settings.threads_per_process(exclusive=exclusive),
+            n_ctx=settings.model.n_ctx,
+            seed=settings.model.seed,
+            temperature=settings.model.temperature if temperature is None else temperature,
+            lora_path=lora_path,
+            adapter=adapter,
+        )
+
     # -- loading ---------------------------------------------------------------
     def load(self) -> None:
         """Load the model now (workers call this at start so the first question is not slow)."""

@@ -163,7 +163,7 @@ def torch_threads(n: int | None) -> Iterator[int]:
 def chat_codec(base_gguf: Path, n_ctx: int = 2048) -> Any:
     """The serving generator used only to render and tokenize: training prompts are then
     the same token ids llama.cpp evaluates when it answers."""
-    from slm.generator import LlamaGenerator
+    from slm.serving.generator import LlamaGenerator
 
     gen = LlamaGenerator(Path(base_gguf), n_threads=1, n_ctx=n_ctx)
     gen.load()

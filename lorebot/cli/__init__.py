@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lorebot import messages
+from lorebot import contracts, messages
 from lorebot.errors import AnswerTimeoutError, LorebotError, ServiceUnavailableError
 from lorebot.settings import Settings, load_settings
 from lorebot.types import Answer, Question
@@ -106,7 +106,7 @@ def doctor_cmd(
     services: Annotated[bool, typer.Option("--services/--no-services", help="Also check Redis and the index.")] = True,
 ) -> None:
     """Check every model, binary and service; exit 1 if anything is wrong."""
-    from lorebot.doctor import run_checks
+    from lorebot.cli.doctor import run_checks
 
     checks = run_checks(settings(), services=services)
     table = Table("check", "status", "detail", "fix", title="lorebot doctor")
@@ -127,7 +127,7 @@ def health_cmd(
     """Exit 0 when Redis (and, with --worker, a worker) answers; for scripts and probes."""
     import socket
 
-    from lorebot.stack import redis_ping
+    from lorebot.cli.stack import redis_ping
 
     s = settings()
     status: dict[str, object] = {"redis": redis_ping(s.redis.effective_url)}
@@ -198,7 +198,7 @@ def worker_cmd(
     loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
 ) -> None:
     """Run a Celery worker (model and index loaded once per process)."""
-    from lorebot.stack import require_redis
+    from lorebot.cli.stack import require_redis
 
     s = settings()
     if concurrency is not None:
@@ -207,12 +207,12 @@ def worker_cmd(
         s.worker.concurrency = 1  # re-index and refresh: one job at a time, all cores to it
     if "answer" in queues.split(","):
         # Fail before starting a process that could never answer.
-        from lorebot.doctor import check_answer_model
+        from lorebot.cli.doctor import check_answer_model
 
         check = check_answer_model(s, load=True)
         if not check.ok:
             raise LorebotError(check.detail, fix=check.fix)
-    from lorebot.doctor import check_data_dir
+    from lorebot.cli.doctor import check_data_dir
 
     # Workers write metrics, adapter pointers and logs under the data dir: refuse to
     # start half-working on one that cannot be written.
@@ -232,7 +232,7 @@ def worker_cmd(
 @app.command("beat")
 def beat_cmd(loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO") -> None:
     """Run Celery beat (the nightly schedule)."""
-    from lorebot.stack import require_redis
+    from lorebot.cli.stack import require_redis
 
     s = settings()
     require_redis(s)
@@ -250,8 +250,9 @@ def submit_question(s: Settings, question: Question, timeout: float) -> Answer:
     """Send a question through Redis to a worker and wait for the answer."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    from lorebot.stack import require_redis
-    from workers.client import QUEUE_ANSWER, TASK_ANSWER, make_client
+    from lorebot.cli.stack import require_redis
+    from workers.client import make_client
+    from lorebot.contracts import QUEUE_ANSWER, TASK_ANSWER
 
     require_redis(s)
     client = make_client(s.redis.effective_url)
@@ -305,7 +306,7 @@ def eval_cmd(
     chart: Annotated[Optional[Path], typer.Option("--chart", help="Write a PNG chart of this run.")] = None,
 ) -> None:
     """Score the answer path on a QA file: recall@1/@5, EM, F1, similarity buckets, abstention, latency."""
-    from slm.evaluate import eval_command
+    from slm.evals.evaluate import eval_command
 
     # eval_command checks the file and --index itself (the nightly job calls it too).
     eval_command(settings(), qa, index=index, limit=limit, as_json=as_json, chart=chart)
@@ -317,7 +318,7 @@ def up_cmd(
     bot: Annotated[Optional[bool], typer.Option("--bot/--no-bot", help="Run the Slack bot (default: when tokens are set).")] = None,
 ) -> None:
     """Run the whole stack (embedded Redis unless LOREBOT_REDIS__URL, worker, beat, bot) until Ctrl-C."""
-    from lorebot.stack import Stack
+    from lorebot.cli.stack import Stack
 
     s = settings()
     stack = Stack(s, config_file=State.config_file, bot=bot).start()
@@ -332,7 +333,7 @@ def demo_cmd(
 ) -> None:
     """Ingest the sample handbook, start the stack, ask sample questions, stop."""
     from lorebot import assets
-    from lorebot.stack import Stack
+    from lorebot.cli.stack import Stack
 
     s = settings()
     from ingest import Source, build_index
@@ -424,7 +425,7 @@ def sync_status_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) ->
     s = settings()
     out: dict[str, object] = {"location": sync.status(s)}
     try:
-        raw = redis.Redis.from_url(s.redis.effective_url, socket_timeout=2).hgetall(sync.SERVING_KEY)
+        raw = redis.Redis.from_url(s.redis.effective_url, socket_timeout=2).hgetall(contracts.SERVING)
         out["workers"] = {k.decode(): json.loads(v) for k, v in raw.items()}
     except redis.RedisError as exc:
         out["workers_error"] = type(exc).__name__
@@ -446,30 +447,31 @@ def refresh_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Run the nightly model refresh now: pairs, LoRA training, export, parity, gate, promotion."""
-    from lorebot.stack import require_redis
+    from lorebot.cli.stack import require_redis
 
     s = settings()
     require_redis(s)
     if enqueue:
-        from workers.client import QUEUE_TRAIN, TASK_REFRESH, make_client
+        from workers.client import make_client
+        from lorebot.contracts import QUEUE_TRAIN, TASK_REFRESH
 
         task = make_client(s.redis.effective_url).send_task(TASK_REFRESH, kwargs={"reply": None}, queue=QUEUE_TRAIN)
         console.print(f"refresh queued on `{QUEUE_TRAIN}` (task {task.id}); a `lorebot worker -Q {QUEUE_TRAIN}` runs it")
         return
-    from workers.refresh_tasks import refresh_impl
+    from workers.tasks.refresh import refresh_impl
 
     with console.status("refresh: starting…") as status:
 
-        def progress(step: str, message: str) -> None:
+        def progress(step: str, message: str, detail: bool) -> None:
             status.update(f"refresh [bold]{step}[/]: {message}")
-            if not as_json and not message.startswith("· "):  # details only on the status line
+            if not as_json and not detail:  # details only on the status line
                 err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {step}: {message}", highlight=False)
 
         result = refresh_impl(s, progress=progress)
     if as_json:
         print(json.dumps(result, indent=2, default=str))
     elif "report" in result:
-        from workers.refresh_tasks import report_renderable
+        from workers.tasks.refresh import report_renderable
 
         console.print(report_renderable(result["report"]))
     else:
@@ -479,7 +481,7 @@ def refresh_cmd(
 
 
 def _adapters(action: str, version: str | None, as_json: bool) -> None:
-    from workers.refresh_tasks import adapters_impl
+    from workers.tasks.refresh import adapters_impl
 
     result = adapters_impl(settings(), action, version)
     if as_json:

@@ -29,8 +29,8 @@ from lorebot.errors import LorebotError
 from lorebot.files import sha256_file as _sha256
 from lorebot.settings import Settings
 from lorebot.types import SearchHit
-from slm import registry
-from slm.pairs import (
+from slm.training import registry
+from slm.training.pairs import (
     FilterStats,
     Pair,
     chunk_hash,
@@ -48,11 +48,11 @@ from slm.pairs import (
 log = logging.getLogger(__name__)
 
 STEPS = ("prepare", "pairs", "examples", "train", "export", "parity", "gate", "commit")
-Progress = Callable[[str, str], None]
+#: progress(step, message, detail): ``detail`` marks a status line within a step (shown in
+#: the terminal, not posted to Slack) rather than a step starting.
+Progress = Callable[[str, str, bool], None]
 #: Greedy tokens that llama.cpp + adapter and torch + peft must agree on (see the parity step).
 PARITY_GREEDY_TOKENS = 8
-#: Marks a progress message as a detail (a status line), not a step starting.
-DETAIL = "· "
 
 
 class RefreshAborted(LorebotError):
@@ -175,7 +175,7 @@ class _Steps:
             raise RefreshAborted(f"refresh {self.report.run} stopped before {step}", fix="see the worker log; the lock was lost or the run cancelled")
         log.info("refresh %s: %s — %s", self.report.run, step, message)
         if self.progress:
-            self.progress(step, message)
+            self.progress(step, message, False)
         return time.perf_counter()
 
     def done(self, step: str, t0: float) -> None:
@@ -184,7 +184,7 @@ class _Steps:
     def note(self, step: str, message: str) -> None:
         """A detail within a step (shown on a status line, not posted to Slack)."""
         if self.progress:
-            self.progress(step, DETAIL + message)
+            self.progress(step, message, True)
 
 
 def _load_seen(path: Path) -> set[str]:
@@ -203,7 +203,7 @@ def _clean_stale(settings: Settings) -> None:
 
 
 def lora_config(settings: Settings) -> Any:
-    from slm.lora import LoraConfig
+    from slm.training.lora import LoraConfig
 
     t = settings.training
     return LoraConfig(
@@ -215,14 +215,9 @@ def lora_config(settings: Settings) -> Any:
 
 def _generator_factory(settings: Settings, lora_path: Path | None, adapter: str | None) -> Callable[[], Any]:
     def make() -> Any:
-        from lorebot.settings import cpu_count
-        from slm.generator import LlamaGenerator
+        from slm.serving.generator import LlamaGenerator
 
-        return LlamaGenerator(
-            assets.answer_model_path(settings.model.path), n_threads=settings.model.n_threads or cpu_count(),
-            n_ctx=settings.model.n_ctx, seed=settings.model.seed, temperature=settings.model.temperature,
-            lora_path=lora_path, adapter=adapter,
-        )
+        return LlamaGenerator.from_settings(settings, lora_path=lora_path, adapter=adapter, exclusive=True)
 
     return make
 
@@ -279,7 +274,7 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
     if embedder is None:
         from ingest.embed import Embedder
 
-        embedder = Embedder(settings.index.embedding_model, batch_size=settings.index.embed_batch_size)
+        embedder = Embedder.from_settings(settings, exclusive=True)
     reader = open_index(settings, embedder=embedder)
     closing.append(reader.close)
     collections = trainable_collections(settings, reader.collections())
@@ -345,7 +340,7 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
         report.status = "skipped"
         report.reason = f"only {len(train)} training and {len(heldout)} held-out pairs (need {t.min_train_pairs} and 1)"
         return
-    from slm.raft import build_examples, distractors_for
+    from slm.training.raft import build_examples, distractors_for
 
     count_tokens = _token_counter(settings)
     examples = build_examples(
@@ -361,7 +356,7 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
     registry.atomic_write_text(ex_path, "".join(json.dumps({"pair_id": e.pair_id, "kind": e.kind, "messages": e.messages}, ensure_ascii=False) + "\n" for e in examples))
     report.files["examples"] = str(ex_path)
     # The gate's questions: held-out pairs, and the same questions with distractors only.
-    from slm.gate import AbstentionProbe, GateInputs, load_golden, probes_from_pairs
+    from slm.training.gate import AbstentionProbe, GateInputs, load_golden, probes_from_pairs
 
     rng = random.Random(t.seed)
     gate_pairs = heldout if len(heldout) <= t.eval_limit else rng.sample(heldout, t.eval_limit)
@@ -374,14 +369,14 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
     if t.golden_set:
         inputs.golden = load_golden(t.golden_set)
     if t.use_feedback:
-        from slm.gate import Probe
-        from slm.pairs import feedback_pairs
+        from slm.training.gate import Probe
+        from slm.training.pairs import feedback_pairs
 
         inputs.feedback = [Probe(f["question"], f["answer"]) for f in feedback_pairs(settings, t.eval_limit)]
     steps.done("examples", t0)
 
     # ------------------------------------------------------------------ train
-    from slm.lora import (
+    from slm.training.lora import (
         ParityError,
         TrainExample,
         check_parity,
@@ -411,15 +406,15 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
     if not parity.passed:
         raise ParityError(
             f"adapter {version} failed the parity check (correlation {parity.correlation_min:.4f}, greedy match {parity.greedy_match})",
-            fix="nothing was promoted; check slm/lora.py's export against this llama.cpp version",
+            fix="nothing was promoted; check slm/training/lora.py's export against this llama.cpp version",
         )
 
     # ------------------------------------------------------------------ gate
     t0 = steps.start("gate", f"asking {len(inputs.heldout)} held-out questions to each model")
-    from slm.gate import decide, run_gate
+    from slm.training.gate import decide, run_gate
 
     if t.xquad_path:
-        from slm.evaluate import prepare_eval
+        from slm.evals.evaluate import prepare_eval
 
         inputs.xquad_set = prepare_eval(settings, t.xquad_path, limit=t.xquad_limit, seed=t.seed, abstain=0, embedder=embedder, progress=False)
     current = registry.current_adapter(settings)

@@ -16,15 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lorebot import contracts
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = "lorebot:lock:refresh"
-#: Same literal as bot.keys.LAST_REFRESH (workers may not depend on the bot for this).
-LAST_REFRESH = "lorebot:refresh:last"
-REINDEX_LOCK = "lorebot:lock:reindex:*"
 
 
 def refresh_time_limit_s(settings: Settings) -> int:
@@ -35,7 +32,7 @@ def refresh_time_limit_s(settings: Settings) -> int:
 class RefreshLock:
     """A renewed Redis lock; ``lost`` turns true when it could not be renewed."""
 
-    def __init__(self, redis_client: Any, ttl_s: int, key: str = LOCK_KEY) -> None:
+    def __init__(self, redis_client: Any, ttl_s: int, key: str = contracts.REFRESH_LOCK) -> None:
         self.lock = redis_client.lock(key, timeout=ttl_s, blocking=False, thread_local=False)
         self.ttl_s = ttl_s
         self.lost = False
@@ -116,7 +113,7 @@ def report_text(report: Any) -> str:
 
 def report_renderable(report: dict[str, Any]) -> Any:
     """The rich tables of a report dict (as the task returns it), for the CLI."""
-    from slm.refresh import RefreshReport
+    from slm.training.refresh import RefreshReport
 
     return RefreshReport(**report).table()
 
@@ -145,7 +142,7 @@ def _wait_for_reindex(r: Any, max_wait_s: float, grace_s: float = 5.0) -> None:
     """The nightly reindex starts at the same minute: learn from the new index, not the old."""
     deadline = time.monotonic() + max_wait_s
     time.sleep(grace_s)
-    while time.monotonic() < deadline and r.exists(REINDEX_LOCK):
+    while time.monotonic() < deadline and r.exists(contracts.reindex_lock(None)):
         time.sleep(5)
 
 
@@ -153,13 +150,13 @@ def refresh_impl(
     settings: Settings,
     *,
     reply: dict | None = None,
-    progress: Callable[[str, str], None] | None = None,
+    progress: Callable[[str, str, bool], None] | None = None,
     scheduled: bool = False,
     teacher: Any | None = None,
     embedder: Any | None = None,
 ) -> dict[str, Any]:
     """Run one refresh under the lock; returns {status, message, report?}."""
-    from slm.refresh import DETAIL, run_refresh
+    from slm.training.refresh import run_refresh
 
     delivery = _delivery(settings, reply)
     r = _redis(settings)
@@ -174,10 +171,10 @@ def refresh_impl(
         if scheduled:
             _wait_for_reindex(r, max_wait_s=3600)
 
-        def on_progress(step: str, message: str) -> None:
+        def on_progress(step: str, message: str, detail: bool) -> None:
             if progress:
-                progress(step, message)
-            if delivery and not message.startswith(DETAIL):
+                progress(step, message, detail)
+            if delivery and not detail:
                 delivery.progress(f"{step}: {message}")
 
         try:
@@ -208,19 +205,17 @@ def refresh_impl(
 
 def _publish(settings: Settings) -> None:
     """Copy the registry to the shared location (when fleet sync is configured)."""
-    try:
-        from lorebot.sync import publish_adapters
+    from lorebot.sync import publish_adapters
 
+    try:
         publish_adapters(settings)
-    except ImportError:
-        pass
     except Exception as exc:  # this host serves the new adapter either way
         log.warning("adapters: publishing to the shared location failed: %s", exc)
 
 
 def _store_last(r: Any, summary: dict[str, Any]) -> None:
     try:
-        r.set(LAST_REFRESH, json.dumps(summary))
+        r.set(contracts.LAST_REFRESH, json.dumps(summary))
     except Exception as exc:
         log.warning("refresh: could not record the summary in redis: %s", exc)
 
@@ -235,8 +230,7 @@ def _post_failure(settings: Settings, msg: str) -> None:
 
 def adapters_impl(settings: Settings, action: str, version: str | None = None) -> dict[str, Any]:
     """`adapters list|promote|rollback` for the CLI and /lorebot; {text, adapters, current}."""
-    from slm import registry
-
+    from slm.training import registry
     try:
         if action == "list":
             cards = registry.list_adapters(settings)

@@ -1,9 +1,9 @@
 """Small in-memory stand-ins for the answer path's dependencies, for tests and demos.
 
-:class:`StaticRetriever` satisfies :class:`slm.answer.Retriever` without an index: it
+:class:`StaticRetriever` satisfies :class:`slm.serving.answer.Retriever` without an index: it
 returns the hits it was given (filtered by collection), and records every search, so a
 test can check what the answer path asked for. Pair it with
-:class:`slm.generator.FakeGenerator`, or with the real model when the model is the point.
+:class:`slm.serving.generator.FakeGenerator`, or with the real model when the model is the point.
 """
 
 from __future__ import annotations

@@ -1,0 +1,147 @@
+"""Every name two lorebot processes must spell the same way, in one place.
+
+Queue and task names (the bot and the CLI ``send_task`` by name without importing any
+task code), every Redis key, lock and expiry that more than one process reads or writes,
+and the typed Slack reply target that travels from the bot to a worker inside a task's
+arguments. It imports nothing but the standard library, so every package may use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# --- Celery queues and tasks -------------------------------------------------------------
+
+QUEUE_ANSWER = "answer"
+QUEUE_INGEST = "ingest"
+QUEUE_TRAIN = "train"
+ALL_QUEUES = (QUEUE_ANSWER, QUEUE_INGEST, QUEUE_TRAIN)
+
+TASK_ANSWER = "lorebot.answer"
+TASK_REINDEX = "lorebot.reindex"
+TASK_REFRESH = "lorebot.refresh"
+TASK_PING = "lorebot.ping"
+TASK_STATUS = "lorebot.status"
+TASK_ADAPTERS = "lorebot.adapters"
+TASK_INGEST_FILES = "lorebot.ingest_files"
+
+TASK_QUEUES = {
+    TASK_ANSWER: QUEUE_ANSWER,
+    TASK_PING: QUEUE_ANSWER,
+    TASK_STATUS: QUEUE_ANSWER,
+    TASK_REINDEX: QUEUE_INGEST,
+    TASK_INGEST_FILES: QUEUE_INGEST,
+    TASK_REFRESH: QUEUE_TRAIN,
+    # Not the train queue: an admin's promote/rollback must not wait behind a training run.
+    TASK_ADAPTERS: QUEUE_INGEST,
+}
+
+#: Default broker visibility timeout; workers raise it above their longest task.
+VISIBILITY_TIMEOUT_S = 6 * 3600
+
+#: Collection names an upload may name (they become a directory under data_dir/uploads):
+#: no path separators, no leading dot.
+COLLECTION_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+# --- Redis keys ---------------------------------------------------------------------------
+
+PREFIX = "lorebot:"
+
+#: Number of documents in the current index; the workers set it, the placeholder shows it.
+INDEX_DOCUMENTS = PREFIX + "index:documents"
+#: JSON of the last nightly refresh result (written by the refresh task), shown by /lorebot status.
+LAST_REFRESH = PREFIX + "refresh:last"
+#: Hash: channel id -> JSON list of collections (or "*"), set with /lorebot channel set.
+CHANNEL_COLLECTIONS = PREFIX + "channel_collections"
+#: Hash: question id -> JSON of the reply target, watched until the answer is delivered.
+PENDING = PREFIX + "pending"
+#: Hash: worker hostname -> JSON of the index and adapter versions it serves (lorebot.sync).
+SERVING = PREFIX + "workers:serving"
+
+#: How long the bot remembers that it answered in a thread (follow-ups come later).
+THREAD_TTL_S = 30 * 24 * 3600
+#: How long an answer is kept for feedback clicks.
+ANSWER_TTL_S = 30 * 24 * 3600
+#: Slack retries for up to about an hour; remember event ids a bit longer.
+DEDUPE_TTL_S = 2 * 3600
+
+
+def event_seen(event_id: str) -> str:
+    return f"{PREFIX}seen:event:{event_id}"
+
+
+def message_seen(channel: str, ts: str) -> str:
+    return f"{PREFIX}seen:msg:{channel}:{ts}"
+
+
+def client_msg_seen(client_msg_id: str) -> str:
+    return f"{PREFIX}seen:cmsg:{client_msg_id}"
+
+
+def thread(channel: str, thread_ts: str) -> str:
+    """Set while the bot has answered in this thread: replies there are follow-ups."""
+    return f"{PREFIX}thread:{channel}:{thread_ts}"
+
+
+def delivered(question_id: str) -> str:
+    """Set once the placeholder of a question holds its final answer or error."""
+    return f"{PREFIX}delivered:{question_id}"
+
+
+def answer(question_id: str) -> str:
+    """JSON of the Answer a question got, for the feedback buttons."""
+    return f"{PREFIX}answer:{question_id}"
+
+
+def rate(scope: str, ident: str) -> str:
+    return f"{PREFIX}rate:{scope}:{ident}"
+
+
+# --- Locks --------------------------------------------------------------------------------
+
+#: One nightly refresh at a time (renewed while it runs; see workers.tasks.refresh).
+REFRESH_LOCK = PREFIX + "lock:refresh"
+#: How long a reindex lock lives without being released (a killed build frees it then).
+REINDEX_LOCK_TTL_S = 6 * 3600
+
+
+def reindex_lock(collection: str | None) -> str:
+    """One build per collection at a time; ``None`` is a build of every collection."""
+    return f"{PREFIX}lock:reindex:{collection or '*'}"
+
+
+# --- The Slack reply target ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplyTarget:
+    """Where a worker writes its result: the message the bot posted, in its thread.
+
+    The bot builds one per question or job and sends it as a task argument (a JSON
+    object); the worker and the bot's watchdog read it back with :meth:`from_dict`.
+    """
+
+    channel: str
+    message_ts: str
+    thread_ts: str | None = None
+    team: str | None = None
+    user: str | None = None
+    started_at: float | None = None
+    question_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | ReplyTarget | None) -> ReplyTarget | None:
+        """The target in a task's arguments; unknown keys are ignored, a missing one is None."""
+        if data is None or isinstance(data, ReplyTarget):
+            return data
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def thread(self) -> str:
+        """The thread to post in: the question's thread, else the placeholder itself."""
+        return self.thread_ts or self.message_ts
