@@ -28,7 +28,8 @@ from bot.gateway import Enqueue, WorkerGateway
 from bot.state import Deduper
 from bot.uploads import Uploads, is_admin_share
 from bot.watchdog import Watchdog
-from lorebot.errors import ConfigError, ServiceUnavailableError
+from lorebot import slack
+from lorebot.errors import ServiceUnavailableError
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,21 +54,6 @@ BOT_SCOPES = (
 RECEIVED_AT = "lorebot_received_at"
 
 
-def make_web_client(settings: Settings):
-    """A Web API client for the configured token and Slack-compatible base URL."""
-    from slack_sdk import WebClient
-
-    if settings.slack.bot_token is None:
-        raise ConfigError(
-            "the Slack bot token is not set", fix="set LOREBOT_SLACK__BOT_TOKEN=xoxb-…"
-        )
-    return WebClient(
-        token=settings.slack.bot_token.get_secret_value(),
-        base_url=settings.slack.api_url,
-        timeout=10,
-    )
-
-
 def build_app(
     settings: Settings,
     *,
@@ -87,7 +73,7 @@ def build_app(
         redis = redis_lib.Redis.from_url(
             settings.redis.effective_url, socket_timeout=5, socket_connect_timeout=4
         )
-    web = web_client or make_web_client(settings)
+    web = web_client or slack.web_client(settings, require_token=True)
     gateway = gateway or WorkerGateway(settings.redis.effective_url)
     enqueue = enqueue or handlers.make_enqueue(gateway)
     watchdog = watchdog or Watchdog(settings, redis, gateway, web)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lorebot import contracts, messages, render
+from bot import messages, render
+from lorebot import contracts
 from bot.feedback import FeedbackStore
 from bot.gateway import Enqueue, WorkerGateway
 from bot.parse import parse_admin, parse_question, thread_history

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lorebot import contracts, messages, render
+from bot import messages, render
+from lorebot import contracts
 from bot.gateway import WorkerGateway
 from lorebot.settings import Settings
 from lorebot.types import Answer

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.sources import Source
-from ingest.store import atomic_write_text
+from lorebot.files import atomic_write_text
 from lorebot.errors import IngestError
 from lorebot.settings import Settings
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import render
-from lorebot import contracts
+from lorebot import contracts, slack
 from lorebot.settings import Settings
 from lorebot.types import Answer
 
@@ -127,10 +127,7 @@ class SlackDelivery:
     @classmethod
     def from_settings(cls, settings: Settings, reply: dict[str, Any]) -> SlackDelivery:
         """Build the Web API client from settings (token, base URL) and a Redis client."""
-        from slack_sdk import WebClient
-
-        token = settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else None
-        web = WebClient(token=token, base_url=settings.slack.api_url, timeout=15)
+        web = slack.web_client(settings, timeout=15)
         return cls(web, reply, redis=_redis_for(settings.redis.effective_url))
 
     # -- streaming -------------------------------------------------------------

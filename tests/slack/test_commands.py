@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lorebot import contracts, messages
+from bot import messages
+from lorebot import contracts
 from tests.slack.conftest import ADMIN, CHANNEL, HR_CHANNEL, USER, placeholders, queued
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lorebot import contracts, messages
+from bot import messages
+from lorebot import contracts
 from tests.slack.conftest import (
     CHANNEL,
     DM,

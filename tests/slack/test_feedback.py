@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from lorebot import contracts, messages, render
+from bot import messages, render
+from lorebot import contracts
 from bot.feedback import FeedbackStore, export_jsonl, feedback_path
 from lorebot.types import Answer, Citation
 from tests.slack.conftest import ADMIN, CHANNEL, USER, ephemerals

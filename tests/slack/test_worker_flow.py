@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from lorebot import contracts, messages
+from bot import messages
+from lorebot import contracts
 from lorebot.types import Answer, Citation, Question
 from tests.slack.conftest import ADMIN, CHANNEL, mention, placeholders
 from workers import client as wc

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from slm import metrics as m
+from slm.evals import metrics as m
 from slm.evals.evaluate import (
     EvalDataError,
     Passage,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lorebot import contracts
+from lorebot import contracts, slack
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 
@@ -81,13 +81,6 @@ def _delivery(settings: Settings, reply: dict | None):
     return SlackDelivery.from_settings(settings, reply)
 
 
-def _web_client(settings: Settings):
-    from slack_sdk import WebClient
-
-    token = settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else None
-    return WebClient(token=token, base_url=settings.slack.api_url, timeout=30)
-
-
 def report_text(report: Any) -> str:
     """The admin-channel message: decision, scores and durations in a few lines of mrkdwn."""
     lines = [f"*Nightly refresh {report.run}: {report.status}*" + (f" `{report.version}`" if report.version else ""), report.reason]
@@ -123,7 +116,7 @@ def post_report(settings: Settings, report: Any) -> bool:
     channel = settings.slack.admin_channel
     if not channel or settings.slack.bot_token is None:
         return False
-    web = _web_client(settings)
+    web = slack.web_client(settings, timeout=30)
     try:
         web.chat_postMessage(channel=channel, text=report_text(report))
         chart = report.files.get("chart")
@@ -223,7 +216,7 @@ def _store_last(r: Any, summary: dict[str, Any]) -> None:
 def _post_failure(settings: Settings, msg: str) -> None:
     if settings.slack.admin_channel and settings.slack.bot_token is not None:
         try:
-            _web_client(settings).chat_postMessage(channel=settings.slack.admin_channel, text=f":warning: {msg}")
+            slack.web_client(settings, timeout=30).chat_postMessage(channel=settings.slack.admin_channel, text=f":warning: {msg}")
         except Exception as exc:
             log.warning("refresh: could not post the failure: %s", exc)
 

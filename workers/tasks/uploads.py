@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lorebot import contracts
-from lorebot.errors import ConfigError, IndexBusyError, IngestError, LorebotError
+from lorebot import contracts, slack
+from lorebot.errors import IndexBusyError, IngestError, LorebotError
 from lorebot.settings import Settings
 from lorebot.types import new_id
 from lorebot.contracts import COLLECTION_NAME
@@ -122,21 +122,6 @@ def _mb(n: float) -> str:
 
 def _limit(max_bytes: int) -> str:
     return f"{max_bytes / 2**20:.3g} MB limit"
-
-
-def web_client(settings: Settings):
-    from slack_sdk import WebClient
-
-    if settings.slack.bot_token is None:
-        raise ConfigError(
-            "the Slack bot token is not set, so shared files cannot be downloaded",
-            fix="set LOREBOT_SLACK__BOT_TOKEN=xoxb-… for the ingest worker",
-        )
-    return WebClient(
-        token=settings.slack.bot_token.get_secret_value(),
-        base_url=settings.slack.api_url,
-        timeout=30,
-    )
 
 
 def file_info(web, file_id: str) -> dict[str, Any]:
@@ -327,7 +312,12 @@ def ingest_files_impl(
     lock = None
     try:
         if web is None:
-            web = web_client(settings)
+            web = slack.web_client(
+                settings,
+                timeout=30,
+                need="shared files cannot be downloaded",
+                fix="set LOREBOT_SLACK__BOT_TOKEN=xoxb-… for the ingest worker",
+            )
         if reply:
             from workers.delivery import SlackDelivery
 
