@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ingest import store
+from lorebot.files import atomic_write_text
 from lorebot.versioned import write_pointer
 from lorebot.errors import IndexMissingError
 from lorebot.settings import Settings
@@ -49,8 +50,8 @@ def test_set_current_refuses_an_incomplete_version(settings):
 
 def test_atomic_write_leaves_no_temp_files(settings, tmp_path):
     target = tmp_path / "dir" / "CURRENT"
-    store.atomic_write_text(target, "a\n")
-    store.atomic_write_text(target, "b\n")
+    atomic_write_text(target, "a\n")
+    atomic_write_text(target, "b\n")
     assert target.read_text() == "b\n"
     assert [p.name for p in target.parent.iterdir()] == ["CURRENT"]
 
