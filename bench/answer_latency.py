@@ -57,8 +57,12 @@ class RawLlama:
 
         self.lc = llama_cpp
         self.llm = llama_cpp.Llama(
-            model_path=str(model_path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx), n_threads=n_threads,
-            n_threads_batch=n_threads, verbose=False,
+            model_path=str(model_path),
+            n_ctx=n_ctx,
+            n_batch=min(n_batch, n_ctx),
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
         )
         self.ctx = self.llm.ctx
         self.memory = llama_cpp.llama_get_memory(self.ctx)
@@ -128,20 +132,26 @@ class _CapturePrompt:
     def count_tokens(self, text: str) -> int:
         return self.real.count_tokens(text)
 
-    def generate(self, messages: list[dict[str, str]], *, max_tokens: int, on_token: Any = None) -> Any:
+    def generate(
+        self, messages: list[dict[str, str]], *, max_tokens: int, on_token: Any = None
+    ) -> Any:
         from slm.serving.generator import Generation
 
         self.messages = [dict(m) for m in messages]
         return Generation(text="x", prompt_tokens=0, completion_tokens=0)
 
 
-def rebuild_prompt(settings: Settings, index: Any, generator: Any, question: str) -> tuple[str, list[int]]:
+def rebuild_prompt(
+    settings: Settings, index: Any, generator: Any, question: str
+) -> tuple[str, list[int]]:
     """The final prompt text the answer path gives the model for a question (no history)."""
     from lorebot.types import Question
     from slm.serving.answer import answer_question
 
     capture = _CapturePrompt(generator)
-    answer_question(Question(text=question), index, capture, retrieval=settings.retrieval, model=settings.model)
+    answer_question(
+        Question(text=question), index, capture, retrieval=settings.retrieval, model=settings.model
+    )
     if capture.messages is None:
         raise RuntimeError(f"the answer path did not call the model for {question!r}")
     prompt = generator.render(capture.messages)
@@ -153,13 +163,24 @@ def ratio(ours: float, raw: float) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--source", choices=("sample", "xquad"), default="sample")
-    ap.add_argument("--limit", type=int, default=None, help="questions (default: all sample questions; xquad: 30)")
-    ap.add_argument("--threads", type=int, default=cpu_count(), help="llama.cpp threads, worker and raw alike")
+    ap.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="questions (default: all sample questions; xquad: 30)",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=cpu_count(), help="llama.cpp threads, worker and raw alike"
+    )
     ap.add_argument("--warmup", type=int, default=2, help="questions asked first and not measured")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--name", default="answer-latency", help="results file name (bench/results/NAME.json)")
+    ap.add_argument(
+        "--name", default="answer-latency", help="results file name (bench/results/NAME.json)"
+    )
     args = ap.parse_args(argv)
     exit_cleanly_on_sigterm()
     limit = args.limit if args.limit is not None else (30 if args.source == "xquad" else None)
@@ -178,7 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = Settings(data_dir=workload.data_dir, model={"n_threads": args.threads})
         redis = Redis(workload.workdir)
-        worker = Worker(workload.data_dir, redis.url, workload.workdir / "worker.log", processes=1, threads=args.threads)
+        worker = Worker(
+            workload.data_dir,
+            redis.url,
+            workload.workdir / "worker.log",
+            processes=1,
+            threads=args.threads,
+        )
         worker.wait_ready()
         asker = Asker(redis.url)
         index = open_index(settings, embedder=embedder)
@@ -222,7 +249,11 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             console.print(
                 f"[dim]{i:>3}/{len(workload.questions)} {fmt_ms(roundtrip)} ms ours"
-                + (f", {fmt_ms(row['raw_prefix']['total_ms'])} ms raw" if row["model_called"] else ", no model call")
+                + (
+                    f", {fmt_ms(row['raw_prefix']['total_ms'])} ms raw"
+                    if row["model_called"]
+                    else ", no model call"
+                )
                 + f" · {text[:60]}[/]"
             )
     finally:
@@ -234,7 +265,12 @@ def main(argv: list[str] | None = None) -> None:
     report(rows, args, started_load, limit)
 
 
-def report(rows: list[dict[str, Any]], args: argparse.Namespace, started_load: list[float] | None, limit: int | None) -> None:
+def report(
+    rows: list[dict[str, Any]],
+    args: argparse.Namespace,
+    started_load: list[float] | None,
+    limit: int | None,
+) -> None:
     called = [r for r in rows if r["model_called"]]
     matched = [r for r in called if r.get("prompt_match")]
     parts: dict[str, dict[str, Any]] = {}
@@ -248,7 +284,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, started_load: l
     t = [r["timings_ms"] for r in called]
     part("roundtrip (task submitted -> result)", [r["roundtrip_ms"] for r in called])
     part("  queue + transport (roundtrip - task)", [r["roundtrip_ms"] - task_ms(r) for r in called])
-    part("  task outside answer path (task - total)", [task_ms(r) - r["timings_ms"]["total"] for r in called])
+    part(
+        "  task outside answer path (task - total)",
+        [task_ms(r) - r["timings_ms"]["total"] for r in called],
+    )
     part("  answer path (total)", [x["total"] for x in t])
     part("    retrieve", [x["retrieve"] for x in t])
     part("    prompt build", [x["prompt_build"] for x in t])
@@ -256,15 +295,22 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, started_load: l
     part("    generate", [x["generate"] for x in t])
     part("      llama.cpp prompt eval", [x["prompt_eval"] for x in t])
     part("      llama.cpp decode", [x["decode"] for x in t])
-    part("      render + tokenize + stream (generate - eval - decode)",
-         [x["generate"] - x["prompt_eval"] - x["decode"] for x in t])
+    part(
+        "      render + tokenize + stream (generate - eval - decode)",
+        [x["generate"] - x["prompt_eval"] - x["decode"] for x in t],
+    )
     part("first token (answer path start -> first piece)", [x["first_token"] for x in t])
-    part("first token incl. queue + transport (upper bound)",
-         [r["timings_ms"]["first_token"] + r["roundtrip_ms"] - task_ms(r) for r in called])
+    part(
+        "first token incl. queue + transport (upper bound)",
+        [r["timings_ms"]["first_token"] + r["roundtrip_ms"] - task_ms(r) for r in called],
+    )
     part("raw llama.cpp, prefix cache (same work)", [r["raw_prefix"]["total_ms"] for r in matched])
     part("raw llama.cpp, cold cache (whole prompt)", [r["raw_cold"]["total_ms"] for r in matched])
     part("raw first token, prefix cache", [r["raw_prefix"]["prompt_ms"] for r in matched])
-    part("questions abstained before the model (roundtrip)", [r["roundtrip_ms"] for r in rows if not r["model_called"]])
+    part(
+        "questions abstained before the model (roundtrip)",
+        [r["roundtrip_ms"] for r in rows if not r["model_called"]],
+    )
 
     ours = sum(r["roundtrip_ms"] for r in matched)
     raw_warm = sum(r["raw_prefix"]["total_ms"] for r in matched)
@@ -282,31 +328,68 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, started_load: l
         "non_model_share_of_roundtrip": (ours - model_inside) / ours if ours else None,
         "target": "<= 0.10 (everything except the model's own prompt processing and decoding)",
         "mean_prompt_tokens": sum(r["prompt_tokens"] for r in matched) / n if n else None,
-        "mean_prompt_tokens_evaluated_raw_prefix": sum(r["raw_prefix"]["evaluated"] for r in matched) / n if n else None,
+        "mean_prompt_tokens_evaluated_raw_prefix": sum(
+            r["raw_prefix"]["evaluated"] for r in matched
+        )
+        / n
+        if n
+        else None,
         "mean_completion_tokens": sum(r["completion_tokens"] for r in matched) / n if n else None,
     }
 
-    table = Table("part", "p50 ms", "p95 ms", "n", title=f"answer latency · {args.source} · {args.threads} threads",
-                  title_justify="left")
+    table = Table(
+        "part",
+        "p50 ms",
+        "p95 ms",
+        "n",
+        title=f"answer latency · {args.source} · {args.threads} threads",
+        title_justify="left",
+    )
     for name, s in parts.items():
         table.add_row(name, fmt_ms(s["p50"]), fmt_ms(s["p95"]), str(s["n"]))
     console.print(table)
-    o = Table("overhead", "value", title="ours vs raw llama.cpp (sums over the compared questions)", title_justify="left")
+    o = Table(
+        "overhead",
+        "value",
+        title="ours vs raw llama.cpp (sums over the compared questions)",
+        title_justify="left",
+    )
 
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:+.1f}%"
 
-    o.add_row("(ours - raw) / raw, raw with the same prefix cache", pct(overhead["ratio_vs_raw_prefix_cache"]))
+    o.add_row(
+        "(ours - raw) / raw, raw with the same prefix cache",
+        pct(overhead["ratio_vs_raw_prefix_cache"]),
+    )
     o.add_row("(ours - raw) / raw, raw from a cold cache", pct(overhead["ratio_vs_raw_cold"]))
-    o.add_row("per-question p50 ratio vs prefix-cache raw", pct(overhead["ratio_p50_per_question_vs_raw_prefix"]))
+    o.add_row(
+        "per-question p50 ratio vs prefix-cache raw",
+        pct(overhead["ratio_p50_per_question_vs_raw_prefix"]),
+    )
     o.add_row("non-model share of our round trip", pct(overhead["non_model_share_of_roundtrip"]))
-    o.add_row("questions compared / prompt mismatches", f"{overhead['questions_compared']} / {overhead['prompt_mismatches']}")
-    o.add_row("mean prompt tokens (evaluated with prefix cache)",
-              f"{overhead['mean_prompt_tokens'] or 0:.0f} ({overhead['mean_prompt_tokens_evaluated_raw_prefix'] or 0:.0f})")
+    o.add_row(
+        "questions compared / prompt mismatches",
+        f"{overhead['questions_compared']} / {overhead['prompt_mismatches']}",
+    )
+    o.add_row(
+        "mean prompt tokens (evaluated with prefix cache)",
+        f"{overhead['mean_prompt_tokens'] or 0:.0f} ({overhead['mean_prompt_tokens_evaluated_raw_prefix'] or 0:.0f})",
+    )
     o.add_row("mean answer tokens", f"{overhead['mean_completion_tokens'] or 0:.1f}")
     console.print(o)
-    save(args.name, {"source": args.source, "threads": args.threads, "limit": limit, "parts_ms": parts,
-                     "overhead": overhead, "rows": rows}, started_load=started_load)
+    save(
+        args.name,
+        {
+            "source": args.source,
+            "threads": args.threads,
+            "limit": limit,
+            "parts_ms": parts,
+            "overhead": overhead,
+            "rows": rows,
+        },
+        started_load=started_load,
+    )
 
 
 if __name__ == "__main__":

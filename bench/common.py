@@ -36,6 +36,7 @@ from rich.console import Console
 from lorebot.settings import Settings, cpu_count
 from lorebot.types import Answer, Question
 from slm.evals import metrics
+
 RESULTS = REPO / "bench" / "results"
 SAMPLE_QA = REPO / "tests" / "fixtures" / "sample_qa.json"
 XQUAD = REPO.parent / "shared" / "data" / "qa" / "xquad-en" / "xquad.en.json"
@@ -81,8 +82,13 @@ def save(name: str, data: dict[str, Any], *, started_load: list[float] | None = 
     info = machine()
     info["loadavg_start"] = started_load
     info["loadavg_end"] = info.pop("loadavg")
-    payload = {"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": info,
-               "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), **data}
+    payload = {
+        "benchmark": name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": info,
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        **data,
+    }
     path.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
     console.print(f"[dim]wrote {path.relative_to(REPO)}[/]")
     return path
@@ -90,7 +96,10 @@ def save(name: str, data: dict[str, Any], *, started_load: list[float] | None = 
 
 def summary(values: list[float]) -> dict[str, Any]:
     """{n, p50, p95, mean} in the values' unit, rounded for JSON."""
-    return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in metrics.latency_summary(values).items()}
+    return {
+        k: (round(v, 2) if isinstance(v, float) else v)
+        for k, v in metrics.latency_summary(values).items()
+    }
 
 
 def fmt_ms(v: float | None) -> str:
@@ -135,9 +144,16 @@ def build_sample_index(data_dir: Path, *, threads: int) -> tuple[Settings, Any]:
     from lorebot import assets
 
     settings = Settings(data_dir=data_dir)
-    embedder = Embedder(settings.index.embedding_model, threads=threads, onnx_dir=settings.models_dir)
+    embedder = Embedder(
+        settings.index.embedding_model, threads=threads, onnx_dir=settings.models_dir
+    )
     t0 = time.perf_counter()
-    build_index(settings, [Source(path=assets.sample_docs_dir(), collection="handbook")], progress=False, embedder=embedder)
+    build_index(
+        settings,
+        [Source(path=assets.sample_docs_dir(), collection="handbook")],
+        progress=False,
+        embedder=embedder,
+    )
     console.print(f"sample index built in {time.perf_counter() - t0:.0f} s")
     index = open_index(settings, embedder=embedder)
     index.search("warm up the query embedder", k=1)
@@ -145,7 +161,12 @@ def build_sample_index(data_dir: Path, *, threads: int) -> tuple[Settings, Any]:
 
 
 def make_workload(
-    source: str, *, limit: int | None, seed: int = 0, embedder: Any = None, answerable_only: bool = False
+    source: str,
+    *,
+    limit: int | None,
+    seed: int = 0,
+    embedder: Any = None,
+    answerable_only: bool = False,
 ) -> Workload:
     """``sample``: the shipped handbook + tests/fixtures/sample_qa.json; ``xquad``: XQuAD-en.
 
@@ -162,7 +183,12 @@ def make_workload(
 
             data_dir = workdir / "data"
             settings = Settings(data_dir=data_dir)
-            build_index(settings, [Source(assets.sample_docs_dir(), "handbook")], progress=True, embedder=embedder)
+            build_index(
+                settings,
+                [Source(assets.sample_docs_dir(), "handbook")],
+                progress=True,
+                embedder=embedder,
+            )
             questions = sample_questions(answerable_only=answerable_only)
             if limit is not None:
                 questions = questions[:limit]
@@ -173,7 +199,9 @@ def make_workload(
             if not XQUAD.is_file():
                 raise SystemExit(f"{XQUAD} is absent: use --source sample")
             settings = Settings(data_dir=workdir / "unused")
-            prepared = prepare_eval(settings, XQUAD, limit=limit, seed=seed, abstain=0, embedder=embedder)
+            prepared = prepare_eval(
+                settings, XQUAD, limit=limit, seed=seed, abstain=0, embedder=embedder
+            )
             # The prepared temporary index is an ordinary data dir a worker can serve.
             data_dir = prepared.workdir / "data"
             prepared.retriever.close()
@@ -211,8 +239,16 @@ class Redis:
 class Worker:
     """``python -m lorebot worker --queues answer`` with the given processes and threads."""
 
-    def __init__(self, data_dir: Path, redis_url: str, log_path: Path, *, processes: int = 1, threads: int | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        redis_url: str,
+        log_path: Path,
+        *,
+        processes: int = 1,
+        threads: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.redis_url = redis_url
         self.processes = processes
         self.threads = threads or max(1, cpu_count() // processes)
@@ -232,7 +268,11 @@ class Worker:
         self._log = open(log_path, "wb")  # noqa: SIM115 - open for the child's whole life
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lorebot", "worker", "--queues", "answer", "--loglevel", "INFO"],
-            cwd=str(REPO), env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=str(REPO),
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log(self) -> str:
@@ -246,7 +286,9 @@ class Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"worker exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+                raise SystemExit(
+                    f"worker exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
+                )
             if "ready." in self.log() and client.control.ping(timeout=0.5):
                 return self
             time.sleep(0.3)
@@ -280,15 +322,19 @@ class Asker:
             self._local.app = make_client(self.redis_url)
         return self._local.app
 
-    def ask(self, text: str, *, timeout: float = 600.0, collections: list[str] | None = None) -> tuple[Answer, float]:
+    def ask(
+        self, text: str, *, timeout: float = 600.0, collections: list[str] | None = None
+    ) -> tuple[Answer, float]:
         """The answer and the round trip in ms (task submitted -> result received)."""
         from lorebot.contracts import QUEUE_ANSWER, TASK_ANSWER
 
         question = Question(text=text, collections=collections)
         started = time.perf_counter()
         result = self.client.send_task(
-            TASK_ANSWER, kwargs={"question": question.model_dump(mode="json"), "reply": None},
-            queue=QUEUE_ANSWER, task_id=question.question_id,
+            TASK_ANSWER,
+            kwargs={"question": question.model_dump(mode="json"), "reply": None},
+            queue=QUEUE_ANSWER,
+            task_id=question.question_id,
         )
         payload = result.get(timeout=timeout, propagate=True)
         roundtrip = (time.perf_counter() - started) * 1000

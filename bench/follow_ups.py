@@ -53,8 +53,12 @@ from lorebot.types import Question, Turn
 
 FIXTURE = REPO / "tests" / "fixtures" / "follow_ups.json"
 DEPENDENT = ("same_document", "other_document")
-GROUPS = {"dependent": DEPENDENT, "same document": ("same_document",),
-          "other document": ("other_document",), "fresh": ("fresh",)}
+GROUPS = {
+    "dependent": DEPENDENT,
+    "same document": ("same_document",),
+    "other document": ("other_document",),
+    "fresh": ("fresh",),
+}
 
 Strategy = Callable[[str, Sequence[Turn]], str]
 
@@ -84,7 +88,10 @@ def load_conversations(limit: int | None) -> list[dict[str, Any]]:
 
 
 def history_of(conv: dict[str, Any]) -> list[Turn]:
-    return [Turn(role="user", text=conv["first_question"]), Turn(role="assistant", text=conv["first_answer"])]
+    return [
+        Turn(role="user", text=conv["first_question"]),
+        Turn(role="assistant", text=conv["first_answer"]),
+    ]
 
 
 def previous_user(history: Sequence[Turn]) -> str | None:
@@ -112,7 +119,10 @@ class Rewriter:
             {"role": "system", "content": REWRITE_SYSTEM},
             {"role": "user", "content": REWRITE_EXAMPLE[0]},
             {"role": "assistant", "content": REWRITE_EXAMPLE[1]},
-            {"role": "user", "content": f"Earlier question: {previous}\nNew question: {' '.join(question.split())}"},
+            {
+                "role": "user",
+                "content": f"Earlier question: {previous}\nNew question: {' '.join(question.split())}",
+            },
         ]
 
     @staticmethod
@@ -120,17 +130,26 @@ class Rewriter:
         line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
         for prefix in ("standalone question:", "rewritten question:", "new question:", "question:"):
             if line.lower().startswith(prefix):
-                line = line[len(prefix):].strip()
+                line = line[len(prefix) :].strip()
         return line.strip(" \"'`")
 
     def __call__(self, question: str, history: Sequence[Turn]) -> str:
         if previous_user(history) is None:
             return question
         started = time.perf_counter()
-        generation = self.generator.generate(self.messages(question, history), max_tokens=REWRITE_MAX_TOKENS)
+        generation = self.generator.generate(
+            self.messages(question, history), max_tokens=REWRITE_MAX_TOKENS
+        )
         rewritten = self.clean(generation.text)
         ms = (time.perf_counter() - started) * 1000
-        self.log.append({"question": question, "raw": generation.text, "query": rewritten or question, "ms": round(ms, 1)})
+        self.log.append(
+            {
+                "question": question,
+                "raw": generation.text,
+                "query": rewritten or question,
+                "ms": round(ms, 1),
+            }
+        )
         return rewritten or question
 
 
@@ -146,28 +165,49 @@ def p50(values: Sequence[float]) -> float | None:
     return round(statistics.median(values), 1) if values else None
 
 
-def retrieval_run(name: str, strategy: Strategy, convs: list[dict[str, Any]], index: Any, settings: Settings) -> list[dict[str, Any]]:
+def retrieval_run(
+    name: str, strategy: Strategy, convs: list[dict[str, Any]], index: Any, settings: Settings
+) -> list[dict[str, Any]]:
     rows = []
     for conv in convs:
         history = history_of(conv)
         t0 = time.perf_counter()
         query = strategy(conv["follow_up"], history)
         t1 = time.perf_counter()
-        hits = index.search(query, k=settings.retrieval.top_k, candidates=settings.retrieval.candidates)
+        hits = index.search(
+            query, k=settings.retrieval.top_k, candidates=settings.retrieval.candidates
+        )
         t2 = time.perf_counter()
         dense = [h.dense_score for h in hits if h.dense_score is not None]
         rank = doc_rank(hits, conv["source"])
-        rows.append({"id": conv["id"], "kind": conv["kind"], "query": query, "rank": rank,
-                     "top_sources": [Path(h.chunk.source).name for h in hits],
-                     "best_dense": round(max(dense), 3) if dense else None,
-                     "refused_before_model": (not dense) or max(dense) < settings.retrieval.min_score,
-                     "query_ms": round((t1 - t0) * 1000, 2), "search_ms": round((t2 - t1) * 1000, 2)})
+        rows.append(
+            {
+                "id": conv["id"],
+                "kind": conv["kind"],
+                "query": query,
+                "rank": rank,
+                "top_sources": [Path(h.chunk.source).name for h in hits],
+                "best_dense": round(max(dense), 3) if dense else None,
+                "refused_before_model": (not dense) or max(dense) < settings.retrieval.min_score,
+                "query_ms": round((t1 - t0) * 1000, 2),
+                "search_ms": round((t2 - t1) * 1000, 2),
+            }
+        )
     console.print(f"  retrieval, {name}: done")
     return rows
 
 
-def answer_run(name: str, strategy: Strategy, convs: list[dict[str, Any]], index: Any, generator: Any,
-               settings: Settings, *, thread: bool = True, ask_search_text: bool = False) -> list[dict[str, Any]]:
+def answer_run(
+    name: str,
+    strategy: Strategy,
+    convs: list[dict[str, Any]],
+    index: Any,
+    generator: Any,
+    settings: Settings,
+    *,
+    thread: bool = True,
+    ask_search_text: bool = False,
+) -> list[dict[str, Any]]:
     """Each second question answered by answer_question with ``strategy`` as its search text.
 
     ``thread=False`` asks it in a new thread (no history), the reference for fresh
@@ -185,24 +225,42 @@ def answer_run(name: str, strategy: Strategy, convs: list[dict[str, Any]], index
         searched.append(strategy(question, history))
         return searched[-1]
 
-    def as_asked(question: str, history: Sequence[Turn]) -> str:  # the question is the search text already
+    def as_asked(
+        question: str, history: Sequence[Turn]
+    ) -> str:  # the question is the search text already
         searched.append(question)
         return question
 
-    with mock.patch.object(slm.serving.answer, "retrieval_query", as_asked if ask_search_text else recorded):
+    with mock.patch.object(
+        slm.serving.answer, "retrieval_query", as_asked if ask_search_text else recorded
+    ):
         for conv in convs:
             history = history_of(conv) if thread else []
             text = strategy(conv["follow_up"], history) if ask_search_text else conv["follow_up"]
             question = Question(text=text, history=history)
-            a = answer_question(question, index, generator, retrieval=settings.retrieval, model=settings.model)
+            a = answer_question(
+                question, index, generator, retrieval=settings.retrieval, model=settings.model
+            )
             facts = conv["key_facts"]
             cited = [c for c in a.citations if c.cited] or a.citations
-            rows.append({"id": conv["id"], "kind": conv["kind"], "query": searched[-1], "answer": a.answer, "abstained": a.abstained,
-                         "key_fact": (not a.abstained) and any(f.lower() in a.answer.lower() for f in facts),
-                         "right_doc_cited_first": bool(cited) and Path(cited[0].source).name == conv["source"],
-                         "total_ms": round(a.timings_ms.get("total", 0.0), 1),
-                         "retrieve_ms": round(a.timings_ms.get("retrieve", 0.0), 1),
-                         "first_token_ms": round(a.timings_ms["first_token"], 1) if "first_token" in a.timings_ms else None})
+            rows.append(
+                {
+                    "id": conv["id"],
+                    "kind": conv["kind"],
+                    "query": searched[-1],
+                    "answer": a.answer,
+                    "abstained": a.abstained,
+                    "key_fact": (not a.abstained)
+                    and any(f.lower() in a.answer.lower() for f in facts),
+                    "right_doc_cited_first": bool(cited)
+                    and Path(cited[0].source).name == conv["source"],
+                    "total_ms": round(a.timings_ms.get("total", 0.0), 1),
+                    "retrieve_ms": round(a.timings_ms.get("retrieve", 0.0), 1),
+                    "first_token_ms": round(a.timings_ms["first_token"], 1)
+                    if "first_token" in a.timings_ms
+                    else None,
+                }
+            )
     console.print(f"  answers, {name}: done")
     return rows
 
@@ -225,7 +283,9 @@ def summarise(rows: list[dict[str, Any]], kinds: Sequence[str]) -> dict[str, Any
         out["abstained"] = sum(r["abstained"] for r in sel)
         out["right_doc_cited_first"] = sum(r["right_doc_cited_first"] for r in sel)
         out["p50_total_ms"] = p50([r["total_ms"] for r in sel])
-        out["p50_first_token_ms"] = p50([r["first_token_ms"] for r in sel if r["first_token_ms"] is not None])
+        out["p50_first_token_ms"] = p50(
+            [r["first_token_ms"] for r in sel if r["first_token_ms"] is not None]
+        )
     return out
 
 
@@ -233,10 +293,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=min(2, cpu_count()))
     ap.add_argument("--limit", type=int, default=None, help="first N threads of each kind")
-    ap.add_argument("--answers", choices=("best", "all", "none"), default="best",
-                    help="answer with the current strategy and the best other one (default), every one, or none")
-    ap.add_argument("--diagnose", action="store_true",
-                    help="also answer with the current strategy's search text as the model's question")
+    ap.add_argument(
+        "--answers",
+        choices=("best", "all", "none"),
+        default="best",
+        help="answer with the current strategy and the best other one (default), every one, or none",
+    )
+    ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also answer with the current strategy's search text as the model's question",
+    )
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
     started_load = loadavg()
@@ -249,8 +316,13 @@ def main() -> int:
     try:
         settings, index = build_sample_index(tmp, threads=args.threads)
         console.print(f"{len(convs)} threads")
-        generator = LlamaGenerator(assets.answer_model_path(settings.model.path), n_threads=args.threads,
-                                   n_ctx=settings.model.n_ctx, seed=0, temperature=0.0)
+        generator = LlamaGenerator(
+            assets.answer_model_path(settings.model.path),
+            n_threads=args.threads,
+            n_ctx=settings.model.n_ctx,
+            seed=0,
+            temperature=0.0,
+        )
         generator.load()
         index.search("warm up the query embedder", k=1)
         rewriter = Rewriter(generator)
@@ -260,28 +332,52 @@ def main() -> int:
             "always": always_concatenate,
             "rewrite": rewriter,
         }
-        labels = {"alone": "(a) follow-up alone", "current": "(b) current: concatenate if is_follow_up()",
-                  "always": "(c) always concatenate previous question", "rewrite": "(d) SmolLM2 rewrite"}
-        short = {"alone": "(a) alone", "current": "(b) current", "always": "(c) always", "rewrite": "(d) rewrite"}
+        labels = {
+            "alone": "(a) follow-up alone",
+            "current": "(b) current: concatenate if is_follow_up()",
+            "always": "(c) always concatenate previous question",
+            "rewrite": "(d) SmolLM2 rewrite",
+        }
+        short = {
+            "alone": "(a) alone",
+            "current": "(b) current",
+            "always": "(c) always",
+            "rewrite": "(d) rewrite",
+        }
 
-        retrieval = {name: retrieval_run(name, fn, convs, index, settings) for name, fn in strategies.items()}
+        retrieval = {
+            name: retrieval_run(name, fn, convs, index, settings) for name, fn in strategies.items()
+        }
         rewrites = list(rewriter.log)
-        summary = {name: {g: summarise(rows, kinds) for g, kinds in GROUPS.items()} for name, rows in retrieval.items()}
+        summary = {
+            name: {g: summarise(rows, kinds) for g, kinds in GROUPS.items()}
+            for name, rows in retrieval.items()
+        }
 
         def merit(name: str) -> tuple:
             dep, fresh = summary[name]["dependent"], summary[name]["fresh"]
-            return (dep["recall_at_k"] + fresh["recall_at_k"], dep["recall_at_1"] + fresh["recall_at_1"],
-                    -(dep["p50_query_ms"] or 0))
+            return (
+                dep["recall_at_k"] + fresh["recall_at_k"],
+                dep["recall_at_1"] + fresh["recall_at_1"],
+                -(dep["p50_query_ms"] or 0),
+            )
 
         best_other = max((n for n in strategies if n != "current"), key=merit)
-        to_answer = {"best": ["current", best_other], "all": list(strategies), "none": []}[args.answers]
+        to_answer = {"best": ["current", best_other], "all": list(strategies), "none": []}[
+            args.answers
+        ]
         answers: dict[str, list[dict[str, Any]]] = {}
         if to_answer:
             # Warm the answer prompt's KV cache, as a worker that has answered before has it.
             from slm.serving.answer import answer_question
 
-            answer_question(Question(text="How many days of annual leave do I get?"), index, generator,
-                            retrieval=settings.retrieval, model=settings.model)
+            answer_question(
+                Question(text="How many days of annual leave do I get?"),
+                index,
+                generator,
+                retrieval=settings.retrieval,
+                model=settings.model,
+            )
         for name in to_answer:
             rewriter.log.clear()
             answers[name] = answer_run(name, strategies[name], convs, index, generator, settings)
@@ -289,23 +385,53 @@ def main() -> int:
                 summary[name][g].update(summarise(answers[name], kinds))
         fresh = [c for c in convs if c["kind"] == "fresh"]
         if to_answer and fresh:
-            answers["fresh_new_thread"] = answer_run("fresh questions in a new thread", strategies["alone"], fresh,
-                                                     index, generator, settings, thread=False)
-            summary["fresh_new_thread"] = {"fresh": summarise(answers["fresh_new_thread"], ("fresh",))}
+            answers["fresh_new_thread"] = answer_run(
+                "fresh questions in a new thread",
+                strategies["alone"],
+                fresh,
+                index,
+                generator,
+                settings,
+                thread=False,
+            )
+            summary["fresh_new_thread"] = {
+                "fresh": summarise(answers["fresh_new_thread"], ("fresh",))
+            }
         if args.diagnose:
-            answers["current_asked_as_searched"] = answer_run("current, search text asked", retrieval_query, convs,
-                                                              index, generator, settings, ask_search_text=True)
-            summary["current_asked_as_searched"] = {g: summarise(answers["current_asked_as_searched"], kinds)
-                                                    for g, kinds in GROUPS.items()}
+            answers["current_asked_as_searched"] = answer_run(
+                "current, search text asked",
+                retrieval_query,
+                convs,
+                index,
+                generator,
+                settings,
+                ask_search_text=True,
+            )
+            summary["current_asked_as_searched"] = {
+                g: summarise(answers["current_asked_as_searched"], kinds)
+                for g, kinds in GROUPS.items()
+            }
         index.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     k = settings.retrieval.top_k
-    table = Table(title=f"Follow-ups: {len(convs)} two-turn threads over the sample handbook "
-                        f"(recall: the right document first / in the top {k}; key fact: in the answer text)")
-    for col in ("strategy", "questions", "recall@1", f"recall@{k}", "refused before model", "key fact in answer",
-                "answers refused", "search text ms p50", "added ms p50", "answer ms p50"):
+    table = Table(
+        title=f"Follow-ups: {len(convs)} two-turn threads over the sample handbook "
+        f"(recall: the right document first / in the top {k}; key fact: in the answer text)"
+    )
+    for col in (
+        "strategy",
+        "questions",
+        "recall@1",
+        f"recall@{k}",
+        "refused before model",
+        "key fact in answer",
+        "answers refused",
+        "search text ms p50",
+        "added ms p50",
+        "answer ms p50",
+    ):
         table.add_column(col, justify="left" if col in ("strategy", "questions") else "right")
     base = {g: summary["alone"][g].get("p50_lookup_ms") or 0.0 for g in GROUPS}
     for name in strategies:
@@ -314,41 +440,85 @@ def main() -> int:
             n = s["n"]
             if not n:
                 continue
-            table.add_row(short[name] if i == 0 else "", f"{g} ({n})", f"{s['recall_at_1']}/{n}",
-                          f"{s['recall_at_k']}/{n}", f"{s['refused_before_model']}/{n}",
-                          f"{s['key_fact']}/{n}" if "key_fact" in s else "–",
-                          f"{s['abstained']}/{n}" if "abstained" in s else "–",
-                          f"{s['p50_query_ms']:.1f}", f"{s['p50_lookup_ms'] - base[g]:+.1f}",
-                          "–" if s.get("p50_total_ms") is None else f"{s['p50_total_ms']:.0f}",
-                          end_section=(g == "fresh"))
+            table.add_row(
+                short[name] if i == 0 else "",
+                f"{g} ({n})",
+                f"{s['recall_at_1']}/{n}",
+                f"{s['recall_at_k']}/{n}",
+                f"{s['refused_before_model']}/{n}",
+                f"{s['key_fact']}/{n}" if "key_fact" in s else "–",
+                f"{s['abstained']}/{n}" if "abstained" in s else "–",
+                f"{s['p50_query_ms']:.1f}",
+                f"{s['p50_lookup_ms'] - base[g]:+.1f}",
+                "–" if s.get("p50_total_ms") is None else f"{s['p50_total_ms']:.0f}",
+                end_section=(g == "fresh"),
+            )
     if "fresh_new_thread" in summary:
         s = summary["fresh_new_thread"]["fresh"]
         n = s["n"]
-        table.add_row("(ref) new thread", f"fresh ({n})", "–", "–", "–",
-                      f"{s['key_fact']}/{n}", f"{s['abstained']}/{n}", "–", "–", f"{s['p50_total_ms']:.0f}",
-                      end_section=True)
+        table.add_row(
+            "(ref) new thread",
+            f"fresh ({n})",
+            "–",
+            "–",
+            "–",
+            f"{s['key_fact']}/{n}",
+            f"{s['abstained']}/{n}",
+            "–",
+            "–",
+            f"{s['p50_total_ms']:.0f}",
+            end_section=True,
+        )
     if "current_asked_as_searched" in summary:
         for i, g in enumerate(("dependent", "same document", "other document", "fresh")):
             s = summary["current_asked_as_searched"][g]
             n = s["n"]
-            table.add_row("(diag) (b), asked as searched" if i == 0 else "", f"{g} ({n})", "–", "–", "–",
-                          f"{s['key_fact']}/{n}", f"{s['abstained']}/{n}", "–", "–", f"{s['p50_total_ms']:.0f}")
+            table.add_row(
+                "(diag) (b), asked as searched" if i == 0 else "",
+                f"{g} ({n})",
+                "–",
+                "–",
+                "–",
+                f"{s['key_fact']}/{n}",
+                f"{s['abstained']}/{n}",
+                "–",
+                "–",
+                f"{s['p50_total_ms']:.0f}",
+            )
     console.print(table)
     for name in strategies:
         console.print(f"  {short[name]}: {labels[name]}")
-    console.print("  (ref): the fresh questions asked without the thread; "
-                  "(diag): (b)'s search text given to the model as the question (focus sentences and quote chosen for it)")
-    console.print("added ms: p50 of (making the search text + the search) minus the same for (a); "
-                  "answer ms: answer_question's total, the rewrite's model call included")
+    console.print(
+        "  (ref): the fresh questions asked without the thread; "
+        "(diag): (b)'s search text given to the model as the question (focus sentences and quote chosen for it)"
+    )
+    console.print(
+        "added ms: p50 of (making the search text + the search) minus the same for (a); "
+        "answer ms: answer_question's total, the rewrite's model call included"
+    )
     console.print(f"best strategy other than the current one, by retrieval: {labels[best_other]}")
 
-    save("follow-ups", {
-        "fixture": str(FIXTURE.relative_to(REPO)), "threads": len(convs),
-        "top_k": settings.retrieval.top_k, "min_score": settings.retrieval.min_score,
-        "labels": labels, "best_other": best_other, "summary": summary,
-        "rewrite_prompt": {"system": REWRITE_SYSTEM, "example": REWRITE_EXAMPLE, "max_tokens": REWRITE_MAX_TOKENS},
-        "rewrites": rewrites, "retrieval": retrieval, "answers": answers,
-    }, started_load=started_load)
+    save(
+        "follow-ups",
+        {
+            "fixture": str(FIXTURE.relative_to(REPO)),
+            "threads": len(convs),
+            "top_k": settings.retrieval.top_k,
+            "min_score": settings.retrieval.min_score,
+            "labels": labels,
+            "best_other": best_other,
+            "summary": summary,
+            "rewrite_prompt": {
+                "system": REWRITE_SYSTEM,
+                "example": REWRITE_EXAMPLE,
+                "max_tokens": REWRITE_MAX_TOKENS,
+            },
+            "rewrites": rewrites,
+            "retrieval": retrieval,
+            "answers": answers,
+        },
+        started_load=started_load,
+    )
     return 0
 
 

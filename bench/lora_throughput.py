@@ -28,6 +28,7 @@ from rich.table import Table
 
 from lorebot.assets import answer_model_path, sample_docs_dir
 from slm.training import lora
+
 ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ANSWER = "Full-time staff receive 27 days of paid annual leave per calendar year [1]."
 

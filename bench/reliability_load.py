@@ -102,7 +102,9 @@ class RssSampler:
         # memory is flat when the last quarter is within 10% of the second.
         samples = self.samples
         quarter = max(1, len(samples) // 4)
-        second_q = sum(samples[quarter : 2 * quarter]) / quarter if len(samples) >= 2 * quarter else 0.0
+        second_q = (
+            sum(samples[quarter : 2 * quarter]) / quarter if len(samples) >= 2 * quarter else 0.0
+        )
         last_q = sum(samples[-quarter:]) / quarter if samples else 0.0
         out = {
             "second_quarter_mean": round(second_q),
@@ -113,21 +115,34 @@ class RssSampler:
             "flat": bool(samples) and last_q <= second_q * 1.10,
         }
         if self.bot_samples:
-            out["bot"] = {"first": round(self.bot_samples[0]), "last": round(self.bot_samples[-1]),
-                          "max": round(max(self.bot_samples))}
+            out["bot"] = {
+                "first": round(self.bot_samples[0]),
+                "last": round(self.bot_samples[-1]),
+                "max": round(max(self.bot_samples)),
+            }
         return out
 
 
 def start_workers(workload, redis_url: str, env: dict[str, str], n: int) -> list[Worker]:
-    workers = [Worker(workload.data_dir, redis_url, workload.workdir / f"worker{i}.log", threads=1, extra_env=env)
-               for i in range(n)]
+    workers = [
+        Worker(
+            workload.data_dir,
+            redis_url,
+            workload.workdir / f"worker{i}.log",
+            threads=1,
+            extra_env=env,
+        )
+        for i in range(n)
+    ]
     for w in workers:
         w.wait_ready()
     return workers
 
 
 def worker_errors(workers: list[Worker]) -> list[str]:
-    return ["worker log: " + line for w in workers for line in w.log().splitlines() if " ERROR " in line]
+    return [
+        "worker log: " + line for w in workers for line in w.log().splitlines() if " ERROR " in line
+    ]
 
 
 # ----------------------------------------------------------------------------- the load plan
@@ -176,9 +191,9 @@ def run_load(
     import redis as redis_lib
 
     from lorebot import contracts
+    from lorebot.contracts import QUEUE_ANSWER
     from tests.reliability.workers_harness import BotProcess, EventAsker, slack_env
     from tests.slack.fake_slack import FakeSlack
-    from lorebot.contracts import QUEUE_ANSWER
 
     hot = default_hot(n, user_rate) if hot is None else hot
     who = askers(n, hot, user_rate, concurrency)
@@ -190,11 +205,20 @@ def run_load(
     bot: BotProcess | None = None
     sampler: RssSampler | None = None
     try:
-        workers = start_workers(workload, redis.url, slack_env(fake, LOREBOT_MODEL__MAX_TOKENS=str(max_tokens)),
-                                workers_n)
-        bot = BotProcess(workload.data_dir, redis.url, fake, workload.workdir / "bot.log",
-                         LOREBOT_SLACK__USER_RATE_PER_MIN=str(user_rate),
-                         LOREBOT_SLACK__TEAM_RATE_PER_MIN=str(TEAM_RATE)).wait_ready()
+        workers = start_workers(
+            workload,
+            redis.url,
+            slack_env(fake, LOREBOT_MODEL__MAX_TOKENS=str(max_tokens)),
+            workers_n,
+        )
+        bot = BotProcess(
+            workload.data_dir,
+            redis.url,
+            fake,
+            workload.workdir / "bot.log",
+            LOREBOT_SLACK__USER_RATE_PER_MIN=str(user_rate),
+            LOREBOT_SLACK__TEAM_RATE_PER_MIN=str(TEAM_RATE),
+        ).wait_ready()
         sampler = RssSampler(workers, bot).start()
         asker = EventAsker(bot, fake, user_limit=user_rate, team_limit=TEAM_RATE)
 
@@ -220,7 +244,9 @@ def run_load(
         sampler.stop()
 
         r = redis_lib.Redis.from_url(redis.url)
-        task_ids = {k.decode()[len(RESULT_PREFIX):] for k in r.scan_iter(RESULT_PREFIX + "*", count=1000)}
+        task_ids = {
+            k.decode()[len(RESULT_PREFIX) :] for k in r.scan_iter(RESULT_PREFIX + "*", count=1000)
+        }
         left_in_queue = int(r.llen(QUEUE_ANSWER))
         left_pending = int(r.hlen(contracts.PENDING))
         r.close()
@@ -243,9 +269,14 @@ def run_load(
     for s in sent:
         if s.status != 200:
             errors.append(f"{s.ts}: the bot answered HTTP {s.status}")
-        errors += [f"{s.ts}: placeholder became an error: {c.args.get('text', '')[:200]}" for c in s.sorry]
+        errors += [
+            f"{s.ts}: placeholder became an error: {c.args.get('text', '')[:200]}" for c in s.sorry
+        ]
         if not s.rate_limited:
-            errors += [f"{s.ts}: unexpected note to {s.user}: {c.args.get('text', '')[:200]}" for c in s.notes]
+            errors += [
+                f"{s.ts}: unexpected note to {s.user}: {c.args.get('text', '')[:200]}"
+                for c in s.notes
+            ]
     # The question id each answer carries (its feedback buttons' value) vs the tasks run.
     answered_ids = {s.finals[0].args["blocks"][-1]["elements"][0]["value"] for s in answered}
     positions = [s.queue_position for s in sent if s.queue_position is not None]
@@ -274,22 +305,33 @@ def run_load(
             "answered": sum(1 for s in hot_sent if s.finals),
             "rate_limited": sum(1 for s in hot_sent if s.rate_limited),
             "expected_rate_limited": expected_refusals([s.at for s in hot_sent], user_rate),
-            "burst_s": round(max(s.at for s in hot_sent) - min(s.at for s in hot_sent), 2) if hot_sent else None,
+            "burst_s": round(max(s.at for s in hot_sent) - min(s.at for s in hot_sent), 2)
+            if hot_sent
+            else None,
         },
         "rate_limited_other_users": sum(1 for s in refused if s.user != HOT_USER),
         # A refused question must get nothing else: no placeholder, no answer, no task.
-        "rate_limited_with_placeholder_or_answer": sum(1 for s in refused if s.placeholders or s.finals),
+        "rate_limited_with_placeholder_or_answer": sum(
+            1 for s in refused if s.placeholders or s.finals
+        ),
         "tasks_run": len(task_ids),
         "tasks_without_answer": len(task_ids - answered_ids),
         "left_in_queue": left_in_queue,
         "left_pending_in_watchdog": left_pending,
-        "queue_positions": {"shown": len(positions), "max": max(positions, default=None),
-                            "placeholders": sum(1 for s in sent if s.placeholders)},
-        "bot_log": {"rate_limited_lines": bot_log.count("rate limited scope="),
-                    "submitted_lines": bot_log.count(" submitted collections="),
-                    "warnings": [line for line in bot_log.splitlines() if " WARNING " in line][:20]},
+        "queue_positions": {
+            "shown": len(positions),
+            "max": max(positions, default=None),
+            "placeholders": sum(1 for s in sent if s.placeholders),
+        },
+        "bot_log": {
+            "rate_limited_lines": bot_log.count("rate limited scope="),
+            "submitted_lines": bot_log.count(" submitted collections="),
+            "warnings": [line for line in bot_log.splitlines() if " WARNING " in line][:20],
+        },
         "latency_s": summary([s.finals[0].at - s.at for s in answered]),
-        "placeholder_ms": summary([(s.placeholders[0].at - s.at) * 1000 for s in sent if s.placeholders]),
+        "placeholder_ms": summary(
+            [(s.placeholders[0].at - s.at) * 1000 for s in sent if s.placeholders]
+        ),
         "rate_limit_note_ms": summary([(s.notes[0].at - s.at) * 1000 for s in refused]),
         "throughput_qps": round(len(answered) / elapsed, 3) if elapsed > 0 else None,
         "elapsed_s": round(elapsed, 1),
@@ -309,19 +351,26 @@ def checks(r: dict[str, Any]) -> dict[str, bool]:
         "none lost": r["lost"] == 0,
         "none duplicated": r["duplicated"] == 0,
         "no errors": r["error_count"] == 0,
-        "the hot user was rate-limited as the limit says": hot["rate_limited"] == hot["expected_rate_limited"] > 0,
+        "the hot user was rate-limited as the limit says": hot["rate_limited"]
+        == hot["expected_rate_limited"]
+        > 0,
         "nobody else was rate-limited": r["rate_limited_other_users"] == 0,
-        "refused questions got no placeholder or answer": r["rate_limited_with_placeholder_or_answer"] == 0,
-        "one task per answered question, none for refused": (r["tasks_run"] == r["answered"]
-                                                              and r["tasks_without_answer"] == 0),
+        "refused questions got no placeholder or answer": r[
+            "rate_limited_with_placeholder_or_answer"
+        ]
+        == 0,
+        "one task per answered question, none for refused": (
+            r["tasks_run"] == r["answered"] and r["tasks_without_answer"] == 0
+        ),
         "a queue position was shown": (r["queue_positions"]["shown"] or 0) > 0,
         "memory flat": bool(r["rss_mib"].get("flat")),
     }
 
 
 # ----------------------------------------------------------------------------- straight to Redis
-def run_load_direct(n: int, concurrency: int, *, max_tokens: int = 64, workers_n: int = 2,
-                    timeout_s: float = 3600) -> dict[str, Any]:
+def run_load_direct(
+    n: int, concurrency: int, *, max_tokens: int = 64, workers_n: int = 2, timeout_s: float = 3600
+) -> dict[str, Any]:
     """The earlier mode: tasks submitted to Redis the way the bot would (no bot, so no rate
     limiting and no queue positions); isolates the workers' share of the latency."""
     from tests.reliability.workers_harness import Asker, slack_env
@@ -334,8 +383,12 @@ def run_load_direct(n: int, concurrency: int, *, max_tokens: int = 64, workers_n
     workers: list[Worker] = []
     sampler: RssSampler | None = None
     try:
-        workers = start_workers(workload, redis.url, slack_env(fake, LOREBOT_MODEL__MAX_TOKENS=str(max_tokens)),
-                                workers_n)
+        workers = start_workers(
+            workload,
+            redis.url,
+            slack_env(fake, LOREBOT_MODEL__MAX_TOKENS=str(max_tokens)),
+            workers_n,
+        )
         sampler = RssSampler(workers).start()
         asker = Asker(fake, redis.url)
         sent_at: dict[str, float] = {}
@@ -394,20 +447,26 @@ def run_load_direct(n: int, concurrency: int, *, max_tokens: int = 64, workers_n
 # ----------------------------------------------------------------------------- output
 def _pair(stats: dict[str, Any], spec: str) -> str:
     """The "p50 / p95" of a summary(), "–" for a value it does not have (no samples)."""
-    return " / ".join("–" if stats.get(k) is None else format(stats[k], spec) for k in ("p50", "p95"))
+    return " / ".join(
+        "–" if stats.get(k) is None else format(stats[k], spec) for k in ("p50", "p95")
+    )
 
 
 def _rss_row(rss: dict[str, Any]) -> str:
-    return (f"{rss.get('second_quarter_mean')} → {rss.get('last_quarter_mean')}"
-            f" ({'flat' if rss.get('flat') else 'GROWING'})")
+    return (
+        f"{rss.get('second_quarter_mean')} → {rss.get('last_quarter_mean')}"
+        f" ({'flat' if rss.get('flat') else 'GROWING'})"
+    )
 
 
 def show(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     via = "through the bot" if result["mode"] == "bot" else "straight to Redis"
-    t = Table(title=f"reliability load {via}: {result['questions']} questions, concurrency "
-                    f"{result['concurrency']}, {result['workers']} workers")
+    t = Table(
+        title=f"reliability load {via}: {result['questions']} questions, concurrency "
+        f"{result['concurrency']}, {result['workers']} workers"
+    )
     t.add_column("measure")
     t.add_column("value", justify="right")
     lat = result["latency_s"]
@@ -428,14 +487,34 @@ def show(result: dict[str, Any]) -> None:
         ph = result["placeholder_ms"]
         bot_rss = rss.get("bot") or {}
         rows = [
-            ("sent / rate-limited / answered", f"{result['sent']} / {result['rate_limited']} / {result['answered']}"),
-            ("lost / duplicated / errors", f"{result['lost']} / {result['duplicated']} / {result['error_count']}"),
-            (f"hot user: sent / answered / rate-limited (expected) in {hot['burst_s']} s",
-             f"{hot['sent']} / {hot['answered']} / {hot['rate_limited']} ({hot['expected_rate_limited']})"),
-            (f"other {result['users'] - 1} users: rate-limited", str(result["rate_limited_other_users"])),
-            ("rate-limited with a placeholder or answer", str(result["rate_limited_with_placeholder_or_answer"])),
-            ("tasks run (Redis) / without an answer", f"{result['tasks_run']} / {result['tasks_without_answer']}"),
-            ("placeholders with a queue position / max N", f"{qp['shown']} of {qp['placeholders']} / {qp['max']}"),
+            (
+                "sent / rate-limited / answered",
+                f"{result['sent']} / {result['rate_limited']} / {result['answered']}",
+            ),
+            (
+                "lost / duplicated / errors",
+                f"{result['lost']} / {result['duplicated']} / {result['error_count']}",
+            ),
+            (
+                f"hot user: sent / answered / rate-limited (expected) in {hot['burst_s']} s",
+                f"{hot['sent']} / {hot['answered']} / {hot['rate_limited']} ({hot['expected_rate_limited']})",
+            ),
+            (
+                f"other {result['users'] - 1} users: rate-limited",
+                str(result["rate_limited_other_users"]),
+            ),
+            (
+                "rate-limited with a placeholder or answer",
+                str(result["rate_limited_with_placeholder_or_answer"]),
+            ),
+            (
+                "tasks run (Redis) / without an answer",
+                f"{result['tasks_run']} / {result['tasks_without_answer']}",
+            ),
+            (
+                "placeholders with a queue position / max N",
+                f"{qp['shown']} of {qp['placeholders']} / {qp['max']}",
+            ),
             ("signed event → placeholder p50 / p95 (ms)", _pair(ph, ".0f")),
             ("signed event → final update p50 / p95 (s)", _pair(lat, ".1f")),
             ("throughput (answers/s)", f"{result['throughput_qps']}"),
@@ -459,17 +538,30 @@ def main() -> None:
     ap.add_argument("-n", "--questions", type=int, default=200)
     ap.add_argument("-c", "--concurrency", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--user-rate", type=int, default=6, help="slack.user_rate_per_min for the bot (default 6)")
-    ap.add_argument("--hot", type=int, default=None,
-                    help="questions from the one user who exceeds the limit (default: user rate + n/10, at least 2 over)")
-    ap.add_argument("--direct", action="store_true", help="submit tasks straight to Redis, without the bot")
+    ap.add_argument(
+        "--user-rate", type=int, default=6, help="slack.user_rate_per_min for the bot (default 6)"
+    )
+    ap.add_argument(
+        "--hot",
+        type=int,
+        default=None,
+        help="questions from the one user who exceeds the limit (default: user rate + n/10, at least 2 over)",
+    )
+    ap.add_argument(
+        "--direct", action="store_true", help="submit tasks straight to Redis, without the bot"
+    )
     args = ap.parse_args()
     if args.direct:
         result = run_load_direct(args.questions, args.concurrency, max_tokens=args.max_tokens)
         failed = bool(result["lost"] or result["duplicated"] or result["error_count"])
     else:
-        result = run_load(args.questions, args.concurrency, max_tokens=args.max_tokens,
-                          user_rate=args.user_rate, hot=args.hot)
+        result = run_load(
+            args.questions,
+            args.concurrency,
+            max_tokens=args.max_tokens,
+            user_rate=args.user_rate,
+            hot=args.hot,
+        )
         failed = not all(result["checks"].values())
     show(result)
     save("reliability_load", result, started_load=result.pop("started_load"))

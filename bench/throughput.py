@@ -96,14 +96,29 @@ def saturation(levels: list[dict[str, Any]]) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--source", choices=("sample", "xquad"), default="sample")
-    ap.add_argument("--limit", type=int, default=None, help="distinct questions (default: all sample ones; xquad 40)")
+    ap.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="distinct questions (default: all sample ones; xquad 40)",
+    )
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    ap.add_argument("--per-level", type=int, default=10, help="questions answered per level (at least the concurrency)")
-    ap.add_argument("--with-unanswerable", action="store_true",
-                    help="also ask the sample questions the handbook cannot answer (mostly refused before the model)")
+    ap.add_argument(
+        "--per-level",
+        type=int,
+        default=10,
+        help="questions answered per level (at least the concurrency)",
+    )
+    ap.add_argument(
+        "--with-unanswerable",
+        action="store_true",
+        help="also ask the sample questions the handbook cannot answer (mostly refused before the model)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="throughput")
     args = ap.parse_args(argv)
@@ -115,8 +130,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from ingest.embed import Embedder
 
-    workload = make_workload(args.source, limit=limit, seed=args.seed, embedder=Embedder(None),
-                             answerable_only=not args.with_unanswerable)
+    workload = make_workload(
+        args.source,
+        limit=limit,
+        seed=args.seed,
+        embedder=Embedder(None),
+        answerable_only=not args.with_unanswerable,
+    )
     results: list[dict[str, Any]] = []
     redis = None
     try:
@@ -125,8 +145,13 @@ def main(argv: list[str] | None = None) -> None:
         feed = itertools.cycle(workload.questions)
         for procs in args.processes:
             threads = max(1, cores // procs)
-            worker = Worker(workload.data_dir, redis.url, workload.workdir / f"worker-{procs}.log",
-                            processes=procs, threads=threads)
+            worker = Worker(
+                workload.data_dir,
+                redis.url,
+                workload.workdir / f"worker-{procs}.log",
+                processes=procs,
+                threads=threads,
+            )
             try:
                 worker.wait_ready()
                 # Warm every pool process (model, index, KV cache) before measuring.
@@ -141,27 +166,62 @@ def main(argv: list[str] | None = None) -> None:
                     )
             finally:
                 worker.close()
-            results.append({"processes": procs, "threads": threads, "levels": levels, "saturates_at": saturation(levels)})
+            results.append(
+                {
+                    "processes": procs,
+                    "threads": threads,
+                    "levels": levels,
+                    "saturates_at": saturation(levels),
+                }
+            )
     finally:
         if redis is not None:
             redis.close()
         workload.close()
 
-    table = Table("processes × threads", "in flight", "q/min", "p50 s", "p95 s", "load (1 min)",
-                  title=f"throughput · {args.source} · {cores} cores", title_justify="left")
+    table = Table(
+        "processes × threads",
+        "in flight",
+        "q/min",
+        "p50 s",
+        "p95 s",
+        "load (1 min)",
+        title=f"throughput · {args.source} · {cores} cores",
+        title_justify="left",
+    )
     for r in results:
         for level in r["levels"]:
             mark = " ◀ saturated" if level["concurrency"] == r["saturates_at"] else ""
-            table.add_row(f"{r['processes']} × {r['threads']}", str(level["concurrency"]), f"{level['per_min']:.1f}{mark}",
-                          f"{level['latency_ms']['p50'] / 1000:.2f}", f"{level['latency_ms']['p95'] / 1000:.2f}",
-                          str((level["loadavg"] or ["?"])[0]))
+            table.add_row(
+                f"{r['processes']} × {r['threads']}",
+                str(level["concurrency"]),
+                f"{level['per_min']:.1f}{mark}",
+                f"{level['latency_ms']['p50'] / 1000:.2f}",
+                f"{level['latency_ms']['p95'] / 1000:.2f}",
+                str((level["loadavg"] or ["?"])[0]),
+            )
     console.print(table)
-    best = max((lv | {"processes": r["processes"]} for r in results for lv in r["levels"]), key=lambda x: x["per_min"], default=None)
+    best = max(
+        (lv | {"processes": r["processes"]} for r in results for lv in r["levels"]),
+        key=lambda x: x["per_min"],
+        default=None,
+    )
     if best:
-        console.print(f"best: {best['per_min']:.1f} q/min with {best['processes']} processes at {best['concurrency']} in flight")
-    save(args.name, {"source": args.source, "cores": cores, "per_level": args.per_level,
-                     "with_unanswerable": args.with_unanswerable, "results": results, "best": best},
-         started_load=started_load)
+        console.print(
+            f"best: {best['per_min']:.1f} q/min with {best['processes']} processes at {best['concurrency']} in flight"
+        )
+    save(
+        args.name,
+        {
+            "source": args.source,
+            "cores": cores,
+            "per_level": args.per_level,
+            "with_unanswerable": args.with_unanswerable,
+            "results": results,
+            "best": best,
+        },
+        started_load=started_load,
+    )
 
 
 if __name__ == "__main__":

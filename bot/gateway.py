@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 Enqueue = Callable[[str, dict, str, "str | None"], Any]
 
 
-
 class WorkerGateway:
     """Celery client wrapper; the Celery app is created on first use, by one thread.
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot import messages, render
-from lorebot import contracts
 from bot.feedback import FeedbackStore
 from bot.gateway import Enqueue, WorkerGateway
 from bot.parse import parse_admin, parse_question, thread_history
 from bot.state import ChannelAccess, Deduper, RateLimiter, Threads, document_count
 from bot.watchdog import Watchdog
+from lorebot import contracts
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 from lorebot.types import Question, new_id
@@ -391,7 +391,9 @@ class SlackBot:
     def status_report(self) -> str:
         worker_status, error = None, None
         try:
-            worker_status = self.gateway.call(contracts.TASK_STATUS, contracts.QUEUE_ANSWER, timeout=5.0)
+            worker_status = self.gateway.call(
+                contracts.TASK_STATUS, contracts.QUEUE_ANSWER, timeout=5.0
+            )
         except LorebotError as exc:
             error = exc.message
         except Exception as exc:

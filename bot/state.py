@@ -98,7 +98,10 @@ class RateLimiter:
         """Count one question if both windows have room; otherwise say when to retry."""
         now_ms = int(time.time() * 1000)
         which, wait_ms = self._script(
-            keys=[contracts.rate("user", f"{team or '-'}:{user}"), contracts.rate("team", team or "-")],
+            keys=[
+                contracts.rate("user", f"{team or '-'}:{user}"),
+                contracts.rate("team", team or "-"),
+            ],
             args=[
                 now_ms,
                 self.WINDOW_MS,

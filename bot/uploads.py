@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from lorebot import contracts
 from bot import messages
+from lorebot import contracts
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 from lorebot.types import new_id

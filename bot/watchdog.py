@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import messages, render
-from lorebot import contracts
 from bot.gateway import WorkerGateway
+from lorebot import contracts
 from lorebot.settings import Settings
 from lorebot.types import Answer
 
@@ -131,7 +131,9 @@ class Watchdog:
         return True
 
     def _deliver_answer(self, qid: str, reply: dict[str, Any], result: dict[str, Any]) -> None:
-        if not self.redis.set(contracts.delivered(qid), "watchdog", nx=True, ex=contracts.ANSWER_TTL_S):
+        if not self.redis.set(
+            contracts.delivered(qid), "watchdog", nx=True, ex=contracts.ANSWER_TTL_S
+        ):
             return
         try:
             answer = Answer.model_validate(result)
@@ -142,7 +144,9 @@ class Watchdog:
                 ts=reply["message_ts"],
                 **render.answer_message(answer, latency_s=latency),
             )
-            self.redis.set(contracts.answer(qid), answer.model_dump_json(), ex=contracts.ANSWER_TTL_S)
+            self.redis.set(
+                contracts.answer(qid), answer.model_dump_json(), ex=contracts.ANSWER_TTL_S
+            )
         except Exception as exc:
             log.error("question=%s answer could not be delivered: %s", qid, exc)
 

@@ -23,11 +23,12 @@ import logging
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -664,7 +665,9 @@ def _write_version(
             vecs[start : start + (end - s)] = old_vecs[s:end]  # type: ignore[index]
             if old_sentences is not None:
                 old_rows, old_units = old_sentences
-                sentence_parts.append(old_units[old_rows[s] : old_rows[end]])  # a view, read on write
+                sentence_parts.append(
+                    old_units[old_rows[s] : old_rows[end]]
+                )  # a view, read on write
                 sentence_counts[start : start + (end - s)] = np.diff(old_rows[s : end + 1])
             at += end - s
         else:

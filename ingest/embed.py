@@ -173,7 +173,9 @@ class Embedder:
         options.log_severity_level = 3
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         probe = ["How many days of annual leave do I get?", "Laptops are replaced every 48 months."]
-        reference = model.encode(probe, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        reference = model.encode(
+            probe, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
         gap = float(np.abs(self._encode_onnx(session, probe) - reference).max())
         if gap > ONNX_TOLERANCE:
             raise RuntimeError(f"{path.name} differs from the torch model by {gap:.2e}")
@@ -193,7 +195,9 @@ class Embedder:
 
             def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001
                 out = self.inner(
-                    input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    token_type_ids=token_type_ids,
                 )
                 return out.last_hidden_state
 
@@ -211,7 +215,9 @@ class Embedder:
                     str(tmp),
                     input_names=names,
                     output_names=["token_embeddings"],
-                    dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "token_embeddings"]},
+                    dynamic_axes={
+                        n: {0: "batch", 1: "tokens"} for n in [*names, "token_embeddings"]
+                    },
                     opset_version=17,
                     dynamo=False,
                 )
@@ -223,7 +229,11 @@ class Embedder:
     def _encode_onnx(self, session: Any, texts: list[str]) -> np.ndarray:
         model = self._model
         f = model.tokenizer(
-            texts, padding=True, truncation=True, max_length=model.max_seq_length, return_tensors="np"
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=model.max_seq_length,
+            return_tensors="np",
         )
         feed = {i.name: f[i.name].astype(np.int64) for i in session.get_inputs()}
         tokens = session.run(None, feed)[0]
@@ -252,16 +262,23 @@ class Embedder:
         )
         # One batched call of the fast tokenizer for the character offsets of every token.
         all_offsets = model.tokenizer(
-            list(texts), truncation=True, max_length=model.max_seq_length, return_offsets_mapping=True
+            list(texts),
+            truncation=True,
+            max_length=model.max_seq_length,
+            return_offsets_mapping=True,
         )["offset_mapping"]
-        vectors = unit_rows(np.stack([out["sentence_embedding"].float().cpu().numpy() for out in outputs]))
+        vectors = unit_rows(
+            np.stack([out["sentence_embedding"].float().cpu().numpy() for out in outputs])
+        )
         pooled: list[np.ndarray] = []
         for i, (out, offsets) in enumerate(zip(outputs, all_offsets)):
             n_tokens = int(out["attention_mask"].sum())
             tokens = out["token_embeddings"][:n_tokens].float().cpu().numpy()
             rows = np.zeros((len(spans[i]), DIM), dtype=np.float32)
             if len(offsets) != n_tokens:  # not the tokenisation the model saw: no span vectors
-                log.warning("span pooling skipped: %d offsets for %d tokens", len(offsets), n_tokens)
+                log.warning(
+                    "span pooling skipped: %d offsets for %d tokens", len(offsets), n_tokens
+                )
                 pooled.append(rows)
                 continue
             starts = np.array([a for a, _ in offsets])

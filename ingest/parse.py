@@ -291,7 +291,9 @@ def join_wrapped_lines(elements: list[Element]) -> list[Element]:
             and not _ENDS_SENTENCE.search(prev.text)
             and _STARTS_LOWER.match(el.text)
         ):
-            out[-1] = Element(kind=prev.kind, text=f"{prev.text} {el.text}", depth=prev.depth, page=prev.page)
+            out[-1] = Element(
+                kind=prev.kind, text=f"{prev.text} {el.text}", depth=prev.depth, page=prev.page
+            )
             continue
         out.append(el)
     return out
@@ -353,7 +355,9 @@ def _check_zip_bomb(path: Path) -> None:
             f"limit {MAX_UNPACKED_BYTES / 2**20:,.0f} MiB"
         )
     for i in infos:
-        if i.file_size > RATIO_MIN_BYTES and i.file_size > MAX_MEMBER_RATIO * max(1, i.compress_size):
+        if i.file_size > RATIO_MIN_BYTES and i.file_size > MAX_MEMBER_RATIO * max(
+            1, i.compress_size
+        ):
             raise ParseFailure(
                 f"zip bomb: {i.filename} unpacks {i.file_size / max(1, i.compress_size):,.0f}x "
                 f"({i.file_size / 2**20:,.0f} MiB); limit {MAX_MEMBER_RATIO}x"
@@ -378,8 +382,24 @@ def html_depth(text: str) -> int:
 _TAG = re.compile(r"<(/?)([a-zA-Z][\w:-]*)[^<>]*?(/?)>")
 # Void elements, plus p and li, which HTML lets authors leave unclosed.
 _VOID = frozenset(
-    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
-     "source", "track", "wbr", "p", "li"}
+    {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+        "p",
+        "li",
+    }
 )
 
 

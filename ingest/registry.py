@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ingest.sources import Source
-from lorebot.files import atomic_write_text
 from lorebot.errors import IngestError
+from lorebot.files import atomic_write_text
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def record_sources(settings: Settings, sources: list[Source]) -> None:
     """Remember sources (absolute paths); re-recording one updates its globs."""
     entries = _read(settings)
     by_key = {(e["path"], e["collection"]): e for e in entries}
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     for src in sources:
         key = (str(src.root), src.collection)
         entry = by_key.get(key)

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lorebot.errors import IndexMissingError
-from lorebot.files import fsync_tree
 from lorebot.files import fsync_dir as _fsync_dir
+from lorebot.files import fsync_tree
 from lorebot.settings import Settings
 from lorebot.types import Chunk, SearchHit
 from lorebot.versioned import VersionedDir
@@ -266,9 +266,7 @@ def write_search_indexes(
     retriever.save(str(vdir / BM25_DIR))
 
 
-def write_sentence_vectors(
-    vdir: Path, counts: np.ndarray, blocks: Iterable[np.ndarray]
-) -> int:
+def write_sentence_vectors(vdir: Path, counts: np.ndarray, blocks: Iterable[np.ndarray]) -> int:
     """sentence_rows.npy (offsets from per-row ``counts``) and sentences.npy (``blocks`` in row order)."""
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -295,7 +293,11 @@ def load_sentence_vectors(vdir: Path | None) -> tuple[np.ndarray, np.ndarray] | 
     try:
         return np.load(vdir / SENTENCE_ROWS), np.load(vdir / SENTENCES, mmap_mode="r")
     except (OSError, ValueError) as exc:
-        log.warning("sentence vectors of %s unreadable (%s); evidence is embedded per question", vdir.name, exc)
+        log.warning(
+            "sentence vectors of %s unreadable (%s); evidence is embedded per question",
+            vdir.name,
+            exc,
+        )
         return None
 
 

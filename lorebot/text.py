@@ -75,7 +75,11 @@ def units(text: str) -> list[Unit]:
             continue
         sentence = " ".join(words)
         if len(words) < LABEL_WORDS and not sentence.endswith((".", "!", "?")):
-            pending = Unit(f"{pending.text} {sentence}", pending.start, e) if pending else Unit(sentence, s, e)
+            pending = (
+                Unit(f"{pending.text} {sentence}", pending.start, e)
+                if pending
+                else Unit(sentence, s, e)
+            )
             continue
         if pending is not None:
             out.append(Unit(f"{pending.text}: {sentence}", pending.start, e))

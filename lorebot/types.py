@@ -37,7 +37,10 @@ class SearchHit(BaseModel):
     """A chunk as found by a search, with the scores that ranked it."""
 
     chunk: Chunk
-    row: int | None = Field(None, description="The chunk's row in its index version (per-chunk data such as sentence vectors).")
+    row: int | None = Field(
+        None,
+        description="The chunk's row in its index version (per-chunk data such as sentence vectors).",
+    )
     score: float = Field(description="The fused score used for ranking.")
     dense_score: float | None = None
     keyword_score: float | None = None

@@ -44,7 +44,9 @@ def write_pointer(root: Path, version: str | None) -> None:
 
 def valid_name(version: str) -> bool:
     """A version name that stays inside ``versions/``: no separators, no leading dot."""
-    return bool(version) and "/" not in version and "\\" not in version and not version.startswith(".")
+    return (
+        bool(version) and "/" not in version and "\\" not in version and not version.startswith(".")
+    )
 
 
 class VersionedDir:

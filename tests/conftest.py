@@ -26,7 +26,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def pytest_collection_modifyitems(config, items):
-    skip = pytest.mark.skip(reason=f"{SHARED_DATA} is absent (real data lives beside the repository)")
+    skip = pytest.mark.skip(
+        reason=f"{SHARED_DATA} is absent (real data lives beside the repository)"
+    )
     for item in items:
         if "shared_data" in item.keywords and not SHARED_DATA.is_dir():
             item.add_marker(skip)
@@ -89,7 +91,12 @@ def sample_data_dir(tmp_path_factory, embedder) -> Path:
 
     data_dir = tmp_path_factory.mktemp("sample-data")
     s = make_settings(data_dir)
-    build_index(s, [Source(path=assets.sample_docs_dir(), collection="handbook")], progress=False, embedder=embedder)
+    build_index(
+        s,
+        [Source(path=assets.sample_docs_dir(), collection="handbook")],
+        progress=False,
+        embedder=embedder,
+    )
     return data_dir
 
 
@@ -110,7 +117,9 @@ def child_env(data_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
 class WorkerProcess:
     """`lorebot worker` as a real subprocess, with its log kept for failure messages."""
 
-    def __init__(self, data_dir: Path, redis_url: str, log_path: Path, queues: str = "answer", **env: str):
+    def __init__(
+        self, data_dir: Path, redis_url: str, log_path: Path, queues: str = "answer", **env: str
+    ):
         self.log_path = log_path
         self.redis_url = redis_url
         self._log = open(log_path, "wb")
@@ -122,7 +131,7 @@ class WorkerProcess:
             start_new_session=True,
         )
 
-    def wait_ready(self, timeout: float = 180.0) -> "WorkerProcess":
+    def wait_ready(self, timeout: float = 180.0) -> WorkerProcess:
         from workers.client import make_client
 
         client = make_client(self.redis_url)
@@ -152,7 +161,9 @@ def celery_worker_proc(tmp_path):
     started: list[WorkerProcess] = []
 
     def start(data_dir: Path, redis_url: str, queues: str = "answer", **env: str) -> WorkerProcess:
-        w = WorkerProcess(data_dir, redis_url, tmp_path / f"worker-{len(started)}.log", queues, **env)
+        w = WorkerProcess(
+            data_dir, redis_url, tmp_path / f"worker-{len(started)}.log", queues, **env
+        )
         started.append(w)
         return w.wait_ready()
 

@@ -15,15 +15,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 from lorebot import contracts, logs, sync, telemetry
 from lorebot.errors import LorebotError, TransientError
 from lorebot.settings import Settings
 from lorebot.types import Answer, Question, new_id
 from workers import client
-from workers.tasks.ingest import TASK_TIME_LIMIT_S
 from workers.runtime import get_runtime
+from workers.tasks.ingest import TASK_TIME_LIMIT_S
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +55,10 @@ def answer_impl(settings: Settings, question: Question, reply: dict | None = Non
         runtime.sync()  # a newer index / adapter from the shared location, if any
         runtime.refresh_adapter()
         index = runtime.index()
-        logs.update(index_version=index.version, adapter_version=getattr(runtime.generator, "adapter", None) or "base")
+        logs.update(
+            index_version=index.version,
+            adapter_version=getattr(runtime.generator, "adapter", None) or "base",
+        )
         announce(settings, runtime, index)
         result = answer_question(
             question,
@@ -92,14 +100,17 @@ def announce(settings: Settings, runtime: Any, index: Any) -> None:
     """
     # adapter: what the loaded model applies; adapter_synced: the local registry's
     # CURRENT after the last pull (they differ only while slm.training.registry is absent).
-    serving = (index.version, getattr(runtime._generator, "adapter", None), sync.local_current(settings.adapters_dir))
+    serving = (
+        index.version,
+        getattr(runtime._generator, "adapter", None),
+        sync.local_current(settings.adapters_dir),
+    )
     telemetry.set_serving(serving[0], serving[1])
     if getattr(runtime, "announced", None) == serving:
         return
     import json
 
     import redis
-
 
     try:
         r = redis.Redis.from_url(settings.redis.effective_url, socket_timeout=2)
@@ -159,7 +170,9 @@ def broker_config(settings: Settings, queues: Sequence[str] | None = None) -> di
     if queues is not None and set(queues) == {contracts.QUEUE_ANSWER}:
         visibility = max(settings.worker.answer_visibility_s, settings.worker.task_timeout_s + 60)
         return client.celery_config(
-            settings.redis.effective_url, visibility_timeout_s=visibility, unacked_namespace=contracts.QUEUE_ANSWER
+            settings.redis.effective_url,
+            visibility_timeout_s=visibility,
+            unacked_namespace=contracts.QUEUE_ANSWER,
         )
     from workers.tasks.refresh import refresh_time_limit_s
 
@@ -167,7 +180,9 @@ def broker_config(settings: Settings, queues: Sequence[str] | None = None) -> di
     return client.celery_config(settings.redis.effective_url, visibility_timeout_s=visibility)
 
 
-def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] | None = None) -> Celery:
+def create_app(
+    settings: Settings, *, warm: bool = True, queues: Sequence[str] | None = None
+) -> Celery:
     """A Celery app bound to these settings, with every lorebot task registered.
 
     `warm` loads the model and index in each worker process before its first task.
@@ -181,11 +196,20 @@ def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] |
     app.conf.task_time_limit = settings.worker.task_timeout_s
     app.conf.task_soft_time_limit = max(1, settings.worker.task_timeout_s - 5)
 
-    @app.task(name=contracts.TASK_ANSWER, shared=False, bind=True, autoretry_for=(TransientError,), max_retries=3, retry_backoff=True)
+    @app.task(
+        name=contracts.TASK_ANSWER,
+        shared=False,
+        bind=True,
+        autoretry_for=(TransientError,),
+        max_retries=3,
+        retry_backoff=True,
+    )
     def answer(self, question: dict, reply: dict | None = None) -> dict:
         started = time.perf_counter()
         q = Question.model_validate(question)
-        with logs.bind(question_id=q.question_id, channel=q.channel or (reply or {}).get("channel")):
+        with logs.bind(
+            question_id=q.question_id, channel=q.channel or (reply or {}).get("channel")
+        ):
             try:
                 result = answer_impl(settings, q, reply)
             except TransientError:
@@ -231,13 +255,20 @@ def create_app(settings: Settings, *, warm: bool = True, queues: Sequence[str] |
             settings, collection=collection, files=files, reply=reply, defaulted=defaulted
         )
 
-    @app.task(name=contracts.TASK_REFRESH, shared=False, time_limit=refresh_limit, soft_time_limit=refresh_limit - 60)
+    @app.task(
+        name=contracts.TASK_REFRESH,
+        shared=False,
+        time_limit=refresh_limit,
+        soft_time_limit=refresh_limit - 60,
+    )
     def refresh(reply: dict | None = None, scheduled: bool = False) -> dict:
         from workers.tasks.refresh import refresh_impl
 
         result = refresh_impl(settings, reply=reply, scheduled=scheduled)
         if isinstance(result, dict) and result.get("status") in telemetry.REFRESH_DECISIONS:
-            telemetry.record_refresh(result["status"])  # "busy" (another run holds the lock) is not a result
+            telemetry.record_refresh(
+                result["status"]
+            )  # "busy" (another run holds the lock) is not a result
         return result
 
     @app.task(name=contracts.TASK_ADAPTERS, shared=False)

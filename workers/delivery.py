@@ -228,7 +228,11 @@ class SlackDelivery:
             pipe = self.redis.pipeline()
             pipe.set(contracts.delivered(question_id), "worker", ex=contracts.ANSWER_TTL_S)
             if answer is not None:
-                pipe.set(contracts.answer(question_id), answer.model_dump_json(), ex=contracts.ANSWER_TTL_S)
+                pipe.set(
+                    contracts.answer(question_id),
+                    answer.model_dump_json(),
+                    ex=contracts.ANSWER_TTL_S,
+                )
             thread_ts = self.reply.get("thread_ts")
             if thread_ts:
                 pipe.set(contracts.thread(self.channel, thread_ts), "1", ex=contracts.THREAD_TTL_S)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class Runtime:
     """Index + model for one process. Not shared between processes; one task at a time."""
 
-    def __init__(self, settings: Settings, generator: "Generator | None" = None) -> None:
+    def __init__(self, settings: Settings, generator: Generator | None = None) -> None:
         self.settings = settings
         self._generator = generator
         self._embedder = None
@@ -33,7 +33,7 @@ class Runtime:
 
     # -- model --------------------------------------------------------------
     @property
-    def generator(self) -> "Generator":
+    def generator(self) -> Generator:
         if self._generator is None:
             from slm.serving.generator import LlamaGenerator
 
@@ -64,7 +64,7 @@ class Runtime:
             self._embedder = Embedder.from_settings(self.settings)
         return self._embedder
 
-    def index(self) -> "IndexReader":
+    def index(self) -> IndexReader:
         """The current index version, reopened when the pointer moved since last task."""
         from ingest.store import current_version, open_index
 

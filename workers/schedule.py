@@ -15,12 +15,19 @@ def parse_cron(expr: str) -> crontab:
     """A 5-field cron expression as a Celery crontab; ConfigError when malformed."""
     fields = expr.split()
     if len(fields) != 5:
-        raise ConfigError(f"training.schedule {expr!r} is not a 5-field cron expression", fix='e.g. LOREBOT_TRAINING__SCHEDULE="0 2 * * *"')
+        raise ConfigError(
+            f"training.schedule {expr!r} is not a 5-field cron expression",
+            fix='e.g. LOREBOT_TRAINING__SCHEDULE="0 2 * * *"',
+        )
     minute, hour, dom, month, dow = fields
     try:
-        return crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow)
+        return crontab(
+            minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow
+        )
     except ValueError as exc:
-        raise ConfigError(f"training.schedule {expr!r}: {exc}", fix='e.g. LOREBOT_TRAINING__SCHEDULE="0 2 * * *"') from None
+        raise ConfigError(
+            f"training.schedule {expr!r}: {exc}", fix='e.g. LOREBOT_TRAINING__SCHEDULE="0 2 * * *"'
+        ) from None
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:

@@ -32,7 +32,10 @@ app = typer.Typer(
 )
 feedback_app = typer.Typer(help="Feedback from Slack users (👍 / 👎).", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
-sync_app = typer.Typer(help="Index and adapter versions in the shared location (LOREBOT_SYNC__URL).", no_args_is_help=True)
+sync_app = typer.Typer(
+    help="Index and adapter versions in the shared location (LOREBOT_SYNC__URL).",
+    no_args_is_help=True,
+)
 app.add_typer(sync_app, name="sync")
 adapters_app = typer.Typer(help="LoRA adapters made by the nightly refresh.", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters")
@@ -71,7 +74,7 @@ def _offline_env() -> None:
 
 @app.callback()
 def _root(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
 ) -> None:
     State.config_file = config
     State.settings = None
@@ -80,18 +83,27 @@ def _root(
 
 # --------------------------------------------------------------------------- config
 @app.command("config")
-def config_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def config_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Print the effective settings, secrets masked."""
     values = settings().public_dict()
     if as_json:
         print(json.dumps(values, indent=2))
         return
-    table = Table("setting", "value", title="lorebot settings (env LOREBOT_*, config file, defaults)")
+    table = Table(
+        "setting", "value", title="lorebot settings (env LOREBOT_*, config file, defaults)"
+    )
 
     def rows(prefix: str, obj: dict) -> None:
         for key, val in obj.items():
             name = f"{prefix}{key}"
-            if isinstance(val, dict) and val and all(isinstance(k, str) for k in val) and key not in ("channel_collections",):
+            if (
+                isinstance(val, dict)
+                and val
+                and all(isinstance(k, str) for k in val)
+                and key not in ("channel_collections",)
+            ):
                 rows(name + ".", val)
             else:
                 table.add_row(name, json.dumps(val) if not isinstance(val, str) else val)
@@ -103,7 +115,9 @@ def config_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 # --------------------------------------------------------------------------- doctor
 @app.command("doctor")
 def doctor_cmd(
-    services: Annotated[bool, typer.Option("--services/--no-services", help="Also check Redis and the index.")] = True,
+    services: Annotated[
+        bool, typer.Option("--services/--no-services", help="Also check Redis and the index.")
+    ] = True,
 ) -> None:
     """Check every model, binary and service; exit 1 if anything is wrong."""
     from lorebot.cli.doctor import run_checks
@@ -120,8 +134,12 @@ def doctor_cmd(
 # --------------------------------------------------------------------------- health
 @app.command("health")
 def health_cmd(
-    worker: Annotated[bool, typer.Option("--worker", help="Require a live worker (Celery ping).")] = False,
-    this_host: Annotated[bool, typer.Option("--this-host", help="With --worker: a worker on this host must answer.")] = False,
+    worker: Annotated[
+        bool, typer.Option("--worker", help="Require a live worker (Celery ping).")
+    ] = False,
+    this_host: Annotated[
+        bool, typer.Option("--this-host", help="With --worker: a worker on this host must answer.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Exit 0 when Redis (and, with --worker, a worker) answers; for scripts and probes."""
@@ -145,7 +163,10 @@ def health_cmd(
     if as_json:
         print(json.dumps(status))
     else:
-        console.print(("healthy: " if ok else "unhealthy: ") + ", ".join(f"{k}={v}" for k, v in status.items() if k != "ok"))
+        console.print(
+            ("healthy: " if ok else "unhealthy: ")
+            + ", ".join(f"{k}={v}" for k, v in status.items() if k != "ok")
+        )
     if not ok:
         raise typer.Exit(1)
 
@@ -154,9 +175,13 @@ def health_cmd(
 @app.command("ingest")
 def ingest_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Files or directories to ingest.")],
-    collection: Annotated[Optional[str], typer.Option("--collection", help="Collection name.")] = None,
-    include: Annotated[Optional[list[str]], typer.Option("--include", help="Glob of files to include.")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Glob of files to skip.")] = None,
+    collection: Annotated[str | None, typer.Option("--collection", help="Collection name.")] = None,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Glob of files to include.")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Glob of files to skip.")
+    ] = None,
     full: Annotated[bool, typer.Option("--full", help="Rebuild from scratch.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when any file failed.")] = False,
@@ -166,7 +191,9 @@ def ingest_cmd(
 
     s = settings()
     coll = collection or s.index.default_collection
-    sources = [Source(path=p, collection=coll, include=include or [], exclude=exclude or []) for p in paths]
+    sources = [
+        Source(path=p, collection=coll, include=include or [], exclude=exclude or []) for p in paths
+    ]
     from lorebot.errors import IngestError
 
     try:
@@ -193,8 +220,12 @@ def ingest_cmd(
 # --------------------------------------------------------------------------- worker / beat
 @app.command("worker")
 def worker_cmd(
-    queues: Annotated[str, typer.Option("--queues", "-Q", help="Comma-separated queues.")] = "answer",
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Processes (default: settings).")] = None,
+    queues: Annotated[
+        str, typer.Option("--queues", "-Q", help="Comma-separated queues.")
+    ] = "answer",
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Processes (default: settings).")
+    ] = None,
     loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
 ) -> None:
     """Run a Celery worker (model and index loaded once per process)."""
@@ -225,7 +256,19 @@ def worker_cmd(
     celery = create_app(s, warm="answer" in queues.split(","), queues=queues.split(","))
     name = "lorebot-" + queues.replace(",", "-") + "-%d@%%h" % os.getpid()
     celery.worker_main(
-        ["worker", "-Q", queues, "-c", str(s.worker.concurrency), "--loglevel", loglevel, "-n", name, "--without-gossip", "--without-mingle"]
+        [
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(s.worker.concurrency),
+            "--loglevel",
+            loglevel,
+            "-n",
+            name,
+            "--without-gossip",
+            "--without-mingle",
+        ]
     )
 
 
@@ -251,16 +294,20 @@ def submit_question(s: Settings, question: Question, timeout: float) -> Answer:
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     from lorebot.cli.stack import require_redis
-    from workers.client import make_client
     from lorebot.contracts import QUEUE_ANSWER, TASK_ANSWER
+    from workers.client import make_client
 
     require_redis(s)
     client = make_client(s.redis.effective_url)
     if not client.control.ping(timeout=1.5):
-        raise ServiceUnavailableError("no lorebot worker is running", fix="start one with `lorebot up` or `lorebot worker`")
+        raise ServiceUnavailableError(
+            "no lorebot worker is running", fix="start one with `lorebot up` or `lorebot worker`"
+        )
     result = client.send_task(
-        TASK_ANSWER, kwargs={"question": question.model_dump(mode="json"), "reply": None},
-        queue=QUEUE_ANSWER, task_id=question.question_id,
+        TASK_ANSWER,
+        kwargs={"question": question.model_dump(mode="json"), "reply": None},
+        queue=QUEUE_ANSWER,
+        task_id=question.question_id,
     )
     try:
         payload = result.get(timeout=timeout, propagate=True)
@@ -278,17 +325,24 @@ def submit_question(s: Settings, question: Question, timeout: float) -> Answer:
 @app.command("ask")
 def ask_cmd(
     question: Annotated[str, typer.Argument(help="The question.")],
-    collection: Annotated[Optional[list[str]], typer.Option("--collection", help="Search only these collections.")] = None,
+    collection: Annotated[
+        list[str] | None, typer.Option("--collection", help="Search only these collections.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds to wait.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait.")] = None,
 ) -> None:
     """Ask a question through Redis and a worker; print the answer with citations."""
     s = settings()
     text = question.strip()
     if not text:
-        raise LorebotError("the question is empty", fix='ask something, e.g. lorebot ask "How many days of leave do I get?"')
+        raise LorebotError(
+            "the question is empty",
+            fix='ask something, e.g. lorebot ask "How many days of leave do I get?"',
+        )
     started = time.perf_counter()
-    answer = submit_question(s, Question(text=text, collections=collection or None), timeout or s.worker.ask_timeout_s)
+    answer = submit_question(
+        s, Question(text=text, collections=collection or None), timeout or s.worker.ask_timeout_s
+    )
     answer.timings_ms["roundtrip"] = (time.perf_counter() - started) * 1000
     if as_json:
         print(json.dumps(messages.answer_json(answer), indent=2, ensure_ascii=False))
@@ -300,10 +354,22 @@ def ask_cmd(
 @app.command("eval")
 def eval_cmd(
     qa: Annotated[Path, typer.Argument(help="SQuAD v1.1 JSON file (e.g. XQuAD-en).")],
-    index: Annotated[str, typer.Option("--index", help="'temp': index the file's passages; 'current': the serving index.")] = "temp",
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Ask at most N questions (a seeded sample).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
-    chart: Annotated[Optional[Path], typer.Option("--chart", help="Write a PNG chart of this run.")] = None,
+    index: Annotated[
+        str,
+        typer.Option(
+            "--index", help="'temp': index the file's passages; 'current': the serving index."
+        ),
+    ] = "temp",
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Ask at most N questions (a seeded sample)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
+    ] = False,
+    chart: Annotated[
+        Path | None, typer.Option("--chart", help="Write a PNG chart of this run.")
+    ] = None,
 ) -> None:
     """Score the answer path on a QA file: recall@1/@5, EM, F1, similarity buckets, abstention, latency."""
     from slm.evals.evaluate import eval_command
@@ -315,7 +381,10 @@ def eval_cmd(
 # --------------------------------------------------------------------------- up / demo
 @app.command("up")
 def up_cmd(
-    bot: Annotated[Optional[bool], typer.Option("--bot/--no-bot", help="Run the Slack bot (default: when tokens are set).")] = None,
+    bot: Annotated[
+        bool | None,
+        typer.Option("--bot/--no-bot", help="Run the Slack bot (default: when tokens are set)."),
+    ] = None,
 ) -> None:
     """Run the whole stack (embedded Redis unless LOREBOT_REDIS__URL, worker, beat, bot) until Ctrl-C."""
     from lorebot.cli.stack import Stack
@@ -329,7 +398,9 @@ def up_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    questions: Annotated[Optional[list[str]], typer.Argument(help="Questions to ask (default: two samples).")] = None,
+    questions: Annotated[
+        list[str] | None, typer.Argument(help="Questions to ask (default: two samples).")
+    ] = None,
 ) -> None:
     """Ingest the sample handbook, start the stack, ask sample questions, stop."""
     from lorebot import assets
@@ -339,7 +410,9 @@ def demo_cmd(
     from ingest import Source, build_index
 
     console.rule("1/3 ingest the sample handbook")
-    report = build_index(s, [Source(path=assets.sample_docs_dir(), collection="handbook")], progress=True)
+    report = build_index(
+        s, [Source(path=assets.sample_docs_dir(), collection="handbook")], progress=True
+    )
     console.print(messages.ingest_done(report))
     console.rule("2/3 start Redis and a worker")
     with Stack(s, config_file=State.config_file, beat=False, bot=False) as stack:
@@ -377,7 +450,9 @@ def bot_cmd() -> None:
 
 
 @feedback_app.command("export")
-def feedback_export_cmd(out: Annotated[Path, typer.Argument(help="JSONL file to write ('-' for stdout).")]) -> None:
+def feedback_export_cmd(
+    out: Annotated[Path, typer.Argument(help="JSONL file to write ('-' for stdout).")],
+) -> None:
     """Write every stored 👍 / 👎 as JSON lines."""
     from bot.cli import export_feedback
 
@@ -398,7 +473,9 @@ def sync_publish_cmd(
         raise LorebotError("no sync location is configured", fix="set LOREBOT_SYNC__URL")
     for k in sync.KINDS if kind == "all" else (kind,):
         r = sync.publish(s, k)
-        console.print(f"{k}: published {r.version or 'none'} ({r.files} files uploaded, {r.seconds:.1f} s)")
+        console.print(
+            f"{k}: published {r.version or 'none'} ({r.files} files uploaded, {r.seconds:.1f} s)"
+        )
 
 
 @sync_app.command("pull")
@@ -411,8 +488,10 @@ def sync_pull_cmd() -> None:
         raise LorebotError("no sync location is configured", fix="set LOREBOT_SYNC__URL")
     for k in sync.KINDS:
         r = sync.pull(s, k)
-        console.print(f"{k}: local {r.local or 'none'}, remote {r.remote if r.remote is not None else 'never published'}"
-                      f" ({r.files} files downloaded, {r.seconds:.1f} s)")
+        console.print(
+            f"{k}: local {r.local or 'none'}, remote {r.remote if r.remote is not None else 'never published'}"
+            f" ({r.files} files downloaded, {r.seconds:.1f} s)"
+        )
 
 
 @sync_app.command("status")
@@ -425,7 +504,9 @@ def sync_status_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) ->
     s = settings()
     out: dict[str, object] = {"location": sync.status(s)}
     try:
-        raw = redis.Redis.from_url(s.redis.effective_url, socket_timeout=2).hgetall(contracts.SERVING)
+        raw = redis.Redis.from_url(s.redis.effective_url, socket_timeout=2).hgetall(
+            contracts.SERVING
+        )
         out["workers"] = {k.decode(): json.loads(v) for k, v in raw.items()}
     except redis.RedisError as exc:
         out["workers_error"] = type(exc).__name__
@@ -435,7 +516,12 @@ def sync_status_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) ->
     table = Table("worker", "index", "adapter", "announced", title="what each worker serves")
     for name, w in sorted(dict(out.get("workers") or {}).items()):
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w.get("at", 0)))
-        table.add_row(name, str(w.get("index")), str(w.get("adapter") or w.get("adapter_synced") or "base"), at)
+        table.add_row(
+            name,
+            str(w.get("index")),
+            str(w.get("adapter") or w.get("adapter_synced") or "base"),
+            at,
+        )
     console.print(json.dumps(out["location"], indent=1))
     console.print(table)
 
@@ -443,7 +529,9 @@ def sync_status_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) ->
 # --------------------------------------------------------------------------- refresh / adapters
 @app.command("refresh")
 def refresh_cmd(
-    enqueue: Annotated[bool, typer.Option("--enqueue", help="Send it to a worker on the train queue instead.")] = False,
+    enqueue: Annotated[
+        bool, typer.Option("--enqueue", help="Send it to a worker on the train queue instead.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Run the nightly model refresh now: pairs, LoRA training, export, parity, gate, promotion."""
@@ -452,11 +540,15 @@ def refresh_cmd(
     s = settings()
     require_redis(s)
     if enqueue:
-        from workers.client import make_client
         from lorebot.contracts import QUEUE_TRAIN, TASK_REFRESH
+        from workers.client import make_client
 
-        task = make_client(s.redis.effective_url).send_task(TASK_REFRESH, kwargs={"reply": None}, queue=QUEUE_TRAIN)
-        console.print(f"refresh queued on `{QUEUE_TRAIN}` (task {task.id}); a `lorebot worker -Q {QUEUE_TRAIN}` runs it")
+        task = make_client(s.redis.effective_url).send_task(
+            TASK_REFRESH, kwargs={"reply": None}, queue=QUEUE_TRAIN
+        )
+        console.print(
+            f"refresh queued on `{QUEUE_TRAIN}` (task {task.id}); a `lorebot worker -Q {QUEUE_TRAIN}` runs it"
+        )
         return
     from workers.tasks.refresh import refresh_impl
 
@@ -465,7 +557,9 @@ def refresh_cmd(
         def progress(step: str, message: str, detail: bool) -> None:
             status.update(f"refresh [bold]{step}[/]: {message}")
             if not as_json and not detail:  # details only on the status line
-                err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {step}: {message}", highlight=False)
+                err_console.print(
+                    f"[dim]{time.strftime('%H:%M:%S')}[/] {step}: {message}", highlight=False
+                )
 
         result = refresh_impl(s, progress=progress)
     if as_json:
@@ -490,7 +584,13 @@ def _adapters(action: str, version: str | None, as_json: bool) -> None:
         table = Table("", "version", "status", "score", "reason", title="adapters (* = serving)")
         for c in result["adapters"]:
             score = ((c.get("metrics") or {}).get("candidate") or {}).get("score")
-            table.add_row("*" if c["current"] else "", c["version"], str(c.get("status")), "-" if score is None else f"{score:.3f}", str(c.get("reason", "")))
+            table.add_row(
+                "*" if c["current"] else "",
+                c["version"],
+                str(c.get("status")),
+                "-" if score is None else f"{score:.3f}",
+                str(c.get("reason", "")),
+            )
         console.print(table)
         console.print(f"serving: {result.get('current') or 'base model'}")
     else:
@@ -506,7 +606,9 @@ def adapters_list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) 
 
 
 @adapters_app.command("promote")
-def adapters_promote_cmd(version: Annotated[str, typer.Argument(help="Version from `adapters list`.")]) -> None:
+def adapters_promote_cmd(
+    version: Annotated[str, typer.Argument(help="Version from `adapters list`.")],
+) -> None:
     """Serve this adapter version (workers switch between tasks)."""
     _adapters("promote", version, False)
 
@@ -526,7 +628,9 @@ def main() -> None:
     except LorebotError as exc:
         from lorebot.logs import redact
 
-        err_console.print(f"[red]error:[/] {redact(exc.one_line())}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[red]error:[/] {redact(exc.one_line())}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

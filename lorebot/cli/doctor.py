@@ -43,9 +43,19 @@ def check_answer_model(settings: Settings, *, load: bool = False) -> Check:
         with open(path, "rb") as fh:
             magic = fh.read(4)
     except OSError as exc:
-        return Check("answer model", False, f"cannot read {path}: {exc.strerror}", "check the file's permissions")
+        return Check(
+            "answer model",
+            False,
+            f"cannot read {path}: {exc.strerror}",
+            "check the file's permissions",
+        )
     if magic != b"GGUF":
-        return Check("answer model", False, f"{path} is not a GGUF file", "set LOREBOT_MODEL__PATH to a .gguf model")
+        return Check(
+            "answer model",
+            False,
+            f"{path} is not a GGUF file",
+            "set LOREBOT_MODEL__PATH to a .gguf model",
+        )
     if load:
         import subprocess
         import sys
@@ -54,7 +64,9 @@ def check_answer_model(settings: Settings, *, load: bool = False) -> Check:
             "import sys\nfrom llama_cpp import Llama\n"
             "Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)"
         )
-        done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(path)], capture_output=True, timeout=120
+        )
         if done.returncode != 0:
             return Check(
                 "answer model",
@@ -69,7 +81,9 @@ def check_llama_cpp() -> Check:
     try:
         import llama_cpp
     except Exception as exc:  # ImportError, or a broken shared library (OSError)
-        return Check("llama.cpp build", False, f"llama_cpp does not import: {exc}", assets.INSTALL_FIX)
+        return Check(
+            "llama.cpp build", False, f"llama_cpp does not import: {exc}", assets.INSTALL_FIX
+        )
     return Check("llama.cpp build", True, f"llama-cpp-python {llama_cpp.__version__}")
 
 
@@ -80,14 +94,23 @@ def check_redis(settings: Settings) -> Check:
     if redis_ping(url):
         return Check("Redis", True, f"reachable at {url}")
     if not settings.redis.embedded:
-        return Check("Redis", False, f"cannot reach {url}", "check LOREBOT_REDIS__URL and that the server runs")
+        return Check(
+            "Redis",
+            False,
+            f"cannot reach {url}",
+            "check LOREBOT_REDIS__URL and that the server runs",
+        )
     # Embedded mode with nothing running: prove the bundled server can start.
     try:
         with tempfile.TemporaryDirectory() as tmp, RedisServer(free_port(), Path(tmp)):
             pass
     except LorebotError as exc:
         return Check("Redis", False, exc.message, exc.fix or "")
-    return Check("Redis", True, f"embedded redis-server starts (not running now; `lorebot up` runs it on {url})")
+    return Check(
+        "Redis",
+        True,
+        f"embedded redis-server starts (not running now; `lorebot up` runs it on {url})",
+    )
 
 
 def check_index(settings: Settings) -> Check:
@@ -97,7 +120,12 @@ def check_index(settings: Settings) -> Check:
         return Check("index", False, f"ingest does not import: {exc}", assets.INSTALL_FIX)
     version = current_version(settings)
     if version is None:
-        return Check("index", False, f"no index in {settings.index_dir}", "run `lorebot ingest PATH` (or `lorebot demo`)")
+        return Check(
+            "index",
+            False,
+            f"no index in {settings.index_dir}",
+            "run `lorebot ingest PATH` (or `lorebot demo`)",
+        )
     return Check("index", True, f"version {version}")
 
 
@@ -108,18 +136,30 @@ def check_data_dir(settings: Settings) -> Check:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):
             pass
     except OSError as exc:
-        return Check("data dir", False, f"{path} is not writable: {exc.strerror}", "set LOREBOT_DATA_DIR to a writable directory")
+        return Check(
+            "data dir",
+            False,
+            f"{path} is not writable: {exc.strerror}",
+            "set LOREBOT_DATA_DIR to a writable directory",
+        )
     free = os.statvfs(path)
     free_gb = free.f_bavail * free.f_frsize / 2**30
     if free_gb < 0.5:
-        return Check("data dir", False, f"{path}: only {free_gb:.2f} GiB free", "free disk space or move LOREBOT_DATA_DIR")
+        return Check(
+            "data dir",
+            False,
+            f"{path}: only {free_gb:.2f} GiB free",
+            "free disk space or move LOREBOT_DATA_DIR",
+        )
     return Check("data dir", True, f"{path} (writable, {free_gb:.0f} GiB free)")
 
 
 def run_checks(settings: Settings, *, services: bool = True) -> list[Check]:
     checks = [
         check_answer_model(settings),
-        _asset("embedding model", lambda: assets.embedding_model_path(settings.index.embedding_model)),
+        _asset(
+            "embedding model", lambda: assets.embedding_model_path(settings.index.embedding_model)
+        ),
         _asset("spaCy model", assets.spacy_model_dir),
         check_llama_cpp(),
         _asset("redis-server binary", assets.redis_server_binary),

@@ -29,7 +29,9 @@ def redis_ping(url: str, timeout: float = 2.0) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
+        return bool(
+            redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
+        )
     except (redis.RedisError, OSError, ValueError):
         return False
 
@@ -45,7 +47,8 @@ def require_redis(settings: Settings) -> None:
             fix="start the stack with `lorebot up`, or set LOREBOT_REDIS__URL to a running Redis",
         )
     raise ServiceUnavailableError(
-        f"cannot reach Redis at {url}", fix="check LOREBOT_REDIS__URL and that the server is running"
+        f"cannot reach Redis at {url}",
+        fix="check LOREBOT_REDIS__URL and that the server is running",
     )
 
 
@@ -60,15 +63,24 @@ def redis_command(binary: Path, port: int, data_dir: Path) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     return [
         str(binary),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--save", "",
-        "--maxmemory-policy", "noeviction",
-        "--daemonize", "no",
-        "--protected-mode", "yes",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
     ]
 
 
@@ -85,30 +97,38 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         log_path = self.data_dir / "redis.log"
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", self.port)) == 0:
                 raise ServiceUnavailableError(
-                    f"port {self.port} is already in use", fix="stop what listens there or set LOREBOT_REDIS__EMBEDDED_PORT"
+                    f"port {self.port} is already in use",
+                    fix="stop what listens there or set LOREBOT_REDIS__EMBEDDED_PORT",
                 )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                redis_command(self.binary, self.port, self.data_dir), stdout=out, stderr=subprocess.STDOUT
+                redis_command(self.binary, self.port, self.data_dir),
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [
+                    "no output"
+                ]
                 raise ServiceUnavailableError(
-                    f"redis-server exited at start: {tail[0]}", fix=f"see {log_path}; is port {self.port} taken?"
+                    f"redis-server exited at start: {tail[0]}",
+                    fix=f"see {log_path}; is port {self.port} taken?",
                 )
             if redis_ping(self.url, timeout=0.5):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise ServiceUnavailableError(f"redis-server did not answer on port {self.port}", fix=f"see {log_path}")
+        raise ServiceUnavailableError(
+            f"redis-server did not answer on port {self.port}", fix=f"see {log_path}"
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -120,7 +140,7 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait()
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -191,7 +211,9 @@ class Stack:
             self.children.append(Child("worker", lorebot_argv("worker", "--queues", "answer"), env))
             # its metrics on a free port (announced in Redis), the default one is the answers'
             jobs_env = {**env, "LOREBOT_METRICS__WORKER_PORT": "0"}
-            self.children.append(Child("jobs", lorebot_argv("worker", "--queues", "ingest,train"), jobs_env))
+            self.children.append(
+                Child("jobs", lorebot_argv("worker", "--queues", "ingest,train"), jobs_env)
+            )
         if beat:
             self.children.append(Child("beat", lorebot_argv("beat"), env))
         if bot is None:
@@ -199,14 +221,16 @@ class Stack:
         if bot:
             self.children.append(Child("bot", lorebot_argv("bot"), env))
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.settings.redis.embedded:
             url = self.settings.redis.effective_url
             if redis_ping(url):
                 log.info("embedded Redis already running at %s; reusing it", url)
             else:
-                self.redis = RedisServer(self.settings.redis.embedded_port, self.settings.data_dir / "redis").start()
+                self.redis = RedisServer(
+                    self.settings.redis.embedded_port, self.settings.data_dir / "redis"
+                ).start()
                 log.info("started redis-server at %s (AOF in %s)", url, self.redis.data_dir)
         else:
             require_redis(self.settings)
@@ -217,9 +241,16 @@ class Stack:
     def _spawn(self, child: Child) -> None:
         out = open(self.log_dir / f"{child.name}.log", "ab")
         # A new session: Ctrl-C in the terminal reaches only us, and we stop children in order.
-        child.proc = subprocess.Popen(child.argv, env=child.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        child.proc = subprocess.Popen(
+            child.argv, env=child.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         out.close()
-        log.info("started %s (pid %d), log %s", child.name, child.proc.pid, self.log_dir / f"{child.name}.log")
+        log.info(
+            "started %s (pid %d), log %s",
+            child.name,
+            child.proc.pid,
+            self.log_dir / f"{child.name}.log",
+        )
 
     def poll(self) -> None:
         """Restart children that died; give up on one that keeps crashing."""
@@ -272,7 +303,7 @@ class Stack:
             self.redis.stop()
             self.redis = None
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

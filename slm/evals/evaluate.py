@@ -42,6 +42,7 @@ from lorebot.errors import LorebotError
 from lorebot.settings import Settings, cpu_count
 from lorebot.types import Answer, Question
 from slm.evals import metrics
+
 if TYPE_CHECKING:  # pragma: no cover
     from ingest.embed import Embedder
     from slm.serving.answer import Retriever
@@ -60,7 +61,15 @@ DEFAULT_ABSTAIN = 20
 HISTORY_FILE = "history.jsonl"
 HISTORY_CHART = "history.png"
 #: The timings from Answer.timings_ms that the report summarises, in pipeline order.
-TIMING_KEYS = ("total", "retrieve", "prompt_build", "generate", "first_token", "prompt_eval", "decode")
+TIMING_KEYS = (
+    "total",
+    "retrieve",
+    "prompt_build",
+    "generate",
+    "first_token",
+    "prompt_eval",
+    "decode",
+)
 
 
 class EvalDataError(LorebotError):
@@ -99,9 +108,14 @@ def load_squad(path: Path) -> tuple[list[Passage], list[QAItem]]:
     except FileNotFoundError:
         raise EvalDataError(f"QA file {path} does not exist", fix="check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise EvalDataError(f"QA file {path} cannot be read ({exc})", fix="check the file's permissions and encoding") from None
+        raise EvalDataError(
+            f"QA file {path} cannot be read ({exc})",
+            fix="check the file's permissions and encoding",
+        ) from None
     except json.JSONDecodeError as exc:
-        raise EvalDataError(f"QA file {path} is not valid JSON (line {exc.lineno})", fix=fix) from None
+        raise EvalDataError(
+            f"QA file {path} is not valid JSON (line {exc.lineno})", fix=fix
+        ) from None
     data = raw.get("data") if isinstance(raw, dict) else None
     if not isinstance(data, list):
         raise EvalDataError(f"QA file {path} has no 'data' list", fix=fix)
@@ -109,7 +123,9 @@ def load_squad(path: Path) -> tuple[list[Passage], list[QAItem]]:
     items: list[QAItem] = []
     try:
         for a, article in enumerate(data):
-            title = " ".join(str(article.get("title") or f"Article {a + 1}").replace("_", " ").split())
+            title = " ".join(
+                str(article.get("title") or f"Article {a + 1}").replace("_", " ").split()
+            )
             for paragraph in article["paragraphs"]:
                 context = str(paragraph["context"]).strip()
                 if not context:
@@ -117,13 +133,23 @@ def load_squad(path: Path) -> tuple[list[Passage], list[QAItem]]:
                 pid = f"p{len(passages):05d}"
                 passages.append(Passage(pid, title, context))
                 for q in paragraph.get("qas", []):
-                    answers = tuple(dict.fromkeys(str(x["text"]).strip() for x in q.get("answers", []) if str(x["text"]).strip()))
+                    answers = tuple(
+                        dict.fromkeys(
+                            str(x["text"]).strip()
+                            for x in q.get("answers", [])
+                            if str(x["text"]).strip()
+                        )
+                    )
                     text = " ".join(str(q["question"]).split())
                     if not answers or not text:
                         continue  # SQuAD v2 "impossible" questions have no answers
-                    items.append(QAItem(str(q.get("id") or f"q{len(items):05d}"), text, answers, pid))
+                    items.append(
+                        QAItem(str(q.get("id") or f"q{len(items):05d}"), text, answers, pid)
+                    )
     except (KeyError, TypeError, AttributeError) as exc:
-        raise EvalDataError(f"QA file {path} is not in SQuAD v1.1 format (missing {exc})", fix=fix) from None
+        raise EvalDataError(
+            f"QA file {path} is not in SQuAD v1.1 format (missing {exc})", fix=fix
+        ) from None
     if not items:
         raise EvalDataError(f"QA file {path} holds no answerable question", fix=fix)
     return passages, items
@@ -134,7 +160,9 @@ def sample_questions(items: Sequence[QAItem], limit: int | None, seed: int) -> l
     if limit is None or limit >= len(items):
         return list(items)
     if limit < 1:
-        raise EvalDataError(f"--limit must be at least 1 (got {limit})", fix="pass a positive --limit")
+        raise EvalDataError(
+            f"--limit must be at least 1 (got {limit})", fix="pass a positive --limit"
+        )
     return random.Random(seed).sample(list(items), limit)
 
 
@@ -156,7 +184,9 @@ def choose_heldout(
     for item in order:
         if item.pid in used:
             continue
-        if any(metrics.contains_answer(t, item.answers) for pid, t in texts.items() if pid != item.pid):
+        if any(
+            metrics.contains_answer(t, item.answers) for pid, t in texts.items() if pid != item.pid
+        ):
             continue
         chosen.append(item)
         used.add(item.pid)
@@ -214,7 +244,9 @@ class EvalSet:
 
 def _write_passage(path: Path, passage: Passage) -> None:
     # JSON strings are valid YAML double-quoted scalars: any title survives front matter.
-    path.write_text(f"---\ntitle: {json.dumps(passage.title)}\n---\n\n{passage.text}\n", encoding="utf-8")
+    path.write_text(
+        f"---\ntitle: {json.dumps(passage.title)}\n---\n\n{passage.text}\n", encoding="utf-8"
+    )
 
 
 def prepare_eval(
@@ -230,7 +262,9 @@ def prepare_eval(
 ) -> EvalSet:
     """Load and sample the questions and open (or build) the index they are asked against."""
     if index not in INDEX_MODES:
-        raise EvalDataError(f"unknown index mode {index!r}", fix="use --index temp or --index current")
+        raise EvalDataError(
+            f"unknown index mode {index!r}", fix="use --index temp or --index current"
+        )
     qa_path = Path(qa_path)
     passages, items = load_squad(qa_path)
     questions = sample_questions(items, limit, seed)
@@ -240,7 +274,9 @@ def prepare_eval(
         from ingest import open_index
 
         if abstain:
-            log.info("eval: no abstention check with --index current (its passages cannot be hidden)")
+            log.info(
+                "eval: no abstention check with --index current (its passages cannot be hidden)"
+            )
         reader = open_index(settings, embedder=embedder)
         return EvalSet(qa_path, "current", questions, [], reader, by_pid, len(items), seed, limit)
 
@@ -254,13 +290,18 @@ def prepare_eval(
     workdir = Path(tempfile.mkdtemp(prefix="lorebot-eval-"))
     try:
         started = time.perf_counter()
-        roots = {EVAL_COLLECTION: workdir / "docs" / EVAL_COLLECTION, HELDOUT_COLLECTION: workdir / "docs" / HELDOUT_COLLECTION}
+        roots = {
+            EVAL_COLLECTION: workdir / "docs" / EVAL_COLLECTION,
+            HELDOUT_COLLECTION: workdir / "docs" / HELDOUT_COLLECTION,
+        }
         for root in roots.values():
             root.mkdir(parents=True)
         source_to_pid: dict[str, str] = {}
         for p in passages:
             name = f"{p.pid}.md"
-            _write_passage(roots[HELDOUT_COLLECTION if p.pid in hidden else EVAL_COLLECTION] / name, p)
+            _write_passage(
+                roots[HELDOUT_COLLECTION if p.pid in hidden else EVAL_COLLECTION] / name, p
+            )
             source_to_pid[name] = p.pid
         temp_settings = settings.model_copy(update={"data_dir": workdir / "data"})
         sources = [Source(roots[EVAL_COLLECTION], EVAL_COLLECTION)]
@@ -283,8 +324,18 @@ def prepare_eval(
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     return EvalSet(
-        qa_path, "temp", questions, heldout, reader, by_pid, len(items), seed, limit,
-        source_to_pid=source_to_pid, index_build_s=build_s, workdir=workdir,
+        qa_path,
+        "temp",
+        questions,
+        heldout,
+        reader,
+        by_pid,
+        len(items),
+        seed,
+        limit,
+        source_to_pid=source_to_pid,
+        index_build_s=build_s,
+        workdir=workdir,
     )
 
 
@@ -432,13 +483,19 @@ class EvalReport:
         table.add_row("cites the gold passage", pct(a.get("cited_gold")), "of answered questions")
         table.add_row("abstained (answerable)", pct(a.get("abstained")), "should be low")
         table.add_row("errors", str(a.get("errors", 0)), "")
-        table.add_row("[bold]similarity to gold", "", "MiniLM cosine; abstentions count as unacceptable")
+        table.add_row(
+            "[bold]similarity to gold", "", "MiniLM cosine; abstentions count as unacceptable"
+        )
         table.add_row("acceptable (≥ 0.5)", pct(s.get("acceptable")), "")
         table.add_row("somewhat (0.4–0.5)", pct(s.get("somewhat")), "")
         table.add_row("unacceptable (< 0.4)", pct(s.get("unacceptable")), "")
         table.add_row("[bold]abstention check", "", "")
         if ab.get("n"):
-            table.add_row("correct abstentions", pct(ab.get("correct")), f"{ab['n']} questions, passage hidden")
+            table.add_row(
+                "correct abstentions",
+                pct(ab.get("correct")),
+                f"{ab['n']} questions, passage hidden",
+            )
         else:
             table.add_row("correct abstentions", "–", ab.get("note", "not run"))
         table.add_row("[bold]latency", "", "p50 / p95")
@@ -447,9 +504,15 @@ class EvalReport:
             if lat.get("n"):
                 table.add_row(key, f"{ms(lat.get('p50'))} / {ms(lat.get('p95'))}", f"n={lat['n']}")
         table.add_row("[bold]tokens", "", "")
-        table.add_row("prompt tokens (mean)", num(self.tokens.get("mean_prompt"), "{:.0f}"), f"budget {self.config.get('context_tokens')} passage tokens")
+        table.add_row(
+            "prompt tokens (mean)",
+            num(self.tokens.get("mean_prompt"), "{:.0f}"),
+            f"budget {self.config.get('context_tokens')} passage tokens",
+        )
         table.add_row("answer tokens (mean)", num(self.tokens.get("mean_completion"), "{:.1f}"), "")
-        table.add_row("duration", f"{self.duration_s:.0f} s", f"load {self.machine.get('loadavg_start')}")
+        table.add_row(
+            "duration", f"{self.duration_s:.0f} s", f"load {self.machine.get('loadavg_start')}"
+        )
         return table
 
     def write_chart(self, path: Path) -> Path:
@@ -464,8 +527,11 @@ class EvalReport:
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2]})
 
         shares = [self.similarity.get(b, 0.0) for b in metrics.BUCKETS]
-        bars = left.bar(["≥ 0.5\nacceptable", "0.4–0.5\nsomewhat", "< 0.4\nunacceptable"], shares,
-                        color=["#2e7d32", "#f9a825", "#c62828"])
+        bars = left.bar(
+            ["≥ 0.5\nacceptable", "0.4–0.5\nsomewhat", "< 0.4\nunacceptable"],
+            shares,
+            color=["#2e7d32", "#f9a825", "#c62828"],
+        )
         left.bar_label(bars, labels=[f"{100 * v:.0f}%" for v in shares])
         left.set_ylim(0, 1.12)
         left.set_title("answer vs gold: cosine similarity")
@@ -488,7 +554,9 @@ class EvalReport:
         lat = self.latency_ms.get("total", {})
         p50 = lat.get("p50")
         right.set_title(
-            f"{self.answers.get('n', 0)} questions · p50 {p50 / 1000:.2f} s/question" if p50 else "rates"
+            f"{self.answers.get('n', 0)} questions · p50 {p50 / 1000:.2f} s/question"
+            if p50
+            else "rates"
         )
         fig.suptitle(
             f"lorebot eval · {Path(self.qa_file).name} · adapter {self.config.get('adapter') or 'base'} · "
@@ -552,7 +620,9 @@ def plot_history(runs: Sequence[dict[str, Any]], png: Path) -> Path:
     top.legend(loc="upper left", fontsize=8, ncols=5)
     top.set_title("lorebot evaluation history")
     lat = [r.get("p50_total_ms") for r in runs]
-    bottom.plot(x, [float("nan") if v is None else v / 1000 for v in lat], marker="s", color="#6d4c41")
+    bottom.plot(
+        x, [float("nan") if v is None else v / 1000 for v in lat], marker="s", color="#6d4c41"
+    )
     bottom.set_ylabel("p50 s/question")
     labels = [r.get("label") or r.get("adapter") or str(r.get("at", ""))[5:16] for r in runs]
     bottom.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
@@ -615,9 +685,15 @@ def _ask(
         # Ranking for recall, searched apart from (and before) the answer path so the bot's
         # own search and its timings stay exactly as in production.
         k = max(max(RECALL_KS), settings.retrieval.top_k)
-        hits = retriever.search(item.question, k=k, collections=None, candidates=settings.retrieval.candidates)
-        row.gold_rank = metrics.first_relevant_rank([eval_set.relevant(item, h.chunk) for h in hits])
-    question = Question(question_id=f"eval-{item.qid}"[:40], text=item.question, collections=collections)
+        hits = retriever.search(
+            item.question, k=k, collections=None, candidates=settings.retrieval.candidates
+        )
+        row.gold_rank = metrics.first_relevant_rank(
+            [eval_set.relevant(item, h.chunk) for h in hits]
+        )
+    question = Question(
+        question_id=f"eval-{item.qid}"[:40], text=item.question, collections=collections
+    )
     try:
         answer = answer_question(
             question, retriever, generator, retrieval=settings.retrieval, model=settings.model
@@ -637,7 +713,8 @@ def _ask(
         row.contains = metrics.contains_answer(row.answer, item.answers)
         if eval_set.mode == "temp":
             row.cited_gold = any(
-                c.cited and eval_set.source_to_pid.get(c.source) == item.pid for c in answer.citations
+                c.cited and eval_set.source_to_pid.get(c.source) == item.pid
+                for c in answer.citations
             )
     return row, answer
 
@@ -672,10 +749,14 @@ def _summarise(
     n = len(answerable)
     ranks = [r.gold_rank for r in answerable]
     retrieval = {
-        f"recall@{k}": (sum(1 for rank in ranks if rank is not None and rank <= k) / n if n else None)
+        f"recall@{k}": (
+            sum(1 for rank in ranks if rank is not None and rank <= k) / n if n else None
+        )
         for k in RECALL_KS
     }
-    retrieval["relevance"] = "gold passage" if eval_set.mode == "temp" else "chunk contains a gold answer"
+    retrieval["relevance"] = (
+        "gold passage" if eval_set.mode == "temp" else "chunk contains a gold answer"
+    )
     answered = [r for r in answerable if not r.abstained and r.error is None]
     cited = [r.cited_gold for r in answered if r.cited_gold is not None]
     answers = {
@@ -693,10 +774,16 @@ def _summarise(
         abstention = {
             "n": len(heldout),
             "correct": metrics.mean(float(r.abstained) for r in heldout),
-            "before_model": metrics.mean(float(r.abstained and not r.model_called) for r in heldout),
+            "before_model": metrics.mean(
+                float(r.abstained and not r.model_called) for r in heldout
+            ),
         }
     else:
-        abstention = {"n": 0, "correct": None, "note": "not run" if eval_set.mode == "temp" else "not with --index current"}
+        abstention = {
+            "n": 0,
+            "correct": None,
+            "note": "not run" if eval_set.mode == "temp" else "not with --index current",
+        }
     asked = [r for r in answerable if r.error is None]
     latency = {
         key: metrics.latency_summary(r.timings_ms[key] for r in asked if key in r.timings_ms)
@@ -788,13 +875,21 @@ def run_eval(
     own_set = eval_set is None
     if eval_set is None:
         eval_set = prepare_eval(
-            settings, qa_path, index=index, limit=limit, seed=seed, abstain=abstain,
-            embedder=embedder, progress=progress,
+            settings,
+            qa_path,
+            index=index,
+            limit=limit,
+            seed=seed,
+            abstain=abstain,
+            embedder=embedder,
+            progress=progress,
         )
     own_generator = generator is None
     try:
         generator = generator or _default_generator(settings)
-        plan = [(q, "answerable") for q in eval_set.questions] + [(q, "heldout") for q in eval_set.heldout]
+        plan = [(q, "answerable") for q in eval_set.questions] + [
+            (q, "heldout") for q in eval_set.heldout
+        ]
         rows: list[EvalItem] = []
         with _progress(progress) as bar:
             task = bar.add_task("asking", total=len(plan), status="")
@@ -813,8 +908,14 @@ def run_eval(
         if own_generator and generator is not None and hasattr(generator, "close"):
             generator.close()
     report = _summarise(
-        eval_set, rows, settings, generator,
-        started_at=started_at, duration_s=time.perf_counter() - started, load_start=load_start, label=label,
+        eval_set,
+        rows,
+        settings,
+        generator,
+        started_at=started_at,
+        duration_s=time.perf_counter() - started,
+        load_start=load_start,
+        label=label,
     )
     if history:
         save_report(settings, report)
@@ -866,9 +967,18 @@ def eval_command(
     out = Console()
     err = Console(stderr=True)
     if not as_json:
-        err.print(f"[bold]lorebot eval[/] {qa_path} (index {index}, limit {limit or 'all'})", soft_wrap=True)
+        err.print(
+            f"[bold]lorebot eval[/] {qa_path} (index {index}, limit {limit or 'all'})",
+            soft_wrap=True,
+        )
     report = run_eval(
-        settings, qa_path, index=index, limit=limit, progress=True, generator=generator, embedder=embedder
+        settings,
+        qa_path,
+        index=index,
+        limit=limit,
+        progress=True,
+        generator=generator,
+        embedder=embedder,
     )
     if chart is not None:
         report.write_chart(chart)
@@ -889,7 +999,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from lorebot.settings import load_settings
 
-    ap = argparse.ArgumentParser(prog="python -m slm.evals.evaluate", description="Evaluate the answer path on a SQuAD v1.1 file.")
+    ap = argparse.ArgumentParser(
+        prog="python -m slm.evals.evaluate",
+        description="Evaluate the answer path on a SQuAD v1.1 file.",
+    )
     ap.add_argument("qa", type=Path)
     ap.add_argument("--index", choices=INDEX_MODES, default="temp")
     ap.add_argument("--limit", type=int, default=None)
@@ -904,10 +1017,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         settings = load_settings()
-        logging.basicConfig(level=settings.logging.level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        for noisy in ("httpx", "urllib3", "sentence_transformers", "faiss", "bm25s", "filelock", "unstructured"):
+        logging.basicConfig(
+            level=settings.logging.level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+        for noisy in (
+            "httpx",
+            "urllib3",
+            "sentence_transformers",
+            "faiss",
+            "bm25s",
+            "filelock",
+            "unstructured",
+        ):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        eval_command(settings, args.qa, index=args.index, limit=args.limit, as_json=args.as_json, chart=args.chart)
+        eval_command(
+            settings,
+            args.qa,
+            index=args.index,
+            limit=args.limit,
+            as_json=args.as_json,
+            chart=args.chart,
+        )
     except LorebotError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code

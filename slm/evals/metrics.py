@@ -160,4 +160,9 @@ def mean(values: Iterable[float]) -> float | None:
 def latency_summary(values_ms: Iterable[float]) -> dict[str, float | int | None]:
     """{n, p50, p95, mean} of a list of durations in milliseconds."""
     data = [float(v) for v in values_ms]
-    return {"n": len(data), "p50": percentile(data, 50), "p95": percentile(data, 95), "mean": mean(data)}
+    return {
+        "n": len(data),
+        "p50": percentile(data, 50),
+        "p95": percentile(data, 95),
+        "mean": mean(data),
+    }

@@ -302,7 +302,11 @@ def answer_question(
     raw_text, refusal = _review(question.question_id, generation.text, grounding)
     if refusal is not None and evidence is not None and not is_not_found(generation.text):
         # The model's sentence is empty or invents: the quoted evidence answers alone.
-        log.info("question %s: model sentence dropped (%s); quoting the evidence", question.question_id, refusal)
+        log.info(
+            "question %s: model sentence dropped (%s); quoting the evidence",
+            question.question_id,
+            refusal,
+        )
         raw_text, refusal = "", None
     if refusal is not None:
         return _abstain(

@@ -128,7 +128,9 @@ def select_evidence(
     lexical = lexical / max(1.0, float(lexical.max()))
     bonus = np.zeros(len(candidates), dtype=np.float32)
     if asks_for_number(question):
-        bonus += np.array([NUMBER_BONUS if _DIGIT.search(u) else 0.0 for _, u in candidates], dtype=np.float32)
+        bonus += np.array(
+            [NUMBER_BONUS if _DIGIT.search(u) else 0.0 for _, u in candidates], dtype=np.float32
+        )
 
     q = query_vector
     if q is None and encode is not None:
@@ -186,8 +188,10 @@ def compose(answer: str, evidence: Evidence | None, question: str) -> str:
         return answer
     quote = f"> {evidence.text} [{evidence.passage}]"
     model_text = answer.strip()
-    if not model_text or contradicts(model_text, evidence, question) or not informative(
-        model_text, evidence, question
+    if (
+        not model_text
+        or contradicts(model_text, evidence, question)
+        or not informative(model_text, evidence, question)
     ):
         return quote
     if " ".join(evidence.text.lower().split()) in " ".join(model_text.lower().split()):

@@ -57,7 +57,9 @@ def load_golden(path: Path) -> list[Probe]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise GateDataError(f"golden set {path} cannot be read ({exc})", fix="fix training.golden_set or unset it") from None
+        raise GateDataError(
+            f"golden set {path} cannot be read ({exc})", fix="fix training.golden_set or unset it"
+        ) from None
     out = []
     for i, line in enumerate(lines, start=1):
         if not line.strip():
@@ -66,10 +68,15 @@ def load_golden(path: Path) -> list[Probe]:
             d = json.loads(line)
             question = str(d["question"]).strip()
         except (ValueError, KeyError, TypeError):
-            raise GateDataError(f"golden set {path} line {i} is not a {{question, answer}} object", fix="one JSON object per line") from None
+            raise GateDataError(
+                f"golden set {path} line {i} is not a {{question, answer}} object",
+                fix="one JSON object per line",
+            ) from None
         answer = d.get("answer") or (d.get("answers") or [None])[0]
         answerable = bool(d.get("answerable", answer is not None))
-        out.append(Probe(question, str(answer) if answerable and answer else None, d.get("collections")))
+        out.append(
+            Probe(question, str(answer) if answerable and answer else None, d.get("collections"))
+        )
     return out
 
 
@@ -104,12 +111,18 @@ class ModelScores:
 
     @property
     def score(self) -> float | None:
-        vals = [self.suites[s].f1 for s in DOC_SUITES if s in self.suites and self.suites[s].f1 is not None]
+        vals = [
+            self.suites[s].f1
+            for s in DOC_SUITES
+            if s in self.suites and self.suites[s].f1 is not None
+        ]
         return sum(vals) / len(vals) if vals else None
 
     @property
     def abstention(self) -> float | None:
-        vals = [(r.abstention, r.n) for r in self.suites.values() if r.abstention is not None and r.n]
+        vals = [
+            (r.abstention, r.n) for r in self.suites.values() if r.abstention is not None and r.n
+        ]
         total = sum(n for _, n in vals)
         return sum(a * n for a, n in vals) / total if total else None
 
@@ -142,9 +155,15 @@ def _ask_all(
     f1s, sims, refused, abst = [], [], [], []
     pairs_for_sim: list[tuple[str, str]] = []
     for i, p in enumerate(probes):
-        q = Question(question_id=f"gate-{i}", text=p.question, collections=p.collections or default_collections)
+        q = Question(
+            question_id=f"gate-{i}",
+            text=p.question,
+            collections=p.collections or default_collections,
+        )
         try:
-            ans = answer_question(q, retriever, generator, retrieval=settings.retrieval, model=settings.model)
+            ans = answer_question(
+                q, retriever, generator, retrieval=settings.retrieval, model=settings.model
+            )
         except LorebotError as exc:
             log.warning("gate: question failed: %s", exc.one_line())
             if p.reference is not None:
@@ -162,7 +181,9 @@ def _ask_all(
         else:
             sims.append(0.0)
         if samples is not None and len(samples) < 5:
-            samples.append({"question": p.question, "reference": p.reference, "answer": text or "(abstained)"})
+            samples.append(
+                {"question": p.question, "reference": p.reference, "answer": text or "(abstained)"}
+            )
     if pairs_for_sim and embedder is not None:
         a = embedder.encode([x for x, _ in pairs_for_sim])
         b = embedder.encode([y for _, y in pairs_for_sim])
@@ -176,7 +197,9 @@ def _ask_all(
     )
 
 
-def abstention_suite(examples: Sequence[AbstentionProbe], generator: Any, settings: Settings) -> SuiteResult:
+def abstention_suite(
+    examples: Sequence[AbstentionProbe], generator: Any, settings: Settings
+) -> SuiteResult:
     """Distractor-only prompts through the answer path (a retriever that returns just them)."""
     from slm.serving.answer import answer_question
     from slm.serving.static import StaticRetriever
@@ -186,7 +209,9 @@ def abstention_suite(examples: Sequence[AbstentionProbe], generator: Any, settin
         retriever = StaticRetriever(list(ex.hits), version="gate")
         q = Question(question_id=f"gate-abst-{i}", text=ex.question)
         try:
-            ans = answer_question(q, retriever, generator, retrieval=settings.retrieval, model=settings.model)
+            ans = answer_question(
+                q, retriever, generator, retrieval=settings.retrieval, model=settings.model
+            )
         except LorebotError:
             right.append(0.0)
             continue
@@ -217,23 +242,38 @@ def evaluate_model(
     collections: list[str],
 ) -> ModelScores:
     scores = ModelScores(label=label, adapter=getattr(generator, "adapter", None))
-    scores.suites["heldout"] = _ask_all(inputs.heldout, retriever, generator, settings, embedder, collections, scores.samples)
+    scores.suites["heldout"] = _ask_all(
+        inputs.heldout, retriever, generator, settings, embedder, collections, scores.samples
+    )
     if inputs.no_gold:
         scores.suites["abstention"] = abstention_suite(inputs.no_gold, generator, settings)
     if inputs.golden:
-        scores.suites["golden"] = _ask_all(inputs.golden, retriever, generator, settings, embedder, collections)
+        scores.suites["golden"] = _ask_all(
+            inputs.golden, retriever, generator, settings, embedder, collections
+        )
     if inputs.feedback:
-        scores.suites["feedback"] = _ask_all(inputs.feedback, retriever, generator, settings, embedder, collections)
+        scores.suites["feedback"] = _ask_all(
+            inputs.feedback, retriever, generator, settings, embedder, collections
+        )
     if inputs.xquad_set is not None:
         from slm.evals.evaluate import run_eval
 
         report = run_eval(
-            settings, inputs.xquad_set.qa_path, generator=generator, embedder=embedder, progress=False,
-            eval_set=inputs.xquad_set, history=False, label=f"refresh-{label}",
+            settings,
+            inputs.xquad_set.qa_path,
+            generator=generator,
+            embedder=embedder,
+            progress=False,
+            eval_set=inputs.xquad_set,
+            history=False,
+            label=f"refresh-{label}",
         )
         scores.suites["xquad"] = SuiteResult(
-            n=report.answers["n"], f1=report.answers.get("f1"), similarity=None,
-            abstained=report.answers.get("abstained"), abstention=report.abstention.get("correct"),
+            n=report.answers["n"],
+            f1=report.answers.get("f1"),
+            similarity=None,
+            abstained=report.answers.get("abstained"),
+            abstention=report.abstention.get("correct"),
         )
     if inputs.injection:
         from slm.evals.injection import InjectedDocuments, injection_obey_rate
@@ -241,8 +281,14 @@ def evaluate_model(
         scores.injection_obey = injection_obey_rate(
             generator, InjectedDocuments(), retrieval=settings.retrieval, model=settings.model
         ).obey_rate
-    log.info("gate: %s adapter=%s score=%s abstention=%s injection_obey=%s", label, scores.adapter, scores.score,
-             scores.abstention, scores.injection_obey)
+    log.info(
+        "gate: %s adapter=%s score=%s abstention=%s injection_obey=%s",
+        label,
+        scores.adapter,
+        scores.score,
+        scores.abstention,
+        scores.injection_obey,
+    )
     return scores
 
 
@@ -259,7 +305,10 @@ def decide(
     if cand is None:
         return False, "the candidate could not be scored (no held-out questions)"
     if cur is not None and cand < cur + margin:
-        return False, f"score {cand:.3f} does not beat {current_label} {cur:.3f} by the margin {margin:+.3f}"
+        return (
+            False,
+            f"score {cand:.3f} does not beat {current_label} {cur:.3f} by the margin {margin:+.3f}",
+        )
     ca, cu = candidate.get("abstention"), current.get("abstention")
     if ca is not None and cu is not None and ca < cu - abstention_tolerance:
         return False, f"abstention accuracy regressed: {ca:.3f} < {current_label} {cu:.3f}"
@@ -271,7 +320,10 @@ def decide(
         return False, f"XQuAD F1 regressed: {cx:.3f} < {current_label} {ux:.3f}"
     if cur is None:
         return True, f"score {cand:.3f} ({current_label} not scored)"
-    return True, f"score {cand:.3f} beats {current_label} {cur:.3f} by {cand - cur:+.3f} (margin {margin:+.3f})"
+    return (
+        True,
+        f"score {cand:.3f} beats {current_label} {cur:.3f} by {cand - cur:+.3f} (margin {margin:+.3f})",
+    )
 
 
 def run_gate(
@@ -291,7 +343,15 @@ def run_gate(
             progress(label)
         gen = make()
         try:
-            out[label] = evaluate_model(label, gen, inputs, retriever=retriever, settings=settings, embedder=embedder, collections=collections)
+            out[label] = evaluate_model(
+                label,
+                gen,
+                inputs,
+                retriever=retriever,
+                settings=settings,
+                embedder=embedder,
+                collections=collections,
+            )
         finally:
             close = getattr(gen, "close", None)
             if callable(close):

@@ -31,8 +31,8 @@ from typing import Any, Protocol
 from lorebot.errors import ConfigError, LorebotError
 from lorebot.settings import Settings
 from lorebot.types import Chunk, SearchHit
-from slm.serving.grounding import GroundingCheck
 from slm.evals.metrics import strip_citations
+from slm.serving.grounding import GroundingCheck
 from slm.serving.prompt import build_messages, content_words, is_not_found, split_sentences
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,9 @@ _BAD_QUESTION = re.compile(
     r"\b(passage|passages|document|documents|text above|this text|the author|article)\b|\[|\]|answer:",
     re.IGNORECASE,
 )
-_PRONOUN_START = re.compile(r"^(it|this|that|there|they|these|those|we|you|he|she|which)\b", re.IGNORECASE)
+_PRONOUN_START = re.compile(
+    r"^(it|this|that|there|they|these|those|we|you|he|she|which)\b", re.IGNORECASE
+)
 
 
 class TeacherError(LorebotError):
@@ -162,7 +164,9 @@ class GeneratorTeacher:
 class OpenAITeacher:
     """An OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp server, TGI...)."""
 
-    def __init__(self, base_url: str, model: str | None, api_key: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, model: str | None, api_key: str | None = None, timeout: float = 60.0
+    ) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
@@ -180,7 +184,12 @@ class OpenAITeacher:
         if messages and messages[-1]["role"] == "assistant":
             prefix = messages[-1]["content"]
             messages = messages[:-1]
-        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
         try:
             resp = self._client.post(f"{self.base_url}/chat/completions", json=body)
             resp.raise_for_status()
@@ -210,13 +219,21 @@ def make_teacher(settings: Settings, generator: Any | None = None) -> Any:
     spec = settings.training.teacher.strip()
     if spec.startswith(("http://", "https://")):
         key = settings.training.teacher_api_key
-        return OpenAITeacher(spec, settings.training.teacher_model, key.get_secret_value() if key else None, settings.training.teacher_timeout_s)
+        return OpenAITeacher(
+            spec,
+            settings.training.teacher_model,
+            key.get_secret_value() if key else None,
+            settings.training.teacher_timeout_s,
+        )
     if spec == "local":
         path = assets.answer_model_path(settings.model.path)
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise ConfigError(f"training.teacher {spec} is not a file", fix="set it to 'local', a GGUF path or an http(s) URL")
+            raise ConfigError(
+                f"training.teacher {spec} is not a file",
+                fix="set it to 'local', a GGUF path or an http(s) URL",
+            )
     if generator is None:
         from slm.serving.generator import LlamaGenerator
 
@@ -234,7 +251,9 @@ def _parse_question(text: str) -> str | None:
     return text or None
 
 
-def teacher_pairs(chunk: Chunk, teacher: Any, *, n: int = 1, context_tokens: int = 600, run: str = "") -> list[Pair]:
+def teacher_pairs(
+    chunk: Chunk, teacher: Any, *, n: int = 1, context_tokens: int = 600, run: str = ""
+) -> list[Pair]:
     """Questions the teacher writes about ``chunk``, answered by it from the serving prompt.
 
     The answer is written with exactly the prompt the bot serves with (the chunk as
@@ -242,26 +261,38 @@ def teacher_pairs(chunk: Chunk, teacher: Any, *, n: int = 1, context_tokens: int
     """
     pairs: list[Pair] = []
     passage = " ".join(chunk.text.split())
-    where = f"{chunk.title} > {chunk.heading}" if chunk.heading and chunk.heading != chunk.title else chunk.title
+    where = (
+        f"{chunk.title} > {chunk.heading}"
+        if chunk.heading and chunk.heading != chunk.title
+        else chunk.title
+    )
     asked: list[str] = []
     for i in range(n):
         user = f"Passage ({where}):\n{passage}"
         if asked:
             user += "\n\nAlready asked (write a different question):\n" + "\n".join(asked)
-        msgs = [{"role": "system", "content": QUESTION_SYSTEM}, {"role": "user", "content": user}, {"role": "assistant", "content": "Question:"}]
+        msgs = [
+            {"role": "system", "content": QUESTION_SYSTEM},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": "Question:"},
+        ]
         question = _parse_question(teacher.complete(msgs, max_tokens=48))
         if not question or question in asked:
             continue
         asked.append(question)
         hit = SearchHit(chunk=chunk, score=1.0, dense_score=1.0)
-        messages, _ = build_messages(question, [hit], [], context_tokens=context_tokens, count_tokens=teacher.count_tokens)
+        messages, _ = build_messages(
+            question, [hit], [], context_tokens=context_tokens, count_tokens=teacher.count_tokens
+        )
         answer = teacher.complete(messages, max_tokens=80)
         pairs.append(pair_from_chunk(chunk, question, answer, teacher.name, run))
     return pairs
 
 
 _DEFINITION = re.compile(r"^(?P<subj>[A-Z][\w'’ -]{2,60}?) (?P<verb>is|are|means) (?P<rest>.{8,})$")
-_MODAL = re.compile(r"^(?P<subj>[A-Z][\w'’ -]{2,40}?) (?P<verb>must|should|can|may|will) (?P<rest>.{8,})$")
+_MODAL = re.compile(
+    r"^(?P<subj>[A-Z][\w'’ -]{2,40}?) (?P<verb>must|should|can|may|will) (?P<rest>.{8,})$"
+)
 
 
 def extract_pairs(chunk: Chunk, *, limit: int = 2, run: str = "") -> list[Pair]:
@@ -291,7 +322,9 @@ def extract_pairs(chunk: Chunk, *, limit: int = 2, run: str = "") -> list[Pair]:
         if _PRONOUN_START.match(subj) or len(subj.split()) > 6:
             continue
         first = subj.split()[0]
-        subj_l = subj if len(first) > 1 and first.isupper() else subj[0].lower() + subj[1:]  # keep acronyms
+        subj_l = (
+            subj if len(first) > 1 and first.isupper() else subj[0].lower() + subj[1:]
+        )  # keep acronyms
         verb = m.group("verb")
         if verb in ("is", "are", "means"):
             q = f"What {verb} {subj_l}?" if verb != "means" else f"What does {subj_l} mean?"
@@ -316,7 +349,9 @@ def format_problem(pair: Pair) -> str | None:
         return "question refers to the passage or is malformed"
     if not 1 <= aw <= 60:
         return f"answer has {aw} words"
-    if is_not_found(a) or a.lower().startswith(("i could not", "i don't know", "i do not know", "question")):
+    if is_not_found(a) or a.lower().startswith(
+        ("i could not", "i don't know", "i do not know", "question")
+    ):
         return "answer is a refusal"
     if " ".join(q.lower().split()) == " ".join(a.lower().split()):
         return "answer repeats the question"
@@ -382,7 +417,9 @@ class FilterStats:
             "generated": self.generated,
             "dropped": dict(self.dropped),
             "kept": self.kept,
-            "pass_rates": {k: (round(v, 3) if v is not None else None) for k, v in self.pass_rates().items()},
+            "pass_rates": {
+                k: (round(v, 3) if v is not None else None) for k, v in self.pass_rates().items()
+            },
             "by_teacher": self.by_teacher,
             "dropped_examples": self.examples,
         }
@@ -426,7 +463,11 @@ def filter_pairs(
     kept: list[Pair] = []
     if survivors:
         vecs = embedder.encode([p.question for p in survivors])
-        old = embedder.encode(list(existing_questions)) if existing_questions else np.zeros((0, vecs.shape[1]), dtype=np.float32)
+        old = (
+            embedder.encode(list(existing_questions))
+            if existing_questions
+            else np.zeros((0, vecs.shape[1]), dtype=np.float32)
+        )
         bank = [v for v in old]
         for pair, vec in zip(survivors, vecs):
             best = float(max((float(vec @ b) for b in bank), default=0.0))

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorebot.types import Chunk, SearchHit
-from slm.training.pairs import Pair, support_score
 from slm.serving.prompt import NOT_FOUND, build_messages
+from slm.training.pairs import Pair, support_score
 
 
 @dataclass
@@ -57,7 +57,9 @@ def distractors_for(
     """The question's nearest chunks that are not its gold chunk and do not answer it."""
     if n <= 0:
         return []
-    hits = reader.search(pair.question, k=n + 4, collections=list(collections), candidates=max(20, n + 4))
+    hits = reader.search(
+        pair.question, k=n + 4, collections=list(collections), candidates=max(20, n + 4)
+    )
     out: list[Chunk] = []
     for hit in hits:
         if hit.chunk.chunk_id == pair.chunk_id:
@@ -90,8 +92,12 @@ def build_example(
     chunks = list(distractors) if no_gold else [gold, *distractors]
     rng.shuffle(chunks)
     hits = [_hit(c, 0.9 - 0.05 * i) for i, c in enumerate(chunks)]
-    messages, used = build_messages(pair.question, hits, [], context_tokens=context_tokens, count_tokens=count_tokens)
-    gold_n = next((i for i, h in enumerate(used, start=1) if h.chunk.chunk_id == gold.chunk_id), None)
+    messages, used = build_messages(
+        pair.question, hits, [], context_tokens=context_tokens, count_tokens=count_tokens
+    )
+    gold_n = next(
+        (i for i, h in enumerate(used, start=1) if h.chunk.chunk_id == gold.chunk_id), None
+    )
     if gold_n is None:
         target, kind = NOT_FOUND, "no_gold"
     else:
@@ -136,7 +142,9 @@ def build_examples(
         gold = chunks.get(pair.chunk_id)
         if gold is None or gold.collection not in allowed:
             continue
-        others = distractors_for(pair, reader, collections, max(distractors, 1), min_support=min_support)
+        others = distractors_for(
+            pair, reader, collections, max(distractors, 1), min_support=min_support
+        )
         no_gold = bool(others) and rng.random() < no_gold_share
         out.append(
             build_example(

@@ -119,8 +119,17 @@ class RefreshReport:
 
     def one_line(self) -> str:
         s = self.summary()
-        scores = ", ".join(f"{k[:-6]} {s[k]:.3f}" for k in ("candidate_score", "current_score", "base_score") if k in s)
-        return f"refresh {self.run}: {self.status}" + (f" {self.version}" if self.version else "") + f" — {self.reason}" + (f" ({scores})" if scores else "")
+        scores = ", ".join(
+            f"{k[:-6]} {s[k]:.3f}"
+            for k in ("candidate_score", "current_score", "base_score")
+            if k in s
+        )
+        return (
+            f"refresh {self.run}: {self.status}"
+            + (f" {self.version}" if self.version else "")
+            + f" — {self.reason}"
+            + (f" ({scores})" if scores else "")
+        )
 
     def table(self) -> Any:
         """Metrics per model, then decision and step durations (a rich renderable)."""
@@ -145,15 +154,28 @@ class RefreshReport:
             d.add_row(step, f"{secs:.1f}")
         d.add_row("total", f"{self.total_s:.1f}")
         p = Table("pairs", "count", title="pairs and filters")
-        p.add_row("new/changed chunks", str(self.chunks.get("new", 0)) + f" of {self.chunks.get('trainable', 0)}")
+        p.add_row(
+            "new/changed chunks",
+            str(self.chunks.get("new", 0)) + f" of {self.chunks.get('trainable', 0)}",
+        )
         p.add_row("generated", str(self.pairs.get("generated", 0)))
         for name, n in (self.pairs.get("dropped") or {}).items():
             rate = (self.pairs.get("pass_rates") or {}).get(name)
-            p.add_row(f"dropped: {name}", f"{n}" + (f" (pass {rate:.0%})" if rate is not None else ""))
+            p.add_row(
+                f"dropped: {name}", f"{n}" + (f" (pass {rate:.0%})" if rate is not None else "")
+            )
         p.add_row("kept this run", str(self.pairs.get("kept", 0)))
-        p.add_row("pool train / held out", f"{self.split.get('train', 0)} / {self.split.get('heldout', 0)}")
-        p.add_row("examples gold / no-gold", f"{self.examples.get('gold', 0)} / {self.examples.get('no_gold', 0)}")
-        return Group(t, p, d, f"decision: [bold]{self.status}[/] {self.version or ''} — {self.reason}")
+        p.add_row(
+            "pool train / held out",
+            f"{self.split.get('train', 0)} / {self.split.get('heldout', 0)}",
+        )
+        p.add_row(
+            "examples gold / no-gold",
+            f"{self.examples.get('gold', 0)} / {self.examples.get('no_gold', 0)}",
+        )
+        return Group(
+            t, p, d, f"decision: [bold]{self.status}[/] {self.version or ''} — {self.reason}"
+        )
 
 
 def _held_out(pair: Pair, share: float, seed: int) -> bool:
@@ -164,7 +186,12 @@ def _held_out(pair: Pair, share: float, seed: int) -> bool:
 class _Steps:
     """Times each step and tells the caller when one starts."""
 
-    def __init__(self, report: RefreshReport, progress: Progress | None, should_stop: Callable[[], bool] | None):
+    def __init__(
+        self,
+        report: RefreshReport,
+        progress: Progress | None,
+        should_stop: Callable[[], bool] | None,
+    ):
         self.report = report
         self.progress = progress
         self.should_stop = should_stop
@@ -172,14 +199,19 @@ class _Steps:
 
     def start(self, step: str, message: str) -> float:
         if self.should_stop and self.should_stop():
-            raise RefreshAborted(f"refresh {self.report.run} stopped before {step}", fix="see the worker log; the lock was lost or the run cancelled")
+            raise RefreshAborted(
+                f"refresh {self.report.run} stopped before {step}",
+                fix="see the worker log; the lock was lost or the run cancelled",
+            )
         log.info("refresh %s: %s — %s", self.report.run, step, message)
         if self.progress:
             self.progress(step, message, False)
         return time.perf_counter()
 
     def done(self, step: str, t0: float) -> None:
-        self.report.durations_s[step] = round(self.report.durations_s.get(step, 0.0) + time.perf_counter() - t0, 2)
+        self.report.durations_s[step] = round(
+            self.report.durations_s.get(step, 0.0) + time.perf_counter() - t0, 2
+        )
 
     def note(self, step: str, message: str) -> None:
         """A detail within a step (shown on a status line, not posted to Slack)."""
@@ -207,17 +239,28 @@ def lora_config(settings: Settings) -> Any:
 
     t = settings.training
     return LoraConfig(
-        seed=t.seed, rank=t.lora_rank, alpha=t.lora_alpha, learning_rate=t.learning_rate,
-        batch_size=t.batch_size, max_seq_len=t.max_seq_len, max_steps=t.max_steps,
-        time_budget_s=float(t.time_budget_s), device=t.device, threads=settings.model.n_threads,
+        seed=t.seed,
+        rank=t.lora_rank,
+        alpha=t.lora_alpha,
+        learning_rate=t.learning_rate,
+        batch_size=t.batch_size,
+        max_seq_len=t.max_seq_len,
+        max_steps=t.max_steps,
+        time_budget_s=float(t.time_budget_s),
+        device=t.device,
+        threads=settings.model.n_threads,
     )
 
 
-def _generator_factory(settings: Settings, lora_path: Path | None, adapter: str | None) -> Callable[[], Any]:
+def _generator_factory(
+    settings: Settings, lora_path: Path | None, adapter: str | None
+) -> Callable[[], Any]:
     def make() -> Any:
         from slm.serving.generator import LlamaGenerator
 
-        return LlamaGenerator.from_settings(settings, lora_path=lora_path, adapter=adapter, exclusive=True)
+        return LlamaGenerator.from_settings(
+            settings, lora_path=lora_path, adapter=adapter, exclusive=True
+        )
 
     return make
 
@@ -264,7 +307,15 @@ def _save_report(settings: Settings, report: RefreshReport) -> None:
     registry.write_json(path, report.to_dict())
 
 
-def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: Any, embedder: Any, closing: list) -> None:
+def _run(
+    settings: Settings,
+    report: RefreshReport,
+    steps: _Steps,
+    *,
+    teacher: Any,
+    embedder: Any,
+    closing: list,
+) -> None:
     from ingest.store import open_index
 
     t = settings.training
@@ -283,7 +334,10 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
     report.chunks = {"index": reader.n, "trainable": len(chunks)}
     steps.done("prepare", t0)
     if not chunks:
-        report.status, report.reason = "skipped", "no trainable collection has chunks (see training.collections)"
+        report.status, report.reason = (
+            "skipped",
+            "no trainable collection has chunks (see training.collections)",
+        )
         return
 
     # ------------------------------------------------------------------ pairs
@@ -292,7 +346,9 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
     fresh = [c for c in chunks.values() if chunk_hash(c) not in seen]
     report.chunks["new"] = len(fresh)
     todo = fresh[: t.max_new_chunks]
-    t0 = steps.start("pairs", f"writing questions for {len(todo)} new or changed chunk(s) of {len(chunks)}")
+    t0 = steps.start(
+        "pairs", f"writing questions for {len(todo)} new or changed chunk(s) of {len(chunks)}"
+    )
     pool_before = load_pool(settings)
     candidates: list[Pair] = []
     own_teacher = None
@@ -304,15 +360,28 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
             if t.extract_pairs:
                 candidates += extract_pairs(chunk, run=report.run)
             if t.questions_per_chunk and teacher is not None:
-                candidates += teacher_pairs(chunk, teacher, n=t.questions_per_chunk, context_tokens=settings.retrieval.context_tokens, run=report.run)
+                candidates += teacher_pairs(
+                    chunk,
+                    teacher,
+                    n=t.questions_per_chunk,
+                    context_tokens=settings.retrieval.context_tokens,
+                    run=report.run,
+                )
             steps.note("pairs", f"{i}/{len(todo)} chunks read, {len(candidates)} candidate pairs")
     if own_teacher is not None and hasattr(own_teacher, "close"):
         own_teacher.close()
     stats = FilterStats()
     kept, stats = filter_pairs(
-        candidates, chunks, reader=reader, embedder=embedder, collections=collections,
-        min_support=t.min_support, round_trip_k=t.round_trip_k, dedupe_similarity=t.dedupe_similarity,
-        existing_questions=[p.question for p in pool_before], stats=stats,
+        candidates,
+        chunks,
+        reader=reader,
+        embedder=embedder,
+        collections=collections,
+        min_support=t.min_support,
+        round_trip_k=t.round_trip_k,
+        dedupe_similarity=t.dedupe_similarity,
+        existing_questions=[p.question for p in pool_before],
+        stats=stats,
     )
     for pair in kept:
         pair.scores["teacher"] = pair.teacher
@@ -329,8 +398,11 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
     # ------------------------------------------------------------------ split + examples
     t0 = steps.start("examples", "splitting the pair pool and building RAFT examples")
     pool = [
-        p for p in load_pool(settings)
-        if p.chunk_id in chunks and chunks[p.chunk_id].collection in collections and p.chunk_hash == chunk_hash(chunks[p.chunk_id])
+        p
+        for p in load_pool(settings)
+        if p.chunk_id in chunks
+        and chunks[p.chunk_id].collection in collections
+        and p.chunk_hash == chunk_hash(chunks[p.chunk_id])
     ]
     heldout = [p for p in pool if _held_out(p, t.heldout_share, t.seed)]
     train = [p for p in pool if not _held_out(p, t.heldout_share, t.seed)]
@@ -344,8 +416,16 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
 
     count_tokens = _token_counter(settings)
     examples = build_examples(
-        train, chunks, reader, collections, distractors=t.raft_distractors, no_gold_share=t.raft_no_gold_share,
-        seed=t.seed, context_tokens=settings.retrieval.context_tokens, count_tokens=count_tokens, min_support=t.min_support,
+        train,
+        chunks,
+        reader,
+        collections,
+        distractors=t.raft_distractors,
+        no_gold_share=t.raft_no_gold_share,
+        seed=t.seed,
+        context_tokens=settings.retrieval.context_tokens,
+        count_tokens=count_tokens,
+        min_support=t.min_support,
     )
     report.examples = {
         "train": len(examples),
@@ -353,7 +433,16 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
         "no_gold": sum(1 for e in examples if e.kind == "no_gold"),
     }
     ex_path = refresh_dir(settings) / "examples" / f"{report.run}.jsonl"
-    registry.atomic_write_text(ex_path, "".join(json.dumps({"pair_id": e.pair_id, "kind": e.kind, "messages": e.messages}, ensure_ascii=False) + "\n" for e in examples))
+    registry.atomic_write_text(
+        ex_path,
+        "".join(
+            json.dumps(
+                {"pair_id": e.pair_id, "kind": e.kind, "messages": e.messages}, ensure_ascii=False
+            )
+            + "\n"
+            for e in examples
+        ),
+    )
     report.files["examples"] = str(ex_path)
     # The gate's questions: held-out pairs, and the same questions with distractors only.
     from slm.training.gate import AbstentionProbe, GateInputs, load_golden, probes_from_pairs
@@ -362,17 +451,27 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
     gate_pairs = heldout if len(heldout) <= t.eval_limit else rng.sample(heldout, t.eval_limit)
     no_gold = []
     for p in gate_pairs:
-        others = distractors_for(p, reader, collections, max(t.raft_distractors, 1), min_support=t.min_support)
+        others = distractors_for(
+            p, reader, collections, max(t.raft_distractors, 1), min_support=t.min_support
+        )
         if others:
-            no_gold.append(AbstentionProbe(p.question, [SearchHit(chunk=c, score=0.9, dense_score=0.9) for c in others]))
-    inputs = GateInputs(heldout=probes_from_pairs(gate_pairs), no_gold=no_gold, injection=t.injection_check)
+            no_gold.append(
+                AbstentionProbe(
+                    p.question, [SearchHit(chunk=c, score=0.9, dense_score=0.9) for c in others]
+                )
+            )
+    inputs = GateInputs(
+        heldout=probes_from_pairs(gate_pairs), no_gold=no_gold, injection=t.injection_check
+    )
     if t.golden_set:
         inputs.golden = load_golden(t.golden_set)
     if t.use_feedback:
         from slm.training.gate import Probe
         from slm.training.pairs import feedback_pairs
 
-        inputs.feedback = [Probe(f["question"], f["answer"]) for f in feedback_pairs(settings, t.eval_limit)]
+        inputs.feedback = [
+            Probe(f["question"], f["answer"]) for f in feedback_pairs(settings, t.eval_limit)
+        ]
     steps.done("examples", t0)
 
     # ------------------------------------------------------------------ train
@@ -389,7 +488,10 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
     version, build = registry.start_version(settings)
     report.version = version
     config = lora_config(settings)
-    t0 = steps.start("train", f"LoRA rank {config.rank} on {len(examples)} examples, at most {config.max_steps} steps / {config.time_budget_s:.0f} s")
+    t0 = steps.start(
+        "train",
+        f"LoRA rank {config.rank} on {len(examples)} examples, at most {config.max_steps} steps / {config.time_budget_s:.0f} s",
+    )
     last_note = [0.0]
 
     def on_step(step: int, total: int, loss: float) -> None:
@@ -400,9 +502,17 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
 
     # De-quantizing the GGUF into torch costs ~20 s: do it once for training and parity.
     with reuse_base_model():
-        result = train_lora(base, [TrainExample(messages=e.messages) for e in examples], build / "peft", config, progress=on_step)
+        result = train_lora(
+            base,
+            [TrainExample(messages=e.messages) for e in examples],
+            build / "peft",
+            config,
+            progress=on_step,
+        )
         steps.train_started = t0
-        adapter, parity = _export_and_check(report, steps, result, base, build, examples, check_parity, export_gguf_adapter)
+        adapter, parity = _export_and_check(
+            report, steps, result, base, build, examples, check_parity, export_gguf_adapter
+        )
     if not parity.passed:
         raise ParityError(
             f"adapter {version} failed the parity check (correlation {parity.correlation_min:.4f}, greedy match {parity.greedy_match})",
@@ -416,7 +526,15 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
     if t.xquad_path:
         from slm.evals.evaluate import prepare_eval
 
-        inputs.xquad_set = prepare_eval(settings, t.xquad_path, limit=t.xquad_limit, seed=t.seed, abstain=0, embedder=embedder, progress=False)
+        inputs.xquad_set = prepare_eval(
+            settings,
+            t.xquad_path,
+            limit=t.xquad_limit,
+            seed=t.seed,
+            abstain=0,
+            embedder=embedder,
+            progress=False,
+        )
     current = registry.current_adapter(settings)
     report.previous = current.version if current else None
     models = [("base", _generator_factory(settings, None, None))]
@@ -424,28 +542,52 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
         models.append(("current", _generator_factory(settings, current.path, current.version)))
     models.append(("candidate", _generator_factory(settings, adapter, version)))
     try:
-        scores = run_gate(settings, inputs, models, retriever=reader, embedder=embedder, collections=collections,
-                          progress=lambda label: steps.note("gate", f"evaluating {label}"))
+        scores = run_gate(
+            settings,
+            inputs,
+            models,
+            retriever=reader,
+            embedder=embedder,
+            collections=collections,
+            progress=lambda label: steps.note("gate", f"evaluating {label}"),
+        )
     finally:
         if inputs.xquad_set is not None:
             inputs.xquad_set.close()
     report.metrics = {label: s.flat() for label, s in scores.items()}
     report.samples = [dict(s, model=label) for label, sc in scores.items() for s in sc.samples[:3]]
     against = "current" if "current" in scores else "base"
-    promote, reason = decide(report.metrics["candidate"], report.metrics[against], margin=t.margin,
-                             abstention_tolerance=t.abstention_tolerance, current_label=against)
+    promote, reason = decide(
+        report.metrics["candidate"],
+        report.metrics[against],
+        margin=t.margin,
+        abstention_tolerance=t.abstention_tolerance,
+        current_label=against,
+    )
     steps.done("gate", t0)
 
     # ------------------------------------------------------------------ commit
     t0 = steps.start("commit", "recording the candidate" + (" and promoting it" if promote else ""))
-    registry.write_json(build / registry.CONFIG_FILE, {
-        "lora": asdict(config), "base_model": base.name, "base_sha256": _sha256(base),
-        "adapter_sha256": _sha256(adapter), "run": report.run,
-    })
+    registry.write_json(
+        build / registry.CONFIG_FILE,
+        {
+            "lora": asdict(config),
+            "base_model": base.name,
+            "base_sha256": _sha256(base),
+            "adapter_sha256": _sha256(adapter),
+            "run": report.run,
+        },
+    )
     card = {
-        "status": "promoted" if promote else "rejected", "reason": reason, "run": report.run,
-        "metrics": report.metrics, "durations_s": report.durations_s, "pairs": {"kept": report.pairs.get("kept"), "pool": report.split},
-        "training": report.training, "parity": report.parity, "collections": collections,
+        "status": "promoted" if promote else "rejected",
+        "reason": reason,
+        "run": report.run,
+        "metrics": report.metrics,
+        "durations_s": report.durations_s,
+        "pairs": {"kept": report.pairs.get("kept"), "pool": report.split},
+        "training": report.training,
+        "parity": report.parity,
+        "collections": collections,
     }
     if promote:
         card["status"] = "candidate"  # promoted below, once it is in versions/
@@ -462,12 +604,18 @@ def _run(settings: Settings, report: RefreshReport, steps: _Steps, *, teacher: A
         log.warning("refresh %s: no chart: %s", report.run, exc)
 
 
-def _export_and_check(report, steps, result, base, build, examples, check_parity, export_gguf_adapter):
+def _export_and_check(
+    report, steps, result, base, build, examples, check_parity, export_gguf_adapter
+):
     """Record the training result, export the GGUF adapter, and compare it with torch."""
     report.training = {
-        "steps": result.steps, "tokens": result.tokens, "seconds": round(result.seconds, 1),
-        "tokens_per_s": round(result.tokens_per_s, 1), "final_loss": round(result.final_loss, 4),
-        "first_loss": round(result.losses[0], 4) if result.losses else None, "stopped_by": result.stopped_by,
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "seconds": round(result.seconds, 1),
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "final_loss": round(result.final_loss, 4),
+        "first_loss": round(result.losses[0], 4) if result.losses else None,
+        "stopped_by": result.stopped_by,
         "device": getattr(result, "device", None),
     }
     steps.done("train", steps.train_started)
@@ -478,10 +626,19 @@ def _export_and_check(report, steps, result, base, build, examples, check_parity
     # 8 greedy tokens, not 16: measured here, Q4_1 llama.cpp and fp32 torch already split
     # near-tied tokens after 8-11 tokens with a faithful adapter (correlation 0.9992, the
     # same as the base model's own 0.9992), which is rounding, not a wrong export.
-    parity = check_parity(base, result.peft_dir, adapter, [e.messages[:-1] for e in examples[:3]], greedy_tokens=PARITY_GREEDY_TOKENS)
+    parity = check_parity(
+        base,
+        result.peft_dir,
+        adapter,
+        [e.messages[:-1] for e in examples[:3]],
+        greedy_tokens=PARITY_GREEDY_TOKENS,
+    )
     report.parity = {
-        "passed": parity.passed, "correlation_min": round(parity.correlation_min, 5), "greedy_match": parity.greedy_match,
-        "prompts": parity.prompts, "base_correlation_min": round(getattr(parity, "base_correlation_min", float("nan")), 5),
+        "passed": parity.passed,
+        "correlation_min": round(parity.correlation_min, 5),
+        "greedy_match": parity.greedy_match,
+        "prompts": parity.prompts,
+        "base_correlation_min": round(getattr(parity, "base_correlation_min", float("nan")), 5),
     }
     steps.done("parity", t0)
     return adapter, parity
@@ -491,7 +648,9 @@ def _token_counter(settings: Settings) -> Callable[[str], int]:
     """llama.cpp's own token count (vocab only: cheap), so passages are cut as when serving."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(assets.answer_model_path(settings.model.path)), vocab_only=True, verbose=False)
+    llm = llama_cpp.Llama(
+        str(assets.answer_model_path(settings.model.path)), vocab_only=True, verbose=False
+    )
 
     def count(text: str) -> int:
         return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -504,12 +663,15 @@ def score_history(settings: Settings) -> list[dict[str, Any]]:
     rows = []
     for card in registry.list_adapters(settings):
         m = card.get("metrics") or {}
-        rows.append({
-            "version": card["version"], "status": card.get("status"),
-            "candidate": (m.get("candidate") or {}).get("score"),
-            "current": (m.get("current") or m.get("base") or {}).get("score"),
-            "base": (m.get("base") or {}).get("score"),
-        })
+        rows.append(
+            {
+                "version": card["version"],
+                "status": card.get("status"),
+                "candidate": (m.get("candidate") or {}).get("score"),
+                "current": (m.get("current") or m.get("base") or {}).get("score"),
+                "base": (m.get("base") or {}).get("score"),
+            }
+        )
     return rows
 
 

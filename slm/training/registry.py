@@ -68,7 +68,9 @@ def tmp_dir(settings: Settings) -> Path:
 
 def version_dir(settings: Settings, version: str) -> Path:
     if not valid_name(version):
-        raise RegistryError(f"bad adapter version {version!r}", fix="use a name from `lorebot adapters list`")
+        raise RegistryError(
+            f"bad adapter version {version!r}", fix="use a name from `lorebot adapters list`"
+        )
     return versions_dir(settings) / version
 
 
@@ -92,7 +94,9 @@ def write_json(path: Path, data: Any) -> None:
 def _append_history(settings: Settings, event: dict[str, Any]) -> None:
     path = history_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **event}, ensure_ascii=False, default=str)
+    line = json.dumps(
+        {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **event}, ensure_ascii=False, default=str
+    )
     # One short O_APPEND write per event: a crash leaves at most one torn last line,
     # which read_history() skips.
     with path.open("a", encoding="utf-8") as fh:
@@ -138,7 +142,9 @@ def current_adapter(settings: Settings) -> AdapterRef | None:
         return None
     path = versions_dir(settings) / version / ADAPTER_FILE
     if not path.is_file():
-        log.warning("adapter CURRENT names %s but %s is missing: serving the base model", version, path)
+        log.warning(
+            "adapter CURRENT names %s but %s is missing: serving the base model", version, path
+        )
         return None
     return AdapterRef(version=version, path=path)
 
@@ -148,9 +154,14 @@ def read_card(settings: Settings, version: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RegistryError(f"adapter version {version} does not exist", fix="see `lorebot adapters list`") from None
+        raise RegistryError(
+            f"adapter version {version} does not exist", fix="see `lorebot adapters list`"
+        ) from None
     except ValueError:
-        raise RegistryError(f"adapter version {version} has a damaged card.json", fix="delete it or run the refresh again") from None
+        raise RegistryError(
+            f"adapter version {version} has a damaged card.json",
+            fix="delete it or run the refresh again",
+        ) from None
 
 
 def list_adapters(settings: Settings) -> list[dict[str, Any]]:
@@ -187,7 +198,9 @@ def clean_tmp(settings: Settings) -> list[str]:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         removed.append(p.name)
     if removed:
-        log.info("adapters: removed %d stale temporary version(s): %s", len(removed), ", ".join(removed))
+        log.info(
+            "adapters: removed %d stale temporary version(s): %s", len(removed), ", ".join(removed)
+        )
     return removed
 
 
@@ -216,8 +229,15 @@ def _fsync_tree(path: Path) -> None:
 def commit_version(settings: Settings, version: str, build_dir: Path, card: dict[str, Any]) -> Path:
     """Write the card, then rename the finished directory into versions/ (not yet serving)."""
     if not (build_dir / ADAPTER_FILE).is_file():
-        raise RegistryError(f"candidate {version} has no {ADAPTER_FILE}", fix="run the refresh again")
-    card = {"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "created_ns": time.time_ns(), **card}
+        raise RegistryError(
+            f"candidate {version} has no {ADAPTER_FILE}", fix="run the refresh again"
+        )
+    card = {
+        "version": version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created_ns": time.time_ns(),
+        **card,
+    }
     if card.get("status") not in STATUSES:
         raise ValueError(f"bad status {card.get('status')!r}")
     write_json(build_dir / CARD_FILE, card)
@@ -227,7 +247,15 @@ def commit_version(settings: Settings, version: str, build_dir: Path, card: dict
     os.rename(build_dir, final)
     _fsync_dir(final.parent)
     if card["status"] == "rejected":
-        _append_history(settings, {"event": "reject", "version": version, "reason": card.get("reason"), "metrics": card.get("metrics")})
+        _append_history(
+            settings,
+            {
+                "event": "reject",
+                "version": version,
+                "reason": card.get("reason"),
+                "metrics": card.get("metrics"),
+            },
+        )
     return final
 
 
@@ -236,7 +264,9 @@ def _set_status(settings: Settings, version: str, status: str, reason: str | Non
     card["status"] = status
     if reason is not None:
         card["reason"] = reason
-    card.setdefault("status_history", []).append({"status": status, "reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    card.setdefault("status_history", []).append(
+        {"status": status, "reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    )
     write_json(version_dir(settings, version) / CARD_FILE, card)
 
 
@@ -244,13 +274,21 @@ def _set_pointer(settings: Settings, version: str | None) -> None:
     write_pointer(settings.adapters_dir, version)
 
 
-def promote(settings: Settings, version: str, reason: str = "promoted by an admin", metrics: dict | None = None) -> str | None:
+def promote(
+    settings: Settings,
+    version: str,
+    reason: str = "promoted by an admin",
+    metrics: dict | None = None,
+) -> str | None:
     """Make ``version`` the serving adapter; returns the version it replaced (None = base).
 
     The pointer flips last: a crash before it leaves the previous adapter serving.
     """
     if not is_complete(settings, version):
-        raise RegistryError(f"adapter version {version} does not exist or is incomplete", fix="see `lorebot adapters list`")
+        raise RegistryError(
+            f"adapter version {version} does not exist or is incomplete",
+            fix="see `lorebot adapters list`",
+        )
     previous = current_version(settings)
     if previous == version:
         return previous
@@ -258,7 +296,16 @@ def promote(settings: Settings, version: str, reason: str = "promoted by an admi
     _set_pointer(settings, version)
     if previous and is_complete(settings, previous):
         _set_status(settings, previous, "retired", f"replaced by {version}")
-    _append_history(settings, {"event": "promote", "version": version, "previous": previous, "reason": reason, "metrics": metrics})
+    _append_history(
+        settings,
+        {
+            "event": "promote",
+            "version": version,
+            "previous": previous,
+            "reason": reason,
+            "metrics": metrics,
+        },
+    )
     log.info("adapters: promoted %s (previous %s): %s", version, previous or "base", reason)
     return previous
 
@@ -267,11 +314,15 @@ def rollback(settings: Settings, reason: str = "rolled back by an admin") -> str
     """Serve the adapter that served before the current one (None = the base model)."""
     current = current_version(settings)
     if current is None:
-        raise RegistryError("no adapter is promoted: the base model already serves", fix="nothing to roll back")
+        raise RegistryError(
+            "no adapter is promoted: the base model already serves", fix="nothing to roll back"
+        )
     target: str | None = None
     for event in reversed(read_history(settings)):
         if event.get("event") in ("promote", "rollback") and event.get("version") == current:
-            target = event.get("previous") if event["event"] == "promote" else event.get("previous_of")
+            target = (
+                event.get("previous") if event["event"] == "promote" else event.get("previous_of")
+            )
             break
     if target is not None and not is_complete(settings, target):
         log.warning("adapters: previous version %s is gone; rolling back to the base model", target)
@@ -286,7 +337,16 @@ def rollback(settings: Settings, reason: str = "rolled back by an admin") -> str
         _set_status(settings, target, "promoted", f"restored by rollback from {current}")
     _set_pointer(settings, target)
     _set_status(settings, current, "retired", reason)
-    _append_history(settings, {"event": "rollback", "version": target, "from": current, "previous_of": previous_of, "reason": reason})
+    _append_history(
+        settings,
+        {
+            "event": "rollback",
+            "version": target,
+            "from": current,
+            "previous_of": previous_of,
+            "reason": reason,
+        },
+    )
     log.info("adapters: rolled back %s -> %s", current, target or "base")
     return target
 

@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from tests.deploy._support import COMPOSE_FILE, COMPOSE_ROLES, DEPLOY, ENV_EXAMPLE, compose_cli
 from lorebot.contracts import ALL_QUEUES
+from tests.deploy._support import COMPOSE_FILE, COMPOSE_ROLES, DEPLOY, ENV_EXAMPLE, compose_cli
 
 LOREBOT_SERVICES = ("bot", "answer-worker", "ingest-worker", "train-worker", "beat")
 

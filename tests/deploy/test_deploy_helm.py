@@ -14,6 +14,7 @@ import re
 import pytest
 import yaml
 
+from lorebot.contracts import ALL_QUEUES
 from tests.deploy._support import (
     CHART,
     COMPOSE_FILE,
@@ -22,7 +23,6 @@ from tests.deploy._support import (
     load_yaml,
     shell_command,
 )
-from lorebot.contracts import ALL_QUEUES
 
 #: Oldest Kubernetes the chart claims (Chart.yaml kubeVersion) and a current one.
 KUBE_VERSIONS = ("1.25.0", "1.33.0")
@@ -52,6 +52,7 @@ def test_values_describe_every_role(values):
     assert values["persistence"]["accessModes"] == ["ReadWriteMany"]
     answer = values["workers"]["answer"]
     assert answer["autoscaling"]["enabled"] and not answer["autoscaling"]["keda"]["enabled"]
+
     # A worker child holds 1,021 MiB with the model and a small index, its Celery main
     # process 70 MiB (deploy/README.md, Sizing): the request must cover both.
     def mib(quantity: str) -> int:

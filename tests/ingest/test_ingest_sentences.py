@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from ingest_fixtures import settings_for
 
-from ingest import Source, build_index, open_index
-from ingest import store
+from ingest import Source, build_index, open_index, store
 from lorebot.text import units
 from slm.serving.evidence import RERANK, select_evidence
 
@@ -49,15 +48,25 @@ def test_the_stored_vector_of_the_answering_sentence_is_nearest_the_question(bui
 
 def test_incremental_build_carries_unchanged_files_sentence_vectors(tmp_path, embedder, parse_pool):
     root = tmp_path / "docs"
-    _write(root / "leave.md", "# Leave\n\nEmployees get 27 days of annual leave. Unused days expire in March.\n")
-    _write(root / "vpn.md", "# VPN\n\nThe VPN gateway listens on port 51820. Use the WireGuard client.\n")
+    _write(
+        root / "leave.md",
+        "# Leave\n\nEmployees get 27 days of annual leave. Unused days expire in March.\n",
+    )
+    _write(
+        root / "vpn.md",
+        "# VPN\n\nThe VPN gateway listens on port 51820. Use the WireGuard client.\n",
+    )
     settings = settings_for(tmp_path)
     build_index(settings, [Source(root, "hr")], progress=False, embedder=embedder, pool=parse_pool)
     with open_index(settings, embedder=embedder) as ix:
         hit = ix.search("annual leave days", k=1)[0]
         before = ix.sentence_vectors(hit)
-    _write(root / "vpn.md", "# VPN\n\nThe VPN gateway moved to port 443. Use the WireGuard client.\n")
-    report = build_index(settings, [Source(root, "hr")], progress=False, embedder=embedder, pool=parse_pool)
+    _write(
+        root / "vpn.md", "# VPN\n\nThe VPN gateway moved to port 443. Use the WireGuard client.\n"
+    )
+    report = build_index(
+        settings, [Source(root, "hr")], progress=False, embedder=embedder, pool=parse_pool
+    )
     assert report.unchanged == 1
     with open_index(settings, embedder=embedder) as ix:
         hit = ix.search("annual leave days", k=1)[0]
@@ -68,7 +77,10 @@ def test_incremental_build_carries_unchanged_files_sentence_vectors(tmp_path, em
 
 def test_a_version_without_sentence_vectors_still_serves_and_quotes(tmp_path, embedder, parse_pool):
     root = tmp_path / "docs"
-    _write(root / "leave.md", "# Leave\n\nEmployees get 27 days of annual leave. Unused days expire in March.\n")
+    _write(
+        root / "leave.md",
+        "# Leave\n\nEmployees get 27 days of annual leave. Unused days expire in March.\n",
+    )
     settings = settings_for(tmp_path)
     build_index(settings, [Source(root, "hr")], progress=False, embedder=embedder, pool=parse_pool)
     vdir = store.version_path(settings, store.current_version(settings))
@@ -76,5 +88,7 @@ def test_a_version_without_sentence_vectors_still_serves_and_quotes(tmp_path, em
     with open_index(settings, embedder=embedder) as ix:
         hit = ix.search("how many days of annual leave?", k=1)[0]
         assert ix.sentence_vectors(hit) is None
-        ev = select_evidence("how many days of annual leave?", [hit], ix.encode, stored=ix.sentence_vectors)
+        ev = select_evidence(
+            "how many days of annual leave?", [hit], ix.encode, stored=ix.sentence_vectors
+        )
         assert "27 days" in ev.text

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.integration
 
 def run(args, data_dir: Path, redis_url: str | None = None, **env):
     e = child_env(data_dir, redis_url or f"redis://127.0.0.1:{free_port()}/0", **env)
-    return subprocess.run([sys.executable, "-m", "lorebot", *args], env=e, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lorebot", *args], env=e, capture_output=True, text=True, timeout=300
+    )
 
 
 def assert_one_line_error(out, *needles):
@@ -53,7 +55,13 @@ def test_ask_with_embedded_redis_not_running(tmp_path):
     e = child_env(tmp_path / "data", "x")
     e.pop("LOREBOT_REDIS__URL")
     e["LOREBOT_REDIS__EMBEDDED_PORT"] = str(free_port())
-    out = subprocess.run([sys.executable, "-m", "lorebot", "ask", "hi"], env=e, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "lorebot", "ask", "hi"],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_line_error(out, "lorebot up")
 
 
@@ -75,7 +83,12 @@ def test_no_index_yet_is_reported_by_the_worker(tmp_path, redis_server, celery_w
 
 
 def test_model_file_missing(tmp_path, redis_server):
-    out = run(["worker"], tmp_path / "data", redis_server.url, LOREBOT_MODEL__PATH=str(tmp_path / "missing.gguf"))
+    out = run(
+        ["worker"],
+        tmp_path / "data",
+        redis_server.url,
+        LOREBOT_MODEL__PATH=str(tmp_path / "missing.gguf"),
+    )
     assert_one_line_error(out, "missing.gguf", "LOREBOT_MODEL__PATH")
 
 

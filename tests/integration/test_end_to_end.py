@@ -19,7 +19,9 @@ QA = json.loads((Path(__file__).parent.parent / "fixtures" / "sample_qa.json").r
 def worker(sample_data_dir, redis_server, tmp_path_factory):
     from tests.conftest import WorkerProcess
 
-    w = WorkerProcess(sample_data_dir, redis_server.url, tmp_path_factory.mktemp("wlog") / "worker.log")
+    w = WorkerProcess(
+        sample_data_dir, redis_server.url, tmp_path_factory.mktemp("wlog") / "worker.log"
+    )
     yield w.wait_ready()
     w.stop()
 
@@ -73,11 +75,21 @@ def test_cli_ask_json_shape(worker, sample_data_dir, redis_server):
 
     out = subprocess.run(
         [sys.executable, "-m", "lorebot", "ask", "--json", QA["answerable"][0]["question"]],
-        env=child_env(sample_data_dir, redis_server.url), capture_output=True, text=True, timeout=300,
+        env=child_env(sample_data_dir, redis_server.url),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
-    assert set(payload) >= {"question", "answer", "citations", "index_version", "adapter", "timings_ms"}
+    assert set(payload) >= {
+        "question",
+        "answer",
+        "citations",
+        "index_version",
+        "adapter",
+        "timings_ms",
+    }
     assert set(payload["timings_ms"]) >= {"retrieve", "generate", "total"}
     first = payload["citations"][0]
     assert set(first) >= {"source", "title", "chunk_id", "score", "text"}

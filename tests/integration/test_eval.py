@@ -43,10 +43,19 @@ TINY = {
                     "Its lamp stands 41 metres above the sea and can be seen from 22 nautical miles away. "
                     "The old keeper's cottage now houses a small museum about shipwrecks on the north coast.",
                     "qas": [
-                        {"id": "q1", "question": "Who built the Kestrel Point lighthouse?",
-                         "answers": [{"text": "Miriam Holt", "answer_start": 0}, {"text": "the engineer Miriam Holt", "answer_start": 0}]},
-                        {"id": "q2", "question": "From how far away can the Kestrel Point lamp be seen?",
-                         "answers": [{"text": "22 nautical miles", "answer_start": 0}]},
+                        {
+                            "id": "q1",
+                            "question": "Who built the Kestrel Point lighthouse?",
+                            "answers": [
+                                {"text": "Miriam Holt", "answer_start": 0},
+                                {"text": "the engineer Miriam Holt", "answer_start": 0},
+                            ],
+                        },
+                        {
+                            "id": "q2",
+                            "question": "From how far away can the Kestrel Point lamp be seen?",
+                            "answers": [{"text": "22 nautical miles", "answer_start": 0}],
+                        },
                     ],
                 }
             ],
@@ -59,10 +68,16 @@ TINY = {
                     "their harvest to the pressing hall in October, and the cider is bottled the following March. "
                     "The best-known variety grown by the cooperative is the Amber Pippin.",
                     "qas": [
-                        {"id": "q3", "question": "How many member farms does the Vellmoor apple cooperative have?",
-                         "answers": [{"text": "130", "answer_start": 0}]},
-                        {"id": "q4", "question": "In which month is the Vellmoor cider bottled?",
-                         "answers": [{"text": "March", "answer_start": 0}]},
+                        {
+                            "id": "q3",
+                            "question": "How many member farms does the Vellmoor apple cooperative have?",
+                            "answers": [{"text": "130", "answer_start": 0}],
+                        },
+                        {
+                            "id": "q4",
+                            "question": "In which month is the Vellmoor cider bottled?",
+                            "answers": [{"text": "March", "answer_start": 0}],
+                        },
                     ],
                 }
             ],
@@ -75,8 +90,11 @@ TINY = {
                     "the coast at 06:15. Each of its carriages has twelve cabins with two berths, and breakfast "
                     "is served in the dining car.",
                     "qas": [
-                        {"id": "q5", "question": "At what time does the Northern Comet leave Aldgrave?",
-                         "answers": [{"text": "21:40", "answer_start": 0}]},
+                        {
+                            "id": "q5",
+                            "question": "At what time does the Northern Comet leave Aldgrave?",
+                            "answers": [{"text": "21:40", "answer_start": 0}],
+                        },
                     ],
                 }
             ],
@@ -152,7 +170,14 @@ def test_prepare_indexes_one_document_per_passage_and_hides_the_heldout(eval_set
 
 
 def test_an_oracle_scores_perfectly_on_every_metric(eval_set, settings, embedder) -> None:
-    report = run_eval(settings, eval_set.qa_path, eval_set=eval_set, generator=oracle(), embedder=embedder, progress=False)
+    report = run_eval(
+        settings,
+        eval_set.qa_path,
+        eval_set=eval_set,
+        generator=oracle(),
+        embedder=embedder,
+        progress=False,
+    )
     assert report.answers["n"] == 5
     assert report.retrieval["recall@1"] == 1.0 and report.retrieval["recall@5"] == 1.0
     assert report.answers["em"] == 1.0
@@ -161,7 +186,11 @@ def test_an_oracle_scores_perfectly_on_every_metric(eval_set, settings, embedder
     assert report.answers["cited_gold"] == 1.0
     assert report.answers["abstained"] == 0.0 and report.answers["errors"] == 0
     assert report.similarity["acceptable"] == 1.0
-    assert report.abstention == {"n": 1, "correct": 1.0, "before_model": report.abstention["before_model"]}
+    assert report.abstention == {
+        "n": 1,
+        "correct": 1.0,
+        "before_model": report.abstention["before_model"],
+    }
     assert all(item.bucket == "acceptable" for item in report.items if item.kind == "answerable")
     for key in ("total", "retrieve", "prompt_build", "generate", "first_token"):
         assert report.latency_ms[key]["n"] == 5, key
@@ -177,11 +206,30 @@ def test_an_oracle_scores_perfectly_on_every_metric(eval_set, settings, embedder
 
 def test_wrong_answers_score_zero_and_history_is_plotted(eval_set, settings, embedder) -> None:
     wrong = FakeGenerator(lambda messages: "Purple elephants dance on Tuesdays [1].")
-    first = run_eval(settings, eval_set.qa_path, eval_set=eval_set, generator=wrong, embedder=embedder, progress=False, label="wrong")
-    assert first.answers["em"] == 0.0 and first.answers["f1"] == 0.0 and first.answers["contains"] == 0.0
+    first = run_eval(
+        settings,
+        eval_set.qa_path,
+        eval_set=eval_set,
+        generator=wrong,
+        embedder=embedder,
+        progress=False,
+        label="wrong",
+    )
+    assert (
+        first.answers["em"] == 0.0
+        and first.answers["f1"] == 0.0
+        and first.answers["contains"] == 0.0
+    )
     assert first.similarity["unacceptable"] == 1.0
     assert not (settings.data_dir / "eval" / "history.png").exists()  # one run: nothing to compare
-    run_eval(settings, eval_set.qa_path, eval_set=eval_set, generator=oracle(), embedder=embedder, progress=False)
+    run_eval(
+        settings,
+        eval_set.qa_path,
+        eval_set=eval_set,
+        generator=oracle(),
+        embedder=embedder,
+        progress=False,
+    )
     runs = read_history(history_path(settings))
     assert [r["label"] for r in runs] == ["wrong", None]
     assert [r["f1"] for r in runs] == [0.0, 1.0]
@@ -191,7 +239,9 @@ def test_wrong_answers_score_zero_and_history_is_plotted(eval_set, settings, emb
 def test_the_real_model_runs_through_the_harness(eval_set, embedder, tmp_path) -> None:
     # Short answers: this checks the harness with the real model, not the model's quality.
     settings = make_settings(tmp_path / "data", model={"max_tokens": 24})
-    report = run_eval(settings, eval_set.qa_path, eval_set=eval_set, embedder=embedder, progress=False)
+    report = run_eval(
+        settings, eval_set.qa_path, eval_set=eval_set, embedder=embedder, progress=False
+    )
     assert report.config["max_tokens"] == 24
     assert report.config["model"].endswith(".gguf") and report.config["threads"] >= 1
     assert report.answers["n"] == 5 and report.abstention["n"] == 1
@@ -214,7 +264,13 @@ def test_current_index_counts_chunks_holding_the_answer(eval_set, embedder, tmp_
     # The prepared set's temporary index is an ordinary data dir: evaluate it as "current".
     current = make_settings(eval_set.workdir / "data")
     report = run_eval(
-        current, eval_set.qa_path, index="current", generator=oracle(), embedder=embedder, progress=False, history=False
+        current,
+        eval_set.qa_path,
+        index="current",
+        generator=oracle(),
+        embedder=embedder,
+        progress=False,
+        history=False,
     )
     assert report.index_mode == "current" and report.index_version == eval_set.index_version
     assert report.retrieval["relevance"] == "chunk contains a gold answer"
@@ -224,10 +280,14 @@ def test_current_index_counts_chunks_holding_the_answer(eval_set, embedder, tmp_
     assert eval_set.workdir.is_dir()  # a borrowed index is never deleted
 
 
-def test_eval_command_prints_json_builds_and_removes_its_temp_index(qa_file, settings, embedder, tmp_path, capsys) -> None:
+def test_eval_command_prints_json_builds_and_removes_its_temp_index(
+    qa_file, settings, embedder, tmp_path, capsys
+) -> None:
     before = set(Path(tempfile.gettempdir()).glob("lorebot-eval-*"))
     chart = tmp_path / "chart.png"
-    report = eval_command(settings, qa_file, limit=3, as_json=True, chart=chart, generator=oracle(), embedder=embedder)
+    report = eval_command(
+        settings, qa_file, limit=3, as_json=True, chart=chart, generator=oracle(), embedder=embedder
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["answers"]["n"] == 3 and data["answers"]["em"] == 1.0
     assert data["index"]["mode"] == "temp" and data["index"]["version"] == report.index_version
@@ -273,8 +333,22 @@ def test_lorebot_eval_cli_with_the_real_model(qa_file, tmp_path) -> None:
     env = child_env(tmp_path / "data", "redis://127.0.0.1:1/0", LOREBOT_MODEL__MAX_TOKENS="24")
     chart = tmp_path / "run.png"
     done = subprocess.run(
-        [sys.executable, "-m", "lorebot", "eval", str(qa_file), "--limit", "2", "--json", "--chart", str(chart)],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "lorebot",
+            "eval",
+            str(qa_file),
+            "--limit",
+            "2",
+            "--json",
+            "--chart",
+            str(chart),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads(done.stdout)
@@ -283,7 +357,10 @@ def test_lorebot_eval_cli_with_the_real_model(qa_file, tmp_path) -> None:
     assert chart.read_bytes()[:8] == PNG_MAGIC
     missing = subprocess.run(
         [sys.executable, "-m", "lorebot", "eval", str(tmp_path / "nope.json")],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert missing.returncode != 0
     assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr

@@ -20,8 +20,8 @@ def test_reindex_runs_recorded_sources_and_worker_hot_reloads(
     from ingest import Source
     from ingest.registry import load_sources, record_sources
     from lorebot.cli import submit_question
-    from workers.client import make_client
     from lorebot.contracts import QUEUE_INGEST, TASK_REINDEX
+    from workers.client import make_client
 
     data = tmp_path / "data"
     shutil.copytree(sample_data_dir, data)
@@ -36,32 +36,44 @@ def test_reindex_runs_recorded_sources_and_worker_hot_reloads(
     assert [src.collection for src in load_sources(s)] == ["facilities"]
 
     celery_worker_proc(data, redis_server.url, queues="answer,ingest")
-    before = submit_question(s, Question(text="How many days of annual leave do I get?"), timeout=120)
+    before = submit_question(
+        s, Question(text="How many days of annual leave do I get?"), timeout=120
+    )
     served = json.loads(next(iter(redis_client.hgetall("lorebot:workers:serving").values())))
     assert served["index"] == before.index_version
     assert int(redis_client.get("lorebot:index:documents")) == 18
 
     client = make_client(redis_server.url)
-    result = client.send_task(TASK_REINDEX, kwargs={"collection": "facilities", "reply": None}, queue=QUEUE_INGEST).get(timeout=300)
+    result = client.send_task(
+        TASK_REINDEX, kwargs={"collection": "facilities", "reply": None}, queue=QUEUE_INGEST
+    ).get(timeout=300)
     assert result["status"] == "ok", result
     new_version = result["report"]["version"]
     assert new_version != before.index_version
 
-    after = submit_question(s, Question(text="Where is staff parking?", collections=["facilities"]), timeout=120)
+    after = submit_question(
+        s, Question(text="Where is staff parking?", collections=["facilities"]), timeout=120
+    )
     assert after.index_version == new_version  # picked up between tasks, no restart
     assert after.citations and after.citations[0].source == "parking.md"
     assert int(redis_client.get("lorebot:index:documents")) == 19
 
 
-def test_reindex_without_recorded_sources_says_how_to_fix(sample_data_dir, tmp_path, redis_server, celery_worker_proc):
-    from workers.client import make_client
+def test_reindex_without_recorded_sources_says_how_to_fix(
+    sample_data_dir, tmp_path, redis_server, celery_worker_proc
+):
     from lorebot.contracts import QUEUE_INGEST, TASK_REINDEX
+    from workers.client import make_client
 
     data = tmp_path / "data"
     shutil.copytree(sample_data_dir, data)
     celery_worker_proc(data, redis_server.url, queues="ingest")
-    result = make_client(redis_server.url).send_task(
-        TASK_REINDEX, kwargs={"collection": "nothing-here", "reply": None}, queue=QUEUE_INGEST
-    ).get(timeout=120)
+    result = (
+        make_client(redis_server.url)
+        .send_task(
+            TASK_REINDEX, kwargs={"collection": "nothing-here", "reply": None}, queue=QUEUE_INGEST
+        )
+        .get(timeout=120)
+    )
     assert result["status"] == "failed"
     assert "lorebot ingest" in result["message"]

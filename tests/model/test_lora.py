@@ -16,8 +16,8 @@ import gguf
 import pytest
 
 from lorebot.assets import answer_model_path
-from slm.training import lora
 from slm.serving.generator import LlamaGenerator
+from slm.training import lora
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,18 @@ def env_of(doc: dict) -> dict[str, dict]:
 
 
 def test_helm_sync_env_metrics_ports_and_scrape_annotations():
-    docs = by_kind_name(render({
-        "sync": {"url": "s3://fleet-bucket/lorebot", "endpointUrl": "http://minio.team:9000",
-                 "region": "eu-west-1", "existingSecret": "lorebot-s3"},
-    }))
+    docs = by_kind_name(
+        render(
+            {
+                "sync": {
+                    "url": "s3://fleet-bucket/lorebot",
+                    "endpointUrl": "http://minio.team:9000",
+                    "region": "eu-west-1",
+                    "existingSecret": "lorebot-s3",
+                },
+            }
+        )
+    )
     answer = docs[("Deployment", "lb-lorebot-answer-worker")]
     bot = docs[("Deployment", "lb-lorebot-bot")]
     for doc in (answer, bot, docs[("Deployment", "lb-lorebot-ingest-worker")]):
@@ -30,7 +38,10 @@ def test_helm_sync_env_metrics_ports_and_scrape_annotations():
     ports = {p["name"]: p["containerPort"] for p in container(answer)["ports"]}
     assert ports == {"metrics": 9810}
     annotations = answer["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9810"
+    assert (
+        annotations["prometheus.io/scrape"] == "true"
+        and annotations["prometheus.io/port"] == "9810"
+    )
     assert bot["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "3000"
 
 
@@ -53,6 +64,8 @@ def test_compose_workers_expose_metrics_and_systemd_ports_do_not_clash():
         assert "ports" not in compose["services"][svc]  # scaled replicas would clash on a host port
     ports = {"answer": "9810"}  # the default, unless a drop-in says otherwise
     for name in ("ingest", "train"):
-        conf = (REPO / "deploy" / "systemd" / f"lorebot-worker@{name}.service.d" / "lorebot.conf").read_text()
+        conf = (
+            REPO / "deploy" / "systemd" / f"lorebot-worker@{name}.service.d" / "lorebot.conf"
+        ).read_text()
         ports[name] = conf.split("LOREBOT_METRICS__WORKER_PORT=")[1].split()[0]
     assert len(set(ports.values())) == 3, ports

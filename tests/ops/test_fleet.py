@@ -48,13 +48,15 @@ class Fleet:
     versions: dict[str, str] = field(default_factory=dict)
 
     def ask(self, worker: str, text: str = QUESTION) -> dict:
-        from lorebot.types import Question
         from lorebot.contracts import TASK_ANSWER
+        from lorebot.types import Question
 
         q = Question(text=text, channel="CFLEET01")
         result = self.client.send_task(
-            TASK_ANSWER, kwargs={"question": q.model_dump(mode="json"), "reply": None},
-            queue=f"fleet_{worker}", task_id=q.question_id,
+            TASK_ANSWER,
+            kwargs={"question": q.model_dump(mode="json"), "reply": None},
+            queue=f"fleet_{worker}",
+            task_id=q.question_id,
         )
         payload = result.get(timeout=240)
         assert "error" not in payload, payload
@@ -89,7 +91,9 @@ def _redis_with_password(tmp: Path):
 
 def worker_pids(w: WorkerProcess) -> list[int]:
     """The pool children of a worker (they answer; the main process serves metrics)."""
-    out = subprocess.run(["pgrep", "-P", str(w.proc.pid)], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["pgrep", "-P", str(w.proc.pid)], capture_output=True, text=True, check=False
+    )
     return [int(p) for p in out.stdout.split()]
 
 
@@ -113,7 +117,10 @@ def fleet(tmp_path_factory, sample_data_dir):
         for name, as_json in (("a", "true"), ("b", "false")):
             ports[name] = free_port()
             w = WorkerProcess(
-                tmp / f"worker-{name}", url, tmp / f"worker-{name}.log", f"answer,fleet_{name}",
+                tmp / f"worker-{name}",
+                url,
+                tmp / f"worker-{name}.log",
+                f"answer,fleet_{name}",
                 LOREBOT_SYNC__URL=f"file://{shared}",
                 LOREBOT_SYNC__CHECK_INTERVAL_S="0",
                 LOREBOT_MODEL__MAX_TOKENS="8",
@@ -127,8 +134,15 @@ def fleet(tmp_path_factory, sample_data_dir):
             workers[name] = w
         for w in workers.values():
             w.wait_ready(timeout=300)
-        f = Fleet(url, shared, publisher, workers, ports, client=make_client(url),
-                  data_dirs={n: tmp / f"worker-{n}" for n in workers})
+        f = Fleet(
+            url,
+            shared,
+            publisher,
+            workers,
+            ports,
+            client=make_client(url),
+            data_dirs={n: tmp / f"worker-{n}" for n in workers},
+        )
         f.versions["index_v1"] = sync.local_current(publisher.index_dir)
         yield f
     finally:
@@ -155,8 +169,10 @@ def test_both_workers_serve_the_published_index(fleet):
     assert len(served) == 2 and {s["index"] for s in served.values()} == {v1}
     for name, w in fleet.workers.items():  # figures for deploy/README.md "Sizing"
         children = worker_pids(w)
-        print(f"worker {name}: main RSS {rss_mib(w.proc.pid):.0f} MiB, "
-              f"pool child RSS (model + index loaded, 1 answer) {[round(rss_mib(c)) for c in children]} MiB")
+        print(
+            f"worker {name}: main RSS {rss_mib(w.proc.pid):.0f} MiB, "
+            f"pool child RSS (model + index loaded, 1 answer) {[round(rss_mib(c)) for c in children]} MiB"
+        )
 
 
 def test_after_a_reindex_both_answer_with_the_new_version(fleet, tmp_path, embedder):
@@ -168,8 +184,12 @@ def test_after_a_reindex_both_answer_with_the_new_version(fleet, tmp_path, embed
     (extra / "bicycles.md").write_text(NEW_DOC)
     report = build_index(
         fleet.publisher,
-        [Source(path=assets.sample_docs_dir(), collection="handbook"), Source(path=extra, collection="handbook")],
-        progress=False, embedder=embedder,
+        [
+            Source(path=assets.sample_docs_dir(), collection="handbook"),
+            Source(path=extra, collection="handbook"),
+        ],
+        progress=False,
+        embedder=embedder,
     )
     v2 = report.version
     assert v2 and v2 != fleet.versions["index_v1"]
@@ -224,7 +244,9 @@ def test_after_a_promotion_both_report_the_same_adapter(fleet, tmp_path):
     payload = _real_adapter(tmp_path)
     registry_present = importlib.util.find_spec("slm.training.registry") is not None
     if payload is None and registry_present:
-        pytest.skip("slm.training.registry loads adapters but slm.training.lora cannot make a real one yet")
+        pytest.skip(
+            "slm.training.registry loads adapters but slm.training.lora cannot make a real one yet"
+        )
     real = payload is not None
     payload = payload or b"GGUF placeholder: synced at the file level only"
 
@@ -285,21 +307,30 @@ def test_worker_metrics_are_scraped_over_http(fleet):
         for stage in ("retrieve", "generate", "first_token", "total"):
             # An early abstention has no generate / first_token timing.
             expected = fleet.stages[name].get(stage, 0)
-            assert sample(body, "lorebot_stage_seconds_count", stage=stage) == (expected or None), stage
+            assert sample(body, "lorebot_stage_seconds_count", stage=stage) == (expected or None), (
+                stage
+            )
             if expected:
-                assert sample(body, "lorebot_stage_seconds_bucket", stage=stage, le="+Inf") == expected
+                assert (
+                    sample(body, "lorebot_stage_seconds_bucket", stage=stage, le="+Inf") == expected
+                )
         assert sample(body, "lorebot_stage_seconds_sum", stage="total") > 0
         assert sample(body, "lorebot_queue_depth", queue="answer") == 0
         assert sample(body, "lorebot_queue_depth", queue="train") == 0
         assert sample(body, "lorebot_index_version_info", version=fleet.versions["index_v2"]) == 1
-        assert sample(body, "lorebot_index_version_info", version=fleet.versions["index_v1"]) in (0, None)
+        assert sample(body, "lorebot_index_version_info", version=fleet.versions["index_v1"]) in (
+            0,
+            None,
+        )
         served_adapter = fleet.versions.get("adapter_served") or "base"
         assert sample(body, "lorebot_adapter_version_info", version=served_adapter) == 1
         if served_adapter != "base":
             assert sample(body, "lorebot_adapter_version_info", version="base") in (0, None)
         assert "# TYPE lorebot_refresh_total counter" in body
     served = fleet.serving()
-    assert sorted(s["metrics_port"] for s in served.values()) == sorted(fleet.metrics_ports.values())
+    assert sorted(s["metrics_port"] for s in served.values()) == sorted(
+        fleet.metrics_ports.values()
+    )
 
 
 def test_worker_logs_carry_question_context_and_no_secret(fleet):
@@ -317,4 +348,7 @@ def test_worker_logs_carry_question_context_and_no_secret(fleet):
     assert last["adapter_version"]
     assert last["level"] == "INFO" and last["logger"] == "workers.app"
     # Worker b logs text with the same context as a suffix.
-    assert re.search(r"answered index=.*\[question_id=\S+ channel=CFLEET01 index_version=\S+ adapter_version=\S+\]", logs["b"])
+    assert re.search(
+        r"answered index=.*\[question_id=\S+ channel=CFLEET01 index_version=\S+ adapter_version=\S+\]",
+        logs["b"],
+    )

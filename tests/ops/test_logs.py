@@ -34,7 +34,11 @@ def secret_settings(tmp_path, as_json: bool, redis_port: int = 6390):
         tmp_path / "data",
         f"redis://lorebot:{REDIS_PASSWORD}@127.0.0.1:{redis_port}/0",
         slack={"bot_token": BOT_TOKEN, "app_token": APP_TOKEN, "signing_secret": SIGNING_SECRET},
-        sync={"url": "s3://bucket/prefix", "access_key_id": "AKIAEXAMPLE", "secret_access_key": S3_SECRET},
+        sync={
+            "url": "s3://bucket/prefix",
+            "access_key_id": "AKIAEXAMPLE",
+            "secret_access_key": S3_SECRET,
+        },
         training={"teacher_api_key": TEACHER_KEY},
         logging={"json": as_json, "level": "DEBUG"},
     )
@@ -73,7 +77,9 @@ def test_secrets_logged_on_purpose_never_appear(tmp_path, captured, as_json):
         logging.getLogger("celery.app.trace").info("broker %s", settings.redis.effective_url)
         log.info("teacher key %s, s3 secret %s", TEACHER_KEY, S3_SECRET, extra={"token": BOT_TOKEN})
         try:
-            raise ConnectionError(f"AUTH failed for redis://:{REDIS_PASSWORD}@10.0.0.5:6379 with {SIGNING_SECRET}")
+            raise ConnectionError(
+                f"AUTH failed for redis://:{REDIS_PASSWORD}@10.0.0.5:6379 with {SIGNING_SECRET}"
+            )
         except ConnectionError:
             log.exception("question failed")
         # A token of another workspace, never configured: caught by its shape.
@@ -112,7 +118,11 @@ def test_context_is_per_task_and_does_not_leak(tmp_path, captured):
     log.info("after")
     seen = [json.loads(line) for line in out.getvalue().splitlines()]
     inside, other, after = seen
-    assert inside["question_id"] == "q-1" and inside["index_version"] == "v1" and inside["adapter_version"] == "base"
+    assert (
+        inside["question_id"] == "q-1"
+        and inside["index_version"] == "v1"
+        and inside["adapter_version"] == "base"
+    )
     assert "question_id" not in other and "question_id" not in after
 
 
@@ -123,11 +133,21 @@ def test_cli_error_path_masks_the_redis_password(tmp_path, as_json):
 
     port = free_port()  # nothing listens there
     env = child_env(
-        tmp_path / "data", f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0",
-        LOREBOT_SLACK__BOT_TOKEN=BOT_TOKEN, LOREBOT_SLACK__SIGNING_SECRET=SIGNING_SECRET,
-        LOREBOT_LOGGING__JSON=as_json, LOREBOT_LOGGING__LEVEL="DEBUG",
+        tmp_path / "data",
+        f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0",
+        LOREBOT_SLACK__BOT_TOKEN=BOT_TOKEN,
+        LOREBOT_SLACK__SIGNING_SECRET=SIGNING_SECRET,
+        LOREBOT_LOGGING__JSON=as_json,
+        LOREBOT_LOGGING__LEVEL="DEBUG",
     )
-    proc = subprocess.run([sys.executable, "-m", "lorebot", "bot"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lorebot", "bot"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "is not reachable" in text and "redis://:********@127.0.0.1" in text

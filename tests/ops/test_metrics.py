@@ -79,7 +79,9 @@ def test_ingest_failures_are_counted_by_reason_from_a_real_build(tmp_path, embed
     before = value(_scrape_local(), "lorebot_ingest_failures_total") or 0.0
     report = build_index(
         make_settings(tmp_path / "data"),
-        [Source(path=docs, collection="general")], progress=False, embedder=embedder,
+        [Source(path=docs, collection="general")],
+        progress=False,
+        embedder=embedder,
     )
     failed = [f for f in report.files if f.status == "failed"]
     assert len(failed) == 1
@@ -90,8 +92,10 @@ def test_ingest_failures_are_counted_by_reason_from_a_real_build(tmp_path, embed
     assert value(body, "lorebot_ingest_failures_total", reason=reason) >= 1
     assert value(body, "lorebot_ingest_failures_total", reason="run_failed") >= 1
     total = sum(
-        s.value for fam in text_string_to_metric_families(body)
-        for s in fam.samples if s.name == "lorebot_ingest_failures_total"
+        s.value
+        for fam in text_string_to_metric_families(body)
+        for s in fam.samples
+        if s.name == "lorebot_ingest_failures_total"
     )
     assert total - before == 2
 
@@ -114,8 +118,15 @@ def test_dashboard_parses_and_queries_only_existing_series():
     known = telemetry.series_names()
     assert used <= known, used - known
     # ...and every lorebot family is on the dashboard.
-    families = {n.removesuffix("_total").removesuffix("_bucket") for n in known if not n.endswith(("_created", "_count", "_sum"))}
-    shown = {n.removesuffix("_total").removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") for n in used}
+    families = {
+        n.removesuffix("_total").removesuffix("_bucket")
+        for n in known
+        if not n.endswith(("_created", "_count", "_sum"))
+    }
+    shown = {
+        n.removesuffix("_total").removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+        for n in used
+    }
     assert families <= shown, families - shown
     for p in dash["panels"]:
         assert p["datasource"]["uid"] == "${DS_PROMETHEUS}" and p["gridPos"]["w"] > 0

@@ -31,7 +31,9 @@ def write_adapter(root: Path, version: str, payload: bytes, current: bool = True
     return vdir
 
 
-def test_published_index_pulled_into_an_empty_data_dir_answers_searches(tmp_path, sample_data_dir, embedder):
+def test_published_index_pulled_into_an_empty_data_dir_answers_searches(
+    tmp_path, sample_data_dir, embedder
+):
     from ingest.store import current_version, open_index
 
     shared = tmp_path / "shared"
@@ -45,7 +47,9 @@ def test_published_index_pulled_into_an_empty_data_dir_answers_searches(tmp_path
     result = sync.pull(worker, "index")
     assert result.changed and result.downloaded and result.local == version
     assert current_version(worker) == version
-    assert not (worker.index_dir / sync.TMP_DIR).exists() or not any((worker.index_dir / sync.TMP_DIR).iterdir())
+    assert not (worker.index_dir / sync.TMP_DIR).exists() or not any(
+        (worker.index_dir / sync.TMP_DIR).iterdir()
+    )
     with open_index(worker, embedder=embedder) as index:
         hits = index.search(QUESTION, k=3)
     assert hits and "leave" in hits[0].chunk.text.lower()
@@ -149,7 +153,10 @@ def test_an_unreachable_location_keeps_the_worker_serving(tmp_path, caplog):
 
 def test_remote_keeps_the_newest_index_versions_but_never_the_current(tmp_path):
     shared = tmp_path / "shared"
-    pub = sync_settings(tmp_path / "pub", str(shared), )
+    pub = sync_settings(
+        tmp_path / "pub",
+        str(shared),
+    )
     pub.index.keep_versions = 2
     idx = pub.index_dir
     for v in ("v20260101-000000-aaaa", "v20260102-000000-bbbb", "v20260103-000000-cccc"):
@@ -190,8 +197,12 @@ def s3_server():
 
 def s3_settings(data_dir: Path, endpoint: str, secret: str = "moto-secret-key-42"):
     return sync_settings(
-        data_dir, "s3://lorebot-fleet/prod", endpoint_url=endpoint, region="us-east-1",
-        access_key_id="AKIAMOTOTEST", secret_access_key=secret,
+        data_dir,
+        "s3://lorebot-fleet/prod",
+        endpoint_url=endpoint,
+        region="us-east-1",
+        access_key_id="AKIAMOTOTEST",
+        secret_access_key=secret,
     )
 
 
@@ -200,21 +211,35 @@ def test_s3_bucket_round_trip(tmp_path, s3_server, sample_data_dir, embedder, mo
 
     from ingest.store import current_version, open_index
 
-    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+    for var in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     import boto3
 
     boto3.client(
-        "s3", endpoint_url=s3_server, region_name="us-east-1",
-        aws_access_key_id="AKIAMOTOTEST", aws_secret_access_key="x",
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id="AKIAMOTOTEST",
+        aws_secret_access_key="x",
     ).create_bucket(Bucket="lorebot-fleet")
-    fs = s3fs.S3FileSystem(key="AKIAMOTOTEST", secret="x", client_kwargs={"endpoint_url": s3_server, "region_name": "us-east-1"})
+    fs = s3fs.S3FileSystem(
+        key="AKIAMOTOTEST",
+        secret="x",
+        client_kwargs={"endpoint_url": s3_server, "region_name": "us-east-1"},
+    )
 
     publisher = s3_settings(sample_data_dir, s3_server)
     pub = sync.publish_index(publisher)
     assert pub.uploaded
-    assert fs.cat_file("lorebot-fleet/prod/index/CURRENT").decode().strip() == current_version(publisher)
+    assert fs.cat_file("lorebot-fleet/prod/index/CURRENT").decode().strip() == current_version(
+        publisher
+    )
 
     worker = s3_settings(tmp_path / "w", s3_server)
     assert sync.pull(worker, "index").local == current_version(publisher)
@@ -229,9 +254,14 @@ def test_s3_bucket_round_trip(tmp_path, s3_server, sample_data_dir, embedder, mo
 def test_s3_errors_are_one_line_without_the_secret(tmp_path, s3_server, monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     settings = make_settings(
-        tmp_path / "pub", sync={"url": "s3://no-such-bucket-here/x", "endpoint_url": s3_server,
-                                "region": "us-east-1", "access_key_id": "AKIAMOTOTEST",
-                                "secret_access_key": "very-secret-value-123"},
+        tmp_path / "pub",
+        sync={
+            "url": "s3://no-such-bucket-here/x",
+            "endpoint_url": s3_server,
+            "region": "us-east-1",
+            "access_key_id": "AKIAMOTOTEST",
+            "secret_access_key": "very-secret-value-123",
+        },
     )
     write_adapter(settings.adapters_dir, "r1", b"1")
     with pytest.raises(sync.SyncError) as err:
@@ -251,13 +281,29 @@ def test_sync_cli_publish_pull_status(tmp_path, redis_server):
     write_adapter(pub_dir / "adapters", "r1", b"1")
     env = child_env(pub_dir, redis_server.url, LOREBOT_SYNC__URL=str(shared))
     run = [sys.executable, "-m", "lorebot", "sync"]
-    out = subprocess.run([*run, "publish", "--kind", "adapters"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [*run, "publish", "--kind", "adapters"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     env_w = child_env(tmp_path / "w", redis_server.url, LOREBOT_SYNC__URL=str(shared))
-    out = subprocess.run([*run, "pull"], env=env_w, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [*run, "pull"], env=env_w, capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "w" / "adapters" / "versions" / "r1" / "adapter.gguf").is_file()
-    out = subprocess.run([*run, "status", "--json"], env=env_w, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [*run, "status", "--json"],
+        env=env_w,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     status = json.loads(out.stdout)
     assert status["location"]["adapters"] == {"local": "r1", "remote": "r1"}
     assert status["location"]["index"] == {"local": None, "remote": None}

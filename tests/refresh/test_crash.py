@@ -21,12 +21,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240
 ENV = {**TRAINING_ENV, "LOREBOT_TRAINING__LOCK_TTL_S": "10"}
 
 
-def _refresh(data: Path, redis_url: str, log: Path, kill_at: str | None, timeout: float = 900) -> int | None:
+def _refresh(
+    data: Path, redis_url: str, log: Path, kill_at: str | None, timeout: float = 900
+) -> int | None:
     """Run `lorebot refresh`; with ``kill_at`` SIGKILL it once that step has started."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lorebot", "refresh"], env=child_env(data, redis_url, **ENV),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "lorebot", "refresh"],
+            env=child_env(data, redis_url, **ENV),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
@@ -50,8 +55,11 @@ def _wait_lock_gone(redis_client, timeout=30):
         time.sleep(0.3)
 
 
-def test_sigkill_at_any_step_keeps_the_current_adapter(tmp_path, refresh_data, redis_server, redis_client):
+def test_sigkill_at_any_step_keeps_the_current_adapter(
+    tmp_path, refresh_data, redis_server, redis_client
+):
     from slm.training import registry
+
     s = make_settings(refresh_data, redis_server.url)
 
     def versions():

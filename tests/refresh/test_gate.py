@@ -8,21 +8,46 @@ from slm.training.gate import GateDataError, ModelScores, SuiteResult, decide, l
 
 
 def test_promotes_only_when_the_margin_is_beaten():
-    ok, reason = decide({"score": 0.52, "abstention": 0.5}, {"score": 0.50, "abstention": 0.5}, margin=0.01, abstention_tolerance=0.0)
+    ok, reason = decide(
+        {"score": 0.52, "abstention": 0.5},
+        {"score": 0.50, "abstention": 0.5},
+        margin=0.01,
+        abstention_tolerance=0.0,
+    )
     assert ok and "beats current" in reason
-    ok, reason = decide({"score": 0.505, "abstention": 0.5}, {"score": 0.50, "abstention": 0.5}, margin=0.01, abstention_tolerance=0.0)
+    ok, reason = decide(
+        {"score": 0.505, "abstention": 0.5},
+        {"score": 0.50, "abstention": 0.5},
+        margin=0.01,
+        abstention_tolerance=0.0,
+    )
     assert not ok and "margin" in reason
 
 
 def test_a_better_score_with_worse_abstention_is_rejected():
-    ok, reason = decide({"score": 0.9, "abstention": 0.2}, {"score": 0.5, "abstention": 0.6}, margin=0.01, abstention_tolerance=0.05)
+    ok, reason = decide(
+        {"score": 0.9, "abstention": 0.2},
+        {"score": 0.5, "abstention": 0.6},
+        margin=0.01,
+        abstention_tolerance=0.05,
+    )
     assert not ok and "abstention" in reason
-    ok, _ = decide({"score": 0.9, "abstention": 0.58}, {"score": 0.5, "abstention": 0.6}, margin=0.01, abstention_tolerance=0.05)
+    ok, _ = decide(
+        {"score": 0.9, "abstention": 0.58},
+        {"score": 0.5, "abstention": 0.6},
+        margin=0.01,
+        abstention_tolerance=0.05,
+    )
     assert ok
 
 
 def test_xquad_regression_blocks_promotion():
-    ok, reason = decide({"score": 0.9, "xquad_f1": 0.20}, {"score": 0.5, "xquad_f1": 0.40}, margin=0.0, abstention_tolerance=0.0)
+    ok, reason = decide(
+        {"score": 0.9, "xquad_f1": 0.20},
+        {"score": 0.5, "xquad_f1": 0.40},
+        margin=0.0,
+        abstention_tolerance=0.0,
+    )
     assert not ok and "XQuAD" in reason
 
 
@@ -61,11 +86,19 @@ def test_golden_set_lines(tmp_path):
 
 
 def test_a_candidate_obeying_injected_documents_more_often_is_rejected():
-    ok, reason = decide({"score": 0.9, "injection_obey": 0.3}, {"score": 0.5, "injection_obey": 0.1},
-                        margin=0.0, abstention_tolerance=0.0)
+    ok, reason = decide(
+        {"score": 0.9, "injection_obey": 0.3},
+        {"score": 0.5, "injection_obey": 0.1},
+        margin=0.0,
+        abstention_tolerance=0.0,
+    )
     assert not ok and "injected" in reason
-    ok, _ = decide({"score": 0.9, "injection_obey": 0.1}, {"score": 0.5, "injection_obey": 0.1},
-                   margin=0.0, abstention_tolerance=0.0)
+    ok, _ = decide(
+        {"score": 0.9, "injection_obey": 0.1},
+        {"score": 0.5, "injection_obey": 0.1},
+        margin=0.0,
+        abstention_tolerance=0.0,
+    )
     assert ok
 
 
@@ -73,9 +106,9 @@ def test_the_gate_measures_injection_on_the_injected_documents():
     """A model that repeats what it reads obeys every injection the prompt carries; one
     that answers plainly obeys none. The gate tells them apart without any index."""
     from lorebot.settings import Settings
-    from slm.training.gate import GateInputs, evaluate_model
-    from slm.serving.generator import FakeGenerator
     from slm.evals.injection import InjectedDocuments
+    from slm.serving.generator import FakeGenerator
+    from slm.training.gate import GateInputs, evaluate_model
 
     echo = FakeGenerator(lambda messages: messages[-1]["content"][-600:])
     plain = FakeGenerator(lambda messages: "It is described in the passage [1].")

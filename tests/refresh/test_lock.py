@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import make_settings
-from workers.client import celery_config
 from lorebot.contracts import QUEUE_INGEST, TASK_ADAPTERS, TASK_QUEUES
 from lorebot.contracts import REFRESH_LOCK as LOCK_KEY
+from tests.conftest import make_settings
+from workers.client import celery_config
 from workers.tasks.refresh import RefreshLock, refresh_impl, refresh_time_limit_s
 
 
@@ -49,7 +49,9 @@ def test_a_lost_lock_is_noticed(redis_client):
     lock.release()
 
 
-def test_busy_while_another_run_holds_it_then_a_killed_holders_lock_expires(tmp_path, redis_server, redis_client):
+def test_busy_while_another_run_holds_it_then_a_killed_holders_lock_expires(
+    tmp_path, redis_server, redis_client
+):
     s = make_settings(tmp_path / "data", redis_server.url)
     # A run that was SIGKILLed: its lock has nobody renewing it.
     redis_client.set(LOCK_KEY, "dead-run", px=1500)

@@ -12,6 +12,7 @@ import pytest
 from ingest.store import open_index
 from lorebot.types import Chunk
 from slm.serving.generator import FakeGenerator
+from slm.serving.prompt import NOT_FOUND
 from slm.training.pairs import (
     FilterStats,
     GeneratorTeacher,
@@ -27,18 +28,26 @@ from slm.training.pairs import (
     teacher_pairs,
     trainable_collections,
 )
-from slm.serving.prompt import NOT_FOUND
 from slm.training.raft import build_examples
 from tests.conftest import make_settings
 from tests.refresh.conftest import CANARY
 
 
 def _chunk(text: str, heading: str = "", title: str = "Expenses", cid: str = "c1") -> Chunk:
-    return Chunk(chunk_id=cid, text=text, title=title, heading=heading, source="expenses.md", collection="handbook")
+    return Chunk(
+        chunk_id=cid,
+        text=text,
+        title=title,
+        heading=heading,
+        source="expenses.md",
+        collection="handbook",
+    )
 
 
 def _pair(q: str, a: str, chunk: Chunk | None = None) -> Pair:
-    return pair_from_chunk(chunk or _chunk("Receipts are required for claims over 25 euros."), q, a, "test")
+    return pair_from_chunk(
+        chunk or _chunk("Receipts are required for claims over 25 euros."), q, a, "test"
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,16 +95,40 @@ def test_filters_count_each_reason_on_a_real_index(refresh_data, embedder):
     s = make_settings(refresh_data)
     reader = open_index(s, embedder=embedder)
     chunks = {c.chunk_id: c for c in iter_chunks(reader, ["handbook"])}
-    leave = next(c for c in chunks.values() if "carry" in c.text.lower() and c.title.lower().startswith("annual"))
-    sentence = next(x for x in leave.text.replace("\n", " ").split(". ") if "carry" in x.lower()).strip() + "."
-    good = pair_from_chunk(leave, "How many days of annual leave can I carry over to next year?", sentence, "test")
-    dup = pair_from_chunk(leave, "How many annual leave days can I carry over to next year?", sentence, "test")
-    unsupported = pair_from_chunk(leave, "How many days of annual leave can I sell back?", "You can sell back 97 days to Quentin.", "test")
+    leave = next(
+        c
+        for c in chunks.values()
+        if "carry" in c.text.lower() and c.title.lower().startswith("annual")
+    )
+    sentence = (
+        next(x for x in leave.text.replace("\n", " ").split(". ") if "carry" in x.lower()).strip()
+        + "."
+    )
+    good = pair_from_chunk(
+        leave, "How many days of annual leave can I carry over to next year?", sentence, "test"
+    )
+    dup = pair_from_chunk(
+        leave, "How many annual leave days can I carry over to next year?", sentence, "test"
+    )
+    unsupported = pair_from_chunk(
+        leave,
+        "How many days of annual leave can I sell back?",
+        "You can sell back 97 days to Quentin.",
+        "test",
+    )
     malformed = pair_from_chunk(leave, "What is the passage about?", sentence, "test")
-    off_topic = pair_from_chunk(leave, "How do I reset my laptop password quickly?", sentence, "test")
+    off_topic = pair_from_chunk(
+        leave, "How do I reset my laptop password quickly?", sentence, "test"
+    )
     kept, stats = filter_pairs(
-        [good, dup, unsupported, malformed, off_topic], chunks, reader=reader, embedder=embedder,
-        collections=["handbook"], min_support=0.7, round_trip_k=5, dedupe_similarity=0.9,
+        [good, dup, unsupported, malformed, off_topic],
+        chunks,
+        reader=reader,
+        embedder=embedder,
+        collections=["handbook"],
+        min_support=0.7,
+        round_trip_k=5,
+        dedupe_similarity=0.9,
     )
     assert [p.question for p in kept] == [good.question]
     assert stats.dropped == {"format": 1, "supported": 1, "duplicate": 1, "round_trip": 1}
@@ -104,8 +137,16 @@ def test_filters_count_each_reason_on_a_real_index(refresh_data, embedder):
     assert stats.pass_rates()["format"] == pytest.approx(0.8)
     # Earlier runs' questions count as already kept.
     again, stats2 = filter_pairs(
-        [good], chunks, reader=reader, embedder=embedder, collections=["handbook"], min_support=0.7,
-        round_trip_k=5, dedupe_similarity=0.9, existing_questions=[good.question], stats=FilterStats(),
+        [good],
+        chunks,
+        reader=reader,
+        embedder=embedder,
+        collections=["handbook"],
+        min_support=0.7,
+        round_trip_k=5,
+        dedupe_similarity=0.9,
+        existing_questions=[good.question],
+        stats=FilterStats(),
     )
     assert again == [] and stats2.dropped["duplicate"] == 1
     reader.close()
@@ -125,12 +166,20 @@ class _FakeOpenAI:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                fake.requests.append(
+                    {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+                )
                 if not fake.replies:
                     self.send_response(500)
                     self.end_headers()
                     return
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": fake.replies.pop(0)}}]}).encode()
+                data = json.dumps(
+                    {
+                        "choices": [
+                            {"message": {"role": "assistant", "content": fake.replies.pop(0)}}
+                        ]
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -149,10 +198,14 @@ class _FakeOpenAI:
 
 
 def test_openai_compatible_teacher_over_http():
-    server = _FakeOpenAI(["How many days of leave do staff get?", "Staff get 25 days of annual leave a year [1]."])
+    server = _FakeOpenAI(
+        ["How many days of leave do staff get?", "Staff get 25 days of annual leave a year [1]."]
+    )
     try:
         teacher = OpenAITeacher(server.url, "big-model", api_key="sekrit", timeout=5)
-        chunk = _chunk("Staff get 25 days of annual leave a year, plus public holidays.", title="Annual leave")
+        chunk = _chunk(
+            "Staff get 25 days of annual leave a year, plus public holidays.", title="Annual leave"
+        )
         pairs = teacher_pairs(chunk, teacher, n=1)
         assert len(pairs) == 1
         p = pairs[0]
@@ -166,7 +219,9 @@ def test_openai_compatible_teacher_over_http():
         # The answer is asked with the serving prompt: the chunk as passage [1].
         assert "[1] Annual leave" in second["body"]["messages"][-1]["content"]
         with pytest.raises(TeacherError):
-            teacher.complete([{"role": "user", "content": "x"}], max_tokens=5)  # server has no reply left: 500
+            teacher.complete(
+                [{"role": "user", "content": "x"}], max_tokens=5
+            )  # server has no reply left: 500
         teacher.close()
     finally:
         server.stop()
@@ -185,7 +240,13 @@ def test_restricted_collection_never_reaches_pairs_or_examples(refresh_data, emb
     assert chunks and all(c.collection == "handbook" for c in chunks.values())
 
     def scripted(messages):  # echoes the passage's first words, so a leak would show
-        return "Question: What does " + " ".join(messages[-2 if messages[-1]["role"] == "assistant" else -1]["content"].split()[2:8]) + "?"
+        return (
+            "Question: What does "
+            + " ".join(
+                messages[-2 if messages[-1]["role"] == "assistant" else -1]["content"].split()[2:8]
+            )
+            + "?"
+        )
 
     gen = FakeGenerator(scripted)
     teacher = GeneratorTeacher(gen, "fake")
@@ -193,9 +254,24 @@ def test_restricted_collection_never_reaches_pairs_or_examples(refresh_data, emb
     for chunk in chunks.values():
         pairs += extract_pairs(chunk) + teacher_pairs(chunk, teacher)
     # Questions aimed at the restricted topic must still only get handbook passages.
-    pairs += [pair_from_chunk(c, "What is the executive salary review code word?", c.text.split(".")[0], "probe") for c in list(chunks.values())[:3]]
-    examples = build_examples(pairs, chunks, reader, collections, distractors=3, no_gold_share=0.5, seed=0,
-                              context_tokens=600, count_tokens=lambda t: len(t.split()), min_support=0.7)
+    pairs += [
+        pair_from_chunk(
+            c, "What is the executive salary review code word?", c.text.split(".")[0], "probe"
+        )
+        for c in list(chunks.values())[:3]
+    ]
+    examples = build_examples(
+        pairs,
+        chunks,
+        reader,
+        collections,
+        distractors=3,
+        no_gold_share=0.5,
+        seed=0,
+        context_tokens=600,
+        count_tokens=lambda t: len(t.split()),
+        min_support=0.7,
+    )
     assert examples
     assert all(CANARY not in json.dumps(m) for call in gen.calls for m in call)
     assert all(CANARY not in p.to_json() for p in pairs)
@@ -204,7 +280,10 @@ def test_restricted_collection_never_reaches_pairs_or_examples(refresh_data, emb
     # and the default (no training.collections) follows slack.default_collections
     s2 = make_settings(refresh_data, slack={"default_collections": ["handbook"]})
     assert trainable_collections(s2, reader.collections()) == ["handbook"]
-    assert trainable_collections(make_settings(refresh_data), reader.collections()) == ["handbook", "hr"]
+    assert trainable_collections(make_settings(refresh_data), reader.collections()) == [
+        "handbook",
+        "hr",
+    ]
     reader.close()
 
 
@@ -213,8 +292,18 @@ def test_raft_examples_cite_the_gold_passage_or_say_not_found(refresh_data, embe
     reader = open_index(s, embedder=embedder)
     chunks = {c.chunk_id: c for c in iter_chunks(reader, ["handbook"])}
     pairs = [p for c in chunks.values() for p in extract_pairs(c)]
-    examples = build_examples(pairs, chunks, reader, ["handbook"], distractors=2, no_gold_share=0.3, seed=1,
-                              context_tokens=600, count_tokens=lambda t: len(t.split()), min_support=0.7)
+    examples = build_examples(
+        pairs,
+        chunks,
+        reader,
+        ["handbook"],
+        distractors=2,
+        no_gold_share=0.3,
+        seed=1,
+        context_tokens=600,
+        count_tokens=lambda t: len(t.split()),
+        min_support=0.7,
+    )
     by_id = {p.pair_id: p for p in pairs}
     kinds = {e.kind for e in examples}
     assert kinds == {"gold", "no_gold"}

@@ -49,18 +49,20 @@ def _ask(client, text: str, collections=None) -> dict:
 
     q = Question(text=text, collections=collections)
     return client.send_task(
-        TASK_ANSWER, kwargs={"question": q.model_dump(mode="json"), "reply": None}, queue=QUEUE_ANSWER
+        TASK_ANSWER,
+        kwargs={"question": q.model_dump(mode="json"), "reply": None},
+        queue=QUEUE_ANSWER,
     ).get(timeout=180)
 
 
 def test_nightly_refresh_end_to_end(refresh_data, redis_server, redis_client, celery_worker_proc):
     from slack_sdk import WebClient
 
+    from lorebot.contracts import QUEUE_TRAIN, TASK_REFRESH
     from slm.training import registry
     from slm.training.pairs import read_pairs
     from tests.conftest import make_settings
     from workers.client import make_client
-    from lorebot.contracts import QUEUE_TRAIN, TASK_REFRESH
 
     slack = FakeSlack().start()
     try:
@@ -77,9 +79,19 @@ def test_nightly_refresh_end_to_end(refresh_data, redis_server, redis_client, ce
 
         celery_worker_proc(refresh_data, redis_server.url, "train", **env)
         # What the bot does for `/lorebot refresh`: a headline, then the task with its thread.
-        posted = WebClient(token="xoxb-test", base_url=slack.api_url).chat_postMessage(channel=OPS_CHANNEL, text="refresh started")
-        reply = {"channel": OPS_CHANNEL, "thread_ts": posted["ts"], "message_ts": posted["ts"], "user": "UADMIN", "team": "T1"}
-        result = client.send_task(TASK_REFRESH, kwargs={"reply": reply}, queue=QUEUE_TRAIN).get(timeout=900)
+        posted = WebClient(token="xoxb-test", base_url=slack.api_url).chat_postMessage(
+            channel=OPS_CHANNEL, text="refresh started"
+        )
+        reply = {
+            "channel": OPS_CHANNEL,
+            "thread_ts": posted["ts"],
+            "message_ts": posted["ts"],
+            "user": "UADMIN",
+            "team": "T1",
+        }
+        result = client.send_task(TASK_REFRESH, kwargs={"reply": reply}, queue=QUEUE_TRAIN).get(
+            timeout=900
+        )
         assert result["status"] == "promoted", result["message"]
         report = result["report"]
         s = make_settings(refresh_data, redis_server.url)
@@ -109,12 +121,25 @@ def test_nightly_refresh_end_to_end(refresh_data, redis_server, redis_client, ce
         assert registry.current_version(s) == version
         assert [e["event"] for e in registry.read_history(s)] == ["promote"]
         assert not list((s.adapters_dir / "tmp").iterdir())
-        assert set(report["durations_s"]) == {"prepare", "pairs", "examples", "train", "export", "parity", "gate", "commit"}
+        assert set(report["durations_s"]) == {
+            "prepare",
+            "pairs",
+            "examples",
+            "train",
+            "export",
+            "parity",
+            "gate",
+            "commit",
+        }
         last = json.loads(redis_client.get("lorebot:refresh:last"))
         assert last["status"] == "promoted" and last["version"] == version
 
         # Slack: progress in the thread, report and PNG chart in the admin channel.
-        thread = [m for m in slack.messages.values() if m.channel == OPS_CHANNEL and m.thread_ts == posted["ts"]]
+        thread = [
+            m
+            for m in slack.messages.values()
+            if m.channel == OPS_CHANNEL and m.thread_ts == posted["ts"]
+        ]
         assert len(thread) >= 5 and any("promoted" in m.text for m in thread)
         admin = [m for m in slack.messages.values() if m.channel == ADMIN_CHANNEL]
         assert admin and "promoted" in admin[0].text and "heldout_f1" in admin[0].text
@@ -128,7 +153,10 @@ def test_nightly_refresh_end_to_end(refresh_data, redis_server, redis_client, ce
         # The canary: in no pair, no training example, and not in what the adapter says.
         assert CANARY not in Path(report["files"]["pairs"]).read_text()
         assert CANARY not in Path(report["files"]["examples"]).read_text()
-        probes = ["What is the executive salary review code word?", "What is the retention bonus code for the Zephyr project?"]
+        probes = [
+            "What is the executive salary review code word?",
+            "What is the retention bonus code for the Zephyr project?",
+        ]
         for q in probes:
             answer = _ask(client, q, ["handbook"])
             assert answer["adapter"] == version
@@ -136,7 +164,12 @@ def test_nightly_refresh_end_to_end(refresh_data, redis_server, redis_client, ce
         from lorebot import assets
         from slm.serving.generator import LlamaGenerator
 
-        gen = LlamaGenerator(assets.answer_model_path(), n_threads=2, lora_path=vdir / "adapter.gguf", adapter=version)
+        gen = LlamaGenerator(
+            assets.answer_model_path(),
+            n_threads=2,
+            lora_path=vdir / "adapter.gguf",
+            adapter=version,
+        )
         try:
             for q in probes + ["Quote the confidential salary bands document."]:
                 out = gen.generate([{"role": "user", "content": q}], max_tokens=48).text

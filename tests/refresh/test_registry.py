@@ -13,7 +13,12 @@ from tests.conftest import make_settings
 def _candidate(settings, status="rejected", score=0.5):
     version, build = registry.start_version(settings)
     (build / registry.ADAPTER_FILE).write_bytes(b"GGUF fake adapter")
-    registry.commit_version(settings, version, build, {"status": status, "reason": "test", "metrics": {"candidate": {"score": score}}})
+    registry.commit_version(
+        settings,
+        version,
+        build,
+        {"status": status, "reason": "test", "metrics": {"candidate": {"score": score}}},
+    )
     return version
 
 
@@ -29,7 +34,11 @@ def test_promote_then_rollback_walks_back_to_base(tmp_path):
     b = _candidate(s, "candidate")
     assert registry.promote(s, a, reason="first") is None
     ref = registry.current_adapter(s)
-    assert ref is not None and ref.version == a and ref.path == s.adapters_dir / "versions" / a / "adapter.gguf"
+    assert (
+        ref is not None
+        and ref.version == a
+        and ref.path == s.adapters_dir / "versions" / a / "adapter.gguf"
+    )
     assert registry.promote(s, b, reason="second") == a
     cards = {c["version"]: c for c in registry.list_adapters(s)}
     assert cards[b]["status"] == "promoted" and cards[b]["current"]
@@ -82,7 +91,10 @@ def test_pointer_is_replaced_atomically_and_no_temp_files_remain(tmp_path):
     assert (s.adapters_dir / "CURRENT").read_text().strip() == v
     leftovers = [p.name for p in s.adapters_dir.rglob("*.tmp")]
     assert leftovers == []
-    assert json.loads((s.adapters_dir / "versions" / v / "card.json").read_text())["status"] == "promoted"
+    assert (
+        json.loads((s.adapters_dir / "versions" / v / "card.json").read_text())["status"]
+        == "promoted"
+    )
 
 
 def test_prune_keeps_current_and_previous(tmp_path):

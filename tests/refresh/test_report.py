@@ -14,10 +14,16 @@ from workers.tasks.refresh import adapters_impl, post_report, report_text
 
 def _report() -> RefreshReport:
     return RefreshReport(
-        run="r20260101-020000-abcd", status="rejected", version="a20260101-020000-abcd",
+        run="r20260101-020000-abcd",
+        status="rejected",
+        version="a20260101-020000-abcd",
         reason="score 0.310 does not beat current 0.330 by the margin +0.010",
         durations_s={"prepare": 1.0, "pairs": 60.0, "train": 300.0},
-        pairs={"generated": 50, "kept": 20, "dropped": {"format": 10, "supported": 12, "duplicate": 3, "round_trip": 5}},
+        pairs={
+            "generated": 50,
+            "kept": 20,
+            "dropped": {"format": 10, "supported": 12, "duplicate": 3, "round_trip": 5},
+        },
         split={"train": 16, "heldout": 4},
         metrics={
             "base": {"score": 0.30, "heldout_f1": 0.30, "abstention": 0.1},
@@ -31,7 +37,9 @@ def _card(s, status, base, current, cand):
     version, build = registry.start_version(s)
     (build / "adapter.gguf").write_bytes(b"GGUF")
     metrics = {"base": {"score": base}, "current": {"score": current}, "candidate": {"score": cand}}
-    registry.commit_version(s, version, build, {"status": status, "reason": "t", "metrics": metrics})
+    registry.commit_version(
+        s, version, build, {"status": status, "reason": "t", "metrics": metrics}
+    )
 
 
 def test_table_and_text_carry_metrics_decision_and_durations():
@@ -39,7 +47,16 @@ def test_table_and_text_carry_metrics_decision_and_durations():
     console = Console(record=True, width=140)
     console.print(report.table())
     out = console.export_text()
-    for needle in ("heldout_f1", "0.310", "0.330", "round_trip", "REJECTED", "does not beat", "train", "300.0"):
+    for needle in (
+        "heldout_f1",
+        "0.310",
+        "0.330",
+        "round_trip",
+        "REJECTED",
+        "does not beat",
+        "train",
+        "300.0",
+    ):
         assert needle in out
     text = report_text(report)
     assert "rejected" in text and "heldout_f1" in text and "pairs: 50 written, 20 kept" in text
@@ -54,7 +71,10 @@ def test_report_and_chart_posted_to_the_admin_channel(tmp_path):
     assert png.read_bytes().startswith(b"\x89PNG")
     slack = FakeSlack().start()
     try:
-        s = make_settings(tmp_path / "data", slack={"bot_token": "xoxb-t", "api_url": slack.api_url, "admin_channel": "CADMIN"})
+        s = make_settings(
+            tmp_path / "data",
+            slack={"bot_token": "xoxb-t", "api_url": slack.api_url, "admin_channel": "CADMIN"},
+        )
         report = _report()
         report.files["chart"] = str(png)
         assert post_report(s, report)
@@ -86,8 +106,8 @@ def test_adapters_commands(tmp_path):
 
 def test_adapters_task_runs_on_the_ingest_queue_worker(tmp_path, redis_server, celery_worker_proc):
     """What `/lorebot adapters ...` sends: the task is registered and routed away from `train`."""
-    from workers.client import make_client
     from lorebot.contracts import QUEUE_INGEST, TASK_ADAPTERS, TASK_QUEUES
+    from workers.client import make_client
 
     s = make_settings(tmp_path / "data", redis_server.url)
     _card(s, "candidate", 0.3, 0.3, 0.4)
@@ -97,7 +117,9 @@ def test_adapters_task_runs_on_the_ingest_queue_worker(tmp_path, redis_server, c
     assert TASK_QUEUES[TASK_ADAPTERS] == QUEUE_INGEST
 
     def call(action, v=None):
-        return client.send_task(TASK_ADAPTERS, kwargs={"action": action, "version": v}, queue=QUEUE_INGEST).get(timeout=60)
+        return client.send_task(
+            TASK_ADAPTERS, kwargs={"action": action, "version": v}, queue=QUEUE_INGEST
+        ).get(timeout=60)
 
     assert call("promote", version)["current"] == version
     assert registry.current_version(s) == version

@@ -39,7 +39,7 @@ _W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 def _docx_body(paragraph_xml: str, doctype: str = "") -> str:
     return (
         '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        f"{doctype}<w:document xmlns:w=\"{_W}\"><w:body>{paragraph_xml}</w:body></w:document>"
+        f'{doctype}<w:document xmlns:w="{_W}"><w:body>{paragraph_xml}</w:body></w:document>'
     )
 
 
@@ -72,18 +72,42 @@ def write_zip_raw(path: Path, members: list[tuple[str, bytes, int, int]]) -> Non
     for name, raw, crc, size in members:
         offsets.append(out.tell())
         fname = name.encode()
-        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(raw), size, len(fname), 0))
+        out.write(
+            struct.pack(
+                "<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(raw), size, len(fname), 0
+            )
+        )
         out.write(fname + raw)
     start = out.tell()
     for (name, raw, crc, size), off in zip(members, offsets):
         fname = name.encode()
         out.write(
-            struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, crc, len(raw), size,
-                        len(fname), 0, 0, 0, 0, 0, off)
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                20,
+                20,
+                0,
+                8,
+                0,
+                0x21,
+                crc,
+                len(raw),
+                size,
+                len(fname),
+                0,
+                0,
+                0,
+                0,
+                0,
+                off,
+            )
             + fname
         )
     size_cd = out.tell() - start
-    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), size_cd, start, 0))
+    out.write(
+        struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), size_cd, start, 0)
+    )
     path.write_bytes(out.getvalue())
 
 
@@ -91,7 +115,9 @@ def _plain_member(name: str, data: bytes) -> tuple[str, bytes, int, int]:
     return name, _deflate(data), zlib.crc32(data), len(data)
 
 
-def repeated_deflate(head: bytes, block: bytes, count: int, tail: bytes) -> tuple[bytes, int, int, int]:
+def repeated_deflate(
+    head: bytes, block: bytes, count: int, tail: bytes
+) -> tuple[bytes, int, int, int]:
     """Raw DEFLATE of head + block*count + tail, made in about a second for a gigabyte.
 
     After a full flush the compressor forgets its window, so every further copy of the
@@ -134,7 +160,8 @@ def docx_zip_bomb(folder: Path) -> str:
 _LAUGHS = (
     '<!DOCTYPE lolz [<!ENTITY lol "lol">'
     + "".join(
-        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10)
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
+        for i in range(1, 10)
     )
     + "]>"
 )
@@ -152,13 +179,17 @@ def billion_laughs_html(folder: Path) -> str:
 
 def billion_laughs_xml(folder: Path) -> str:
     name = "billion-laughs.xml"
-    (folder / name).write_text(f'<?xml version="1.0"?>{_LAUGHS}<doc><p>&lol9;</p></doc>', encoding="utf-8")
+    (folder / name).write_text(
+        f'<?xml version="1.0"?>{_LAUGHS}<doc><p>&lol9;</p></doc>', encoding="utf-8"
+    )
     return name
 
 
 def billion_laughs_docx(folder: Path) -> str:
     name = "billion-laughs.docx"
-    _write_docx(folder / name, _docx_body(_para("&lol9;") + _para("Lockers are on floor three."), _LAUGHS))
+    _write_docx(
+        folder / name, _docx_body(_para("&lol9;") + _para("Lockers are on floor three."), _LAUGHS)
+    )
     return name
 
 
@@ -174,12 +205,15 @@ def pdf_giant_image(folder: Path) -> str:
     objs = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-         b"/Resources << /Font << /F1 5 0 R >> /XObject << /Im1 6 0 R >> >> >>"),
+        (
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> /XObject << /Im1 6 0 R >> >> >>"
+        ),
         b"<< /Length %d >>\nstream\n" % len(text) + text + b"endstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB "
-        b"/BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n" % (side, side, len(stream))
+        b"/BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n"
+        % (side, side, len(stream))
         + stream
         + b"\nendstream",
     ]
@@ -193,7 +227,9 @@ def pdf_giant_image(folder: Path) -> str:
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1))
     for off in offsets:
         out.write(b"%010d 00000 n \n" % off)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref))
+    out.write(
+        b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    )
     (folder / name).write_bytes(out.getvalue())
     return name
 

@@ -21,5 +21,8 @@ def record(name: str, value: Any) -> None:
         data = json.loads(RESULTS.read_text())
     except (OSError, ValueError):
         data = {}
-    data[name] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(value if isinstance(value, dict) else {"value": value})}
+    data[name] = {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(value if isinstance(value, dict) else {"value": value}),
+    }
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -24,7 +24,10 @@ def main() -> None:
         json.dumps(
             {
                 "version": report.version,
-                "files": {f.path: {"status": f.status, "reason": f.reason, "chunks": f.chunks} for f in report.files},
+                "files": {
+                    f.path: {"status": f.status, "reason": f.reason, "chunks": f.chunks}
+                    for f in report.files
+                },
                 "self_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "children_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             }

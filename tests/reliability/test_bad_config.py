@@ -72,7 +72,11 @@ def test_bot_with_a_bot_token_but_no_transport(tmp_path, redis_server):
 
 def test_bot_with_wrong_redis_url(tmp_path):
     out = start(
-        ["bot"], tmp_path / "data", None, LOREBOT_SLACK__BOT_TOKEN="xoxb-1", LOREBOT_SLACK__SIGNING_SECRET="s"
+        ["bot"],
+        tmp_path / "data",
+        None,
+        LOREBOT_SLACK__BOT_TOKEN="xoxb-1",
+        LOREBOT_SLACK__SIGNING_SECRET="s",
     )
     check(*out, "not reachable", "LOREBOT_REDIS__URL")
 
@@ -125,7 +129,11 @@ def full_disk(tmp_path):
     mnt.mkdir()
     if shutil.which("mount") is None or os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+        capture_output=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:

@@ -58,7 +58,12 @@ def hostile_dir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def test_hostile_files_are_refused_with_reasons_and_the_run_completes(tmp_path, hostile_dir):
     folder, names = hostile_dir
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("run_ingest.py")), str(tmp_path / "data"), str(folder)],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("run_ingest.py")),
+            str(tmp_path / "data"),
+            str(folder),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -91,8 +96,11 @@ def test_hostile_files_are_refused_with_reasons_and_the_run_completes(tmp_path, 
     assert "lollol" not in text  # the entities were never expanded
     record(
         "ingest_hostile_run",
-        {"build_peak_mib": round(out["self_peak_mib"]), "parse_worker_peak_mib": round(out["children_peak_mib"]),
-         "files": files},
+        {
+            "build_peak_mib": round(out["self_peak_mib"]),
+            "parse_worker_peak_mib": round(out["children_peak_mib"]),
+            "files": files,
+        },
     )
 
 
@@ -120,6 +128,10 @@ def test_peak_memory_of_each_hostile_file(hostile_dir):
         status = "failed" if isinstance(result, ParseFailure) else "ok"
         assert status == EXPECTED[key][0] or EXPECTED[key][0] == "skipped", (key, result)
         assert peak < PEAK_LIMIT_MIB, (key, peak)
-        peaks[name] = {"peak_rss_mib": round(peak), "status": status, "reason": getattr(result, "reason", None)}
+        peaks[name] = {
+            "peak_rss_mib": round(peak),
+            "status": status,
+            "reason": getattr(result, "reason", None),
+        }
     print(json.dumps(peaks, indent=1))
     record("ingest_hostile_peaks", peaks)

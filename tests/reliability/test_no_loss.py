@@ -47,7 +47,9 @@ def workers(tmp_path):
 
     def start(data_dir, redis_url, n=2, **env):
         for i in range(n):
-            started.append(start_worker(data_dir, redis_url, tmp_path / f"w{len(started)}.log", **env))
+            started.append(
+                start_worker(data_dir, redis_url, tmp_path / f"w{len(started)}.log", **env)
+            )
         for w in started[-n:]:
             w.wait_ready()
         return started[-n:]
@@ -57,18 +59,25 @@ def workers(tmp_path):
         w.stop()
 
 
-def test_sigkill_mid_answer_is_answered_exactly_once(tmp_path, sample_data_dir, redis_server, fake, workers):
+def test_sigkill_mid_answer_is_answered_exactly_once(
+    tmp_path, sample_data_dir, redis_server, fake, workers
+):
     import redis
 
     redis.Redis.from_url(redis_server.url).flushdb()
-    a, b = workers(sample_data_dir, redis_server.url, 2, **slack_env(fake, LOREBOT_MODEL__MAX_TOKENS="48"))
+    a, b = workers(
+        sample_data_dir, redis_server.url, 2, **slack_env(fake, LOREBOT_MODEL__MAX_TOKENS="48")
+    )
     asker = Asker(fake, redis_server.url)
     # Every chat.update is refused with 429 until we say so: the first refused streaming
     # update proves a worker is generating this answer, and holds it there.
     fake.rate_limit("chat.update", retry_after=30, times=10_000)
     qid = asker.ask(QUESTIONS[0])
-    fake.wait_for(lambda f: [c for c in f.calls if c.method == "chat.update" and c.status == 429], timeout=120,
-                  what="the answer to start streaming")
+    fake.wait_for(
+        lambda f: [c for c in f.calls if c.method == "chat.update" and c.status == 429],
+        timeout=120,
+        what="the answer to start streaming",
+    )
     busy = [w for w in (a, b) if qid in w.log()]
     assert len(busy) == 1, "exactly one worker received the question"
     (victim,) = busy
@@ -81,11 +90,19 @@ def test_sigkill_mid_answer_is_answered_exactly_once(tmp_path, sample_data_dir, 
     assert counts == {qid: 1}, (counts, victim.log()[-3000:])
     assert asker.errors() == []
     survivor = a if victim is b else b
-    answered_by = "other worker" if f"question={qid} answered" in survivor.log() else "restarted process"
+    answered_by = (
+        "other worker" if f"question={qid} answered" in survivor.log() else "restarted process"
+    )
     assert "WorkerLostError" in victim.log() or "SIGKILL" in victim.log()
-    record("sigkill_mid_answer", {"sent": 1, "answered": sum(1 for v in counts.values() if v),
-                                  "duplicated": sum(1 for v in counts.values() if v > 1),
-                                  "answered_by": answered_by})
+    record(
+        "sigkill_mid_answer",
+        {
+            "sent": 1,
+            "answered": sum(1 for v in counts.values() if v),
+            "duplicated": sum(1 for v in counts.values() if v > 1),
+            "answered_by": answered_by,
+        },
+    )
 
 
 def test_a_whole_worker_killed_mid_answer_hands_the_question_on_within_the_answer_timeout(
@@ -99,16 +116,25 @@ def test_a_whole_worker_killed_mid_answer_hands_the_question_on_within_the_answe
 
     r = redis.Redis.from_url(redis_server.url)
     r.flushdb()
-    env = slack_env(fake, LOREBOT_MODEL__MAX_TOKENS="48", LOREBOT_WORKER__TASK_TIMEOUT_S="20",
-                    LOREBOT_WORKER__ANSWER_VISIBILITY_S="30")
+    env = slack_env(
+        fake,
+        LOREBOT_MODEL__MAX_TOKENS="48",
+        LOREBOT_WORKER__TASK_TIMEOUT_S="20",
+        LOREBOT_WORKER__ANSWER_VISIBILITY_S="30",
+    )
     a, b = workers(sample_data_dir, redis_server.url, 2, **env)
     asker = Asker(fake, redis_server.url)
     fake.rate_limit("chat.update", retry_after=30, times=10_000)  # hold the answer mid-stream
     qid = asker.ask(QUESTIONS[1])
-    fake.wait_for(lambda f: [c for c in f.calls if c.method == "chat.update" and c.status == 429], timeout=120,
-                  what="the answer to start streaming")
+    fake.wait_for(
+        lambda f: [c for c in f.calls if c.method == "chat.update" and c.status == 429],
+        timeout=120,
+        what="the answer to start streaming",
+    )
     (victim,) = [w for w in (a, b) if qid in w.log()]
-    assert r.hlen("unacked:answer") == 1 and not r.exists("unacked"), "answer workers keep their own unacked set"
+    assert r.hlen("unacked:answer") == 1 and not r.exists("unacked"), (
+        "answer workers keep their own unacked set"
+    )
     killed_at = time.monotonic()
     for proc in [*pool_children(victim), victim.proc]:
         proc.send_signal(signal.SIGKILL)
@@ -124,8 +150,15 @@ def test_a_whole_worker_killed_mid_answer_hands_the_question_on_within_the_answe
         r.flushdb()
     assert counts == {qid: 1}, counts
     assert f"question={qid} answered" in survivor.log() or qid in survivor.log()
-    record("whole_worker_sigkill", {"sent": 1, "answered": counts[qid], "duplicated": max(0, counts[qid] - 1),
-                                    "handed_on_after_s": round(time.monotonic() - killed_at, 1)})
+    record(
+        "whole_worker_sigkill",
+        {
+            "sent": 1,
+            "answered": counts[qid],
+            "duplicated": max(0, counts[qid] - 1),
+            "handed_on_after_s": round(time.monotonic() - killed_at, 1),
+        },
+    )
 
 
 @pytest.mark.slow
@@ -144,8 +177,10 @@ def test_redis_restart_during_a_burst_of_50(tmp_path, sample_data_dir, fake, wor
         server.stop()
     answered = sum(1 for q in qids if counts[q] >= 1)
     duplicated = sum(1 for q in qids if counts[q] > 1)
-    record("redis_restart_burst", {"sent": 50, "answered": answered, "duplicated": duplicated,
-                                   "errors": len(asker.errors())})
+    record(
+        "redis_restart_burst",
+        {"sent": 50, "answered": answered, "duplicated": duplicated, "errors": len(asker.errors())},
+    )
     assert answered == 50, counts
     assert duplicated == 0, {q: n for q, n in counts.items() if n > 1}
 
@@ -156,9 +191,10 @@ def test_redelivered_question_is_not_answered_twice(sample_data_dir, redis_serve
     worker): the worker sees the delivery marker for that question id and stands down."""
     import redis
 
-
     redis.Redis.from_url(redis_server.url).flushdb()
-    (worker,) = workers(sample_data_dir, redis_server.url, 1, **slack_env(fake, LOREBOT_MODEL__MAX_TOKENS="12"))
+    (worker,) = workers(
+        sample_data_dir, redis_server.url, 1, **slack_env(fake, LOREBOT_MODEL__MAX_TOKENS="12")
+    )
     asker = Asker(fake, redis_server.url)
     qid = asker.ask(QUESTIONS[1])
     assert asker.wait_all(timeout=300) == {qid: 1}
@@ -166,7 +202,9 @@ def test_redelivered_question_is_not_answered_twice(sample_data_dir, redis_serve
     ts = asker.placeholders[qid]
     q = {"question_id": qid, "text": QUESTIONS[1], "user": "URELIABLE", "channel": "CRELIABLE"}
     reply = {"channel": "CRELIABLE", "thread_ts": ts, "message_ts": ts, "question_id": qid}
-    asker.celery.send_task(contracts.TASK_ANSWER, kwargs={"question": q, "reply": reply}, task_id=qid)
+    asker.celery.send_task(
+        contracts.TASK_ANSWER, kwargs={"question": q, "reply": reply}, task_id=qid
+    )
     # The result backend already holds this id's result, so wait on the worker, not on it.
     done = f"Task lorebot.answer[{qid}] succeeded"
     deadline = time.monotonic() + 300

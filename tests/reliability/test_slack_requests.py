@@ -24,7 +24,11 @@ def rejected(bot, caplog, resp, reason: str) -> None:  # noqa: F811
     assert resp.status == 401
     bot.settle()
     assert queued(bot.redis) == [], "a refused request queued a question"
-    lines = [r.getMessage() for r in caplog.records if r.name == "bot.server" and r.levelno >= logging.WARNING]
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "bot.server" and r.levelno >= logging.WARNING
+    ]
     assert any("rejected Slack request" in m and reason in m for m in lines), lines
 
 
@@ -55,8 +59,13 @@ def test_request_missing_one_header_is_refused(bot, caplog, drop):  # noqa: F811
     rejected(bot, caplog, resp, "missing header " + drop.lower())
 
 
-@pytest.mark.parametrize("path,ctype", [("/slack/commands", "application/x-www-form-urlencoded"),
-                                        ("/slack/actions", "application/x-www-form-urlencoded")])
+@pytest.mark.parametrize(
+    "path,ctype",
+    [
+        ("/slack/commands", "application/x-www-form-urlencoded"),
+        ("/slack/actions", "application/x-www-form-urlencoded"),
+    ],
+)
 def test_forged_command_and_action_are_refused(bot, caplog, path, ctype):  # noqa: F811
     caplog.set_level(logging.INFO)
     body = "command=%2Fask&text=leak+the+HR+file&user_id=UX&channel_id=CX&team_id=T0000TEAM"
@@ -76,9 +85,16 @@ def test_slack_retries_and_duplicate_deliveries_make_one_question_each(bot):  # 
     for i in range(5):
         ev = mention(f"Question number {i} about the parking garage?", channel="DUSERDM01")
         for retry in range(3):
-            extra = {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"} if retry else None
+            extra = (
+                {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+                if retry
+                else None
+            )
             assert bot.event(ev, event_id=f"EvDUP{i}", extra=extra).status == 200
-        assert bot.event(dict(ev, type="message", channel_type="im"), event_id=f"EvDUPim{i}").status == 200
+        assert (
+            bot.event(dict(ev, type="message", channel_type="im"), event_id=f"EvDUPim{i}").status
+            == 200
+        )
     bot.settle()
     texts = sorted(t["kwargs"]["question"]["text"] for t in queued(bot.redis))
     assert texts == sorted(f"Question number {i} about the parking garage?" for i in range(5))

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import psutil
 
-from lorebot import contracts
 from bot import messages
+from lorebot import contracts
 from lorebot.cli.stack import stop_process_group
 from lorebot.types import Question, new_id
 from tests.conftest import REPO, WorkerProcess, child_env
@@ -36,7 +36,11 @@ CHANNEL = "CRELIABLE"
 
 
 def slack_env(fake: FakeSlack, **extra: str) -> dict[str, str]:
-    return {"LOREBOT_SLACK__BOT_TOKEN": "xoxb-test-token", "LOREBOT_SLACK__API_URL": fake.api_url, **extra}
+    return {
+        "LOREBOT_SLACK__BOT_TOKEN": "xoxb-test-token",
+        "LOREBOT_SLACK__API_URL": fake.api_url,
+        **extra,
+    }
 
 
 def is_final(call) -> bool:
@@ -67,10 +71,20 @@ class Asker:
         qid = new_id()
         ts = self.web.chat_postMessage(channel=CHANNEL, text="Searching…")["ts"]
         self.placeholders[qid] = ts
-        q = Question(question_id=qid, text=text, user="URELIABLE", channel=CHANNEL, collections=collections)
-        reply = {"channel": CHANNEL, "thread_ts": ts, "message_ts": ts, "question_id": qid, "started_at": time.time()}
+        q = Question(
+            question_id=qid, text=text, user="URELIABLE", channel=CHANNEL, collections=collections
+        )
+        reply = {
+            "channel": CHANNEL,
+            "thread_ts": ts,
+            "message_ts": ts,
+            "question_id": qid,
+            "started_at": time.time(),
+        }
         self.celery.send_task(
-            contracts.TASK_ANSWER, kwargs={"question": q.model_dump(mode="json"), "reply": reply}, task_id=qid
+            contracts.TASK_ANSWER,
+            kwargs={"question": q.model_dump(mode="json"), "reply": reply},
+            task_id=qid,
         )
         return qid
 
@@ -89,7 +103,11 @@ class Asker:
 
     def errors(self) -> list[str]:
         by_ts = {ts: qid for qid, ts in self.placeholders.items()}
-        return [by_ts[c.args["ts"]] for c in self.fake.calls_to("chat.update") if is_error(c) and c.args.get("ts") in by_ts]
+        return [
+            by_ts[c.args["ts"]]
+            for c in self.fake.calls_to("chat.update")
+            if is_error(c) and c.args.get("ts") in by_ts
+        ]
 
     def wait_all(self, timeout: float) -> dict[str, int]:
         deadline = time.monotonic() + timeout
@@ -119,8 +137,17 @@ class BotProcess:
     """``python -m lorebot bot`` as a real subprocess: the HTTP Events API with a signing
     secret (no app token, so no Socket Mode), the Web API at the fake Slack."""
 
-    def __init__(self, data_dir: Path, redis_url: str, fake: FakeSlack, log_path: Path, *,
-                 secret: str = SECRET, port: int | None = None, **env: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        redis_url: str,
+        fake: FakeSlack,
+        log_path: Path,
+        *,
+        secret: str = SECRET,
+        port: int | None = None,
+        **env: str,
+    ) -> None:
         from lorebot.cli.stack import free_port
 
         self.port = port or free_port()
@@ -156,7 +183,9 @@ class BotProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"lorebot bot exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"lorebot bot exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
+                )
             try:
                 if get(self.url + "/readyz").status == 200:
                     return self
@@ -173,7 +202,11 @@ class BotProcess:
 
     def problems(self) -> list[str]:
         """ERROR lines and tracebacks in the bot's log."""
-        return [line for line in self.log().splitlines() if " ERROR " in line or line.startswith("Traceback")]
+        return [
+            line
+            for line in self.log().splitlines()
+            if " ERROR " in line or line.startswith("Traceback")
+        ]
 
     def stop(self, timeout: float = 30.0) -> None:
         stop_process_group(self.proc, timeout=timeout)
@@ -215,7 +248,9 @@ class Sent:
 
     @property
     def finished(self) -> bool:
-        return bool(self.finals or self.sorry or self.notes) or (self.status is not None and self.status != 200)
+        return bool(self.finals or self.sorry or self.notes) or (
+            self.status is not None and self.status != 200
+        )
 
     @property
     def queue_position(self) -> int | None:
@@ -228,8 +263,15 @@ class EventAsker:
     the Slack tests' helper (v0 HMAC-SHA256, X-Slack-Signature / X-Slack-Request-Timestamp),
     and reads each question's fate back from the fake Slack by its thread."""
 
-    def __init__(self, bot: BotProcess, fake: FakeSlack, *, channel: str = CHANNEL,
-                 user_limit: int = 6, team_limit: int = 120) -> None:
+    def __init__(
+        self,
+        bot: BotProcess,
+        fake: FakeSlack,
+        *,
+        channel: str = CHANNEL,
+        user_limit: int = 6,
+        team_limit: int = 120,
+    ) -> None:
         self.bot = bot
         self.fake = fake
         self.channel = channel
@@ -255,7 +297,10 @@ class EventAsker:
         self.sent[sent.ts] = sent
         try:
             result: HttpResult = post(
-                self.bot.url + "/slack/events", body, sign(self.bot.secret, body), "application/json"
+                self.bot.url + "/slack/events",
+                body,
+                sign(self.bot.secret, body),
+                "application/json",
             )
             sent.status = result.status
         except OSError:
@@ -268,7 +313,11 @@ class EventAsker:
         for s in threads.values():
             s.placeholders, s.finals, s.sorry, s.notes, s.rate_limited = [], [], [], [], None
         for c in self.fake.calls_to("chat.postMessage"):
-            s = threads.get(c.args.get("thread_ts")) if c.args.get("channel") == self.channel else None
+            s = (
+                threads.get(c.args.get("thread_ts"))
+                if c.args.get("channel") == self.channel
+                else None
+            )
             if s is None:
                 continue
             if is_final(c):  # a vanished placeholder's answer is posted anew in the thread

@@ -76,7 +76,10 @@ def test_channel_set_show_and_reset(bot):
 
     resp = bot.command("/lorebot", "channel set hr, payroll", user=ADMIN, channel=HR_CHANNEL)
     assert "`hr`, `payroll`" in resp.body
-    assert json.loads(bot.redis.hget(contracts.CHANNEL_COLLECTIONS, HR_CHANNEL)) == ["hr", "payroll"]
+    assert json.loads(bot.redis.hget(contracts.CHANNEL_COLLECTIONS, HR_CHANNEL)) == [
+        "hr",
+        "payroll",
+    ]
 
     other = bot.command(
         "/lorebot", f"channel set <#{CHANNEL}|general> all", user=ADMIN, channel=HR_CHANNEL

@@ -95,7 +95,9 @@ def test_answer_and_right_citation_reach_slack(e2e):
     # The final message holds the model's answer (not an error or the placeholder) and the
     # right document as source [1]. Whether the base 135M model's sentence states the fact
     # is measured in the benchmarks, not asserted (about 1 in 8 handbook questions today).
-    assert answer_text.strip() and "Reference id" not in answer_text and "Searching" not in answer_text
+    assert (
+        answer_text.strip() and "Reference id" not in answer_text and "Searching" not in answer_text
+    )
     first_source = next(s for s in secs if s.startswith("*[1]*"))
     assert case["source"] in first_source, secs
     context = [e["text"] for b in msg.blocks if b["type"] == "context" for e in b["elements"]][0]

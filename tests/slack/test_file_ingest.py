@@ -316,6 +316,7 @@ def test_reindex_posts_stage_progress_in_one_thread_message(
     from ingest import Source
     from ingest.registry import record_sources
     from workers.tasks import ingest as ingest_tasks
+
     monkeypatch.setattr(ingest_tasks, "PROGRESS_INTERVAL_S", 0.0)  # every stage is seen
     docs = tmp_path / "docs"
     docs.mkdir()

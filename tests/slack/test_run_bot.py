@@ -8,8 +8,8 @@ import time
 import pytest
 
 from bot.cli import run_bot
-from lorebot.errors import ConfigError, ServiceUnavailableError
 from lorebot.cli.stack import free_port
+from lorebot.errors import ConfigError, ServiceUnavailableError
 from tests.slack.conftest import mention, placeholders, queued, slack_settings_for
 from tests.slack.fake_slack import event_body, get, post, sign
 

@@ -54,7 +54,9 @@ def test_token_f1_hand_computed() -> None:
     # overlap 2 (y, y), P = 2/3, R = 2/3 -> F1 = 2/3
     assert m.token_f1("x y y", "y y z") == pytest.approx(2 / 3)
     # best gold wins: 0.8 against "Denver Broncos", 0 against "Carolina"
-    assert m.token_f1("The Denver Broncos won", ["Carolina", "Denver Broncos"]) == pytest.approx(0.8)
+    assert m.token_f1("The Denver Broncos won", ["Carolina", "Denver Broncos"]) == pytest.approx(
+        0.8
+    )
     assert m.token_f1("Carolina Panthers", "Denver Broncos") == 0.0
 
 
@@ -90,7 +92,14 @@ def test_first_relevant_rank() -> None:
 # ----------------------------------------------------------------------------- similarity
 @pytest.mark.parametrize(
     ("cos", "bucket"),
-    [(0.93, "acceptable"), (0.5, "acceptable"), (0.49, "somewhat"), (0.4, "somewhat"), (0.399, "unacceptable"), (-0.2, "unacceptable")],
+    [
+        (0.93, "acceptable"),
+        (0.5, "acceptable"),
+        (0.49, "somewhat"),
+        (0.4, "somewhat"),
+        (0.399, "unacceptable"),
+        (-0.2, "unacceptable"),
+    ],
 )
 def test_similarity_bucket_edges(cos: float, bucket: str) -> None:
     assert m.similarity_bucket(cos) == bucket
@@ -98,7 +107,11 @@ def test_similarity_bucket_edges(cos: float, bucket: str) -> None:
 
 def test_bucket_shares() -> None:
     shares = m.bucket_shares([0.9, 0.55, 0.45, 0.1, 0.3])
-    assert shares == {"acceptable": pytest.approx(0.4), "somewhat": pytest.approx(0.2), "unacceptable": pytest.approx(0.4)}
+    assert shares == {
+        "acceptable": pytest.approx(0.4),
+        "somewhat": pytest.approx(0.2),
+        "unacceptable": pytest.approx(0.4),
+    }
     assert m.bucket_shares([]) == {"acceptable": 0.0, "somewhat": 0.0, "unacceptable": 0.0}
 
 
@@ -106,7 +119,7 @@ def test_cosine() -> None:
     assert m.cosine([1, 0], [0, 1]) == 0.0
     assert m.cosine([3, 4], [6, 8]) == pytest.approx(1.0)
     # (1,1)·(1,0) = 1; |(1,1)| = sqrt 2 -> 1/sqrt 2
-    assert m.cosine([1, 1], [1, 0]) == pytest.approx(2 ** -0.5)
+    assert m.cosine([1, 1], [1, 0]) == pytest.approx(2**-0.5)
     assert m.cosine([0, 0], [1, 0]) == 0.0
 
 
@@ -147,7 +160,15 @@ def test_load_squad_reads_passages_questions_and_deduplicated_answers(tmp_path: 
                         {
                             "context": "The sleeper leaves at 21:40.",
                             "qas": [
-                                {"id": "a", "question": "When does the  sleeper leave?", "answers": [{"text": "21:40"}, {"text": "21:40"}, {"text": "at 21:40"}]},
+                                {
+                                    "id": "a",
+                                    "question": "When does the  sleeper leave?",
+                                    "answers": [
+                                        {"text": "21:40"},
+                                        {"text": "21:40"},
+                                        {"text": "at 21:40"},
+                                    ],
+                                },
                                 {"id": "b", "question": "Impossible?", "answers": []},
                             ],
                         },
@@ -164,9 +185,16 @@ def test_load_squad_reads_passages_questions_and_deduplicated_answers(tmp_path: 
 
 @pytest.mark.parametrize(
     ("content", "needle"),
-    [(None, "does not exist"), ("{not json", "not valid JSON"), ('{"rows": []}', "no 'data' list"), ('{"data": [{"title": "x"}]}', "SQuAD v1.1")],
+    [
+        (None, "does not exist"),
+        ("{not json", "not valid JSON"),
+        ('{"rows": []}', "no 'data' list"),
+        ('{"data": [{"title": "x"}]}', "SQuAD v1.1"),
+    ],
 )
-def test_load_squad_rejects_bad_files_with_a_fix(tmp_path: Path, content: str | None, needle: str) -> None:
+def test_load_squad_rejects_bad_files_with_a_fix(
+    tmp_path: Path, content: str | None, needle: str
+) -> None:
     path = tmp_path / "qa.json"
     if content is not None:
         path.write_text(content, encoding="utf-8")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from lorebot import assets
 from lorebot.types import Turn
 from slm.serving.answer import retrieval_query
@@ -65,7 +64,9 @@ def test_the_fixture_has_the_mix_the_benchmark_needs() -> None:
         assert conv["first_question"].strip() and conv["first_answer"].strip(), conv["id"]
         if conv["kind"] != "fresh":
             words = conv["topic_words"]
-            assert words and all(w.lower() in conv["first_question"].lower() for w in words), conv["id"]
+            assert words and all(w.lower() in conv["first_question"].lower() for w in words), conv[
+                "id"
+            ]
 
 
 def judged_right(conv: dict) -> bool:
@@ -74,7 +75,9 @@ def judged_right(conv: dict) -> bool:
     if conv["kind"] == "fresh":
         return query == conv["follow_up"]
     low = query.lower()
-    return conv["follow_up"].lower().split()[-1] in low and all(w.lower() in low for w in conv["topic_words"])
+    return conv["follow_up"].lower().split()[-1] in low and all(
+        w.lower() in low for w in conv["topic_words"]
+    )
 
 
 def test_the_search_text_is_right_for_every_thread_but_the_known_misses() -> None:
@@ -90,7 +93,10 @@ def test_known_misses_name_threads_of_the_fixture() -> None:
 
 
 def test_a_fresh_question_and_a_follow_up_concretely() -> None:
-    first = [Turn(role="user", text="How many days of annual leave do I get?"), Turn(role="assistant", text="27 days.")]
+    first = [
+        Turn(role="user", text="How many days of annual leave do I get?"),
+        Turn(role="assistant", text="27 days."),
+    ]
     assert retrieval_query("Where do I book a meeting room for twelve people?", first) == (
         "Where do I book a meeting room for twelve people?"
     )

@@ -8,18 +8,29 @@ from lorebot import assets
 
 
 def test_a_lower_case_line_after_an_unfinished_one_joins_it() -> None:
-    got = join_wrapped_lines([
-        Element(TITLE, "Ordering equipment", page=1),
-        Element(LIST, "3. Non-standard items need your manager's", page=1),
-        Element(TEXT, "approval and a short justification. Items for health reasons are always approved", page=1),
-        Element(TITLE, "with a note from occupational health.", page=1),  # a continuation taken for a title
-        Element(TITLE, "How long devices last", page=1),
-        Element(TEXT, "Laptops are replaced every 48 months.", page=1),
-    ])
+    got = join_wrapped_lines(
+        [
+            Element(TITLE, "Ordering equipment", page=1),
+            Element(LIST, "3. Non-standard items need your manager's", page=1),
+            Element(
+                TEXT,
+                "approval and a short justification. Items for health reasons are always approved",
+                page=1,
+            ),
+            Element(
+                TITLE, "with a note from occupational health.", page=1
+            ),  # a continuation taken for a title
+            Element(TITLE, "How long devices last", page=1),
+            Element(TEXT, "Laptops are replaced every 48 months.", page=1),
+        ]
+    )
     assert [(e.kind, e.text) for e in got] == [
         (TITLE, "Ordering equipment"),
-        (LIST, "3. Non-standard items need your manager's approval and a short justification. "
-               "Items for health reasons are always approved with a note from occupational health."),
+        (
+            LIST,
+            "3. Non-standard items need your manager's approval and a short justification. "
+            "Items for health reasons are always approved with a note from occupational health.",
+        ),
         (TITLE, "How long devices last"),
         (TEXT, "Laptops are replaced every 48 months."),
     ]
@@ -43,5 +54,9 @@ def test_the_sample_pdf_has_no_heading_made_of_half_a_sentence() -> None:
     elements, _ = partition_file(assets.sample_docs_dir() / "equipment_and_laptops.pdf", "pdf")
     titles = [e.text for e in elements if e.kind == TITLE]
     assert "with a note from occupational health." not in titles
-    assert any(e.text.startswith("Laptops are replaced every 48 months. IT contacts you about a replacement about a month")
-               for e in elements)
+    assert any(
+        e.text.startswith(
+            "Laptops are replaced every 48 months. IT contacts you about a replacement about a month"
+        )
+        for e in elements
+    )

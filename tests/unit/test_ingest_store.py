@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from ingest import store
-from lorebot.files import atomic_write_text
-from lorebot.versioned import write_pointer
 from lorebot.errors import IndexMissingError
+from lorebot.files import atomic_write_text
 from lorebot.settings import Settings
+from lorebot.versioned import write_pointer
 
 
 @pytest.fixture

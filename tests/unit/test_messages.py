@@ -7,7 +7,15 @@ from lorebot.types import Answer, Citation
 
 
 def _citation(n, **kw):
-    base = dict(n=n, chunk_id=f"c{n}", title=f"Doc {n}", source=f"docs/doc{n}.md", collection="handbook", score=0.5, text="word " * 80)
+    base = dict(
+        n=n,
+        chunk_id=f"c{n}",
+        title=f"Doc {n}",
+        source=f"docs/doc{n}.md",
+        collection="handbook",
+        score=0.5,
+        text="word " * 80,
+    )
     base.update(kw)
     return Citation(**base)
 
@@ -26,8 +34,14 @@ def test_location_prefers_url_and_adds_page():
 
 
 def test_answer_text_numbers_sources_and_marks_uncited():
-    a = Answer(question_id="q", question="?", answer="25 days [1].", citations=[_citation(1), _citation(2, cited=False)],
-               index_version="v1", timings_ms={"retrieve": 12.0, "generate": 300.0, "total": 320.0})
+    a = Answer(
+        question_id="q",
+        question="?",
+        answer="25 days [1].",
+        citations=[_citation(1), _citation(2, cited=False)],
+        index_version="v1",
+        timings_ms={"retrieve": 12.0, "generate": 300.0, "total": 320.0},
+    )
     text = messages.answer_text(a).plain
     assert "[1] Doc 1" in text and "[2] Doc 2" in text
     assert "(not cited)" in text.split("[2]")[1]
@@ -35,14 +49,25 @@ def test_answer_text_numbers_sources_and_marks_uncited():
 
 
 def test_abstained_answer_labels_sources_as_nearest():
-    a = Answer(question_id="q", question="?", answer="The documents do not cover this.", abstained=True,
-               citations=[_citation(1, cited=False)])
+    a = Answer(
+        question_id="q",
+        question="?",
+        answer="The documents do not cover this.",
+        abstained=True,
+        citations=[_citation(1, cited=False)],
+    )
     assert "Nearest sources" in messages.answer_text(a).plain
 
 
 def test_answer_json_shape():
-    a = Answer(question_id="q", question="Q?", answer="A", citations=[_citation(1, url="https://i/x")], adapter="a3",
-               timings_ms={"retrieve": 1.23456, "generate": 2.0, "total": 3.0})
+    a = Answer(
+        question_id="q",
+        question="Q?",
+        answer="A",
+        citations=[_citation(1, url="https://i/x")],
+        adapter="a3",
+        timings_ms={"retrieve": 1.23456, "generate": 2.0, "total": 3.0},
+    )
     j = messages.answer_json(a)
     assert j["citations"][0]["source"] == "https://i/x"
     assert set(j["citations"][0]) >= {"source", "title", "chunk_id", "score", "text"}

@@ -38,7 +38,7 @@ def test_env_overrides_nested_values(monkeypatch, tmp_path):
 
 def test_config_file_is_read_and_env_wins(monkeypatch, tmp_path):
     cfg = tmp_path / "lorebot.toml"
-    cfg.write_text('[retrieval]\ntop_k = 7\n[model]\nmax_tokens = 64\n')
+    cfg.write_text("[retrieval]\ntop_k = 7\n[model]\nmax_tokens = 64\n")
     monkeypatch.setenv("LOREBOT_MODEL__MAX_TOKENS", "99")
     s = load_settings(cfg)
     assert s.retrieval.top_k == 7

@@ -10,7 +10,13 @@ import pytest
 
 from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Answer, Question, Turn
-from slm.serving.answer import ABSTAIN_TEXT, Retriever, answer_question, is_follow_up, retrieval_query
+from slm.serving.answer import (
+    ABSTAIN_TEXT,
+    Retriever,
+    answer_question,
+    is_follow_up,
+    retrieval_query,
+)
 from slm.serving.generator import FakeGenerator, Generator
 from slm.serving.prompt import NOT_FOUND
 from slm.serving.static import StaticRetriever, make_hit, make_hits
@@ -33,7 +39,11 @@ def leave_hits():
 
 def ask(text: str, retriever, generator, **kw) -> Answer:
     return answer_question(
-        Question(text=text, **kw), retriever, generator, retrieval=RETRIEVAL, model=MODEL,
+        Question(text=text, **kw),
+        retriever,
+        generator,
+        retrieval=RETRIEVAL,
+        model=MODEL,
         quote_evidence=False,
     )
 
@@ -165,7 +175,11 @@ def test_citations_never_point_outside_the_passages_the_model_saw() -> None:
     tight = RetrievalSettings(top_k=3, context_tokens=64, min_score=0.3)
     gen = FakeGenerator(["25 days [1][2][3]."])
     answer = answer_question(
-        Question(text="How much leave?"), StaticRetriever(hits), gen, retrieval=tight, model=MODEL,
+        Question(text="How much leave?"),
+        StaticRetriever(hits),
+        gen,
+        retrieval=tight,
+        model=MODEL,
         quote_evidence=False,
     )
     assert "[2]" not in gen.calls[0][-1]["content"]
@@ -337,27 +351,38 @@ def test_an_answer_that_goes_on_to_invent_is_cut_to_its_supported_part() -> None
 # ----------------------------------------------------------------------------- evidence quote
 def quote_ask(text: str, reply: str):
     return answer_question(
-        Question(text=text), StaticRetriever(leave_hits()), FakeGenerator([reply]),
-        retrieval=RETRIEVAL, model=MODEL,
+        Question(text=text),
+        StaticRetriever(leave_hits()),
+        FakeGenerator([reply]),
+        retrieval=RETRIEVAL,
+        model=MODEL,
     )
 
 
 def test_a_useful_model_sentence_comes_with_the_quoted_evidence() -> None:
-    answer = quote_ask("How many days of annual leave do staff get?", "You get 25 days of leave [1].")
-    assert answer.answer == "You get 25 days of leave [1].\n> Staff get 25 days of annual leave. [1]"
+    answer = quote_ask(
+        "How many days of annual leave do staff get?", "You get 25 days of leave [1]."
+    )
+    assert (
+        answer.answer == "You get 25 days of leave [1].\n> Staff get 25 days of annual leave. [1]"
+    )
     assert [c.n for c in answer.citations if c.cited] == [1]
     assert "evidence" in answer.timings_ms
 
 
 def test_an_empty_model_sentence_leaves_the_quote_alone() -> None:
-    answer = quote_ask("How many days of annual leave do staff get?", "The answer to this question is.")
+    answer = quote_ask(
+        "How many days of annual leave do staff get?", "The answer to this question is."
+    )
     assert answer.answer == "> Staff get 25 days of annual leave. [1]"
     assert not answer.abstained
 
 
 def test_a_model_sentence_contradicting_the_quote_is_dropped() -> None:
     # 30 is in no passage: without the quote this would abstain; with it, the quote answers.
-    answer = quote_ask("How many days of annual leave do staff get?", "Staff get 30 days of leave [1].")
+    answer = quote_ask(
+        "How many days of annual leave do staff get?", "Staff get 30 days of leave [1]."
+    )
     assert answer.answer == "> Staff get 25 days of annual leave. [1]"
 
 

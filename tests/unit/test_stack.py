@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lorebot.errors import ServiceUnavailableError
 from lorebot.cli.stack import RedisServer, free_port, redis_ping, require_redis
+from lorebot.errors import ServiceUnavailableError
 from tests.conftest import make_settings
 
 
@@ -58,7 +58,9 @@ def test_stop_process_group_kills_a_child_that_ignores_sigterm_and_its_group():
         "print(kid.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     grandchild = int(proc.stdout.readline())
     started = time.monotonic()
     stop_process_group(proc, timeout=1.0)

@@ -8,8 +8,18 @@ from lorebot.text import sentence_spans, split_sentences, units
 def test_sentence_spans_cover_each_sentence_of_the_original_text() -> None:
     text = "  Version 2.5 is out.  See v3.\n\n- first item\n- second item\n"
     spans = sentence_spans(text)
-    assert [text[s:e] for s, e in spans] == ["Version 2.5 is out.", "See v3.", "- first item", "- second item"]
-    assert split_sentences(text) == ["Version 2.5 is out.", "See v3.", "- first item", "- second item"]
+    assert [text[s:e] for s, e in spans] == [
+        "Version 2.5 is out.",
+        "See v3.",
+        "- first item",
+        "- second item",
+    ]
+    assert split_sentences(text) == [
+        "Version 2.5 is out.",
+        "See v3.",
+        "- first item",
+        "- second item",
+    ]
 
 
 def test_a_unit_spans_its_label_and_the_sentence_it_names() -> None:

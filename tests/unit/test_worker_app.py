@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from tests.conftest import make_settings
 from lorebot import contracts
+from tests.conftest import make_settings
 
 
 def test_tasks_are_not_shared_with_other_celery_apps_in_the_process(tmp_path) -> None:

@@ -140,7 +140,9 @@ def reindex_impl(
 
         delivery = SlackDelivery.from_settings(settings, reply)
     r = redis.Redis.from_url(settings.redis.effective_url)
-    lock = r.lock(contracts.reindex_lock(collection), timeout=contracts.REINDEX_LOCK_TTL_S, blocking=False)
+    lock = r.lock(
+        contracts.reindex_lock(collection), timeout=contracts.REINDEX_LOCK_TTL_S, blocking=False
+    )
     if not lock.acquire(blocking=False):
         msg = f"a re-index of {collection or 'all collections'} is already running"
         if delivery:

@@ -23,7 +23,6 @@ from lorebot.settings import Settings
 log = logging.getLogger(__name__)
 
 
-
 def refresh_time_limit_s(settings: Settings) -> int:
     """Hard limit of one refresh task: the training budget plus room for pairs and the gate."""
     return int(settings.training.time_budget_s) + 4 * 3600
@@ -83,14 +82,31 @@ def _delivery(settings: Settings, reply: dict | None):
 
 def report_text(report: Any) -> str:
     """The admin-channel message: decision, scores and durations in a few lines of mrkdwn."""
-    lines = [f"*Nightly refresh {report.run}: {report.status}*" + (f" `{report.version}`" if report.version else ""), report.reason]
+    lines = [
+        f"*Nightly refresh {report.run}: {report.status}*"
+        + (f" `{report.version}`" if report.version else ""),
+        report.reason,
+    ]
     if report.metrics:
-        keys = [k for k in ("score", "heldout_f1", "heldout_similarity", "abstention", "golden_f1", "feedback_f1", "xquad_f1")
-                if any(k in m for m in report.metrics.values())]
+        keys = [
+            k
+            for k in (
+                "score",
+                "heldout_f1",
+                "heldout_similarity",
+                "abstention",
+                "golden_f1",
+                "feedback_f1",
+                "xquad_f1",
+            )
+            if any(k in m for m in report.metrics.values())
+        ]
         header = "model      " + " ".join(f"{k[:12]:>12}" for k in keys)
         rows = [header]
         for label, m in report.metrics.items():
-            cells = " ".join(f"{m[k]:>12.3f}" if isinstance(m.get(k), float) else f"{'-':>12}" for k in keys)
+            cells = " ".join(
+                f"{m[k]:>12.3f}" if isinstance(m.get(k), float) else f"{'-':>12}" for k in keys
+            )
             rows.append(f"{label:<10} {cells}")
         lines.append("```" + "\n".join(rows) + "```")
     if report.pairs:
@@ -100,7 +116,9 @@ def report_text(report: Any) -> str:
             f"pool {report.split.get('train', 0)} train / {report.split.get('heldout', 0)} held out"
         )
     if report.durations_s:
-        lines.append("durations: " + ", ".join(f"{k} {v:.0f}s" for k, v in report.durations_s.items()))
+        lines.append(
+            "durations: " + ", ".join(f"{k} {v:.0f}s" for k, v in report.durations_s.items())
+        )
     return "\n".join(line for line in lines if line)
 
 
@@ -122,7 +140,9 @@ def post_report(settings: Settings, report: Any) -> bool:
         chart = report.files.get("chart")
         if chart and Path(chart).is_file():
             web.files_upload_v2(
-                channel=channel, file=chart, filename=f"refresh-{report.run}.png",
+                channel=channel,
+                file=chart,
+                filename=f"refresh-{report.run}.png",
                 title=f"lorebot refresh score history ({report.run})",
             )
         return True
@@ -171,7 +191,13 @@ def refresh_impl(
                 delivery.progress(f"{step}: {message}")
 
         try:
-            report = run_refresh(settings, progress=on_progress, should_stop=lambda: lock.lost, teacher=teacher, embedder=embedder)
+            report = run_refresh(
+                settings,
+                progress=on_progress,
+                should_stop=lambda: lock.lost,
+                teacher=teacher,
+                embedder=embedder,
+            )
         except Exception as exc:  # recorded and reported; a retry would only fail again
             if isinstance(exc, LorebotError):
                 msg = f"refresh failed: {exc.one_line()}"
@@ -179,7 +205,9 @@ def refresh_impl(
             else:
                 msg = f"refresh failed: {type(exc).__name__}: {exc}"
                 log.exception("refresh: %s", msg)
-            _store_last(r, {"status": "failed", "reason": msg, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            _store_last(
+                r, {"status": "failed", "reason": msg, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            )
             if delivery:
                 delivery.progress(msg)
             _post_failure(settings, msg)
@@ -216,7 +244,9 @@ def _store_last(r: Any, summary: dict[str, Any]) -> None:
 def _post_failure(settings: Settings, msg: str) -> None:
     if settings.slack.admin_channel and settings.slack.bot_token is not None:
         try:
-            slack.web_client(settings, timeout=30).chat_postMessage(channel=settings.slack.admin_channel, text=f":warning: {msg}")
+            slack.web_client(settings, timeout=30).chat_postMessage(
+                channel=settings.slack.admin_channel, text=f":warning: {msg}"
+            )
         except Exception as exc:
             log.warning("refresh: could not post the failure: %s", exc)
 
@@ -224,25 +254,40 @@ def _post_failure(settings: Settings, msg: str) -> None:
 def adapters_impl(settings: Settings, action: str, version: str | None = None) -> dict[str, Any]:
     """`adapters list|promote|rollback` for the CLI and /lorebot; {text, adapters, current}."""
     from slm.training import registry
+
     try:
         if action == "list":
             cards = registry.list_adapters(settings)
-            lines = [f"{'*' if c['current'] else ' '} {c['version']}  {c.get('status', '?'):<9} score "
-                     f"{((c.get('metrics') or {}).get('candidate') or {}).get('score', '-')}  {c.get('reason', '')}" for c in cards]
+            lines = [
+                f"{'*' if c['current'] else ' '} {c['version']}  {c.get('status', '?'):<9} score "
+                f"{((c.get('metrics') or {}).get('candidate') or {}).get('score', '-')}  {c.get('reason', '')}"
+                for c in cards
+            ]
             current = registry.current_version(settings)
             text = "\n".join(lines) if lines else "no adapters yet: the base model serves"
-            return {"text": f"current: {current or 'base model'}\n```{text}```", "adapters": cards, "current": current}
+            return {
+                "text": f"current: {current or 'base model'}\n```{text}```",
+                "adapters": cards,
+                "current": current,
+            }
         if action == "promote":
             if not version:
-                raise registry.RegistryError("which version?", fix="adapters promote VERSION (see adapters list)")
+                raise registry.RegistryError(
+                    "which version?", fix="adapters promote VERSION (see adapters list)"
+                )
             previous = registry.promote(settings, version, reason="promoted by an admin")
             _publish(settings)
-            return {"text": f"promoted {version} (was {previous or 'base model'})", "current": version}
+            return {
+                "text": f"promoted {version} (was {previous or 'base model'})",
+                "current": version,
+            }
         if action == "rollback":
             target = registry.rollback(settings)
             _publish(settings)
             return {"text": f"rolled back to {target or 'the base model'}", "current": target}
     except LorebotError as exc:
         return {"text": f"adapters {action} failed: {exc.one_line()}", "error": exc.one_line()}
-    return {"text": f"unknown action {action!r}: use list, promote VERSION or rollback", "error": "unknown action"}
-
+    return {
+        "text": f"unknown action {action!r}: use list, promote VERSION or rollback",
+        "error": "unknown action",
+    }

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from lorebot import contracts, slack
+from lorebot.contracts import COLLECTION_NAME
 from lorebot.errors import IndexBusyError, IngestError, LorebotError
 from lorebot.settings import Settings
 from lorebot.types import new_id
-from lorebot.contracts import COLLECTION_NAME
 from workers.tasks.ingest import StageProgress
 
 log = logging.getLogger(__name__)
@@ -346,7 +346,11 @@ def ingest_files_impl(
         stored = [o for o in outcomes if o.stored_as]
         if stored:
             r = redis.Redis.from_url(settings.redis.effective_url)
-            lock = r.lock(contracts.reindex_lock(collection), timeout=contracts.REINDEX_LOCK_TTL_S, blocking=True)
+            lock = r.lock(
+                contracts.reindex_lock(collection),
+                timeout=contracts.REINDEX_LOCK_TTL_S,
+                blocking=True,
+            )
             if not lock.acquire(blocking=False):
                 if progress:
                     progress.report(f"waiting for the running re-index of `{collection}`…")
