@@ -2,7 +2,7 @@
 setting, a non-zero exit, and nothing left running.
 
 The CLI's other one-line errors (missing model file, unreachable Redis for `ask`, bad
-values) are in tests/integration/test_cli_errors.py; this adds the long-running entry
+values) are in tests/cli/test_cli_errors.py; this adds the long-running entry
 points (worker, bot, ingest) and checks that no process of theirs survives.
 """
 
@@ -20,7 +20,7 @@ import pytest
 
 from lorebot.cli.stack import free_port
 from tests.conftest import child_env
-from tests.integration.test_cli_errors import assert_one_line_error
+from tests.cli.test_cli_errors import assert_one_line_error
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
