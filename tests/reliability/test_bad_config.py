@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from lorebot.cli.stack import free_port
-from tests.conftest import child_env
 from tests.cli.test_cli_errors import assert_one_line_error
+from tests.conftest import child_env
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -144,7 +144,8 @@ def full_disk(tmp_path):
 
 
 def test_ingest_on_a_full_disk(full_disk, tmp_path):
-    """Before the fix: a sqlite3 traceback. Now: one line naming the data dir; nothing half-built."""
+    """Before the fix: a sqlite3 traceback. Now: one line naming the data dir; nothing
+    half-built."""
     out = start(["ingest", str(DOCS)], full_disk / "data")
     check(*out, "is full", "LOREBOT_DATA_DIR")
     index = full_disk / "data" / "index"
