@@ -521,3 +521,19 @@ def status(settings: Settings) -> dict[str, dict[str, str | None]]:
                 entry["remote_error"] = f"{type(exc).__name__}: {exc}"
         out[kind] = entry
     return out
+
+
+def serving_workers(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What every worker process announced it serves: "<host>:<pid>" -> {index, adapter, ...}.
+
+    Read from the contracts.SERVING hash in Redis (the answer workers write it); raises
+    ``redis.RedisError`` when Redis cannot be read.
+    """
+    import redis
+
+    from lorebot import contracts
+
+    raw = redis.Redis.from_url(settings.redis.effective_url, socket_timeout=2).hgetall(
+        contracts.SERVING
+    )
+    return {k.decode(): json.loads(v) for k, v in raw.items()}

@@ -114,10 +114,8 @@ def check_redis(settings: Settings) -> Check:
 
 
 def check_index(settings: Settings) -> Check:
-    try:
-        from ingest.store import current_version
-    except ImportError as exc:
-        return Check("index", False, f"ingest does not import: {exc}", assets.INSTALL_FIX)
+    from ingest import current_version
+
     version = current_version(settings)
     if version is None:
         return Check(

@@ -166,7 +166,8 @@ def lorebot_argv(*args: str) -> list[str]:
 def stop_process_group(
     proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0
 ) -> None:
-    """Signal a child started with its own process group (and its pool), then SIGKILL it if it lingers."""
+    """Signal a child started with its own process group (and its pool), then SIGKILL it if it
+    lingers."""
     if proc.poll() is not None:
         return
     os.killpg(proc.pid, sig)

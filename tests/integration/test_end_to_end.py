@@ -28,7 +28,7 @@ def worker(sample_data_dir, redis_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ask(worker, sample_data_dir, redis_server):
-    from lorebot.cli import submit_question
+    from lorebot.cli.ask import submit_question
     from tests.conftest import make_settings
 
     s = make_settings(sample_data_dir, redis_server.url)

@@ -2,7 +2,7 @@
 setting, a non-zero exit, and nothing left running.
 
 The CLI's other one-line errors (missing model file, unreachable Redis for `ask`, bad
-values) are in tests/integration/test_cli_errors.py; this adds the long-running entry
+values) are in tests/cli/test_cli_errors.py; this adds the long-running entry
 points (worker, bot, ingest) and checks that no process of theirs survives.
 """
 
@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from lorebot.cli.stack import free_port
+from tests.cli.test_cli_errors import assert_one_line_error
 from tests.conftest import child_env
-from tests.integration.test_cli_errors import assert_one_line_error
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -144,7 +144,8 @@ def full_disk(tmp_path):
 
 
 def test_ingest_on_a_full_disk(full_disk, tmp_path):
-    """Before the fix: a sqlite3 traceback. Now: one line naming the data dir; nothing half-built."""
+    """Before the fix: a sqlite3 traceback. Now: one line naming the data dir; nothing
+    half-built."""
     out = start(["ingest", str(DOCS)], full_disk / "data")
     check(*out, "is full", "LOREBOT_DATA_DIR")
     index = full_disk / "data" / "index"

@@ -187,3 +187,30 @@ def reindex_impl(
             lock.release()
         except redis.RedisError:
             pass
+
+
+def register(app: Any, settings: Settings) -> None:
+    """Register the ``reindex`` task (ingest queue) on ``app``, with the builds' time limit."""
+
+    @app.task(
+        name=contracts.TASK_REINDEX,
+        shared=False,
+        time_limit=TASK_TIME_LIMIT_S,
+        soft_time_limit=TASK_TIME_LIMIT_S - 60,
+    )
+    def reindex(collection: str | None = None, reply: dict | None = None) -> dict:
+        return _count_ingest(reindex_impl(settings, collection=collection, reply=reply))
+
+
+def _count_ingest(result: dict) -> dict:
+    """Ingest failures for Prometheus: each failed file of the report, or the failed run."""
+    from lorebot import telemetry
+
+    try:
+        if isinstance(result, dict) and result.get("status") == "failed":
+            telemetry.record_ingest_failure("run_failed")
+        elif isinstance(result, dict) and isinstance(result.get("report"), dict):
+            telemetry.record_ingest_report(result["report"])
+    except Exception:  # noqa: BLE001 - metrics never fail an ingest
+        log.warning("could not count ingest failures", exc_info=True)
+    return result

@@ -111,8 +111,10 @@ def report_text(report: Any) -> str:
         lines.append("```" + "\n".join(rows) + "```")
     if report.pairs:
         lines.append(
-            f"pairs: {report.pairs.get('generated', 0)} written, {report.pairs.get('kept', 0)} kept "
-            f"(dropped {', '.join(f'{k} {v}' for k, v in (report.pairs.get('dropped') or {}).items())}); "
+            f"pairs: {report.pairs.get('generated', 0)} written, "
+            f"{report.pairs.get('kept', 0)} kept "
+            f"(dropped "
+            f"{', '.join(f'{k} {v}' for k, v in (report.pairs.get('dropped') or {}).items())}); "
             f"pool {report.split.get('train', 0)} train / {report.split.get('heldout', 0)} held out"
         )
     if report.durations_s:
@@ -260,7 +262,8 @@ def adapters_impl(settings: Settings, action: str, version: str | None = None) -
             cards = registry.list_adapters(settings)
             lines = [
                 f"{'*' if c['current'] else ' '} {c['version']}  {c.get('status', '?'):<9} score "
-                f"{((c.get('metrics') or {}).get('candidate') or {}).get('score', '-')}  {c.get('reason', '')}"
+                f"{((c.get('metrics') or {}).get('candidate') or {}).get('score', '-')}  "
+                f"{c.get('reason', '')}"
                 for c in cards
             ]
             current = registry.current_version(settings)
@@ -291,3 +294,24 @@ def adapters_impl(settings: Settings, action: str, version: str | None = None) -
         "text": f"unknown action {action!r}: use list, promote VERSION or rollback",
         "error": "unknown action",
     }
+
+
+def register(app: Any, settings: Settings) -> None:
+    """Register the ``refresh`` (train queue) and ``adapters`` tasks on ``app``."""
+    from lorebot import telemetry
+
+    limit = refresh_time_limit_s(settings)
+
+    @app.task(
+        name=contracts.TASK_REFRESH, shared=False, time_limit=limit, soft_time_limit=limit - 60
+    )
+    def refresh(reply: dict | None = None, scheduled: bool = False) -> dict:
+        result = refresh_impl(settings, reply=reply, scheduled=scheduled)
+        if isinstance(result, dict) and result.get("status") in telemetry.REFRESH_DECISIONS:
+            # "busy" (another run holds the lock) is not a result
+            telemetry.record_refresh(result["status"])
+        return result
+
+    @app.task(name=contracts.TASK_ADAPTERS, shared=False)
+    def adapters(action: str = "list", version: str | None = None) -> dict:
+        return adapters_impl(settings, action, version)

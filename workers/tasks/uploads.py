@@ -66,7 +66,7 @@ def uploads_dir(settings: Settings, collection: str) -> Path:
 
 
 def check_collection(collection: str) -> str:
-    """The collection name, if it is safe to use as a folder name (see contracts.COLLECTION_NAME)."""
+    """The collection name, if it is safe to use as a folder name (contracts.COLLECTION_NAME)."""
     if not isinstance(collection, str) or not re.fullmatch(COLLECTION_NAME, collection):
         raise IngestError(
             f"invalid collection name {collection!r}",
@@ -411,3 +411,21 @@ def ingest_files_impl(
         "message": text,
         "files": [asdict(o) for o in outcomes],
     }
+
+
+def register(app: Any, settings: Settings) -> None:
+    """Register the ``ingest_files`` task (ingest queue) on ``app``, with the builds' time limit."""
+    from workers.tasks.ingest import TASK_TIME_LIMIT_S
+
+    @app.task(
+        name=contracts.TASK_INGEST_FILES,
+        shared=False,
+        time_limit=TASK_TIME_LIMIT_S,
+        soft_time_limit=TASK_TIME_LIMIT_S - 60,
+    )
+    def ingest_files(
+        collection: str, files: list, reply: dict | None = None, defaulted: bool = False
+    ) -> dict:
+        return ingest_files_impl(
+            settings, collection=collection, files=files, reply=reply, defaulted=defaulted
+        )

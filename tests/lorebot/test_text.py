@@ -23,7 +23,10 @@ def test_sentence_spans_cover_each_sentence_of_the_original_text() -> None:
 
 
 def test_a_unit_spans_its_label_and_the_sentence_it_names() -> None:
-    text = "Reception\n\nReception is staffed from 8:00 on extension 2100.\n\nPARKING\n=======\n\nThere are 40 spaces."
+    text = (
+        "Reception\n\nReception is staffed from 8:00 on extension 2100.\n\n"
+        "PARKING\n=======\n\nThere are 40 spaces."
+    )
     got = units(text)
     assert [u.text for u in got] == [
         "Reception: Reception is staffed from 8:00 on extension 2100.",

@@ -19,7 +19,7 @@ def test_reindex_runs_recorded_sources_and_worker_hot_reloads(
 ):
     from ingest import Source
     from ingest.registry import load_sources, record_sources
-    from lorebot.cli import submit_question
+    from lorebot.cli.ask import submit_question
     from lorebot.contracts import QUEUE_INGEST, TASK_REINDEX
     from workers.client import make_client
 
