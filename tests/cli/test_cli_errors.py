@@ -39,6 +39,14 @@ def test_ingest_missing_path(tmp_path):
     assert not (tmp_path / "data" / "index" / "CURRENT").exists()
 
 
+def test_unknown_command_and_option_are_usage_errors_not_tracebacks(tmp_path):
+    for args in (["nosuchcmd"], ["ask", "--nope", "hi"]):
+        out = run(args, tmp_path / "data")
+        assert out.returncode == 2, out.stderr
+        assert "Traceback" not in out.stderr and "Traceback" not in out.stdout
+        assert "Error: No such" in out.stderr and "--help" in out.stderr
+
+
 def test_ingest_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     out = run(["ingest", str(tmp_path / "empty")], tmp_path / "data")
