@@ -38,6 +38,7 @@ from ingest.sources import FoundFile, Source, discover_all
 from ingest.tokens import normalise
 from lorebot.assets import embedding_model_path
 from lorebot.errors import IndexBusyError, IngestError
+from lorebot.files import atomic_write_text
 from lorebot.files import sha256_file as file_hash
 from lorebot.settings import Settings, cpu_count
 from lorebot.text import units
@@ -746,7 +747,5 @@ def _write_version(
         "collections": collections,
         "files": {e.key: e.manifest() for e in sorted(entries.values(), key=lambda e: e.key)},
     }
-    store.atomic_write_text(
-        build_dir / store.MANIFEST, json.dumps(manifest, indent=1, sort_keys=True)
-    )
+    atomic_write_text(build_dir / store.MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
