@@ -8,10 +8,13 @@ the functions that use them, so the CLI and the workers can import it freely.
     with open_index(settings) as index:
         hits = index.search("how many days of leave?", k=4, collections=["hr"])
 
-Modules: sources (what to ingest), parse (file → elements, in worker processes), chunking
-(elements → token-sized chunks), embed (MiniLM), build (the incremental pipeline),
-store (versions on disk, atomic pointer, hybrid search), pool (processes with a hard time
-limit per file), registry (sources remembered for re-index), report (the run's outcome).
+Modules: sources (what to ingest), parse (file → elements, in worker processes: detect,
+safety, partition, elements, fallbacks), errors (a file's failure and its reasons), chunking
+(elements → token-sized chunks, chunk ids), embed (MiniLM), plan (the incremental diff
+against the serving version), build (the pipeline's steps), store (the on-disk format:
+versions, atomic pointer, writing and reading a version), search (hybrid dense + BM25
+retrieval), pool (processes with a hard time limit per file), registry (sources
+remembered for re-index), report (the run's outcome).
 """
 
 from ingest.build import build_index

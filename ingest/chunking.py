@@ -18,6 +18,7 @@ Pure functions over plain records, so they are tested without any parser. The ru
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -458,3 +459,9 @@ def chunk_elements(
     return Chunker(counter, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens).chunk(
         elements, title
     )
+
+
+def chunk_id(collection: str, path: str, ordinal: int, text: str) -> str:
+    """Stable id: the same text at the same place of the same file keeps its id."""
+    h = hashlib.sha1(text.encode("utf-8")).hexdigest()
+    return hashlib.sha1(f"{collection}\0{path}\0{ordinal}\0{h}".encode()).hexdigest()[:20]

@@ -1,4 +1,4 @@
-"""The versioned index on disk and the read API.
+"""The index format: one module writes and reads a version directory, and moves CURRENT.
 
 Layout under ``settings.index_dir``::
 
@@ -16,15 +16,18 @@ Layout under ``settings.index_dir``::
     tmp/                         builds in progress (a killed build leaves litter here,
                                  removed by the next build; never read)
 
-A version is built in ``tmp/``, renamed into ``versions/`` and only then named in
-``CURRENT``, so a reader sees the old version or the new one, never half of one. Rows are
-ordered by collection, so a collection is a contiguous row range: the collection filter
-is a range selector applied inside the searches, before anything is ranked.
+A version is written in ``tmp/`` (`write_version`, from the `FileRecord` of every file),
+renamed into ``versions/`` and only then named in ``CURRENT`` (`publish`), so a reader
+sees the old version or the new one, never half of one. Rows are ordered by collection,
+so a collection is a contiguous row range: the collection filter is a range selector
+applied inside the searches (ingest.search), before anything is ranked. `IndexReader`
+opens one version for searching, chunk lookup and stats.
 """
 
 from __future__ import annotations
 
 import calendar
+import hashlib
 import json
 import logging
 import os
@@ -35,14 +38,23 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lorebot.errors import IndexMissingError
+from ingest.search import BM25_STOPWORDS, HybridSearch, hnsw_ef_search
+
+# Read through ingest.store by the store's unit tests; they live in ingest.search.
+from ingest.search import ranges_to_mask as ranges_to_mask
+from ingest.search import rrf_fuse as rrf_fuse
+from ingest.search import top_scores as _top  # noqa: F401
+from ingest.tokens import normalise
+from lorebot.errors import IndexMissingError, IngestError
+from lorebot.files import atomic_write_text, fsync_tree
 from lorebot.files import fsync_dir as _fsync_dir
-from lorebot.files import fsync_tree
 from lorebot.settings import Settings
 from lorebot.types import Chunk, SearchHit
 from lorebot.versioned import VersionedDir
@@ -65,9 +77,7 @@ SENTENCE_ROWS = "sentence_rows.npy"
 #: Query vectors an index reader remembers (the evidence quote re-uses the search's).
 QUERY_CACHE = 16
 FLAT_MAX_CHUNKS = 100_000
-RRF_K = 60
 INGEST_FIX = "run `lorebot ingest PATH`"
-BM25_STOPWORDS = "en"
 
 _VERSION_RE = re.compile(r"^v\d{8}-\d{6}-[0-9a-f]{4}$")
 
@@ -118,6 +128,92 @@ CREATE INDEX chunks_file ON chunks(file_key);
 """
 
 
+# -- one file's record ------------------------------------------------------------------
+
+
+@dataclass
+class FileRecord:
+    """One file's entry in a version: its manifest record and where its rows come from.
+
+    A file's rows are either carried over from the previous version (``carry_rows``, that
+    version's row range) or freshly parsed (``new_chunks`` with their ``vectors`` and
+    ``sentence_vectors``); `write_version` sets ``rows``, the range in the new version.
+    """
+
+    key: str
+    collection: str
+    path: str
+    source: str
+    root: str
+    kind: str
+    content_hash: str
+    size: int
+    mtime_ns: int
+    status: str
+    reason: str | None = None
+    title: str = ""
+    url: str | None = None
+    chunks: int = 0
+    carry_rows: tuple[int, int] | None = None
+    new_chunks: list[dict[str, Any]] | None = None
+    vectors: np.ndarray | None = None
+    sentence_vectors: list[np.ndarray] | None = None  # per new chunk: one row per unit
+    rows: tuple[int, int] | None = None
+
+    @classmethod
+    def from_manifest(cls, key: str, old: dict[str, Any]) -> FileRecord:
+        """A previous version's record of a file, kept as it is (its rows carried over)."""
+        return cls(
+            key=key,
+            collection=old["collection"],
+            path=old["path"],
+            source=old["source"],
+            root=old["root"],
+            kind=old["kind"],
+            content_hash=old["content_hash"],
+            size=old["size"],
+            mtime_ns=old["mtime_ns"],
+            status=old["status"],
+            reason=old.get("reason"),
+            title=old["title"],
+            url=old.get("url"),
+            chunks=old["chunks"],
+            carry_rows=tuple(old["rows"]) if old.get("rows") else None,
+        )
+
+    @property
+    def modified(self) -> str:
+        return iso_time(self.mtime_ns)
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "path": self.path,
+            "source": self.source,
+            "root": self.root,
+            "kind": self.kind,
+            "content_hash": self.content_hash,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "modified": self.modified,
+            "status": self.status,
+            "reason": self.reason,
+            "title": self.title,
+            "url": self.url,
+            "chunks": self.chunks,
+            "rows": list(self.rows) if self.rows else None,
+        }
+
+
+def iso_time(mtime_ns: int) -> str:
+    return datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
+
+
+def norm_hash(text: str) -> str:
+    """The hash of a chunk's normalised text: search returns one chunk per distinct value."""
+    return hashlib.sha1(normalise(text).encode("utf-8")).hexdigest()[:16]
+
+
 # -- paths and the pointer ------------------------------------------------------------
 
 
@@ -164,6 +260,11 @@ def new_version_id(existing: Iterable[str], now: float | None = None) -> str:
     return time.strftime("v%Y%m%d-%H%M%S", time.gmtime(ts)) + "-" + secrets.token_hex(2)
 
 
+def clear_unfinished(settings: Settings) -> None:
+    """Remove the litter of builds that never finished (tmp/); run under the build lock."""
+    shutil.rmtree(tmp_dir(settings), ignore_errors=True)
+
+
 def prune_versions(settings: Settings, keep: int) -> list[str]:
     """Delete all but the newest `keep` versions; never the current one. Returns the deleted."""
     current = current_version(settings)
@@ -180,31 +281,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         return json.load(fh)
 
 
-# -- search helpers (pure) ------------------------------------------------------------
-
-
-def rrf_fuse(
-    dense: list[tuple[int, float]], keyword: list[tuple[int, float]], k0: int = RRF_K
-) -> list[tuple[int, float]]:
-    """Reciprocal-rank fusion of two ranked lists of (row, score), best first.
-
-    Each list contributes 1 / (k0 + rank) per row (rank from 1); ties go to the row with
-    the better single rank, then the lower row (deterministic).
-    """
-    fused: dict[int, float] = {}
-    best: dict[int, int] = {}
-    for ranked in (dense, keyword):
-        for rank, (row, _score) in enumerate(ranked, start=1):
-            fused[row] = fused.get(row, 0.0) + 1.0 / (k0 + rank)
-            best[row] = min(best.get(row, rank), rank)
-    return sorted(fused.items(), key=lambda kv: (-kv[1], best[kv[0]], kv[0]))
-
-
-def ranges_to_mask(n: int, ranges: list[tuple[int, int]]) -> np.ndarray:
-    mask = np.zeros(n, dtype=np.float32)
-    for start, end in ranges:
-        mask[start:end] = 1.0
-    return mask
+# -- writing a version ----------------------------------------------------------------
 
 
 def quiet_libraries() -> None:
@@ -217,9 +294,6 @@ def bm25_tokenize(texts: list[str]):
     import bm25s
 
     return bm25s.tokenize(texts, stopwords=BM25_STOPWORDS, show_progress=False)
-
-
-# -- writing a version ----------------------------------------------------------------
 
 
 def build_faiss(vectors: np.ndarray, index_type: str):
@@ -237,13 +311,6 @@ def build_faiss(vectors: np.ndarray, index_type: str):
     for start in range(0, len(vectors), step):
         index.add(np.ascontiguousarray(vectors[start : start + step], dtype=np.float32))
     return index
-
-
-def hnsw_ef_search(n_chunks: int) -> int:
-    """HNSW search breadth for an index of this size (bench/ingest_bench.py ann measures it)."""
-    # Search time grows slowly with breadth (0.3 ms at 128, ~1 ms at 512) and is small
-    # next to embedding the query (tens of ms), so buy recall generously.
-    return 128 if n_chunks <= 200_000 else 512
 
 
 def choose_index_type(n_chunks: int) -> str:
@@ -267,7 +334,10 @@ def write_search_indexes(
 
 
 def write_sentence_vectors(vdir: Path, counts: np.ndarray, blocks: Iterable[np.ndarray]) -> int:
-    """sentence_rows.npy (offsets from per-row ``counts``) and sentences.npy (``blocks`` in row order)."""
+    """sentence_rows.npy (offsets from per-row ``counts``) and sentences.npy (``blocks``).
+
+    ``blocks`` come in row order, one (units, 384) array per run of rows.
+    """
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
@@ -299,6 +369,175 @@ def load_sentence_vectors(vdir: Path | None) -> tuple[np.ndarray, np.ndarray] | 
             exc,
         )
         return None
+
+
+def write_version(
+    build_dir: Path,
+    version: str,
+    previous: str | None,
+    records: Iterable[FileRecord],
+    fingerprint: dict[str, Any],
+    index_type: str,
+    settings: Settings,
+    model_dir: Path,
+) -> dict[str, Any]:
+    """Write a complete version into ``build_dir``; returns its manifest (written last).
+
+    chunks.sqlite, embeddings.npy, faiss.index, bm25/, the sentence vectors and
+    manifest.json. Carried rows are copied from ``previous``; each written record's
+    ``rows`` is set to its range in the new version.
+    """
+    records = list(records)
+    ordered = sorted(
+        (r for r in records if r.status == "ok" and r.chunks > 0),
+        key=lambda r: (r.collection, r.key),
+    )
+    total = sum(r.chunks for r in ordered)
+    carrying = previous is not None and any(r.carry_rows for r in ordered)
+    rows = _RowWriter(build_dir, total, version_path(settings, previous) if carrying else None)
+    collections: dict[str, dict[str, Any]] = {}
+    at = 0
+    for r in ordered:
+        start = at
+        at += rows.copy(r, start) if r.carry_rows is not None else rows.insert(r, start)
+        r.rows = (start, at)
+        col = collections.setdefault(
+            r.collection, {"documents": 0, "chunks": 0, "rows": [start, at]}
+        )
+        col["documents"] += 1
+        col["chunks"] += at - start
+        col["rows"][1] = at
+    if at != total:
+        raise IngestError(
+            f"index build is inconsistent ({at} rows written, {total} expected)",
+            fix="run `lorebot ingest PATH --full`",
+        )
+    texts = rows.finish_chunks()
+    write_search_indexes(build_dir, rows.vectors, texts, index_type)
+    n_units = rows.finish_sentences()
+    model = Path(model_dir)
+    manifest = {
+        "format": FORMAT,
+        "version": version,
+        "previous": previous,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "index_type": index_type,
+        "embedding_model": model.parent.name if model.name == "model" else model.name,
+        "dim": 384,
+        "fingerprint": fingerprint,
+        "settings": {
+            "chunk_tokens": settings.index.chunk_tokens,
+            "chunk_overlap_tokens": settings.index.chunk_overlap_tokens,
+            "max_file_mb": settings.index.max_file_mb,
+        },
+        "counts": {"documents": len(ordered), "chunks": total, "sentences": n_units},
+        "collections": collections,
+        "files": {r.key: r.manifest() for r in sorted(records, key=lambda r: r.key)},
+    }
+    atomic_write_text(build_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
+
+
+class _RowWriter:
+    """The row-ordered parts of a version being written, filled file by file.
+
+    chunks.sqlite and embeddings.npy take each file's rows, copied from the previous
+    version (``carry_from``) or inserted fresh; the sentence vectors are collected in
+    row order and written at the end.
+    """
+
+    def __init__(self, build_dir: Path, total: int, carry_from: Path | None) -> None:
+        self.build_dir = build_dir
+        self.db = sqlite3.connect(build_dir / CHUNKS_DB)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.executescript(SCHEMA)
+        self.carrying = carry_from is not None
+        self.old_vectors = None
+        if carry_from is not None:
+            self.db.execute("ATTACH DATABASE ? AS old", (f"file:{carry_from / CHUNKS_DB}?mode=ro",))
+            self.old_vectors = np.load(carry_from / EMBEDDINGS, mmap_mode="r")
+        self.vectors = np.lib.format.open_memmap(
+            build_dir / EMBEDDINGS, mode="w+", dtype=np.float32, shape=(total, 384)
+        )
+        self.old_sentences = load_sentence_vectors(carry_from) if carry_from else None
+        self.sentence_parts: list[np.ndarray] = []  # row order, one (units, 384) block per run
+        self.sentence_counts = np.zeros(total, dtype=np.int64)
+        self.cols = ",".join(CHUNK_COLUMNS)
+        self.marks = ",".join("?" * len(CHUNK_COLUMNS))
+
+    def copy(self, r: FileRecord, start: int) -> int:
+        """A carried file's rows, moved to ``start``; returns how many."""
+        s, end = r.carry_rows  # type: ignore[misc]
+        # Same rows, new position; the file's mtime and display path may have moved.
+        self.db.execute(
+            f"INSERT INTO chunks ({self.cols}) "
+            "SELECT row - ? + ?, chunk_id, file_key, ordinal, collection, "
+            "CASE WHEN url IS NOT NULL THEN source ELSE ? END, title, heading, page, url, ?, "
+            "content_hash, text, embed_text, norm_hash, kind, extra "
+            "FROM old.chunks WHERE row >= ? AND row < ? ORDER BY row",
+            (s, start, r.source, r.modified, s, end),
+        )
+        self.vectors[start : start + (end - s)] = self.old_vectors[s:end]  # type: ignore[index]
+        if self.old_sentences is not None:
+            old_rows, old_units = self.old_sentences
+            self.sentence_parts.append(old_units[old_rows[s] : old_rows[end]])  # a view
+            self.sentence_counts[start : start + (end - s)] = np.diff(old_rows[s : end + 1])
+        return end - s
+
+    def insert(self, r: FileRecord, start: int) -> int:
+        """A freshly parsed file's chunks, vectors and sentence vectors; returns how many."""
+        chunks = r.new_chunks or []
+        self.db.executemany(
+            f"INSERT INTO chunks ({self.cols}) VALUES ({self.marks})",
+            [
+                (
+                    start + i,
+                    c["chunk_id"],
+                    r.key,
+                    c["ordinal"],
+                    r.collection,
+                    r.source,
+                    r.title,
+                    c["heading"],
+                    c["page"],
+                    r.url,
+                    r.modified,
+                    r.content_hash,
+                    c["text"],
+                    c["embed_text"],
+                    norm_hash(c["text"]),
+                    c.get("kind", "text"),
+                    json.dumps({"file_kind": r.kind, "tokens": c.get("tokens")}),
+                )
+                for i, c in enumerate(chunks)
+            ],
+        )
+        self.vectors[start : start + len(chunks)] = r.vectors
+        for i, block in enumerate(r.sentence_vectors or []):
+            self.sentence_parts.append(block.astype(np.float16))
+            self.sentence_counts[start + i] = len(block)
+        return len(chunks)
+
+    def finish_chunks(self) -> list[str]:
+        """Commit and index chunks.sqlite, flush the vectors; the embedded texts in row order."""
+        self.db.commit()
+        if self.carrying:
+            self.db.execute("DETACH DATABASE old")
+        self.db.executescript(INDEXES)
+        texts = [r[0] for r in self.db.execute("SELECT embed_text FROM chunks ORDER BY row")]
+        self.db.commit()
+        self.db.close()
+        self.vectors.flush()
+        return texts
+
+    def finish_sentences(self) -> int:
+        """Write the sentence vectors and let go of every array; returns their count."""
+        self.vectors = self.old_vectors = None
+        n_units = write_sentence_vectors(self.build_dir, self.sentence_counts, self.sentence_parts)
+        self.old_sentences = None
+        self.sentence_parts = []
+        return n_units
 
 
 def publish(settings: Settings, build_dir: Path, version: str) -> Path:
@@ -340,7 +579,7 @@ def open_index(
 
 
 class IndexReader:
-    """A read-only view of one index version: hybrid search, chunk lookup, stats.
+    """A read-only view of one index version: hybrid search (ingest.search), chunk lookup, stats.
 
     Load once per process and reuse; it holds the FAISS index and the BM25 matrices in
     memory (the chunk store stays on disk). The query embedder is the one passed in, or
@@ -374,6 +613,9 @@ class IndexReader:
             self._sentences = None
         self._queries: dict[str, np.ndarray] = {}
         self._queries_lock = threading.Lock()
+        self.searcher: HybridSearch | None = HybridSearch(
+            self.index, self.bm25, self.n, self.index_type
+        )
 
     # -- embedder
     @property
@@ -467,6 +709,7 @@ class IndexReader:
             pass
         self.index = None
         self.bm25 = None
+        self.searcher = None
         self._sentences = None
 
     def __enter__(self) -> IndexReader:
@@ -504,88 +747,13 @@ class IndexReader:
         ranges = self.allowed_ranges(collections)
         if not ranges:
             return []
-        allowed_n = sum(e - s for s, e in ranges)
-        # Duplicates are removed after fusion; fetch a margin so k survive.
-        pool = min(max(candidates, k) + k, allowed_n)
-        qvec = self.query_vector(query)
-        dense = self._dense(qvec, ranges, pool, allowed_n)
-        kw_scores = self._keyword_scores(query, ranges)
-        keyword = _top(kw_scores, pool)
-        fused = rrf_fuse(dense, keyword)
-        rows = [row for row, _ in fused]
-        meta = self._rows(rows)
-        dense_by_row = dict(dense)
-        missing = [r for r in rows if r not in dense_by_row]
-        if missing:
-            vecs = np.stack([self.index.reconstruct(int(r)) for r in missing])
-            dense_by_row.update(zip(missing, (vecs @ qvec).tolist()))
-        hits: list[SearchHit] = []
-        seen: set[str] = set()
-        for row, score in fused:
-            rec = meta[row]
-            if rec["norm_hash"] in seen:
-                continue
-            seen.add(rec["norm_hash"])
-            kw = float(kw_scores[row]) if kw_scores is not None and kw_scores[row] > 0 else None
-            hits.append(
-                SearchHit(
-                    chunk=_to_chunk(rec),
-                    row=int(row),
-                    score=float(score),
-                    dense_score=float(dense_by_row[row]),
-                    keyword_score=kw,
-                )
-            )
-            if len(hits) == k:
-                break
-        return hits
+        return self.searcher.search(
+            query, self.query_vector(query), ranges, k, candidates, self._fetch
+        )
 
-    # -- internals
-    def _dense(
-        self, q: np.ndarray, ranges: list[tuple[int, int]], k: int, allowed_n: int
-    ) -> list[tuple[int, float]]:
-        import faiss
-
-        x = q.reshape(1, -1).astype(np.float32)
-        k = min(k, allowed_n)
-        if k <= 0:
-            return []
-        everything = ranges == [(0, self.n)]
-        if self.index_type == "hnsw":
-            if not everything and allowed_n <= 200_000:
-                # A graph search under a narrow filter can miss: be exact instead.
-                return _exact(self.index, x[0], ranges, k)
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = max(hnsw_ef_search(self.n), 2 * k)
-            keep: list[Any] = []
-            if not everything:
-                params.sel = _selector(ranges, keep)
-            dists, ids = self.index.search(x, k, params=params)
-        elif everything:
-            dists, ids = self.index.search(x, k)
-        else:
-            keep = []
-            params = faiss.SearchParameters(sel=_selector(ranges, keep))
-            dists, ids = self.index.search(x, k, params=params)
-        return [(int(i), float(d)) for i, d in zip(ids[0], dists[0]) if i >= 0]
-
-    def _keyword_scores(self, query: str, ranges: list[tuple[int, int]]) -> np.ndarray | None:
-        import bm25s
-
-        tokens = bm25s.tokenize(
-            [query], stopwords=BM25_STOPWORDS, return_ids=False, show_progress=False
-        )[0]
-        if not tokens:
-            return None
-        scores = np.asarray(self.bm25.get_scores(tokens), dtype=np.float32)
-        if ranges != [(0, self.n)]:
-            scores = scores * ranges_to_mask(len(scores), ranges)
-        return scores
-
-    def _rows(self, rows: list[int]) -> dict[int, sqlite3.Row]:
-        if not rows:
-            return {}
-        out: dict[int, sqlite3.Row] = {}
+    def _fetch(self, rows: list[int]) -> dict[int, tuple[Chunk, str]]:
+        """The chunks of ``rows`` and their normalised-text hashes (search deduplicates)."""
+        out: dict[int, tuple[Chunk, str]] = {}
         for start in range(0, len(rows), 500):
             part = rows[start : start + 500]
             marks = ",".join("?" * len(part))
@@ -594,51 +762,8 @@ class IndexReader:
                     f"SELECT * FROM chunks WHERE row IN ({marks})", part
                 ).fetchall()
             for rec in recs:
-                out[rec["row"]] = rec
+                out[rec["row"]] = (_to_chunk(rec), rec["norm_hash"])
         return out
-
-
-def _top(scores: np.ndarray | None, k: int) -> list[tuple[int, float]]:
-    if scores is None or k <= 0:
-        return []
-    positive = np.flatnonzero(scores > 0)
-    if positive.size == 0:
-        return []
-    if positive.size > k:
-        part = np.argpartition(-scores[positive], k - 1)[:k]
-        positive = positive[part]
-    order = sorted(positive.tolist(), key=lambda r: (-float(scores[r]), r))
-    return [(int(r), float(scores[r])) for r in order]
-
-
-def _selector(ranges: list[tuple[int, int]], keep: list[Any]):
-    """A FAISS selector for row ranges; `keep` holds the parts alive (SWIG does not)."""
-    import faiss
-
-    sels = [faiss.IDSelectorRange(s, e) for s, e in ranges]
-    keep.extend(sels)
-    sel = sels[0]
-    for other in sels[1:]:
-        sel = faiss.IDSelectorOr(sel, other)
-        keep.append(sel)
-    return sel
-
-
-def _exact(
-    index: Any, q: np.ndarray, ranges: list[tuple[int, int]], k: int
-) -> list[tuple[int, float]]:
-    rows: list[np.ndarray] = []
-    scores: list[np.ndarray] = []
-    for start, end in ranges:
-        for s in range(start, end, 50_000):
-            e = min(end, s + 50_000)
-            vecs = index.reconstruct_n(s, e - s)
-            scores.append(vecs @ q)
-            rows.append(np.arange(s, e))
-    all_scores = np.concatenate(scores)
-    all_rows = np.concatenate(rows)
-    top = np.argsort(-all_scores, kind="stable")[:k]
-    return [(int(all_rows[i]), float(all_scores[i])) for i in top]
 
 
 def _to_chunk(rec: sqlite3.Row) -> Chunk:

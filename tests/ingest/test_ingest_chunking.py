@@ -213,7 +213,7 @@ def test_split_text_handles_text_without_spaces(counter):
 
 
 def test_junk_blobs_are_dropped_from_elements():
-    from ingest.parse import clean_text
+    from ingest.parse.elements import clean_text
 
     text = "Logo: " + "QUJD" * 200 + " end of header"
     assert clean_text(text) == "Logo: end of header"

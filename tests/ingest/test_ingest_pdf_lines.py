@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ingest.chunking import LIST, TEXT, TITLE, Element
-from ingest.parse import join_wrapped_lines, partition_file
+from ingest.parse.elements import join_wrapped_lines
+from ingest.parse.partition import partition_file
 from lorebot import assets
 
 
@@ -56,7 +57,7 @@ def test_the_sample_pdf_has_no_heading_made_of_half_a_sentence() -> None:
     assert "with a note from occupational health." not in titles
     assert any(
         e.text.startswith(
-            "Laptops are replaced every 48 months. IT contacts you about a replacement about a month"
+            "Laptops are replaced every 48 months. IT contacts you about a replacement about a month"  # noqa: E501
         )
         for e in elements
     )

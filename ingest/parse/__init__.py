@@ -1,0 +1,142 @@
+"""One file → elements → draft chunks, run inside the parse worker processes.
+
+Everything a file can do wrong is turned into a `ParseFailure` with a short, specific
+reason ("encrypted: ...", "corrupt: ...", "needs LibreOffice: ...") so the run can record
+it and go on. Modules: detect (kind by extension or content, reading bytes and text),
+safety (zip bombs, encrypted and mislabelled files, nesting, missing converters),
+partition (the per-kind ``unstructured`` partitioners), elements (their output → our
+`Element` records), fallbacks (JSON, e-mail parts ``unstructured`` skips). This module is
+the worker's entry point: `parse_job` and what it takes and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.chunking import TITLE, Chunker, chunk_id
+from ingest.errors import ParseFailure, classify_error
+from ingest.parse.detect import kind_of, unsupported_reason
+from ingest.parse.partition import partition_file
+from ingest.tokens import counter_for
+
+__all__ = [
+    "PARSER_VERSION",
+    "ParseFailure",
+    "ParseJob",
+    "ParseOutput",
+    "kind_of",
+    "parse_job",
+    "unsupported_reason",
+    "worker_init",
+]
+
+# Bump when parsing or chunking changes what a file turns into: incremental builds then
+# re-parse everything once instead of mixing chunks made by two versions of the rules.
+# 2: PDF lines that continue a sentence are joined into one element.
+PARSER_VERSION = "2"
+
+
+@dataclass
+class ParseJob:
+    """Everything a worker needs to turn one file into chunks (picklable)."""
+
+    path: str
+    source: str
+    collection: str
+    kind: str
+    content_hash: str
+    modified: str | None
+    model_dir: str
+    chunk_tokens: int
+    overlap_tokens: int
+
+
+@dataclass
+class ParseOutput:
+    """A parsed file: document metadata and its chunks as plain dicts."""
+
+    title: str
+    url: str | None
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    elements: int = 0
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def worker_init() -> None:
+    """Per-worker process setup: offline, quiet, single-threaded numeric libraries."""
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("TRANSFORMERS_OFFLINE", "1"),
+        ("SCARF_NO_ANALYTICS", "true"),
+        ("DO_NOT_TRACK", "true"),
+        ("UNSTRUCTURED_DISABLE_NOTICE", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("OMP_NUM_THREADS", "1"),
+        ("OPENBLAS_NUM_THREADS", "1"),
+        ("MKL_NUM_THREADS", "1"),
+    ):
+        os.environ[key] = value
+    logging.getLogger("unstructured").setLevel(logging.ERROR)
+    logging.getLogger("pdfminer").setLevel(logging.ERROR)
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+
+def _pretty_stem(path: Path) -> str:
+    stem = re.sub(r"[_\-]+", " ", path.stem).strip()
+    return stem[:1].upper() + stem[1:] if stem else path.name
+
+
+def parse_job(job: ParseJob) -> ParseOutput | ParseFailure:
+    """Parse and chunk one file; failures are returned (not raised) so they pickle cleanly."""
+    started = time.perf_counter()
+    path = Path(job.path)
+    try:
+        elements, meta = partition_file(path, job.kind)
+    except ParseFailure as failure:
+        return failure
+    except Exception as exc:
+        return ParseFailure(classify_error(exc, job.kind))
+    title = str(meta.get("title") or "").strip()
+    if not title:
+        first = next(
+            (e for e in elements[:3] if e.kind == TITLE and len(e.text.split()) <= 14), None
+        )
+        title = " ".join(first.text.split()) if first else _pretty_stem(path)
+    url = meta.get("url")
+    counter = counter_for(job.model_dir)
+    drafts = Chunker(
+        counter, chunk_tokens=job.chunk_tokens, overlap_tokens=job.overlap_tokens
+    ).chunk(elements, title)
+    if not drafts:
+        return ParseFailure(
+            "no text: nothing extractable (empty, image-only or scanned?)", status="skipped"
+        )
+    chunks = []
+    for i, d in enumerate(drafts):
+        chunks.append(
+            {
+                "chunk_id": chunk_id(job.collection, job.path, i, d.text),
+                "ordinal": i,
+                "text": d.text,
+                "embed_text": d.embed_text,
+                "heading": d.heading,
+                "page": d.page,
+                "tokens": d.tokens,
+                "kind": d.kind,
+            }
+        )
+    return ParseOutput(
+        title=title,
+        url=url,
+        chunks=chunks,
+        elements=len(elements),
+        seconds=time.perf_counter() - started,
+        meta={k: v for k, v in meta.items() if k not in ("title", "url")},
+    )
