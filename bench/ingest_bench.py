@@ -275,7 +275,8 @@ def grow(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 def bench_ann(args: argparse.Namespace) -> None:
     import faiss
 
-    from ingest.store import build_faiss, hnsw_ef_search
+    from ingest.search import hnsw_ef_search
+    from ingest.store import build_faiss
 
     faiss.omp_set_num_threads(cpu_count())
     rng = np.random.default_rng(0)

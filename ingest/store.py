@@ -48,9 +48,6 @@ import numpy as np
 from ingest.search import BM25_STOPWORDS, HybridSearch, hnsw_ef_search
 
 # Read through ingest.store by the store's unit tests; they live in ingest.search.
-from ingest.search import ranges_to_mask as ranges_to_mask
-from ingest.search import rrf_fuse as rrf_fuse
-from ingest.search import top_scores as _top  # noqa: F401
 from ingest.tokens import normalise
 from lorebot.errors import IndexMissingError, IngestError
 from lorebot.files import atomic_write_text, fsync_tree
@@ -803,8 +800,10 @@ class LiveIndex:
         fresh = open_index(self.settings, current, embedder=self._shared_embedder())
         old, self._reader = self._reader, fresh
         if old is not None:
-            log.info("index reloaded: %s -> %s", old.version, fresh.version)
+            log.info("index hot-reloaded %s -> %s", old.version, fresh.version)
             old.close()
+        else:
+            log.info("index loaded version=%s", fresh.version)
         return fresh
 
     def _shared_embedder(self) -> Embedder | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from lorebot.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ingest.store import IndexReader
+    from ingest.store import IndexReader, LiveIndex
     from slm.serving.generator import Generator
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class Runtime:
         self.settings = settings
         self._generator = generator
         self._embedder = None
-        self._index: IndexReader | None = None
+        self._live: LiveIndex | None = None
         self._lock = threading.Lock()
         self._puller = None
 
@@ -65,21 +65,13 @@ class Runtime:
         return self._embedder
 
     def index(self) -> IndexReader:
-        """The current index version, reopened when the pointer moved since last task."""
-        from ingest.store import current_version, open_index
+        """The current index version, reopened when the pointer moved since the last task."""
+        from ingest.store import LiveIndex
 
         with self._lock:
-            latest = current_version(self.settings)
-            if self._index is not None and latest == self._index.version:
-                return self._index
-            fresh = open_index(self.settings, embedder=self.embedder)
-            old, self._index = self._index, fresh
-            if old is not None:
-                log.info("index hot-reloaded %s -> %s", old.version, fresh.version)
-                old.close()
-            else:
-                log.info("index loaded version=%s", fresh.version)
-            return fresh
+            if self._live is None:
+                self._live = LiveIndex(self.settings, embedder=self.embedder)
+            return self._live.get()
 
     def sync(self, force: bool = False) -> None:
         """Pull a newer index / adapter from the shared location before serving (issue 7).

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ingest import store
+from ingest import search, store
 from lorebot.errors import IndexMissingError
 from lorebot.files import atomic_write_text
 from lorebot.settings import Settings
@@ -78,7 +78,7 @@ def test_prune_keeps_newest_and_current(settings):
 def test_rrf_fusion_order():
     dense = [(1, 0.9), (2, 0.8), (3, 0.7)]
     keyword = [(3, 12.0), (4, 9.0), (1, 1.0)]
-    fused = store.rrf_fuse(dense, keyword)
+    fused = search.rrf_fuse(dense, keyword)
     rows = [r for r, _ in fused]
     # 1: 1/61 + 1/63; 3: 1/63 + 1/61 -> tie, broken by best single rank then row
     assert rows[:2] == [1, 3]
@@ -89,15 +89,15 @@ def test_rrf_fusion_order():
 
 
 def test_rrf_one_sided():
-    assert [r for r, _ in store.rrf_fuse([], [(7, 3.0), (8, 1.0)])] == [7, 8]
+    assert [r for r, _ in search.rrf_fuse([], [(7, 3.0), (8, 1.0)])] == [7, 8]
 
 
 def test_ranges_mask():
-    m = store.ranges_to_mask(6, [(1, 3), (4, 5)])
+    m = search.ranges_to_mask(6, [(1, 3), (4, 5)])
     assert m.tolist() == [0, 1, 1, 0, 1, 0]
 
 
 def test_top_keyword_candidates():
     scores = np.array([0, 3.0, 0, 5.0, 1.0, 5.0], dtype=np.float32)
-    assert store._top(scores, 2) == [(3, 5.0), (5, 5.0)]
-    assert store._top(np.zeros(4, dtype=np.float32), 3) == []
+    assert search.top_scores(scores, 2) == [(3, 5.0), (5, 5.0)]
+    assert search.top_scores(np.zeros(4, dtype=np.float32), 3) == []
