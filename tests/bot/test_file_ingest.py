@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import make_settings
-from tests.slack.conftest import (
+from tests.bot.conftest import (
     ADMIN,
     CHANNEL,
     USER,
@@ -23,7 +22,8 @@ from tests.slack.conftest import (
     queued,
     slack_settings_for,
 )
-from tests.slack.fake_slack import TEAM_ID
+from tests.conftest import make_settings
+from tests.support.fake_slack import TEAM_ID
 
 ADMIN_CHANNEL = "CADMINS01"
 TOKEN = "xoxb-test-token"
