@@ -23,13 +23,13 @@ from slack_bolt import App, BoltResponse
 from slack_bolt.request import BoltRequest
 
 from bot import handlers, render
-from bot.feedback import FeedbackStore, feedback_path
 from bot.gateway import Enqueue, WorkerGateway
 from bot.state import Deduper
 from bot.uploads import Uploads, is_admin_share
 from bot.watchdog import Watchdog
 from lorebot import slack
 from lorebot.errors import ServiceUnavailableError
+from lorebot.feedback import FeedbackStore, feedback_path
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)

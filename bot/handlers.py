@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot import messages, render
-from bot.feedback import FeedbackStore
 from bot.gateway import Enqueue, WorkerGateway
 from bot.parse import parse_admin, parse_question, thread_history
 from bot.state import ChannelAccess, Deduper, RateLimiter, Threads, document_count
 from bot.watchdog import Watchdog
 from lorebot import contracts
 from lorebot.errors import LorebotError
+from lorebot.feedback import FeedbackStore
 from lorebot.settings import Settings
 from lorebot.types import Question, new_id
 

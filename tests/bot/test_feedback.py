@@ -6,8 +6,8 @@ import json
 import sqlite3
 
 from bot import messages, render
-from bot.feedback import FeedbackStore, export_jsonl, feedback_path
 from lorebot import contracts
+from lorebot.feedback import FeedbackStore, export_jsonl, feedback_path
 from lorebot.types import Answer, Citation
 from tests.bot.conftest import ADMIN, CHANNEL, USER, ephemerals
 
