@@ -207,9 +207,8 @@ def create_app(
     def answer(self, question: dict, reply: dict | None = None) -> dict:
         started = time.perf_counter()
         q = Question.model_validate(question)
-        with logs.bind(
-            question_id=q.question_id, channel=q.channel or (reply or {}).get("channel")
-        ):
+        target = contracts.ReplyTarget.from_dict(reply or None)
+        with logs.bind(question_id=q.question_id, channel=q.channel or (target and target.channel)):
             try:
                 result = answer_impl(settings, q, reply)
             except TransientError:

@@ -241,7 +241,7 @@ def test_a_redelivered_share_is_queued_once(upload_bot, fake_slack):
     ],
 )
 def test_collection_syntax(text, name, problem):
-    from bot.uploads import parse_collection
+    from bot.listeners.uploads import parse_collection
 
     choice = parse_collection(text)
     assert (choice.name, choice.problem) == (name, problem)

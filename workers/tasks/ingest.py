@@ -121,7 +121,7 @@ def stage_progress(delivery, headline: str) -> StageProgress | None:
     """A StageProgress in the thread of a SlackDelivery (None without one)."""
     if delivery is None:
         return None
-    thread_ts = delivery.reply.get("thread_ts") or delivery.ts
+    thread_ts = delivery.reply.thread
     return StageProgress(delivery.web, delivery.channel, thread_ts, headline=headline)
 
 

@@ -325,7 +325,7 @@ def ingest_files_impl(
             progress = StageProgress(
                 web,
                 delivery.channel,
-                reply.get("thread_ts") or delivery.ts,
+                delivery.reply.thread,
                 headline=f"Indexing {len(outcomes)} file(s) into collection `{collection}`…",
                 ts=delivery.ts,
             )
