@@ -3,7 +3,7 @@
 Everything is real except Slack itself: a redis-server, two ``lorebot worker``
 processes (SmolLM2 + MiniLM over the sample handbook), and a ``lorebot bot`` process
 serving the HTTP Events API with a signing secret, its Web API pointed at the local fake
-Slack (tests/slack/fake_slack.py). Each question is an ``app_mention`` event posted to the
+Slack (tests/support/fake_slack.py). Each question is an ``app_mention`` event posted to the
 bot's ``/slack/events``, signed as Slack signs it (the Slack tests' ``sign``), and is
 counted where the asker sees it: its placeholder's final ``chat.update`` in the fake
 Slack, or the private rate-limit note (``chat.postEphemeral``).
@@ -193,7 +193,7 @@ def run_load(
     from lorebot import contracts
     from lorebot.contracts import QUEUE_ANSWER
     from tests.reliability.workers_harness import BotProcess, EventAsker, slack_env
-    from tests.slack.fake_slack import FakeSlack
+    from tests.support.fake_slack import FakeSlack
 
     hot = default_hot(n, user_rate) if hot is None else hot
     who = askers(n, hot, user_rate, concurrency)
@@ -374,7 +374,7 @@ def run_load_direct(
     """The earlier mode: tasks submitted to Redis the way the bot would (no bot, so no rate
     limiting and no queue positions); isolates the workers' share of the latency."""
     from tests.reliability.workers_harness import Asker, slack_env
-    from tests.slack.fake_slack import FakeSlack
+    from tests.support.fake_slack import FakeSlack
 
     started_load = loadavg()
     workload = make_workload("sample", limit=None, answerable_only=True)

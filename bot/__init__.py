@@ -1,4 +1,4 @@
-"""The Slack edge: bolt app factory, event/command/action handlers, Block Kit rendering.
+"""The Slack edge: bolt app factory, listeners by concern, Block Kit rendering.
 
 Thin by design. A handler parses what Slack sent, checks who may ask what, posts a
 placeholder and hands the question to the workers by task name. Nothing here imports

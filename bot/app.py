@@ -1,7 +1,8 @@
 """The bolt app factory: one set of listeners for Socket Mode and the HTTP Events API.
 
-``build_app(settings, enqueue=..., redis=...)`` wires thin listeners to
-:class:`bot.handlers.SlackBot`. Every dependency can be passed in: tests hand in a real
+``build_app(settings, enqueue=..., redis=...)`` wires thin bolt listeners to the
+listeners of :mod:`bot.listeners` (questions, admin, feedback, uploads), which share one
+:class:`bot.listeners.core.BotCore`. Every dependency can be passed in: tests hand in a real
 Redis client and a Web API client pointed at a local fake Slack. The events, commands
 and actions registered here are the module constants below, which the Slack app
 manifest (``deploy/slack-manifest.yml``) must list exactly (a test checks it).
@@ -22,15 +23,20 @@ from typing import Any
 from slack_bolt import App, BoltResponse
 from slack_bolt.request import BoltRequest
 
-from bot import handlers, render
-from bot.feedback import FeedbackStore, feedback_path
+from bot import render
 from bot.gateway import Enqueue, WorkerGateway
+from bot.listeners.admin import Admin
+from bot.listeners.core import BotCore, make_enqueue
+from bot.listeners.feedback import Feedback
+from bot.listeners.questions import Questions
+from bot.listeners.uploads import Uploads, is_admin_share
 from bot.state import Deduper
-from bot.uploads import Uploads, is_admin_share
 from bot.watchdog import Watchdog
 from lorebot import slack
 from lorebot.errors import ServiceUnavailableError
+from lorebot.feedback import FeedbackStore, feedback_path
 from lorebot.settings import Settings
+from lorebot.types import new_id
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +69,7 @@ def build_app(
     gateway: WorkerGateway | None = None,
     watchdog: Watchdog | None = None,
 ) -> App:
-    """A bolt App with every lorebot listener; ``app.lorebot`` is its :class:`SlackBot`.
+    """A bolt App with every lorebot listener; ``app.lorebot`` is its :class:`BotCore`.
 
     Calls ``auth.test`` once (bolt's token check), so the Web API must be reachable.
     """
@@ -75,7 +81,7 @@ def build_app(
         )
     web = web_client or slack.web_client(settings, require_token=True)
     gateway = gateway or WorkerGateway(settings.redis.effective_url)
-    enqueue = enqueue or handlers.make_enqueue(gateway)
+    enqueue = enqueue or make_enqueue(gateway)
     watchdog = watchdog or Watchdog(settings, redis, gateway, web)
     secret = (
         settings.slack.signing_secret.get_secret_value() if settings.slack.signing_secret else None
@@ -99,7 +105,7 @@ def build_app(
             fix="check LOREBOT_SLACK__BOT_TOKEN and LOREBOT_SLACK__API_URL",
         ) from None
 
-    core = handlers.SlackBot(
+    core = BotCore(
         settings,
         redis,
         gateway=gateway,
@@ -112,7 +118,7 @@ def build_app(
     return app
 
 
-def register(app: App, core: handlers.SlackBot, dedupe: Deduper) -> None:
+def register(app: App, core: BotCore, dedupe: Deduper) -> None:
     """Attach the middleware and listeners; names mirror BOT_EVENTS/COMMANDS/ACTIONS."""
 
     @app.middleware
@@ -142,13 +148,18 @@ def register(app: App, core: handlers.SlackBot, dedupe: Deduper) -> None:
     def received(context) -> float:
         return float(context.get(RECEIVED_AT) or time.time())
 
+    questions = Questions(core)
+    admin = Admin(core)
+    feedback = Feedback(core)
     uploads = Uploads(core)
 
     @app.event("app_mention")
     def on_app_mention(event, client, context):
         if is_admin_share(core.settings, event):
             return  # a file share that mentions the bot: the message event ingests it
-        guarded("app_mention", lambda: core.on_mention(client, context, event, received(context)))
+        guarded(
+            "app_mention", lambda: questions.on_mention(client, context, event, received(context))
+        )
 
     # message.channels, message.groups and message.im all arrive as "message".
     @app.event("message")
@@ -158,23 +169,23 @@ def register(app: App, core: handlers.SlackBot, dedupe: Deduper) -> None:
                 "file_share", lambda: uploads.on_share(client, context, event, received(context))
             )
             return
-        guarded("message", lambda: core.on_message(client, context, event, received(context)))
+        guarded("message", lambda: questions.on_message(client, context, event, received(context)))
 
     @app.command("/ask")
     def on_ask(ack, respond, client, context, command):
         try:
-            core.on_ask_command(ack, respond, client, context, command, received(context))
+            questions.on_ask_command(ack, respond, client, context, command, received(context))
         except Exception:
-            ref = handlers.new_id()
+            ref = new_id()
             log.exception("/ask failed ref=%s", ref)
             _late_error(ack, respond, ref)
 
     @app.command("/lorebot")
     def on_lorebot(ack, respond, client, context, command):
         try:
-            core.on_admin_command(ack, respond, client, context, command)
+            admin.on_admin_command(ack, respond, client, context, command)
         except Exception:
-            ref = handlers.new_id()
+            ref = new_id()
             log.exception("/lorebot failed ref=%s", ref)
             _late_error(ack, respond, ref)
 
@@ -183,7 +194,7 @@ def register(app: App, core: handlers.SlackBot, dedupe: Deduper) -> None:
         @app.action(action_id)
         def on_feedback(ack, body, action, client):
             ack()
-            guarded("feedback", lambda: core.on_feedback(client, body, action))
+            guarded("feedback", lambda: feedback.on_feedback(client, body, action))
 
     @app.error
     def on_error(error, body):

@@ -20,6 +20,6 @@ def run_bot(settings: Settings) -> None:
 
 def export_feedback(settings: Settings, out: Path) -> int:
     """Write all 👍 / 👎 feedback to `out` as JSON lines; return the number written."""
-    from bot.feedback import export_jsonl
+    from lorebot.feedback import export_jsonl
 
     return export_jsonl(settings, out)

@@ -17,7 +17,7 @@ from workers import client as wc
 
 log = logging.getLogger(__name__)
 
-#: ``enqueue(task_name, kwargs, queue, task_id)``: how handlers submit work.
+#: ``enqueue(task_name, kwargs, queue, task_id)``: how listeners submit work.
 Enqueue = Callable[[str, dict, str, "str | None"], Any]
 
 

@@ -1,7 +1,7 @@
 """Every sentence the bot says to people in Slack, in one place.
 
 Plain strings and small formatting helpers only (mrkdwn). Rendering into Block Kit is
-:mod:`bot.render`; deciding when to say what is :mod:`bot.handlers`.
+:mod:`bot.render`; deciding when to say what is :mod:`bot.listeners`.
 """
 
 from __future__ import annotations

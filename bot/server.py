@@ -200,7 +200,8 @@ def run_bot(settings, *, stop: threading.Event | None = None) -> None:
         redis.ping()
     except Exception as exc:
         raise ServiceUnavailableError(
-            f"Redis at {mask_url(settings.redis.effective_url)} is not reachable ({type(exc).__name__})",
+            f"Redis at {mask_url(settings.redis.effective_url)} is not reachable "
+            f"({type(exc).__name__})",
             fix="start it with `lorebot up`, or set LOREBOT_REDIS__URL",
         ) from None
 

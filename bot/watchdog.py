@@ -20,10 +20,19 @@ from typing import Any
 from bot import messages, render
 from bot.gateway import WorkerGateway
 from lorebot import contracts
+from lorebot.contracts import ReplyTarget
 from lorebot.settings import Settings
 from lorebot.types import Answer
 
 log = logging.getLogger(__name__)
+
+
+def _target(raw: Any) -> ReplyTarget | None:
+    """The reply target of a pending entry; None when it is missing or malformed."""
+    try:
+        return ReplyTarget.from_dict(raw) if isinstance(raw, dict) and raw else None
+    except TypeError:
+        return None
 
 
 class Watchdog:
@@ -53,8 +62,8 @@ class Watchdog:
         self._thread: threading.Thread | None = None
 
     # -- registration ----------------------------------------------------------
-    def watch(self, question_id: str, reply: dict[str, Any]) -> None:
-        entry = {"reply": reply, "since": self.clock()}
+    def watch(self, question_id: str, reply: ReplyTarget | dict[str, Any]) -> None:
+        entry = {"reply": ReplyTarget.from_dict(reply).to_dict(), "since": self.clock()}
         self.redis.hset(contracts.PENDING, question_id, json.dumps(entry))
 
     def pending(self) -> dict[str, dict[str, Any]]:
@@ -77,7 +86,7 @@ class Watchdog:
             if self.redis.exists(contracts.delivered(qid)):
                 self.redis.hdel(contracts.PENDING, qid)
                 continue
-            reply = entry.get("reply") or {}
+            reply = _target(entry.get("reply"))
             age = self.clock() - float(entry.get("since", 0))
             try:
                 state, result = self.gateway.state(qid)
@@ -115,7 +124,7 @@ class Watchdog:
                 self.redis.hdel(contracts.PENDING, qid)
         return failed
 
-    def fail(self, question_id: str, reply: dict[str, Any], reason: str) -> bool:
+    def fail(self, question_id: str, reply: ReplyTarget | None, reason: str) -> bool:
         """Claim the question and turn its placeholder into an error; False if already done."""
         if not self.redis.set(
             contracts.delivered(question_id), "watchdog", nx=True, ex=contracts.ANSWER_TTL_S
@@ -123,25 +132,31 @@ class Watchdog:
             return False
         log.warning("question=%s failed: %s", question_id, reason)
         msg = render.error_message(reason, question_id)
+        if reply is None:
+            log.error("question=%s has no reply target: the error cannot be shown", question_id)
+            return False
         try:
-            self.web.chat_update(channel=reply["channel"], ts=reply["message_ts"], **msg)
+            self.web.chat_update(channel=reply.channel, ts=reply.message_ts, **msg)
         except Exception as exc:
             log.error("question=%s could not post the error to Slack: %s", question_id, exc)
             return False
         return True
 
-    def _deliver_answer(self, qid: str, reply: dict[str, Any], result: dict[str, Any]) -> None:
+    def _deliver_answer(self, qid: str, reply: ReplyTarget | None, result: dict[str, Any]) -> None:
         if not self.redis.set(
             contracts.delivered(qid), "watchdog", nx=True, ex=contracts.ANSWER_TTL_S
         ):
             return
+        if reply is None:
+            log.error("question=%s has no reply target: the answer cannot be delivered", qid)
+            return
         try:
             answer = Answer.model_validate(result)
-            started = reply.get("started_at")
+            started = reply.started_at
             latency = (time.time() - float(started)) if started else None
             self.web.chat_update(
-                channel=reply["channel"],
-                ts=reply["message_ts"],
+                channel=reply.channel,
+                ts=reply.message_ts,
                 **render.answer_message(answer, latency_s=latency),
             )
             self.redis.set(

@@ -131,7 +131,8 @@ class ReplyTarget:
     question_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON object sent in a task's arguments (keys without a value are left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | ReplyTarget | None) -> ReplyTarget | None:

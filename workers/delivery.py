@@ -1,7 +1,7 @@
 """Slack delivery from the worker: stream an answer into the bot's placeholder, then finish.
 
-The answer task gets a ``reply`` dict from the bot (channel, thread, placeholder ts...)
-and drives one :class:`SlackDelivery`:
+The answer task gets a ``reply`` from the bot (a :class:`lorebot.contracts.ReplyTarget`
+as a JSON object: channel, thread, placeholder ts...) and drives one :class:`SlackDelivery`:
 
 * :meth:`SlackDelivery.on_token` is called by the generation loop for every piece of
   text. It only appends to a buffer: a background thread sends ``chat.update`` at most
@@ -26,6 +26,7 @@ from typing import Any
 
 from bot import render
 from lorebot import contracts, slack
+from lorebot.contracts import ReplyTarget
 from lorebot.settings import Settings
 from lorebot.types import Answer
 
@@ -96,18 +97,21 @@ class SlackDelivery:
     def __init__(
         self,
         web_client,
-        reply: dict[str, Any],
+        reply: ReplyTarget | dict[str, Any],
         *,
         redis=None,
         min_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        target = ReplyTarget.from_dict(reply)
+        if target is None:
+            raise ValueError("SlackDelivery needs a reply target")
         self.web = web_client
-        self.reply = reply
-        self.channel: str = reply["channel"]
-        self.ts: str = reply["message_ts"]
-        self.question_id: str | None = reply.get("question_id")
+        self.reply: ReplyTarget = target
+        self.channel: str = target.channel
+        self.ts: str = target.message_ts
+        self.question_id: str | None = target.question_id
         self.redis = redis
         self.min_interval_s = min_interval_s
         self.clock = clock
@@ -125,7 +129,9 @@ class SlackDelivery:
         self.rate_limited = 0  # 429 answers seen
 
     @classmethod
-    def from_settings(cls, settings: Settings, reply: dict[str, Any]) -> SlackDelivery:
+    def from_settings(
+        cls, settings: Settings, reply: ReplyTarget | dict[str, Any]
+    ) -> SlackDelivery:
         """Build the Web API client from settings (token, base URL) and a Redis client."""
         web = slack.web_client(settings, timeout=15)
         return cls(web, reply, redis=_redis_for(settings.redis.effective_url))
@@ -214,7 +220,7 @@ class SlackDelivery:
 
     def _post_new(self, message: dict[str, Any]) -> bool:
         try:
-            thread_ts = self.reply.get("thread_ts")
+            thread_ts = self.reply.thread_ts
             self.web.chat_postMessage(channel=self.channel, thread_ts=thread_ts, **message)
             return True
         except Exception as exc:
@@ -233,7 +239,7 @@ class SlackDelivery:
                     answer.model_dump_json(),
                     ex=contracts.ANSWER_TTL_S,
                 )
-            thread_ts = self.reply.get("thread_ts")
+            thread_ts = self.reply.thread_ts
             if thread_ts:
                 pipe.set(contracts.thread(self.channel, thread_ts), "1", ex=contracts.THREAD_TTL_S)
             pipe.execute()
@@ -241,7 +247,7 @@ class SlackDelivery:
             log.warning("delivery: could not record question=%s in redis: %s", question_id, exc)
 
     def latency_s(self) -> float | None:
-        started = self.reply.get("started_at")
+        started = self.reply.started_at
         try:
             return time.time() - float(started) if started is not None else None
         except (TypeError, ValueError):
@@ -269,7 +275,7 @@ class SlackDelivery:
         try:
             self.web.chat_postMessage(
                 channel=self.channel,
-                thread_ts=self.reply.get("thread_ts") or self.ts,
+                thread_ts=self.reply.thread,
                 **render.notice(text),
             )
             return True

@@ -22,12 +22,12 @@ import hashlib
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from lorebot import feedback
 from lorebot.errors import ConfigError, LorebotError
 from lorebot.settings import Settings
 from lorebot.types import Chunk, SearchHit
@@ -531,22 +531,11 @@ def load_pool(settings: Settings) -> list[Pair]:
 
 
 def feedback_pairs(settings: Settings, limit: int = 200) -> list[dict[str, str]]:
-    """Questions and answers users rated 👍 (read straight from the bot's SQLite file)."""
-    path = settings.data_dir / "feedback.sqlite"
-    if not path.is_file():
-        return []
+    """Questions and answers users rated 👍 (from the bot's feedback store)."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            rows = db.execute(
-                "SELECT question, answer FROM feedback WHERE vote = 1 AND COALESCE(abstained, 0) = 0 "
-                "AND question IS NOT NULL AND answer IS NOT NULL ORDER BY created_at DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        log.warning("refresh: cannot read feedback %s: %s", path, exc)
+        rows = feedback.liked_answers(settings, limit)
+    except feedback.FeedbackReadError as exc:
+        log.warning("refresh: %s", exc.message)
         return []
     out, seen = [], set()
     for question, answer in rows:

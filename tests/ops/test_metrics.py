@@ -31,8 +31,8 @@ def value(body: str, name: str, **labels: str) -> float | None:
 def test_bot_serves_metrics_with_live_queue_depth(tmp_path, redis_server, redis_client):
     from bot.app import build_app
     from bot.server import BotServer
-    from tests.slack.conftest import slack_settings_for
-    from tests.slack.fake_slack import FakeSlack
+    from tests.bot.conftest import slack_settings_for
+    from tests.support.fake_slack import FakeSlack
 
     fake = FakeSlack().start()
     try:

@@ -19,7 +19,7 @@ import pytest
 
 from lorebot.types import Question
 from tests.refresh.conftest import CANARY
-from tests.slack.fake_slack import FakeSlack
+from tests.support.fake_slack import FakeSlack
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from slm.training import registry
 from slm.training.refresh import RefreshReport, plot_history
 from tests.conftest import make_settings
-from tests.slack.fake_slack import FakeSlack
+from tests.support.fake_slack import FakeSlack
 from workers.tasks.refresh import adapters_impl, post_report, report_text
 
 

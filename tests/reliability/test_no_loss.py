@@ -21,7 +21,7 @@ from lorebot import contracts
 from lorebot.cli.stack import RedisServer, free_port
 from tests.reliability.results import record
 from tests.reliability.workers_harness import Asker, pool_children, slack_env, start_worker
-from tests.slack.fake_slack import FakeSlack
+from tests.support.fake_slack import FakeSlack
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 

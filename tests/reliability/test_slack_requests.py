@@ -2,7 +2,7 @@
 log line saying why; Slack's retries and duplicate deliveries give one question.
 
 Forged signatures, a 10-minute-old timestamp, no headers at all, a tampered body and
-Slack's retry headers are already in tests/slack/test_http_transport.py; these add the
+Slack's retry headers are already in tests/bot/test_http_transport.py; these add the
 replay of a captured request, the 5-minute boundary, each header missing alone, and the
 log line, over the same real HTTP server, Redis and fake Slack.
 """
@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from tests.slack.conftest import SECRET, bot, fake_slack, mention, queued, slack_settings  # noqa: F401
-from tests.slack.fake_slack import event_body, post, sign
+from tests.bot.conftest import SECRET, bot, fake_slack, mention, queued, slack_settings  # noqa: F401
+from tests.support.fake_slack import event_body, post, sign
 
 pytestmark = pytest.mark.reliability
 

@@ -27,9 +27,9 @@ from bot import messages
 from lorebot import contracts
 from lorebot.cli.stack import stop_process_group
 from lorebot.types import Question, new_id
+from tests.bot.conftest import SECRET, mention
 from tests.conftest import REPO, WorkerProcess, child_env
-from tests.slack.conftest import SECRET, mention
-from tests.slack.fake_slack import Call, FakeSlack, HttpResult, event_body, get, post, sign
+from tests.support.fake_slack import Call, FakeSlack, HttpResult, event_body, get, post, sign
 from workers import client as wc
 
 CHANNEL = "CRELIABLE"

@@ -27,7 +27,9 @@ from workers.runtime import get_runtime
 log = logging.getLogger("workers.app")
 
 
-def answer_impl(settings: Settings, question: Question, reply: dict | None = None) -> Answer:
+def answer_impl(
+    settings: Settings, question: Question, reply: contracts.ReplyTarget | dict | None = None
+) -> Answer:
     """Answer one question with this process's runtime; stream into Slack when asked."""
     from slm.serving.answer import answer_question
 
@@ -165,11 +167,10 @@ def register(app: Celery, settings: Settings) -> None:
     def answer(self, question: dict, reply: dict | None = None) -> dict:
         started = time.perf_counter()
         q = Question.model_validate(question)
-        with logs.bind(
-            question_id=q.question_id, channel=q.channel or (reply or {}).get("channel")
-        ):
+        target = contracts.ReplyTarget.from_dict(reply)
+        with logs.bind(question_id=q.question_id, channel=q.channel or (target and target.channel)):
             try:
-                result = answer_impl(settings, q, reply)
+                result = answer_impl(settings, q, target)
             except TransientError:
                 if self.request.retries >= self.max_retries:
                     telemetry.record_answer("failed")

@@ -121,12 +121,15 @@ def stage_progress(delivery, headline: str) -> StageProgress | None:
     """A StageProgress in the thread of a SlackDelivery (None without one)."""
     if delivery is None:
         return None
-    thread_ts = delivery.reply.get("thread_ts") or delivery.ts
+    thread_ts = delivery.reply.thread
     return StageProgress(delivery.web, delivery.channel, thread_ts, headline=headline)
 
 
 def reindex_impl(
-    settings: Settings, *, collection: str | None = None, reply: dict | None = None
+    settings: Settings,
+    *,
+    collection: str | None = None,
+    reply: contracts.ReplyTarget | dict | None = None,
 ) -> dict[str, Any]:
     """Re-run the recorded sources (of one collection, or all) as an incremental build."""
     import redis

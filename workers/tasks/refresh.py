@@ -72,7 +72,7 @@ def _redis(settings: Settings):
     return redis.Redis.from_url(settings.redis.effective_url, socket_timeout=10)
 
 
-def _delivery(settings: Settings, reply: dict | None):
+def _delivery(settings: Settings, reply: contracts.ReplyTarget | dict | None):
     if not reply:
         return None
     from workers.delivery import SlackDelivery
@@ -164,7 +164,7 @@ def _wait_for_reindex(r: Any, max_wait_s: float, grace_s: float = 5.0) -> None:
 def refresh_impl(
     settings: Settings,
     *,
-    reply: dict | None = None,
+    reply: contracts.ReplyTarget | dict | None = None,
     progress: Callable[[str, str, bool], None] | None = None,
     scheduled: bool = False,
     teacher: Any | None = None,

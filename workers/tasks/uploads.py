@@ -291,7 +291,7 @@ def ingest_files_impl(
     *,
     collection: str,
     files: list[dict[str, Any]],
-    reply: dict | None = None,
+    reply: contracts.ReplyTarget | dict | None = None,
     defaulted: bool = False,
     web=None,
 ) -> dict[str, Any]:
@@ -325,7 +325,7 @@ def ingest_files_impl(
             progress = StageProgress(
                 web,
                 delivery.channel,
-                reply.get("thread_ts") or delivery.ts,
+                delivery.reply.thread,
                 headline=f"Indexing {len(outcomes)} file(s) into collection `{collection}`…",
                 ts=delivery.ts,
             )

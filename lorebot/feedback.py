@@ -2,8 +2,13 @@
 
 SQLite in WAL mode with full synchronous commits: a click that Slack saw acknowledged
 survives a crash, several bot processes on one host can write at once, and the nightly
-evaluation reads the export without talking to Slack. One row per (question, user): a
+evaluation reads the store without talking to Slack. One row per (question, user): a
 user who changes their mind replaces their vote.
+
+The table, its schema and every query of it live here: the bot records votes
+(:class:`FeedbackStore`), ``lorebot feedback export`` writes them out
+(:func:`export_jsonl`) and the nightly refresh reads the answers users liked
+(:func:`liked_answers`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lorebot.errors import ConfigError
+from lorebot.errors import ConfigError, LorebotError
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,10 @@ COLUMNS = (
     "adapter",
     "created_at",
 )
+
+
+class FeedbackReadError(LorebotError):
+    """The feedback file exists but cannot be read (corrupt, locked, not SQLite)."""
 
 
 def feedback_path(settings: Settings) -> Path:
@@ -176,3 +185,29 @@ def export_jsonl(settings: Settings, out_path: Path | str) -> int:
             f"cannot write {out}: {exc}", fix="choose a writable output path"
         ) from None
     return n
+
+
+def liked_answers(settings: Settings, limit: int = 200) -> list[tuple[str, str]]:
+    """``(question, answer)`` of the newest 👍 votes on real answers (not abstentions).
+
+    Opens the file read-only and never creates it: no file yet means no votes. Raises
+    :class:`FeedbackReadError` when the file is there but cannot be read.
+    """
+    path = feedback_path(settings)
+    if not path.is_file():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = db.execute(
+                "SELECT question, answer FROM feedback"
+                " WHERE vote = 1 AND COALESCE(abstained, 0) = 0"
+                " AND question IS NOT NULL AND answer IS NOT NULL"
+                " ORDER BY created_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise FeedbackReadError(f"cannot read feedback {path}: {exc}") from None
+    return [(question, answer) for question, answer in rows]

@@ -16,8 +16,8 @@ import uuid
 import pytest
 
 from bot import messages
-from tests.slack.conftest import CHANNEL, USER, mention, placeholders, queued, slack_settings_for
-from tests.slack.fake_slack import TEAM_ID
+from tests.bot.conftest import CHANNEL, USER, mention, placeholders, queued, slack_settings_for
+from tests.support.fake_slack import TEAM_ID
 
 websockets_server = pytest.importorskip(
     "websockets.sync.server",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot import messages
 from lorebot import contracts
-from tests.slack.conftest import (
+from tests.bot.conftest import (
     CHANNEL,
     DM,
     HR_CHANNEL,
@@ -15,7 +15,7 @@ from tests.slack.conftest import (
     placeholders,
     queued,
 )
-from tests.slack.fake_slack import BOT_USER_ID
+from tests.support.fake_slack import BOT_USER_ID
 
 
 # ----------------------------------------------------------------------------- access control

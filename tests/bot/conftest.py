@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.slack.fake_slack import (
+from tests.support.fake_slack import (
     BOT_USER_ID,
     TEAM_ID,
     FakeSlack,

@@ -17,7 +17,7 @@ import pytest
 from bot import messages
 from lorebot import contracts
 from lorebot.types import Answer, Citation, Question
-from tests.slack.conftest import ADMIN, CHANNEL, mention, placeholders
+from tests.bot.conftest import ADMIN, CHANNEL, mention, placeholders
 from workers import client as wc
 
 pytestmark = pytest.mark.integration

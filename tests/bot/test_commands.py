@@ -8,7 +8,7 @@ import pytest
 
 from bot import messages
 from lorebot import contracts
-from tests.slack.conftest import ADMIN, CHANNEL, HR_CHANNEL, USER, placeholders, queued
+from tests.bot.conftest import ADMIN, CHANNEL, HR_CHANNEL, USER, placeholders, queued
 
 
 def test_ask_posts_the_question_then_answers_in_its_thread(bot):
@@ -93,7 +93,7 @@ def test_channel_set_show_and_reset(bot):
 
 def test_channel_set_all_lets_questions_search_every_collection(bot):
     bot.command("/lorebot", "channel set all", user=ADMIN, channel=HR_CHANNEL)
-    from tests.slack.conftest import mention
+    from tests.bot.conftest import mention
 
     bot.event(mention("anything", channel=HR_CHANNEL))
     (task,) = bot.wait_queued(1)

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot import messages
+from bot.listeners.core import BotCore
 from lorebot import contracts
+from lorebot.contracts import ReplyTarget
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 from lorebot.types import new_id
@@ -69,8 +71,7 @@ def is_admin_share(settings: Settings, event: dict[str, Any]) -> bool:
 class Uploads:
     """Admin file shares → one ``ingest_files`` task each, acknowledged in the thread."""
 
-    def __init__(self, core) -> None:
-        # core: bot.handlers.SlackBot (settings, dedupe, enqueue, is_admin)
+    def __init__(self, core: BotCore) -> None:
         self.core = core
         self.settings: Settings = core.settings
 
@@ -107,19 +108,24 @@ class Uploads:
         except Exception as exc:
             log.warning("upload: cannot reply in channel=%s: %s", channel, exc)
             return
-        reply = {
-            "channel": channel,
-            "thread_ts": thread_ts,
-            "message_ts": posted["ts"],
-            "team": event.get("team") or context.get("team_id"),
-            "user": user,
-            "started_at": received_at,
-        }
+        reply = ReplyTarget(
+            channel=channel,
+            thread_ts=thread_ts,
+            message_ts=posted["ts"],
+            team=event.get("team") or context.get("team_id"),
+            user=user,
+            started_at=received_at,
+        )
         task_id = new_id()
         try:
             self.core.enqueue(
                 contracts.TASK_INGEST_FILES,
-                {"collection": collection, "files": files, "reply": reply, "defaulted": defaulted},
+                {
+                    "collection": collection,
+                    "files": files,
+                    "reply": reply.to_dict(),
+                    "defaulted": defaulted,
+                },
                 contracts.QUEUE_INGEST,
                 task_id,
             )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slack.conftest import BotHarness, mention, placeholders, slack_settings_for
+from tests.bot.conftest import BotHarness, mention, placeholders, slack_settings_for
 
 pytestmark = pytest.mark.integration
 

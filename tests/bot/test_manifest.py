@@ -10,8 +10,8 @@ import yaml
 from slack_bolt.request import BoltRequest
 
 from bot import app as bot_app
-from tests.slack.conftest import ADMIN, CHANNEL, DM, USER
-from tests.slack.fake_slack import BOT_USER_ID, TEAM_ID
+from tests.bot.conftest import ADMIN, CHANNEL, DM, USER
+from tests.support.fake_slack import BOT_USER_ID, TEAM_ID
 
 MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "slack-manifest.yml"
 

@@ -10,8 +10,8 @@ import pytest
 from bot.cli import run_bot
 from lorebot.cli.stack import free_port
 from lorebot.errors import ConfigError, ServiceUnavailableError
-from tests.slack.conftest import mention, placeholders, queued, slack_settings_for
-from tests.slack.fake_slack import event_body, get, post, sign
+from tests.bot.conftest import mention, placeholders, queued, slack_settings_for
+from tests.support.fake_slack import event_body, get, post, sign
 
 
 def test_unconfigured_slack_is_a_one_line_config_error(tmp_path, redis_server):

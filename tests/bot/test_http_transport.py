@@ -6,8 +6,8 @@ import json
 import time
 
 from lorebot import contracts
-from tests.slack.conftest import CHANNEL, SECRET, USER, mention, placeholders, queued
-from tests.slack.fake_slack import BOT_USER_ID, event_body, get, post
+from tests.bot.conftest import CHANNEL, SECRET, USER, mention, placeholders, queued
+from tests.support.fake_slack import BOT_USER_ID, event_body, get, post
 
 
 def test_signed_mention_is_acked_answered_in_thread_and_queued(bot):
@@ -66,7 +66,7 @@ def test_missing_signature_is_rejected(bot):
 
 def test_tampered_body_is_rejected(bot):
     body = event_body(mention("harmless"), event_id="Ev2")
-    from tests.slack.fake_slack import sign
+    from tests.support.fake_slack import sign
 
     headers = sign(SECRET, body)
     resp = post(
@@ -148,7 +148,7 @@ def test_socket_mode_only_bot_serves_no_http_events(slack_settings, fake_slack, 
     server = BotServer(app, redis_client, host="127.0.0.1", port=0, http_enabled=False).start()
     try:
         body = event_body(mention("hi"), event_id="Ev9")
-        from tests.slack.fake_slack import sign
+        from tests.support.fake_slack import sign
 
         resp = post(server.url + "/slack/events", body, sign(SECRET, body), "application/json")
         assert resp.status == 404

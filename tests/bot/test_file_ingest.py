@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import make_settings
-from tests.slack.conftest import (
+from tests.bot.conftest import (
     ADMIN,
     CHANNEL,
     USER,
@@ -23,7 +22,8 @@ from tests.slack.conftest import (
     queued,
     slack_settings_for,
 )
-from tests.slack.fake_slack import TEAM_ID
+from tests.conftest import make_settings
+from tests.support.fake_slack import TEAM_ID
 
 ADMIN_CHANNEL = "CADMINS01"
 TOKEN = "xoxb-test-token"
@@ -241,7 +241,7 @@ def test_a_redelivered_share_is_queued_once(upload_bot, fake_slack):
     ],
 )
 def test_collection_syntax(text, name, problem):
-    from bot.uploads import parse_collection
+    from bot.listeners.uploads import parse_collection
 
     choice = parse_collection(text)
     assert (choice.name, choice.problem) == (name, problem)

@@ -6,10 +6,10 @@ import json
 import sqlite3
 
 from bot import messages, render
-from bot.feedback import FeedbackStore, export_jsonl, feedback_path
 from lorebot import contracts
+from lorebot.feedback import FeedbackStore, export_jsonl, feedback_path
 from lorebot.types import Answer, Citation
-from tests.slack.conftest import ADMIN, CHANNEL, USER, ephemerals
+from tests.bot.conftest import ADMIN, CHANNEL, USER, ephemerals
 
 
 def stored_answer(qid: str = "qfb1") -> Answer:

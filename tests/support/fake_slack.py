@@ -220,7 +220,8 @@ class FakeSlack:
         filetype: str = "binary",
     ) -> dict[str, Any]:
         """Store a file; returns the file object a ``file_share`` message event carries."""
-        url = f"{self.base_url}/files-pri/{TEAM_ID}-{file_id}/download/{urllib.parse.quote(name, safe='')}"
+        quoted = urllib.parse.quote(name, safe="")
+        url = f"{self.base_url}/files-pri/{TEAM_ID}-{file_id}/download/{quoted}"
         info = {
             "id": file_id,
             "name": name,
