@@ -1,3 +1,5 @@
-"""lorebot's shared kernel: settings, domain types, errors, assets and the CLI."""
+"""lorebot's shared kernel: settings, domain types, errors, contracts, files and logging.
 
-__version__ = "0.1.0"
+It imports nothing of lorebot's other packages; ``lorebot.cli`` is the one exception, the
+command line that mounts every package's commands.
+"""
