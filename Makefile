@@ -15,7 +15,7 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/lorebot demo
 
-# Import rules, then the test suite (real Redis, real worker, real model). Tests marked
+# Lint (import rules, ruff), then the test suite (real Redis, real worker, real model). Tests marked
 # `slow` are measurements over many real-model questions: `make test-all` runs them too.
 test: install lint
 	$(PY) -m pytest -q -m "not slow"
@@ -27,8 +27,11 @@ test-all: install lint
 reliability: install lint
 	$(PY) -m pytest -q tests/reliability
 
+# Import rules, then ruff's lint rules and formatting (line length 100, pyproject.toml).
 lint:
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(PY) bench/answer_latency.py
