@@ -79,7 +79,7 @@ class RawLlama:
                 raise RuntimeError(f"llama_decode returned {rc}")
 
     def run(self, tokens: list[int], n_out: int, *, reuse_prefix: bool) -> dict[str, Any]:
-        """Evaluate the prompt (all of it, or past the cached common prefix) and decode n_out tokens."""
+        """Evaluate the prompt (all of it, or past the cached prefix); decode n_out tokens."""
         started = time.perf_counter()
         keep = 0
         if reuse_prefix:
@@ -374,7 +374,8 @@ def report(
     )
     o.add_row(
         "mean prompt tokens (evaluated with prefix cache)",
-        f"{overhead['mean_prompt_tokens'] or 0:.0f} ({overhead['mean_prompt_tokens_evaluated_raw_prefix'] or 0:.0f})",
+        f"{overhead['mean_prompt_tokens'] or 0:.0f} "
+        f"({overhead['mean_prompt_tokens_evaluated_raw_prefix'] or 0:.0f})",
     )
     o.add_row("mean answer tokens", f"{overhead['mean_completion_tokens'] or 0:.1f}")
     console.print(o)

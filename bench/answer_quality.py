@@ -1,4 +1,5 @@
-"""Does the answer state the fact? The sample handbook's questions, with and without the evidence quote.
+"""Does the answer state the fact? The sample handbook's questions, with and without the evidence
+quote.
 
     python bench/answer_quality.py              # 27 answerable + 8 unanswerable questions
     python bench/answer_quality.py --adapter data/adapters/versions/<v>/adapter.gguf

@@ -31,11 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rich.console import Console
+from rich.console import Console  # noqa: E402 (sys.path and the offline env first)
 
-from lorebot.settings import Settings, cpu_count
-from lorebot.types import Answer, Question
-from slm.evals import metrics
+from lorebot.settings import Settings, cpu_count  # noqa: E402
+from lorebot.types import Answer, Question  # noqa: E402
+from slm.evals import metrics  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 SAMPLE_QA = REPO / "tests" / "fixtures" / "sample_qa.json"

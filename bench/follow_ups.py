@@ -121,7 +121,8 @@ class Rewriter:
             {"role": "assistant", "content": REWRITE_EXAMPLE[1]},
             {
                 "role": "user",
-                "content": f"Earlier question: {previous}\nNew question: {' '.join(question.split())}",
+                "content": f"Earlier question: {previous}\nNew question: "
+                f"{' '.join(question.split())}",
             },
         ]
 
@@ -297,7 +298,9 @@ def main() -> int:
         "--answers",
         choices=("best", "all", "none"),
         default="best",
-        help="answer with the current strategy and the best other one (default), every one, or none",
+        help=(
+            "answer with the current strategy and the best other one (default), every one, or none"
+        ),
     )
     ap.add_argument(
         "--diagnose",
@@ -490,7 +493,8 @@ def main() -> int:
         console.print(f"  {short[name]}: {labels[name]}")
     console.print(
         "  (ref): the fresh questions asked without the thread; "
-        "(diag): (b)'s search text given to the model as the question (focus sentences and quote chosen for it)"
+        "(diag): (b)'s search text given to the model as the question (focus sentences and quote "
+        "chosen for it)"
     )
     console.print(
         "added ms: p50 of (making the search text + the search) minus the same for (a); "

@@ -1,4 +1,5 @@
-"""Promise 7: 200 questions at concurrency 20, through the real bot, against two answer workers with the real model.
+"""Promise 7: 200 questions at concurrency 20, through the real bot, against two answer workers
+with the real model.
 
 Everything is real except Slack itself: a redis-server, two ``lorebot worker``
 processes (SmolLM2 + MiniLM over the sample handbook), and a ``lorebot bot`` process
@@ -24,7 +25,7 @@ event -> final update), throughput, and the workers' resident memory sampled eve
 
     .venv/bin/python bench/reliability_load.py                  # 200 questions, 20 in flight
     .venv/bin/python bench/reliability_load.py -n 40 -c 8       # quicker
-    .venv/bin/python bench/reliability_load.py --direct         # old mode: tasks straight to Redis, no bot
+    .venv/bin/python bench/reliability_load.py --direct         # tasks straight to Redis, no bot
 
 Writes bench/results/reliability_load.json; exits 1 when a check fails.
 """
@@ -497,7 +498,8 @@ def show(result: dict[str, Any]) -> None:
             ),
             (
                 f"hot user: sent / answered / rate-limited (expected) in {hot['burst_s']} s",
-                f"{hot['sent']} / {hot['answered']} / {hot['rate_limited']} ({hot['expected_rate_limited']})",
+                f"{hot['sent']} / {hot['answered']} / {hot['rate_limited']} "
+                f"({hot['expected_rate_limited']})",
             ),
             (
                 f"other {result['users'] - 1} users: rate-limited",
@@ -545,7 +547,10 @@ def main() -> None:
         "--hot",
         type=int,
         default=None,
-        help="questions from the one user who exceeds the limit (default: user rate + n/10, at least 2 over)",
+        help=(
+            "questions from the one user who exceeds the limit (default: user rate + n/10, at "
+            "least 2 over)"
+        ),
     )
     ap.add_argument(
         "--direct", action="store_true", help="submit tasks straight to Redis, without the bot"

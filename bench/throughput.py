@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--with-unanswerable",
         action="store_true",
-        help="also ask the sample questions the handbook cannot answer (mostly refused before the model)",
+        help=(
+            "also ask the sample questions the handbook cannot answer (mostly refused before the "
+            "model)"
+        ),
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="throughput")
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
                     level = run_level(asker, feed, c, max(args.per_level, c))
                     levels.append(level)
                     console.print(
-                        f"[dim]{procs} proc × {threads} thr, {c:>2} in flight: {level['per_min']:.1f} q/min, "
+                        f"[dim]{procs} proc × {threads} thr, {c:>2} in flight: "
+                        f"{level['per_min']:.1f} q/min, "
                         f"p50 {level['latency_ms']['p50']:,.0f} ms, load {level['loadavg']}[/]"
                     )
             finally:
@@ -208,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if best:
         console.print(
-            f"best: {best['per_min']:.1f} q/min with {best['processes']} processes at {best['concurrency']} in flight"
+            f"best: {best['per_min']:.1f} q/min with {best['processes']} processes at "
+            f"{best['concurrency']} in flight"
         )
     save(
         args.name,

@@ -73,7 +73,8 @@ def answer_json(answer: Answer) -> dict[str, Any]:
 def ingest_done(report: Any) -> str:
     return (
         f"index version {report.version}: {report.chunks_total} chunks; "
-        f"{report.ok} ok, {report.failed} failed, {report.skipped} skipped in {report.duration_s:.1f} s"
+        f"{report.ok} ok, {report.failed} failed, {report.skipped} skipped in "
+        f"{report.duration_s:.1f} s"
     )
 
 

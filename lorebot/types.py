@@ -39,7 +39,9 @@ class SearchHit(BaseModel):
     chunk: Chunk
     row: int | None = Field(
         None,
-        description="The chunk's row in its index version (per-chunk data such as sentence vectors).",
+        description=(
+            "The chunk's row in its index version (per-chunk data such as sentence vectors)."
+        ),
     )
     score: float = Field(description="The fused score used for ranking.")
     dense_score: float | None = None

@@ -30,8 +30,8 @@ def helm_commands() -> list[list[str]]:
         cmds.append(["worker", "--queues", w["queues"], "--concurrency", str(w["concurrency"])])
     text = (CHART / "templates" / "workers.yaml").read_text()
     assert (
-        'args: ["worker", "--queues", {{ $w.queues | quote }}, "--concurrency", {{ $w.concurrency | quote }}]'
-        in text
+        'args: ["worker", "--queues", {{ $w.queues | quote }}, "--concurrency", {{ '
+        "$w.concurrency | quote }}]" in text
     )
     return cmds
 

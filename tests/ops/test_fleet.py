@@ -171,7 +171,8 @@ def test_both_workers_serve_the_published_index(fleet):
         children = worker_pids(w)
         print(
             f"worker {name}: main RSS {rss_mib(w.proc.pid):.0f} MiB, "
-            f"pool child RSS (model + index loaded, 1 answer) {[round(rss_mib(c)) for c in children]} MiB"
+            "pool child RSS (model + index loaded, 1 answer) "
+            f"{[round(rss_mib(c)) for c in children]} MiB"
         )
 
 
@@ -206,7 +207,8 @@ def test_after_a_reindex_both_answer_with_the_new_version(fleet, tmp_path, embed
 
 
 def _real_adapter(tmp: Path) -> bytes | None:
-    """A GGUF LoRA adapter written by slm.training.lora's exporter (None when slm.training.lora is absent).
+    """A GGUF LoRA adapter written by slm.training.lora's exporter (None when slm.training.lora is
+    absent).
 
     The peft weights are a small random rank-4 update of two attention projections,
     written straight to safetensors: exporting them exercises the same path a trained
@@ -349,6 +351,7 @@ def test_worker_logs_carry_question_context_and_no_secret(fleet):
     assert last["level"] == "INFO" and last["logger"] == "workers.app"
     # Worker b logs text with the same context as a suffix.
     assert re.search(
-        r"answered index=.*\[question_id=\S+ channel=CFLEET01 index_version=\S+ adapter_version=\S+\]",
+        r"answered index=.*\[question_id=\S+ channel=CFLEET01 index_version=\S+ "
+        r"adapter_version=\S+\]",
         logs["b"],
     )

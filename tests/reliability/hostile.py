@@ -20,7 +20,8 @@ BOMB_BYTES = 1024**3
 _CONTENT_TYPES = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
     '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+    '<Default Extension="rels" '
+    'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
     '<Default Extension="xml" ContentType="application/xml"/>'
     '<Override PartName="/word/document.xml" '
     'ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>'
@@ -201,7 +202,10 @@ def pdf_giant_image(folder: Path) -> str:
     total = side * side * 3
     raw, _, adler, _ = repeated_deflate(b"", b"\xff" * mib, total // mib, b"\xff" * (total % mib))
     stream = b"\x78\xda" + raw + struct.pack(">I", adler)  # a zlib stream: header, data, Adler-32
-    text = b"BT /F1 12 Tf 72 720 Td (Visitors sign in at the north desk.) Tj ET\nq 500 0 0 500 50 100 cm /Im1 Do Q\n"
+    text = (
+        b"BT /F1 12 Tf 72 720 Td (Visitors sign in at the north desk.) Tj ET\n"
+        b"q 500 0 0 500 50 100 cm /Im1 Do Q\n"
+    )
     objs = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",

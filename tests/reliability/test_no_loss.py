@@ -46,7 +46,7 @@ def workers(tmp_path):
     started = []
 
     def start(data_dir, redis_url, n=2, **env):
-        for i in range(n):
+        for _ in range(n):
             started.append(
                 start_worker(data_dir, redis_url, tmp_path / f"w{len(started)}.log", **env)
             )

@@ -223,7 +223,7 @@ def queue_position(text: str) -> int | None:
 
 
 def rate_limit_scope(text: str, user_limit: int, team_limit: int) -> str | None:
-    """The scope ("user" or "team") when ``text`` is exactly the bot's rate-limit note, else None."""
+    """The scope ("user" or "team") when ``text`` is exactly the bot's rate-limit note, or None."""
     for scope, limit in (("user", user_limit), ("team", team_limit)):
         if any(text == messages.rate_limited(scope, limit, wait) for wait in range(1, 61)):
             return scope
