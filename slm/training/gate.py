@@ -202,7 +202,7 @@ def abstention_suite(
 ) -> SuiteResult:
     """Distractor-only prompts through the answer path (a retriever that returns just them)."""
     from slm.serving.answer import answer_question
-    from slm.serving.static import StaticRetriever
+    from slm.serving.retrievers import StaticRetriever
 
     right = []
     for i, ex in enumerate(examples):
@@ -322,7 +322,8 @@ def decide(
         return True, f"score {cand:.3f} ({current_label} not scored)"
     return (
         True,
-        f"score {cand:.3f} beats {current_label} {cur:.3f} by {cand - cur:+.3f} (margin {margin:+.3f})",
+        f"score {cand:.3f} beats {current_label} {cur:.3f} by {cand - cur:+.3f}"
+        f" (margin {margin:+.3f})",
     )
 
 

@@ -24,9 +24,9 @@ from slm.evals.evaluate import (
     read_history,
     run_eval,
 )
-from slm.serving.generator import FakeGenerator
 from slm.serving.prompt import NOT_FOUND
 from tests.conftest import make_settings
+from tests.support.fakes import FakeGenerator
 
 pytestmark = pytest.mark.integration
 

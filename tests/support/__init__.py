@@ -1,0 +1,1 @@
+"""Test support: fakes and harnesses shared by the test suite."""
