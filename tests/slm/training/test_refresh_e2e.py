@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from lorebot.types import Question
-from tests.refresh.conftest import CANARY
 from tests.slack.fake_slack import FakeSlack
+from tests.slm.training.conftest import CANARY
 
 pytestmark = pytest.mark.integration
 

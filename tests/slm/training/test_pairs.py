@@ -29,7 +29,7 @@ from slm.training.pairs import (
 )
 from slm.training.raft import build_examples
 from tests.conftest import make_settings
-from tests.refresh.conftest import CANARY
+from tests.slm.training.conftest import CANARY
 from tests.support.fakes import FakeGenerator
 
 
