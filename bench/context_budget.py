@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from ingest.embed import Embedder
     from lorebot.assets import answer_model_path
-    from slm.evals.evaluate import prepare_eval, run_eval
+    from slm.evals.evalset import prepare_eval
+    from slm.evals.runner import run_eval
     from slm.serving.generator import LlamaGenerator
 
     started_load = loadavg()

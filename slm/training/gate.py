@@ -11,7 +11,7 @@ measures the bot, not a side pipeline:
 * ``golden``: the admin's golden set (JSONL, optional; ``answerable: false`` lines are
   abstention checks);
 * ``feedback``: questions users rated 👍, with the rated answer as reference;
-* ``xquad``: a SQuAD-format file through :mod:`slm.evals.evaluate` (optional): a guard that
+* ``xquad``: a SQuAD-format file through :mod:`slm.evals.runner` (optional): a guard that
   the adapter has not forgotten general reading comprehension.
 
 The score is the mean token F1 over the document suites (heldout, golden, feedback).
@@ -256,7 +256,7 @@ def evaluate_model(
             inputs.feedback, retriever, generator, settings, embedder, collections
         )
     if inputs.xquad_set is not None:
-        from slm.evals.evaluate import run_eval
+        from slm.evals.runner import run_eval
 
         report = run_eval(
             settings,

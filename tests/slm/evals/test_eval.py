@@ -15,15 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from slm.evals.evaluate import (
-    EVAL_COLLECTION,
-    HELDOUT_COLLECTION,
-    eval_command,
-    history_path,
-    prepare_eval,
-    read_history,
-    run_eval,
-)
+from slm.evals.evalset import EVAL_COLLECTION, HELDOUT_COLLECTION, prepare_eval
+from slm.evals.evaluate import eval_command
+from slm.evals.history import history_path, read_history
+from slm.evals.runner import run_eval
 from slm.serving.prompt import NOT_FOUND
 from tests.conftest import make_settings
 from tests.support.fakes import FakeGenerator
