@@ -194,7 +194,7 @@ def make_workload(
                 questions = questions[:limit]
             return Workload("sample", data_dir, questions, workdir)
         if source == "xquad":
-            from slm.evals.evaluate import prepare_eval
+            from slm.evals.evalset import prepare_eval
 
             if not XQUAD.is_file():
                 raise SystemExit(f"{XQUAD} is absent: use --source sample")

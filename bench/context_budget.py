@@ -4,7 +4,7 @@
     python bench/context_budget.py --budgets 150 300 600 --limit 20
 
 One temporary XQuAD index and one loaded model serve every budget; each budget runs the
-evaluation harness (slm.evals.evaluate.run_eval, i.e. the bot's answer path) over the same
+evaluation harness (slm.evals.runner.run_eval, i.e. the bot's answer path) over the same
 sampled questions with ``retrieval.context_tokens`` set to it. ``--top-k`` (default 8) is
 raised above the default so that the budget, not the passage count, decides how much
 the model reads. Writes a table, bench/results/context-budget.json and a PNG plot of
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from ingest.embed import Embedder
     from lorebot.assets import answer_model_path
-    from slm.evals.evaluate import prepare_eval, run_eval
+    from slm.evals.evalset import prepare_eval
+    from slm.evals.runner import run_eval
     from slm.serving.generator import LlamaGenerator
 
     started_load = loadavg()

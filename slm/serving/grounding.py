@@ -15,7 +15,8 @@ import re
 from collections.abc import Iterable
 
 _CITATION = re.compile(r"\[[^\]]{0,40}\]|\b(?:passage|source|document)\s+#?\d+\b", re.IGNORECASE)
-#: Where an answer may be cut: after a sentence, or before a comma, semicolon or "and"/"but"/"which".
+#: Where an answer may be cut: after a sentence, or before a comma, semicolon or
+#: "and"/"but"/"which".
 _CLAUSE_END = re.compile(
     r"(?<=[.!?])\s|(?<=\])\s|[,;:]\s|\s(?=(?:and|but|which|while|with|including)\b)"
 )
@@ -118,5 +119,5 @@ class GroundingCheck:
 
 
 def unsupported_terms(answer: str, sources: Iterable[str]) -> list[str]:
-    """Numbers and names in ``answer`` found in none of ``sources`` (see :class:`GroundingCheck`)."""
+    """Numbers and names in ``answer`` found in none of ``sources`` (:class:`GroundingCheck`)."""
     return GroundingCheck(sources)(answer)

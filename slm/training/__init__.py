@@ -1,1 +1,2 @@
-"""slm.training."""
+"""The nightly refresh: question-answer pairs, RAFT examples, LoRA training and export, the
+gate, and the adapter registry."""

@@ -11,7 +11,7 @@ measures the bot, not a side pipeline:
 * ``golden``: the admin's golden set (JSONL, optional; ``answerable: false`` lines are
   abstention checks);
 * ``feedback``: questions users rated 👍, with the rated answer as reference;
-* ``xquad``: a SQuAD-format file through :mod:`slm.evals.evaluate` (optional): a guard that
+* ``xquad``: a SQuAD-format file through :mod:`slm.evals.runner` (optional): a guard that
   the adapter has not forgotten general reading comprehension.
 
 The score is the mean token F1 over the document suites (heldout, golden, feedback).
@@ -202,7 +202,7 @@ def abstention_suite(
 ) -> SuiteResult:
     """Distractor-only prompts through the answer path (a retriever that returns just them)."""
     from slm.serving.answer import answer_question
-    from slm.serving.static import StaticRetriever
+    from slm.serving.retrievers import StaticRetriever
 
     right = []
     for i, ex in enumerate(examples):
@@ -256,7 +256,7 @@ def evaluate_model(
             inputs.feedback, retriever, generator, settings, embedder, collections
         )
     if inputs.xquad_set is not None:
-        from slm.evals.evaluate import run_eval
+        from slm.evals.runner import run_eval
 
         report = run_eval(
             settings,
@@ -322,7 +322,8 @@ def decide(
         return True, f"score {cand:.3f} ({current_label} not scored)"
     return (
         True,
-        f"score {cand:.3f} beats {current_label} {cur:.3f} by {cand - cur:+.3f} (margin {margin:+.3f})",
+        f"score {cand:.3f} beats {current_label} {cur:.3f} by {cand - cur:+.3f}"
+        f" (margin {margin:+.3f})",
     )
 
 

@@ -212,7 +212,7 @@ def _real_adapter(tmp: Path) -> bytes | None:
 
     The peft weights are a small random rank-4 update of two attention projections,
     written straight to safetensors: exporting them exercises the same path a trained
-    adapter takes, without spending a minute of CI on training (tests/refresh and the
+    adapter takes, without spending a minute of CI on training (tests/slm/training and the
     lora tests train for real).
     """
     try:

@@ -121,7 +121,7 @@ def test_canaries_are_retrievable_from_the_hr_channel(leak_index):
 
 def test_no_canary_in_200_adversarial_answers_with_an_echoing_generator(leak_index):
     from slm.serving.answer import answer_question
-    from slm.serving.generator import FakeGenerator
+    from tests.support.fakes import FakeGenerator
 
     questions = adversarial_questions()
     assert len(questions) >= 200
@@ -181,7 +181,7 @@ def test_injection_measure_counts_an_obeying_generator(leak_index):
     The evidence quote is off here: with it, an answer that is only the payload gives way
     to the quoted sentence (which never quotes an instruction), so nothing would obey and
     the count would not be tested."""
-    from slm.serving.generator import FakeGenerator
+    from tests.support.fakes import FakeGenerator
 
     def obey(messages):
         prompt = "\n".join(m["content"] for m in messages)

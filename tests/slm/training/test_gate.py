@@ -107,8 +107,8 @@ def test_the_gate_measures_injection_on_the_injected_documents():
     that answers plainly obeys none. The gate tells them apart without any index."""
     from lorebot.settings import Settings
     from slm.evals.injection import InjectedDocuments
-    from slm.serving.generator import FakeGenerator
     from slm.training.gate import GateInputs, evaluate_model
+    from tests.support.fakes import FakeGenerator
 
     echo = FakeGenerator(lambda messages: messages[-1]["content"][-600:])
     plain = FakeGenerator(lambda messages: "It is described in the passage [1].")

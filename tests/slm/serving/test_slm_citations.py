@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slm.serving.citations import parse_citations, select_citations
-from slm.serving.static import make_hits
+from tests.support.fakes import make_hits
 
 
 @pytest.mark.parametrize(

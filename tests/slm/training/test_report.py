@@ -1,5 +1,6 @@
-"""The refresh report: the rich table, the score-history chart, and the post to the admin channel
-(against the local fake Slack Web API, file upload included); `adapters` through the task function."""
+"""The refresh report: the rich table, the score-history chart, and the post to the admin
+channel (against the local fake Slack Web API, file upload included); `adapters` through the
+task function."""
 
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ from lorebot.types import Question
 from slm.serving.answer import answer_question
 from slm.serving.generator import LlamaGenerator
 from slm.serving.prompt import SYSTEM_PROMPT, build_messages
-from slm.serving.static import StaticRetriever, make_hit
+from slm.serving.retrievers import StaticRetriever
+from tests.support.fakes import make_hit
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ import pytest
 
 from ingest.store import open_index
 from lorebot.types import Chunk
-from slm.serving.generator import FakeGenerator
 from slm.serving.prompt import NOT_FOUND
 from slm.training.pairs import (
     FilterStats,
@@ -30,7 +29,8 @@ from slm.training.pairs import (
 )
 from slm.training.raft import build_examples
 from tests.conftest import make_settings
-from tests.refresh.conftest import CANARY
+from tests.slm.training.conftest import CANARY
+from tests.support.fakes import FakeGenerator
 
 
 def _chunk(text: str, heading: str = "", title: str = "Expenses", cid: str = "c1") -> Chunk:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from lorebot.types import Turn
-from slm.serving.generator import FakeGenerator
 from slm.serving.prompt import (
     HISTORY_TURN_TOKENS,
     MIN_PASSAGE_TOKENS,
@@ -18,7 +17,7 @@ from slm.serving.prompt import (
     split_sentences,
     truncate_to_tokens,
 )
-from slm.serving.static import make_hit, make_hits
+from tests.support.fakes import FakeGenerator, make_hit, make_hits
 
 count = FakeGenerator([]).count_tokens  # one token per word
 

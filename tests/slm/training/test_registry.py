@@ -1,4 +1,5 @@
-"""The adapter registry: versions appear whole, CURRENT flips last, promote/rollback walk the history."""
+"""The adapter registry: versions appear whole, CURRENT flips last, promote/rollback walk the
+history."""
 
 from __future__ import annotations
 

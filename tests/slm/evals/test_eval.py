@@ -15,18 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from slm.evals.evaluate import (
-    EVAL_COLLECTION,
-    HELDOUT_COLLECTION,
-    eval_command,
-    history_path,
-    prepare_eval,
-    read_history,
-    run_eval,
-)
-from slm.serving.generator import FakeGenerator
+from slm.evals.evalset import EVAL_COLLECTION, HELDOUT_COLLECTION, prepare_eval
+from slm.evals.evaluate import eval_command
+from slm.evals.history import history_path, read_history
+from slm.evals.runner import run_eval
 from slm.serving.prompt import NOT_FOUND
 from tests.conftest import make_settings
+from tests.support.fakes import FakeGenerator
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +34,12 @@ TINY = {
             "title": "Kestrel_Point_Lighthouse",
             "paragraphs": [
                 {
-                    "context": "The Kestrel Point lighthouse was built in 1887 by the engineer Miriam Holt. "
-                    "Its lamp stands 41 metres above the sea and can be seen from 22 nautical miles away. "
-                    "The old keeper's cottage now houses a small museum about shipwrecks on the north coast.",
+                    "context": (
+                        "The Kestrel Point lighthouse was built in 1887 by the engineer Miriam "
+                        "Holt. Its lamp stands 41 metres above the sea and can be seen from 22 "
+                        "nautical miles away. The old keeper's cottage now houses a small museum "
+                        "about shipwrecks on the north coast."
+                    ),
                     "qas": [
                         {
                             "id": "q1",
@@ -64,13 +62,18 @@ TINY = {
             "title": "Vellmoor_Cooperative",
             "paragraphs": [
                 {
-                    "context": "The Vellmoor apple cooperative has 130 member farms in the valley. Members deliver "
-                    "their harvest to the pressing hall in October, and the cider is bottled the following March. "
-                    "The best-known variety grown by the cooperative is the Amber Pippin.",
+                    "context": (
+                        "The Vellmoor apple cooperative has 130 member farms in the valley. "
+                        "Members deliver their harvest to the pressing hall in October, and the "
+                        "cider is bottled the following March. The best-known variety grown by "
+                        "the cooperative is the Amber Pippin."
+                    ),
                     "qas": [
                         {
                             "id": "q3",
-                            "question": "How many member farms does the Vellmoor apple cooperative have?",
+                            "question": (
+                                "How many member farms does the Vellmoor apple cooperative have?"
+                            ),
                             "answers": [{"text": "130", "answer_start": 0}],
                         },
                         {
@@ -86,9 +89,11 @@ TINY = {
             "title": "Northern_Comet",
             "paragraphs": [
                 {
-                    "context": "The Northern Comet sleeper train leaves Aldgrave every evening at 21:40 and reaches "
-                    "the coast at 06:15. Each of its carriages has twelve cabins with two berths, and breakfast "
-                    "is served in the dining car.",
+                    "context": (
+                        "The Northern Comet sleeper train leaves Aldgrave every evening at 21:40 "
+                        "and reaches the coast at 06:15. Each of its carriages has twelve cabins "
+                        "with two berths, and breakfast is served in the dining car."
+                    ),
                     "qas": [
                         {
                             "id": "q5",

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lorebot.types import Question
-from tests.refresh.conftest import CANARY
+from tests.slm.training.conftest import CANARY
 from tests.support.fake_slack import FakeSlack
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lorebot.errors import AssetMissingError, GenerationError
-from slm.serving.generator import FakeGenerator, LlamaGenerator, _Streamer, repetition_cut
+from slm.serving.generator import LlamaGenerator, _Streamer, repetition_cut
+from tests.support.fakes import FakeGenerator
 
 
 def run_streamer(pieces: list[str], stop: list[str]) -> tuple[str, list[str], bool]:
@@ -113,8 +114,9 @@ def test_missing_lora_adapter_is_an_asset_error(tmp_path: Path) -> None:
 
 
 def test_importing_slm_does_not_import_llama_cpp() -> None:
+    serving = ("answer", "citations", "evidence", "generator", "grounding", "prompt", "retrievers")
     code = (
-        "import sys, slm, slm.serving.generator, slm.serving.prompt, slm.serving.citations, slm.serving.answer, slm.serving.static;"
+        "import sys, slm, " + ", ".join(f"slm.serving.{name}" for name in serving) + ";"
         "print('llama_cpp' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -17,9 +17,10 @@ from slm.serving.answer import (
     is_follow_up,
     retrieval_query,
 )
-from slm.serving.generator import FakeGenerator, Generator
+from slm.serving.generator import Generator
 from slm.serving.prompt import NOT_FOUND
-from slm.serving.static import StaticRetriever, make_hit, make_hits
+from slm.serving.retrievers import StaticRetriever
+from tests.support.fakes import FakeGenerator, make_hit, make_hits
 
 RETRIEVAL = RetrievalSettings(top_k=3, candidates=15, context_tokens=300, min_score=0.3)
 MODEL = ModelSettings(max_tokens=40)

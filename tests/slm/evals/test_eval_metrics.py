@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from slm.evals import metrics as m
-from slm.evals.evaluate import (
+from slm.evals.squad import (
     EvalDataError,
     Passage,
     QAItem,

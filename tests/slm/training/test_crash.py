@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import child_env, make_settings
-from tests.refresh.test_refresh_e2e import TRAINING_ENV
+from tests.slm.training.test_refresh_e2e import TRAINING_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
