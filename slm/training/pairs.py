@@ -44,7 +44,8 @@ QUESTION_SYSTEM = (
     "then its answer copied from the passage."
 )
 _BAD_QUESTION = re.compile(
-    r"\b(passage|passages|document|documents|text above|this text|the author|article)\b|\[|\]|answer:",
+    r"\b(passage|passages|document|documents|text above|this text|the author|article)\b"
+    r"|\[|\]|answer:",
     re.IGNORECASE,
 )
 _PRONOUN_START = re.compile(
@@ -267,7 +268,7 @@ def teacher_pairs(
         else chunk.title
     )
     asked: list[str] = []
-    for i in range(n):
+    for _ in range(n):
         user = f"Passage ({where}):\n{passage}"
         if asked:
             user += "\n\nAlready asked (write a different question):\n" + "\n".join(asked)
