@@ -683,6 +683,28 @@ class IndexReader:
             raise KeyError(chunk_id)
         return _to_chunk(row)
 
+    def neighbours(self, hit: SearchHit, before: int = 1, after: int = 1) -> list[SearchHit]:
+        """The chunks just before and after ``hit`` in its document, in document order.
+
+        The answer to a question often sits next to the chunk that matched it (a heading
+        and its first lines in one chunk, the phone number in the next): the reader reads
+        them too. Same document, so same collection: no access rule is crossed.
+        """
+        if hit.row is None:
+            return []
+        with self._db_lock:
+            row = self.db.execute(
+                "SELECT file_key, ordinal FROM chunks WHERE row = ?", (hit.row,)
+            ).fetchone()
+            if row is None:
+                return []
+            rows = self.db.execute(
+                "SELECT * FROM chunks WHERE file_key = ? AND ordinal BETWEEN ? AND ? "
+                "AND row != ? ORDER BY ordinal",
+                (row["file_key"], row["ordinal"] - before, row["ordinal"] + after, hit.row),
+            ).fetchall()
+        return [SearchHit(chunk=_to_chunk(r), row=r["row"], score=0.0) for r in rows]
+
     def iter_chunks(self, collections: list[str] | None = None) -> Iterator[Chunk]:
         """Every chunk in ``collections`` (None = all), in row order.
 

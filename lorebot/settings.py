@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -183,6 +183,19 @@ class RetrievalSettings(_Section):
     # Calibrated on tests/fixtures/sample_qa.json: every answerable question's best passage
     # scores >= 0.38, seven of eight out-of-handbook questions score below 0.37.
     min_score: float = Field(0.37, description="Below this top dense similarity the bot abstains.")
+    min_confidence: float = Field(
+        0.0,
+        description=(
+            "Below this reading confidence (the answering sentence's match with the question "
+            "plus the model's probability of the short answer) the bot abstains."
+        ),
+    )
+    neighbours: int = Field(
+        1,
+        ge=0,
+        le=3,
+        description="Chunks before and after the top passage that the reader also reads.",
+    )
 
 
 class ModelSettings(_Section):
@@ -205,6 +218,14 @@ class ModelSettings(_Section):
         ),
     )
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    answer_mode: Literal["read", "generate"] = Field(
+        "generate",
+        description=(
+            "generate: the model writes a sentence, then the quote; read (being measured, "
+            "not yet the default): the short answer is a phrase of a passage chosen by the "
+            "model, then the quoted sentence."
+        ),
+    )
     seed: int = 0
 
 

@@ -103,6 +103,9 @@ class Answer(BaseModel):
     question_id: str
     question: str
     answer: str
+    short_answer: str | None = Field(
+        None, description="The shortest phrase that answers, copied from a passage (or yes/no)."
+    )
     citations: list[Citation] = Field(default_factory=list)
     abstained: bool = False
     index_version: str | None = None

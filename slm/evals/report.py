@@ -31,6 +31,8 @@ class EvalItem:
     question: str
     golds: list[str]
     answer: str = ""
+    short_answer: str | None = None  # what EM and F1 score when the answer has one
+    f1_whole: float = 0.0  # token F1 of the whole answer text (quote included)
     abstained: bool = False
     error: str | None = None
     em: float = 0.0

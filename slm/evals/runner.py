@@ -109,8 +109,13 @@ def _ask(
     row.completion_tokens = answer.completion_tokens
     if not answer.abstained:
         row.answer = metrics.strip_citations(answer.answer)
-        row.em = metrics.exact_match(row.answer, item.answers)
-        row.f1 = metrics.token_f1(row.answer, item.answers)
+        row.short_answer = answer.short_answer
+        # EM and F1 judge the short answer (the phrase users read first) when there is one;
+        # "contains" and the similarity judge the whole answer text.
+        scored = row.short_answer if row.short_answer else row.answer
+        row.em = metrics.exact_match(scored, item.answers)
+        row.f1 = metrics.token_f1(scored, item.answers)
+        row.f1_whole = metrics.token_f1(row.answer, item.answers)
         row.contains = metrics.contains_answer(row.answer, item.answers)
         if eval_set.mode == "temp":
             row.cited_gold = any(
@@ -166,6 +171,7 @@ def _summarise(
         "f1": metrics.mean(r.f1 for r in answerable),
         "contains": metrics.mean(float(r.contains) for r in answerable),
         "f1_answered": metrics.mean(r.f1 for r in answered),
+        "f1_whole": metrics.mean(r.f1_whole for r in answerable),
         "cited_gold": metrics.mean(float(c) for c in cited),
         "abstained": metrics.mean(float(r.abstained) for r in answerable),
         "errors": sum(1 for r in rows if r.error),

@@ -25,10 +25,11 @@ from typing import Protocol, runtime_checkable
 from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Answer, Question, SearchHit, Turn
 from slm.serving.citations import fallback_citations, select_citations
-from slm.serving.evidence import Encode, Evidence, compose, select_evidence
+from slm.serving.evidence import Encode, Evidence, compose, rank_evidence, select_evidence
 from slm.serving.generator import Generator
 from slm.serving.grounding import GroundingCheck
 from slm.serving.prompt import build_messages, is_not_found
+from slm.serving.reader import SENTENCES, read
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,11 @@ def answer_question(
             **common,
         )
 
+    if model.answer_mode == "read" and hasattr(generator, "score_answers"):
+        return _answer_by_reading(
+            question, hits, retriever, generator, retrieval=retrieval, encode=encode, **common
+        )
+
     t_prompt = time.perf_counter()
     messages, used = build_messages(
         question.text,
@@ -347,4 +353,96 @@ def answer_question(
         timings_ms=timings,
         prompt_tokens=generation.prompt_tokens,
         completion_tokens=generation.completion_tokens,
+    )
+
+
+def _with_neighbours(hits: list[SearchHit], retriever: Retriever, count: int) -> list[SearchHit]:
+    """The hits, then the top hit's neighbouring chunks that are not hits already."""
+    neighbours = getattr(retriever, "neighbours", None)
+    if not count or neighbours is None or not hits:
+        return hits
+    seen = {h.chunk.chunk_id for h in hits}
+    extra = [n for n in neighbours(hits[0], count, count) if n.chunk.chunk_id not in seen]
+    return [*hits, *extra]
+
+
+def _answer_by_reading(
+    question: Question,
+    hits: list[SearchHit],
+    retriever: Retriever,
+    generator: Generator,
+    *,
+    retrieval: RetrievalSettings,
+    encode: Encode | None,
+    index_version: str | None,
+    adapter: str | None,
+    timings: dict[str, float],
+    started: float,
+) -> Answer:
+    """The short answer read from the passages (:mod:`slm.serving.reader`), then its quote."""
+    common = {
+        "index_version": index_version,
+        "adapter": adapter,
+        "timings": timings,
+        "started": started,
+    }
+    t_read = time.perf_counter()
+    passages = _with_neighbours(hits, retriever, retrieval.neighbours)
+    if encode is None:
+        encode = getattr(retriever, "encode", None)
+    stored = getattr(retriever, "sentence_vectors", None)
+    query_vector = getattr(retriever, "query_vector", None)
+    ranked = rank_evidence(
+        question.text,
+        passages,
+        encode,
+        stored=stored,
+        query_vector=query_vector(question.text) if query_vector is not None else None,
+        passages=len(passages),
+        keep=SENTENCES,
+    )
+    timings["evidence"] = (time.perf_counter() - t_read) * 1000
+    t_model = time.perf_counter()
+    reading = read(question.text, ranked, generator)  # type: ignore[arg-type]
+    timings["generate"] = (time.perf_counter() - t_model) * 1000
+    timings["read"] = (time.perf_counter() - t_read) * 1000
+    timings["first_token"] = (time.perf_counter() - started) * 1000
+    if reading is None:
+        return _abstain(
+            question, passages, reason="no sentence to read", sources=ABSTAIN_SOURCES, **common
+        )
+    if reading.confidence < retrieval.min_confidence:
+        return _abstain(
+            question,
+            passages,
+            reason=f"reading confidence {reading.confidence:.3f} < {retrieval.min_confidence:.3f}",
+            sources=ABSTAIN_SOURCES,
+            **common,
+        )
+    n = reading.evidence.passage
+    short = reading.short
+    quote = reading.evidence.text
+    raw = f"{short} [{n}]\n> {quote} [{n}]" if short != quote else f"> {quote} [{n}]"
+    text, citations = select_citations(raw, passages)
+    timings["total"] = (time.perf_counter() - started) * 1000
+    log.info(
+        "question %s read index=%s adapter=%s passages=%d short=%r confidence=%.3f total_ms=%.0f",
+        question.question_id,
+        index_version,
+        adapter,
+        len(passages),
+        short[:60],
+        reading.confidence,
+        timings["total"],
+    )
+    return Answer(
+        question_id=question.question_id,
+        question=question.text,
+        answer=text,
+        short_answer=short,
+        citations=citations,
+        abstained=False,
+        index_version=index_version,
+        adapter=adapter,
+        timings_ms=timings,
     )

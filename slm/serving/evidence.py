@@ -110,6 +110,30 @@ def select_evidence(
     ``query_vector`` is given, and for any hit without stored vectors. With neither the
     choice is lexical only.
     """
+    ranked = rank_evidence(
+        question,
+        hits,
+        encode,
+        stored=stored,
+        query_vector=query_vector,
+        passages=passages,
+        keep=1,
+    )
+    return ranked[0] if ranked else None
+
+
+def rank_evidence(
+    question: str,
+    hits: Sequence[SearchHit],
+    encode: Encode | None = None,
+    *,
+    stored: SentenceVectors | None = None,
+    query_vector: np.ndarray | None = None,
+    passages: int = EVIDENCE_PASSAGES,
+    keep: int = 2,
+) -> list[Evidence]:
+    """The ``keep`` best sentences of the first ``passages`` hits, best first (scored as in
+    :func:`select_evidence`; the reader reads the first few)."""
     candidates: list[tuple[int, str]] = []
     vectors: list[np.ndarray | None] = []
     for n, hit in enumerate(hits[:passages], start=1):
@@ -123,7 +147,7 @@ def select_evidence(
             candidates.append((n, unit))
             vectors.append(known[i] if known is not None else None)
     if not candidates:
-        return None
+        return []
     wanted = content_words(question)
     lexical = np.array(
         [len(content_words(unit) & wanted) for _, unit in candidates], dtype=np.float32
@@ -146,24 +170,28 @@ def select_evidence(
             vectors[i] = encoded[j]
     if q is None or any(v is None for v in vectors):
         score = lexical + bonus  # no embeddings to be had: words and numbers decide
-        best = int(np.argmax(score))
+        order = [int(i) for i in np.argsort(-score, kind="stable")]
     else:
         q = np.asarray(q, dtype=np.float32)
-        score = np.stack(vectors).astype(np.float32) @ q + LEXICAL_WEIGHT * lexical + bonus  # type: ignore[arg-type]
+        dense = np.stack(vectors).astype(np.float32) @ q  # type: ignore[arg-type]
+        score = dense + LEXICAL_WEIGHT * lexical + bonus
         # Pooled vectors carry their chunk's context, which finds the right neighbourhood
         # but blurs the sentences of one passage together: the few best are embedded on
         # their own and decide among themselves (see RERANK).
-        shortlist = [int(i) for i in np.argsort(-score, kind="stable")[:RERANK]]
+        shortlist = [int(i) for i in np.argsort(-score, kind="stable")[: max(RERANK, keep)]]
         pooled = [i for i in shortlist if not fresh[i]]
         if pooled and encode is not None:
             alone = np.asarray(encode([candidates[i][1] for i in pooled]), dtype=np.float32) @ q
             for j, i in enumerate(pooled):
                 score[i] = alone[j] + LEXICAL_WEIGHT * lexical[i] + bonus[i]
-        best = max(shortlist, key=lambda i: float(score[i]))
-    n, text = candidates[best]
-    if len(text) > MAX_QUOTE_CHARS:
-        text = text[: MAX_QUOTE_CHARS - 1].rsplit(" ", 1)[0] + "…"
-    return Evidence(passage=n, text=text, score=float(score[best]))
+        order = sorted(shortlist, key=lambda i: -float(score[i]))
+    out = []
+    for i in order[:keep]:
+        n, text = candidates[i]
+        if len(text) > MAX_QUOTE_CHARS:
+            text = text[: MAX_QUOTE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+        out.append(Evidence(passage=n, text=text, score=float(score[i])))
+    return out
 
 
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")

@@ -378,6 +378,61 @@ class LlamaGenerator:
                 tokens, max_tokens=max_tokens, on_token=on_token, prefill=prefill
             )
 
+    def score_answers(self, messages: Messages, answers: Sequence[str]) -> list[float]:
+        """How likely the model finds each answer as its whole reply to ``messages``.
+
+        The mean log-probability per token of the answer followed by the end of the turn:
+        the reader ranks the phrases of a passage sentence by it (a phrase the model would
+        have stopped after scores higher than one it would have continued). The prompt is
+        evaluated once (its cached prefix reused), then each answer in turn from there.
+        """
+        import numpy as np
+
+        with self._lock:
+            tokens = self.tokenize(self.render(messages))
+            llm = self._llm
+            end = llm.token_eos()
+            base = len(tokens) - 1  # the last prompt token is decoded with each answer
+            if base + 2 >= self.n_ctx:
+                raise GenerationError(
+                    f"reader prompt has {len(tokens)} tokens, too many for the context window",
+                    fix="raise LOREBOT_MODEL__N_CTX",
+                )
+            try:
+                keep = 0
+                cached = llm.input_ids[: llm.n_tokens]
+                while keep < min(len(cached), base) and cached[keep] == tokens[keep]:
+                    keep += 1
+                llm.n_tokens = keep
+                if keep < base:
+                    llm.eval(tokens[keep:base])
+                vocab = llm.n_vocab()
+                scores: list[float] = []
+                for answer in answers:
+                    body = llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False)
+                    seq = [tokens[-1], *body, end][: self.n_ctx - base]
+                    # Private but stable in the pinned llama-cpp-python: one decode of the
+                    # answer's tokens with logits for every position, after the prompt.
+                    llm._ctx.kv_cache_seq_rm(-1, base, -1)
+                    llm._batch.set_batch(batch=seq, n_past=base, logits_all=True)
+                    llm._ctx.decode(llm._batch)
+                    logits = np.ctypeslib.as_array(
+                        llm._ctx.get_logits(), shape=(len(seq) * vocab,)
+                    ).reshape(len(seq), vocab)[:-1]
+                    top = logits.max(axis=1, keepdims=True)
+                    logz = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+                    picked = logits[np.arange(len(seq) - 1), seq[1:]]
+                    scores.append(float(np.mean(picked - logz)))
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise GenerationError(
+                    f"llama.cpp failed while scoring answers ({_first_line(exc)})",
+                    fix="retry; if it persists run `lorebot doctor`",
+                ) from None
+            finally:
+                llm._ctx.kv_cache_seq_rm(-1, base, -1)
+                llm.n_tokens = min(llm.n_tokens, base)
+            return scores
+
     def generate_from_tokens(
         self, tokens: Sequence[int], *, max_tokens: int, on_token: TokenCallback | None = None
     ) -> Generation:

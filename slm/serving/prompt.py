@@ -221,3 +221,23 @@ def build_messages(
     messages += history_messages(history, count_tokens)
     messages.append({"role": "user", "content": user_message(question, passages)})
     return messages, used
+
+
+# -- the reader's prompt ----------------------------------------------------------------
+
+#: The reader asks the model to pick the short answer out of one sentence. The nightly
+#: refresh trains on exactly these messages (slm.training), so what the adapter learns is
+#: what the reader asks.
+READER_SYSTEM_PROMPT = "Answer the question with a short phrase copied from the sentence."
+
+
+def reader_messages(question: str, sentence: str) -> list[dict[str, str]]:
+    """The chat messages whose assistant reply is the short answer (scored, not generated)."""
+    return [
+        {"role": "system", "content": READER_SYSTEM_PROMPT},
+        {
+            "role": "user",
+            "content": f"Sentence: {' '.join(sentence.split())}\n"
+            f"Question: {' '.join(question.split())}",
+        },
+    ]

@@ -1,0 +1,103 @@
+"""Read before you write: the short answer, copied from the sentence that holds it.
+
+The answer path used to have the model write a sentence and then quote the passage
+sentence that best matched the question. A 135M model writes the fact wrongly or not at
+all more often than it gets it right, and a quoted sentence leaves the reader to find the
+fact in it. The reader does the finding:
+
+1. the passage sentences of every retrieved passage (and of the top passage's neighbours)
+   are ranked against the question (:func:`slm.serving.evidence.rank_evidence`);
+2. the phrases of the best ``SENTENCES`` sentences are proposed as candidates
+   (:mod:`slm.serving.spans`), "Yes" and "No" too for a yes/no question;
+3. the answer model scores each candidate as its whole reply to "Sentence: … Question: …"
+   (:meth:`LlamaGenerator.score_answers`), and the candidate with the best prior, model
+   score and sentence score wins.
+
+The short answer is therefore always a phrase of a passage (or yes/no decided on one), and
+the nightly adapter, trained on the same prompt, sharpens exactly this choice. The
+reading's ``confidence`` (the winning sentence's match plus the model's score of the
+answer) decides abstention; its threshold is calibrated on questions whose passage is not
+in the index (``retrieval.min_confidence``, figures in the README).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from slm.serving import spans
+from slm.serving.evidence import Evidence
+from slm.serving.prompt import reader_messages
+
+#: Sentences whose phrases compete (best first by their match with the question).
+SENTENCES = 2
+#: Candidate phrases per sentence scored by the model (best first by prior).
+CANDIDATES = 16
+#: Weight of the model's mean log-probability against the phrase prior.
+MODEL_WEIGHT = 4.0
+#: Weight of the sentence's match with the question (its evidence score).
+SENTENCE_WEIGHT = 1.0
+#: Prior for "No" when the sentence is negated, for "Yes" when it is not.
+YES_NO_PRIOR = 0.5
+
+
+class AnswerScorer(Protocol):
+    """What the reader needs from the answer model (LlamaGenerator, or a test fake)."""
+
+    def score_answers(
+        self, messages: list[dict[str, str]], answers: Sequence[str]
+    ) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The short answer, the sentence it comes from, and how sure the reader is."""
+
+    short: str
+    evidence: Evidence
+    confidence: float
+    model_score: float  # mean log-probability per token the model gave the short answer
+
+
+def read(
+    question: str,
+    sentences: Sequence[Evidence],
+    scorer: AnswerScorer,
+    *,
+    sentences_read: int = SENTENCES,
+    candidates: int = CANDIDATES,
+) -> Reading | None:
+    """The best short answer in the first ``sentences_read`` of ``sentences`` (best first)."""
+    best: tuple[float, str, Evidence, float] | None = None
+    yes_no = spans.is_yes_no(question)
+    for evidence in sentences[:sentences_read]:
+        if yes_no:
+            negated = spans.negated(evidence.text)
+            options = [
+                ("Yes", 0.0 if negated else YES_NO_PRIOR),
+                ("No", YES_NO_PRIOR if negated else 0.0),
+            ]
+        else:
+            options = [
+                (s.text, s.prior) for s in spans.candidates(question, evidence.text, candidates)
+            ]
+        if not options:
+            continue
+        scores = scorer.score_answers(
+            reader_messages(question, evidence.text), [o[0] for o in options]
+        )
+        for (text, prior), model in zip(options, scores):
+            total = prior + MODEL_WEIGHT * model + SENTENCE_WEIGHT * evidence.score
+            if best is None or total > best[0]:
+                best = (total, text, evidence, model)
+    if best is None:
+        return None
+    _, text, evidence, model = best
+    return Reading(
+        short=text,
+        evidence=evidence,
+        confidence=evidence.score + math.exp(model),
+        model_score=model,
+    )

@@ -1,0 +1,53 @@
+"""The reader: short answers are phrases of a passage sentence (or yes/no), chosen by score."""
+
+from __future__ import annotations
+
+from slm.serving import spans
+from slm.serving.evidence import Evidence
+from slm.serving.reader import read
+
+
+class ScriptedScorer:
+    """Scores answers by a table (unknown answers score low) and records each call."""
+
+    def __init__(self, table: dict[str, float]) -> None:
+        self.table = table
+        self.calls: list[list[str]] = []
+
+    def score_answers(self, messages, answers):
+        self.calls.append(list(answers))
+        return [self.table.get(a, -9.0) for a in answers]
+
+
+SENTENCE = "Staff get 27 days of annual leave each year, plus public holidays."
+
+
+def test_candidates_are_phrases_of_the_sentence_and_avoid_the_question_words() -> None:
+    found = spans.candidates("How many days of annual leave do I get?", SENTENCE)
+    assert found and all(c.text in SENTENCE for c in found)
+    assert found[0].kind == "number"  # a "how many" question prefers numbers first
+    assert all(not c.text.lower().startswith(("of ", "and ")) for c in found)
+
+
+def test_the_scored_phrase_wins_and_is_copied_from_the_sentence() -> None:
+    scorer = ScriptedScorer({"27 days": -0.2})
+    reading = read(
+        "How many days of annual leave do I get?",
+        [Evidence(passage=2, text=SENTENCE, score=0.8)],
+        scorer,
+    )
+    assert reading is not None and reading.short == "27 days"
+    assert reading.evidence.passage == 2 and reading.short in reading.evidence.text
+    assert "27 days" in scorer.calls[0]
+
+
+def test_yes_no_questions_choose_between_yes_and_no() -> None:
+    scorer = ScriptedScorer({"Yes": -1.0, "No": -1.1})
+    negated = Evidence(passage=1, text="Contractors are not eligible for the bonus.", score=0.7)
+    reading = read("Can contractors get the bonus?", [negated], scorer)
+    assert scorer.calls == [["Yes", "No"]]
+    assert reading is not None and reading.short == "No"  # the negation outweighs the model
+
+
+def test_no_sentence_no_reading() -> None:
+    assert read("Anything?", [], ScriptedScorer({})) is None
