@@ -97,6 +97,8 @@ def parse_job(job: ParseJob) -> ParseOutput | ParseFailure:
     """Parse and chunk one file; failures are returned (not raised) so they pickle cleanly."""
     started = time.perf_counter()
     path = Path(job.path)
+    if path.resolve() != path:  # discovery resolved every path: it became a link since
+        return ParseFailure("unsafe link: the file was replaced by a link after discovery")
     try:
         elements, meta = partition_file(path, job.kind)
     except ParseFailure as failure:
