@@ -155,6 +155,15 @@ class IndexSettings(_Section):
     parse_workers: int | None = Field(
         None, ge=1, description="Parallel parser processes; unset = all cores."
     )
+    parse_memory_mb: int | None = Field(
+        4096,
+        ge=512,
+        description=(
+            "Address-space limit (RLIMIT_AS) of each parser process, in MiB: a file whose "
+            "parsing needs more is refused with a reason. An idle parser reserves ~0.9 GiB. "
+            "Unset = no limit."
+        ),
+    )
     embedding_model: Path | None = Field(
         None,
         description=(
