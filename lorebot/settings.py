@@ -67,6 +67,14 @@ class SlackSettings(_Section):
         "https://slack.com/api/",
         description="Base URL of the Slack Web API (any compatible endpoint).",
     )
+    file_hosts: list[str] = Field(
+        default_factory=lambda: ["https://files.slack.com", "https://*.slack-edge.com"],
+        description=(
+            "Origins (scheme://host[:port], '*.' = any subdomain) shared files are downloaded "
+            "from with the bot token; api_url's own origin is always allowed. A download "
+            "address elsewhere is refused."
+        ),
+    )
     http_port: int = Field(3000, description="Port of the bot's HTTP server (events, health).")
     admin_user_ids: list[str] = Field(
         default_factory=list, description="Users allowed /lorebot admin commands."
