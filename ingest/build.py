@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ingest import store
+from ingest.markup import citation_url
 from ingest.plan import Plan, plan_build
 from ingest.report import IngestReport
 from ingest.sources import FoundFile, Source, discover_all
@@ -282,7 +283,9 @@ def _parse_all(
             entry = by_path[(job.collection, job.path)]
             res = plan.results[entry.key]
             if ok and isinstance(value, ParseOutput):
-                entry.title, entry.url = value.title, value.url
+                # Front matter is the document author's: only allowed hosts become links.
+                entry.title = value.title
+                entry.url = citation_url(value.url, settings.index.link_hosts)
                 if entry.url:
                     entry.source = entry.url
                 entry.new_chunks = value.chunks

@@ -82,6 +82,9 @@ def fingerprint(settings: Settings, model_dir: Path) -> dict[str, Any]:
         "chunk_tokens": settings.index.chunk_tokens,
         "chunk_overlap_tokens": settings.index.chunk_overlap_tokens,
         "embedding_model": str(model_dir),
+        # Which front-matter URLs became links: a version built with another list (or
+        # before the list existed) is parsed again, so its links follow the list.
+        "link_hosts": sorted(h.strip().lower() for h in settings.index.link_hosts),
     }
 
 

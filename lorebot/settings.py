@@ -163,6 +163,14 @@ class IndexSettings(_Section):
     parse_workers: int | None = Field(
         None, ge=1, description="Parallel parser processes; unset = all cores."
     )
+    link_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Hosts whose https URLs in a document's front matter (url, source_url...) become "
+            "its citation link ('*.example.org' = any subdomain); empty = none, citations "
+            "show the file's path. Changing the list rebuilds the index on the next ingest."
+        ),
+    )
     parse_memory_mb: int | None = Field(
         4096,
         ge=512,
