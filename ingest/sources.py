@@ -104,9 +104,7 @@ def link_refusal(link: Path, root: Path, skipped: set[Path]) -> str | None:
     target = link.resolve()
     if not _inside(target, root):
         return "unsafe link: points outside the source folder (not read)"
-    if _skipped_dir(target.relative_to(root).parts) or any(
-        _inside(target, s) for s in skipped
-    ):
+    if _skipped_dir(target.relative_to(root).parts) or any(_inside(target, s) for s in skipped):
         return "unsafe link: points into a skipped folder (hidden, .git, data dir; not read)"
     return None
 

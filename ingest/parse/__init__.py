@@ -94,10 +94,7 @@ def memory_reason() -> str:
     limit = memory_limit_mb()
     if limit is None:
         return "out of memory while parsing"
-    return (
-        f"too much memory: parsing needs more than the {limit} MiB limit "
-        "(index.parse_memory_mb)"
-    )
+    return f"too much memory: parsing needs more than the {limit} MiB limit (index.parse_memory_mb)"
 
 
 def _pretty_stem(path: Path) -> str:

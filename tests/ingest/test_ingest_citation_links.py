@@ -103,7 +103,13 @@ def test_no_link_hosts_by_default(tmp_path, embedder, parse_pool):
 )
 def test_render_never_links_anything_but_a_plain_https_url(url):
     c = Citation(
-        n=1, chunk_id="c", title="Leave", source="leave.md", collection="hr", url=url, score=1,
+        n=1,
+        chunk_id="c",
+        title="Leave",
+        source="leave.md",
+        collection="hr",
+        url=url,
+        score=1,
         text="Leave is 27 days.",
     )
     text = render.citation_text(c)
@@ -112,8 +118,14 @@ def test_render_never_links_anything_but_a_plain_https_url(url):
 
 def test_render_shows_the_host_of_a_link():
     c = Citation(
-        n=1, chunk_id="c", title="Leave", source="leave.md", collection="hr",
-        url="https://Wiki.Example.org/leave", score=1, text="Leave is 27 days.",
+        n=1,
+        chunk_id="c",
+        title="Leave",
+        source="leave.md",
+        collection="hr",
+        url="https://Wiki.Example.org/leave",
+        score=1,
+        text="Leave is 27 days.",
     )
     head = render.citation_text(c).split("\n")[0]
     assert head.startswith("*[1]* <https://Wiki.Example.org/leave|Leave>")

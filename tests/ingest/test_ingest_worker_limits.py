@@ -18,7 +18,6 @@ from ingest import Source, build_index
 from ingest.build import make_parse_pool
 from ingest.parse import ParseJob, ParseOutput
 from lorebot.assets import embedding_model_path
-from tests.reliability import hostile
 
 PLANTED = {
     "LOREBOT_SLACK__BOT_TOKEN": "xoxb-planted-secret",
@@ -53,7 +52,9 @@ def test_parse_workers_get_a_scrubbed_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LANG", "C.UTF-8")
     doc = tmp_path / "good.md"
     doc.write_text(GOOD, encoding="utf-8")
-    job = ParseJob(str(doc), "good.md", "x", "md", "-", None, str(embedding_model_path(None)), 200, 32)
+    job = ParseJob(
+        str(doc), "good.md", "x", "md", "-", None, str(embedding_model_path(None)), 200, 32
+    )
     with make_parse_pool(workers=1, timeout_s=120) as pool:
         ((_, ok, value),) = list(pool.imap_unordered([job]))
         env = environ_of(pool._slots[0].proc.pid)

@@ -1,13 +1,14 @@
 """Files an admin shares in the admin Slack channel, ingested on the `ingest` queue.
 
 The bot hands over only file ids (never trusting names, sizes or URLs from the event);
-this module asks Slack for each file (``files.info``), downloads it with the bot token
-from Slack's own file hosts only (``slack.file_hosts``; any other address is refused
-before a request is made) (size-limited, streamed, written under a hidden temporary name and renamed into place so a
-concurrent build never sees half a file) into ``<data_dir>/uploads/<collection>/``, records
-that folder as a source of the collection, and runs an incremental build under the same
-per-collection Redis lock as ``/lorebot reindex``. One thread message shows the progress
-and ends as the outcome: each file indexed, or why not.
+this module asks Slack for each file (``files.info``) and downloads it with the bot token,
+from Slack's own file hosts only (``slack.file_hosts``: any other address is refused
+before a request is made). The download is size-limited, streamed, written under a hidden
+temporary name and renamed into place (a concurrent build never sees half a file) in
+``<data_dir>/uploads/<collection>/``; that folder is recorded as a source of the
+collection and an incremental build runs under the same per-collection Redis lock as
+``/lorebot reindex``. One thread message shows the progress and ends as the outcome: each
+file indexed, or why not.
 
 A file that does not end up in the index is deleted again, so the uploads folder holds
 only indexed documents and later re-indexes do not report the same failure forever. A
