@@ -13,6 +13,7 @@ message, and ``&``, ``<``, ``>`` must be escaped so that model output can never 
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Any
 
 from bot import messages
@@ -126,21 +127,42 @@ def streaming(partial: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- answer
+def link_host(url: str | None) -> str | None:
+    """The host of a citation URL that may be shown as a link: plain https, no credentials.
+
+    Ingest lets only the configured hosts' URLs through (``index.link_hosts``); this is the
+    last check, for whatever else reaches a Citation.
+    """
+    url = (url or "").strip()
+    if not url.lower().startswith("https://") or any(ch in url for ch in "|<>`\"' \t\r\n"):
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises for a malformed port
+    except ValueError:
+        return None
+    if parts.username or parts.password or not parts.hostname:
+        return None
+    return parts.hostname.lower()
+
+
 def _citation_link(c: Citation) -> str:
     title = escape(c.title.strip() or c.source)
     url = (c.url or "").strip()
-    if url.startswith(("http://", "https://")) and not any(ch in url for ch in "|<> \n"):
+    if link_host(url):
         return f"<{url}|{title}>"
     path = c.source.replace("`", "'")
     return f"*{title}* `{path}`"
 
 
 def citation_text(c: Citation) -> str:
-    """One numbered source: link or path, heading and page, then a short quoted snippet."""
+    """One numbered source: link (with its host) or path, heading and page, then a snippet."""
     head = f"*[{c.n}]* {_citation_link(c)}"
     where = [escape(c.heading)] if c.heading else []
     if c.page:
         where.append(f"p. {c.page}")
+    if host := link_host(c.url):
+        where.append(f"`{host}`")  # where the link goes, whatever its title says
     if c.collection:
         where.append(f"_{escape(c.collection)}_")
     if where:

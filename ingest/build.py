@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ingest import store
+from ingest.markup import citation_url
 from ingest.plan import Plan, plan_build
 from ingest.report import IngestReport
 from ingest.sources import FoundFile, Source, discover_all
 from ingest.store import FileRecord
 from lorebot.assets import embedding_model_path
 from lorebot.errors import IndexBusyError, IngestError
-from lorebot.settings import Settings, cpu_count
+from lorebot.settings import IndexSettings, Settings, cpu_count
 from lorebot.text import units
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_FILE_TIMEOUT_S = 180.0
+DEFAULT_PARSE_MEMORY_MB = IndexSettings().parse_memory_mb
 EMBED_GROUP = 512  # texts per encode call: large enough for length-sorted batching
 
 ProgressFn = Callable[[str, int, int], None]
@@ -270,7 +272,9 @@ def _parse_all(
     task = bar.add_task("parsing", total=len(jobs), unit="files")
     own = pool is None
     if pool is None:
-        pool = make_parse_pool(min(n_workers, len(jobs)), timeout)
+        pool = make_parse_pool(
+            min(n_workers, len(jobs)), timeout, memory_mb=settings.index.parse_memory_mb
+        )
     progress_cb("parse", 0, len(jobs))
     try:
         for done, (job, ok, value) in enumerate(
@@ -279,7 +283,9 @@ def _parse_all(
             entry = by_path[(job.collection, job.path)]
             res = plan.results[entry.key]
             if ok and isinstance(value, ParseOutput):
-                entry.title, entry.url = value.title, value.url
+                # Front matter is the document author's: only allowed hosts become links.
+                entry.title = value.title
+                entry.url = citation_url(value.url, settings.index.link_hosts)
                 if entry.url:
                     entry.source = entry.url
                 entry.new_chunks = value.chunks
@@ -306,14 +312,25 @@ def _parse_all(
 
 
 def make_parse_pool(
-    workers: int | None = None, timeout_s: float = DEFAULT_FILE_TIMEOUT_S
+    workers: int | None = None,
+    timeout_s: float = DEFAULT_FILE_TIMEOUT_S,
+    *,
+    memory_mb: int | None = DEFAULT_PARSE_MEMORY_MB,
 ) -> TimeoutPool:
-    """A pool of parse workers (all cores by default) to lend to several build_index calls."""
+    """A pool of parse workers (all cores by default) to lend to several build_index calls.
+
+    Each worker gets a scrubbed environment and at most ``memory_mb`` MiB of address
+    space (the ``index.parse_memory_mb`` default; None = unlimited).
+    """
     from ingest.parse import parse_job, worker_init
     from ingest.pool import TimeoutPool
 
     return TimeoutPool(
-        parse_job, workers=workers or cpu_count(), timeout_s=timeout_s, init=worker_init
+        parse_job,
+        workers=workers or cpu_count(),
+        timeout_s=timeout_s,
+        init=worker_init,
+        memory_mb=memory_mb,
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+import urllib.parse
+from collections.abc import Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,32 @@ def front_matter_meta(meta: dict[str, Any]) -> dict[str, str]:
                 out["url"] = value
                 break
     return out
+
+
+def citation_url(url: str | None, hosts: Iterable[str]) -> str | None:
+    """`url` if it may be a citation link: https, on one of `hosts`, nothing odd in it.
+
+    A host ``*.example.org`` allows its subdomains. Front matter is written by whoever
+    writes the document, so anything else (another host, plain http, ``javascript:``, a
+    relative path, credentials in the URL) is dropped: the citation then shows the path.
+    """
+    if not url or any(ch in url for ch in "|<>\"' \t\r\n"):
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if parts.scheme.lower() != "https" or not host or parts.username or parts.password:
+        return None
+    if port not in (None, 443):
+        return None
+    for allowed in hosts:
+        allowed = allowed.strip().lower().rstrip(".")
+        if host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:])):
+            return url
+    return None
 
 
 _BOMS = (

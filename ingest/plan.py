@@ -82,6 +82,9 @@ def fingerprint(settings: Settings, model_dir: Path) -> dict[str, Any]:
         "chunk_tokens": settings.index.chunk_tokens,
         "chunk_overlap_tokens": settings.index.chunk_overlap_tokens,
         "embedding_model": str(model_dir),
+        # Which front-matter URLs became links: a version built with another list (or
+        # before the list existed) is parsed again, so its links follow the list.
+        "link_hosts": sorted(h.strip().lower() for h in settings.index.link_hosts),
     }
 
 
@@ -114,13 +117,17 @@ def plan_build(
 
 
 def in_scope(entry: dict[str, Any], sources: list[Source]) -> bool:
-    """Does a previously indexed file belong to one of this run's sources?"""
+    """Does a previously indexed file belong to one of this run's sources?
+
+    It does when it lies under a source's root, or was found under that root (a link that
+    an index built before links were checked followed out of the folder: it goes now).
+    """
     path = Path(entry["path"])
     for src in sources:
         if entry["collection"] != src.collection:
             continue
         root = src.root
-        if path == root or root in path.parents:
+        if path == root or root in path.parents or entry.get("root") == str(root):
             return True
     return False
 
@@ -139,6 +146,9 @@ class _Planner:
         kind = kind_of(f.path) or (f.path.suffix.lower().lstrip(".") or "none")
         res = FileResult(path=f.source, collection=f.collection, status="ok", kind=kind)
         plan.results[f.key] = res
+        if f.refused:  # a link out of the source folder: nothing behind it is opened
+            res.status, res.reason = "skipped", f.refused
+            return
         try:
             st = f.path.stat()
         except OSError as exc:

@@ -10,6 +10,12 @@ Workers are fresh interpreters started with subprocess (not fork: the parent may
 already hold torch or FAISS threads, which fork copies in an undefined state; not
 multiprocessing's spawn either: it re-imports the caller's ``__main__``, which breaks
 scripts without a main guard). Tasks and results travel as pickles over two pipes.
+
+Workers open untrusted files, so they get only what they need: an environment of the
+names in ``WORKER_ENV`` (no Slack tokens, Redis URLs, cloud keys or any other
+``LOREBOT_*`` setting: a parser exploited by a hostile file finds nothing to steal) and,
+with ``memory_mb``, an address-space limit (RLIMIT_AS) set before any task runs, so a
+file that makes a parser allocate without bound fails that file alone.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -38,6 +45,69 @@ class WorkerDied(Exception):
     """The worker process exited while running the task (crash or kill)."""
 
 
+#: Environment variables a worker inherits; everything else (secrets above all) is dropped.
+WORKER_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+        "XDG_CACHE_HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "LD_LIBRARY_PATH",
+        "VIRTUAL_ENV",
+        "PYTHONHASHSEED",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+        "PYTHONIOENCODING",
+        "PYTHONUTF8",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "HF_HUB_DISABLE_PROGRESS_BARS",
+        "TRANSFORMERS_OFFLINE",
+        "TRANSFORMERS_CACHE",
+        "SENTENCE_TRANSFORMERS_HOME",
+        "TOKENIZERS_PARALLELISM",
+        "NLTK_DATA",
+        "TESSDATA_PREFIX",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "SCARF_NO_ANALYTICS",
+        "DO_NOT_TRACK",
+        "UNSTRUCTURED_DISABLE_NOTICE",
+        "COVERAGE_PROCESS_START",
+    }
+)
+
+
+def worker_env(environ: dict[str, str] | os._Environ) -> dict[str, str]:
+    """The part of `environ` a worker may see: ``WORKER_ENV`` and the locale's ``LC_*``."""
+    return {k: v for k, v in environ.items() if k in WORKER_ENV or k.startswith("LC_")}
+
+
+def memory_limit_mb() -> int | None:
+    """This process's address-space limit in MiB (None: unlimited)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft // 2**20
+
+
+def _limit_memory(memory_mb: int) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = memory_mb * 2**20
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def _resolve(ref: str) -> Callable[..., Any]:
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -47,8 +117,12 @@ def _ref(func: Callable[..., Any]) -> str:
     return f"{func.__module__}:{func.__qualname__}"
 
 
-def child_main(read_fd: int, write_fd: int, func_ref: str, init_ref: str) -> None:
+def child_main(
+    read_fd: int, write_fd: int, func_ref: str, init_ref: str, memory_mb: int | None = None
+) -> None:
     """Entry point of a worker interpreter: run tasks from the pipe until told to stop."""
+    if memory_mb:
+        _limit_memory(memory_mb)
     conn_in = Connection(read_fd, writable=False)
     conn_out = Connection(write_fd, readable=False)
     if init_ref:
@@ -86,7 +160,8 @@ class TimeoutPool:
     ``func`` and ``init`` must be importable module-level functions (spawn pickles them
     by name). Use as a context manager; ``imap_unordered`` yields ``(task, ok, value)``
     where value is the result, or an exception (TaskTimeout, WorkerDied, or RuntimeError
-    carrying the task's own error text).
+    carrying the task's own error text). Workers see only ``WORKER_ENV`` of the
+    environment; ``memory_mb`` caps each worker's address space (None: no cap).
     """
 
     def __init__(
@@ -96,9 +171,11 @@ class TimeoutPool:
         workers: int,
         timeout_s: float,
         init: Callable[[], None] | None = None,
+        memory_mb: int | None = None,
     ) -> None:
         self.func = func
         self.init = init
+        self.memory_mb = memory_mb
         self.workers = max(1, workers)
         self.timeout_s = timeout_s
         self._slots: list[_Slot] = []
@@ -115,9 +192,9 @@ class TimeoutPool:
         code = (
             "import sys; from ingest.pool import child_main; "
             f"child_main({task_r}, {res_w}, {_ref(self.func)!r}, "
-            f"{_ref(self.init) if self.init else ''!r})"
+            f"{_ref(self.init) if self.init else ''!r}, {self.memory_mb!r})"
         )
-        env = dict(os.environ)
+        env = worker_env(os.environ)
         # The worker must import this very copy of the package (a checkout, not a wheel).
         # and whatever else the parent put on sys.path (a test directory, a script's
         # folder), minus the interpreter's own directories, which the child has anyway.
@@ -126,7 +203,7 @@ class TimeoutPool:
         extra = [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(own)]
         paths = list(
             dict.fromkeys(
-                [here, *extra, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+                [here, *extra, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
             )
         )
         env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -203,7 +280,8 @@ class TimeoutPool:
                     except subprocess.TimeoutExpired:
                         code = None
                     self._replace(slot)
-                    yield task, False, WorkerDied(f"parser process died (exit code {code})")
+                    cap = f"; its limit is {self.memory_mb} MiB of memory" if self.memory_mb else ""
+                    yield task, False, WorkerDied(f"parser process died (exit code {code}{cap})")
                     continue
                 slot.task = None
                 yield task, ok, value if ok else RuntimeError(value)

@@ -1,4 +1,14 @@
-"""Where documents come from: a directory (recursive, globs) or a single file, per collection."""
+"""Where documents come from: a directory (recursive, globs) or a single file, per collection.
+
+Symbolic links: a link to a directory is never walked into; a link to a file is followed
+only when the file it resolves to lies inside the source folder and outside the folders
+discovery skips (hidden ones, ``SKIP_DIRS``, lorebot's data directory); the real file is
+then listed once, whichever of its names is met first. Any other file link
+(``faq.md -> /etc/passwd``, or into another collection's folder) is listed with
+``refused`` set, so the report says why it was not read, and nothing behind it is ever
+opened. A file given directly as a source may be a link only to a file in the link's
+own folder; otherwise discovery raises IngestError (pass the real file instead).
+"""
 
 from __future__ import annotations
 
@@ -60,6 +70,7 @@ class FoundFile:
     source: str  # relative to the source root, '/'-separated
     collection: str
     root: Path  # the source root it was found under
+    refused: str | None = None  # why it must not be read (a link leaving the source folder)
 
     @property
     def key(self) -> str:
@@ -79,18 +90,52 @@ def _matches(rel: str, patterns: list[str]) -> bool:
     return False
 
 
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _skipped_dir(rel_parts: tuple[str, ...]) -> bool:
+    """Whether a path (relative to the root) lies in a folder discovery never walks into."""
+    return any(p.startswith(".") or p in SKIP_DIRS for p in rel_parts[:-1])
+
+
+def link_refusal(link: Path, root: Path, skipped: set[Path]) -> str | None:
+    """Why the file link `link` found under `root` must not be followed (None: it may)."""
+    target = link.resolve()
+    if not _inside(target, root):
+        return "unsafe link: points outside the source folder (not read)"
+    if _skipped_dir(target.relative_to(root).parts) or any(_inside(target, s) for s in skipped):
+        return "unsafe link: points into a skipped folder (hidden, .git, data dir; not read)"
+    return None
+
+
+def _single_file(source: Source) -> list[FoundFile]:
+    """A file given directly: a link is followed only to a file in the link's own folder."""
+    given = source.path.expanduser()
+    if given.is_symlink():
+        folder = given.absolute().parent.resolve()
+        if source.root.parent != folder:
+            raise IngestError(
+                f"{source.path} is a link to a file outside its folder; not read",
+                fix=f"pass the file it points to ({source.root}) instead of the link",
+            )
+    root = source.root
+    return [FoundFile(root, root.name, source.collection, root)]
+
+
 def discover(source: Source, skip: list[Path] | None = None) -> list[FoundFile]:
     """Files of one source, sorted; raises IngestError for a missing or unreadable path.
 
     Hidden files and directories (``.git``, ``.DS_Store``) are not documents and are
     passed over silently; everything else is returned, including types lorebot cannot
-    parse, so the report can say why each was skipped.
+    parse and links it must not follow (``refused``), so the report can say why each
+    was skipped.
     """
     root = source.root
     if not root.exists():
         raise IngestError(f"path {source.path} does not exist", fix="check the path and try again")
     if root.is_file():
-        return [FoundFile(root, root.name, source.collection, root)]
+        return _single_file(source)
     if not root.is_dir():
         raise IngestError(
             f"{source.path} is neither a file nor a directory", fix="pass a file or a folder"
@@ -122,12 +167,24 @@ def discover(source: Source, skip: list[Path] | None = None) -> list[FoundFile]:
                 continue
             if source.exclude and _matches(rel, source.exclude):
                 continue
-            found.append(
-                FoundFile(
-                    full.resolve() if full.is_symlink() else full, rel, source.collection, root
-                )
-            )
-    return found
+            if not full.is_symlink():
+                found.append(FoundFile(full, rel, source.collection, root))
+                continue
+            why = link_refusal(full, root, skipped)
+            # A refused link keeps its own path: the file behind it is never opened.
+            path = full if why else full.resolve()
+            found.append(FoundFile(path, rel, source.collection, root, refused=why))
+    # A followed link names a file of the folder: listed once, under its real name when
+    # that was found too, else under the first link met.
+    real = {f.path for f in found if f.path == root / f.source}
+    out, seen = [], set()
+    for f in found:
+        if f.refused is None:
+            if f.path in seen or (f.path in real and f.path != root / f.source):
+                continue
+            seen.add(f.path)
+        out.append(f)
+    return out
 
 
 def discover_all(sources: list[Source], skip: list[Path] | None = None) -> list[FoundFile]:

@@ -67,6 +67,14 @@ class SlackSettings(_Section):
         "https://slack.com/api/",
         description="Base URL of the Slack Web API (any compatible endpoint).",
     )
+    file_hosts: list[str] = Field(
+        default_factory=lambda: ["https://files.slack.com", "https://*.slack-edge.com"],
+        description=(
+            "Origins (scheme://host[:port], '*.' = any subdomain) shared files are downloaded "
+            "from with the bot token; api_url's own origin is always allowed. A download "
+            "address elsewhere is refused."
+        ),
+    )
     http_port: int = Field(3000, description="Port of the bot's HTTP server (events, health).")
     admin_user_ids: list[str] = Field(
         default_factory=list, description="Users allowed /lorebot admin commands."
@@ -154,6 +162,23 @@ class IndexSettings(_Section):
     )
     parse_workers: int | None = Field(
         None, ge=1, description="Parallel parser processes; unset = all cores."
+    )
+    link_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Hosts whose https URLs in a document's front matter (url, source_url...) become "
+            "its citation link ('*.example.org' = any subdomain); empty = none, citations "
+            "show the file's path. Changing the list rebuilds the index on the next ingest."
+        ),
+    )
+    parse_memory_mb: int | None = Field(
+        4096,
+        ge=512,
+        description=(
+            "Address-space limit (RLIMIT_AS) of each parser process, in MiB: a file whose "
+            "parsing needs more is refused with a reason. An idle parser reserves ~0.9 GiB. "
+            "Unset = no limit."
+        ),
     )
     embedding_model: Path | None = Field(
         None,

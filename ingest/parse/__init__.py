@@ -23,6 +23,7 @@ from ingest.chunking import TITLE, Chunker, chunk_id
 from ingest.errors import ParseFailure, classify_error
 from ingest.parse.detect import kind_of, unsupported_reason
 from ingest.parse.partition import partition_file
+from ingest.pool import memory_limit_mb
 from ingest.tokens import counter_for
 
 __all__ = [
@@ -88,6 +89,14 @@ def worker_init() -> None:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
+def memory_reason() -> str:
+    """Why a file whose parsing ran out of memory failed, naming the worker's limit."""
+    limit = memory_limit_mb()
+    if limit is None:
+        return "out of memory while parsing"
+    return f"too much memory: parsing needs more than the {limit} MiB limit (index.parse_memory_mb)"
+
+
 def _pretty_stem(path: Path) -> str:
     stem = re.sub(r"[_\-]+", " ", path.stem).strip()
     return stem[:1].upper() + stem[1:] if stem else path.name
@@ -97,10 +106,14 @@ def parse_job(job: ParseJob) -> ParseOutput | ParseFailure:
     """Parse and chunk one file; failures are returned (not raised) so they pickle cleanly."""
     started = time.perf_counter()
     path = Path(job.path)
+    if path.resolve() != path:  # discovery resolved every path: it became a link since
+        return ParseFailure("unsafe link: the file was replaced by a link after discovery")
     try:
         elements, meta = partition_file(path, job.kind)
     except ParseFailure as failure:
         return failure
+    except MemoryError:
+        return ParseFailure(memory_reason())
     except Exception as exc:
         return ParseFailure(classify_error(exc, job.kind))
     title = str(meta.get("title") or "").strip()

@@ -1,12 +1,14 @@
 """Files an admin shares in the admin Slack channel, ingested on the `ingest` queue.
 
 The bot hands over only file ids (never trusting names, sizes or URLs from the event);
-this module asks Slack for each file (``files.info``), downloads it with the bot token
-(size-limited, streamed, written under a hidden temporary name and renamed into place so a
-concurrent build never sees half a file) into ``<data_dir>/uploads/<collection>/``, records
-that folder as a source of the collection, and runs an incremental build under the same
-per-collection Redis lock as ``/lorebot reindex``. One thread message shows the progress
-and ends as the outcome: each file indexed, or why not.
+this module asks Slack for each file (``files.info``) and downloads it with the bot token,
+from Slack's own file hosts only (``slack.file_hosts``: any other address is refused
+before a request is made). The download is size-limited, streamed, written under a hidden
+temporary name and renamed into place (a concurrent build never sees half a file) in
+``<data_dir>/uploads/<collection>/``; that folder is recorded as a source of the
+collection and an incremental build runs under the same per-collection Redis lock as
+``/lorebot reindex``. One thread message shows the progress and ends as the outcome: each
+file indexed, or why not.
 
 A file that does not end up in the index is deleted again, so the uploads folder holds
 only indexed documents and later re-indexes do not report the same failure forever. A
@@ -19,6 +21,7 @@ import logging
 import re
 import time
 import unicodedata
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +127,47 @@ def _limit(max_bytes: int) -> str:
     return f"{max_bytes / 2**20:.3g} MB limit"
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL without credentials in it, else None."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower().rstrip(".")
+    if scheme not in _DEFAULT_PORTS or not host or parts.username or parts.password:
+        return None
+    return scheme, host, port or _DEFAULT_PORTS[scheme]
+
+
+def download_origins(settings: Settings) -> list[tuple[str, str, int]]:
+    """Where shared files may be downloaded from with the bot token.
+
+    ``slack.file_hosts`` (Slack's file hosts over https by default), plus the origin of
+    ``slack.api_url``: every Web API call already carries the token there.
+    """
+    out = [o for o in map(_origin, settings.slack.file_hosts) if o]
+    api = _origin(settings.slack.api_url)
+    return out + ([api] if api else [])
+
+
+def download_allowed(url: str, origins: list[tuple[str, str, int]]) -> bool:
+    """Whether `url` lies on one of `origins` (a host ``*.example.com``: its subdomains)."""
+    got = _origin(url or "")
+    if got is None:
+        return False
+    scheme, host, port = got
+    for o_scheme, o_host, o_port in origins:
+        if (scheme, port) != (o_scheme, o_port):
+            continue
+        if host == o_host or (o_host.startswith("*.") and host.endswith(o_host[1:])):
+            return True
+    return False
+
+
 def file_info(web, file_id: str) -> dict[str, Any]:
     """Slack's own record of the file (name, size, download URL), not the event's copy."""
     try:
@@ -191,8 +235,12 @@ def fetch(
     max_bytes: int,
     taken: set[str],
     outcome: Outcome,
+    origins: list[tuple[str, str, int]],
 ) -> None:
-    """Describe, check and download one file into `folder`; fills in `outcome`."""
+    """Describe, check and download one file into `folder`; fills in `outcome`.
+
+    The bot token goes only to a download address on `origins` (download_origins).
+    """
     info = file_info(web, file_id)
     outcome.name = info.get("name") or info.get("title") or outcome.name or file_id
     if info.get("is_external"):
@@ -203,8 +251,15 @@ def fetch(
     if size > max_bytes:
         raise UploadError(f"too large: {_mb(size)} > {_limit(max_bytes)}")
     url = info.get("url_private_download") or info.get("url_private")
-    if not url or not str(url).startswith(("https://", "http://")):
+    if not url:
         raise UploadError("Slack gave no download address for the file")
+    if not download_allowed(str(url), origins):
+        where = (_origin(str(url)) or ("?", "an unusable address", 0))[1]
+        raise UploadError(
+            f"the download address ({where}) is not one of Slack's file hosts; "
+            "the token was not sent",
+            fix="add the host to LOREBOT_SLACK__FILE_HOSTS if it really is Slack's",
+        )
     name = _unique(safe_file_name(outcome.name, file_id), taken)
     dest = folder / name
     if dest.resolve().parent != folder.resolve():  # belt and braces: safe_file_name did it
@@ -334,12 +389,13 @@ def ingest_files_impl(
         folder.mkdir(parents=True, exist_ok=True)
         token = settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else ""
         max_bytes = int(settings.index.max_file_mb * 2**20)
+        origins = download_origins(settings)
         taken: set[str] = set()
         for i, o in enumerate(outcomes, start=1):
             if progress:
                 progress.report(f"downloading {i}/{len(outcomes)} file(s)")
             try:
-                fetch(web, token, o.file_id, folder, max_bytes, taken, o)
+                fetch(web, token, o.file_id, folder, max_bytes, taken, o, origins)
             except UploadError as exc:
                 o.status, o.reason = "refused", exc.message
                 log.info("upload file=%s (%s) refused: %s", o.file_id, o.name, exc.message)
