@@ -38,6 +38,19 @@ class Deduper:
     def claim_event(self, event_id: str) -> bool:
         return self.claim(contracts.event_seen(event_id))
 
+    def claim_signed(self, signature: str) -> bool:
+        """Claim a signed HTTP request by its signature (HMAC of its timestamp and body).
+
+        Slack accepts a signature for five minutes, so a captured slash command or
+        button click could be sent again inside that window; commands and clicks carry
+        no event id, and the signature is what makes each request unique.
+        """
+        return bool(
+            self.redis.set(
+                contracts.signed_seen(signature), "1", nx=True, ex=contracts.SIGNED_SEEN_TTL_S
+            )
+        )
+
     def claim_message(self, channel: str, ts: str, client_msg_id: str | None = None) -> bool:
         """Claim a message by channel+ts, and by client_msg_id when Slack gave one."""
         first = self.claim(contracts.message_seen(channel, ts))
