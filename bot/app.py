@@ -30,7 +30,7 @@ from bot.listeners.core import BotCore, make_enqueue
 from bot.listeners.feedback import Feedback
 from bot.listeners.questions import Questions
 from bot.listeners.uploads import Uploads, is_admin_share
-from bot.state import Deduper
+from bot.state import Deduper, open_access_warnings
 from bot.watchdog import Watchdog
 from lorebot import slack
 from lorebot.errors import ServiceUnavailableError
@@ -113,6 +113,8 @@ def build_app(
         feedback=FeedbackStore(feedback_path(settings)),
         watchdog=watchdog,
     )
+    for line in open_access_warnings(settings):
+        log.warning("open access: %s; set explicit collections unless that is intended", line)
     app.lorebot = core  # type: ignore[attr-defined]
     register(app, core, Deduper(redis))
     return app

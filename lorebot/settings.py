@@ -81,16 +81,23 @@ class SlackSettings(_Section):
     channel_collections: dict[str, list[str]] = Field(
         default_factory=dict,
         description=(
-            "Channel id -> collections it may search (overridable with /lorebot channel set)."
+            "Channel id -> collections it may search (overridable with /lorebot channel set); "
+            '["*"] or ["all"] = every collection.'
         ),
     )
     default_collections: list[str] | None = Field(
         None,
-        description="Collections for channels not in channel_collections; unset = all collections.",
+        description=(
+            "Collections for channels not in channel_collections; unset = none (the asker is "
+            'told an admin must map the channel); ["*"] or ["all"] = every collection.'
+        ),
     )
     dm_collections: list[str] | None = Field(
         None,
-        description="Collections searchable from direct messages; unset = default_collections.",
+        description=(
+            "Collections searchable from direct messages; unset = default_collections "
+            '(and none when that is unset too); ["*"] or ["all"] = every collection.'
+        ),
     )
     user_rate_per_min: int = Field(6, ge=1, description="Questions one user may ask per minute.")
     team_rate_per_min: int = Field(
