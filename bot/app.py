@@ -30,7 +30,7 @@ from bot.listeners.core import BotCore, make_enqueue
 from bot.listeners.feedback import Feedback
 from bot.listeners.questions import Questions
 from bot.listeners.uploads import Uploads, is_admin_share
-from bot.state import Deduper
+from bot.state import Deduper, open_access_warnings
 from bot.watchdog import Watchdog
 from lorebot import slack
 from lorebot.errors import ServiceUnavailableError
@@ -113,6 +113,8 @@ def build_app(
         feedback=FeedbackStore(feedback_path(settings)),
         watchdog=watchdog,
     )
+    for line in open_access_warnings(settings):
+        log.warning("open access: %s; set explicit collections unless that is intended", line)
     app.lorebot = core  # type: ignore[attr-defined]
     register(app, core, Deduper(redis))
     return app
@@ -123,8 +125,24 @@ def register(app: App, core: BotCore, dedupe: Deduper) -> None:
 
     @app.middleware
     def stamp_and_dedupe(req: BoltRequest, resp: BoltResponse, next: Callable[[], Any]):
-        """Record arrival time; drop redelivered events (X-Slack-Retry-Num) and repeats."""
+        """Record arrival time; drop replayed requests, redelivered events and repeats.
+
+        Runs after bolt verified the signature. Every signed HTTP request is claimed by its
+        signature, so a captured slash command or click replayed inside Slack's 5-minute
+        window has no effect; events are also claimed by event id (Slack's retries carry
+        a new signature). Socket Mode requests arrive unsigned over the app-token socket.
+        """
         req.context[RECEIVED_AT] = time.time()
+        signature = (req.headers.get("x-slack-signature") or [""])[0]
+        if signature and req.mode != "socket_mode":
+            try:
+                fresh = dedupe.claim_signed(signature)
+            except Exception as exc:
+                log.warning("replay check unavailable: %s", exc)
+                fresh = True
+            if not fresh:
+                log.warning("replayed Slack request dropped (signature seen before)")
+                return BoltResponse(status=200, body="")
         event_id = req.body.get("event_id") if req.body.get("type") == "event_callback" else None
         if event_id:
             try:

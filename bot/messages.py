@@ -20,6 +20,11 @@ NOT_IN_CHANNEL = (
     "I'm not a member of this channel, so I can't post the answer here. "
     "Invite me with `/invite @lorebot`, or send me a direct message."
 )
+DM_NOT_MAPPED = (
+    "I can't answer direct messages yet: no document collections are open to them. "
+    "A lorebot admin must set `slack.dm_collections` (or `slack.default_collections`). "
+    "Until then, ask me in a channel that has been set up for questions."
+)
 BAD_CHANNEL_REF = (
     "I couldn't read that channel. Use `/lorebot channel set #channel collection-a,collection-b`."
 )
@@ -122,6 +127,14 @@ def refresh_started(user: str) -> str:
 
 def job_without_thread(task_id: str) -> str:
     return f"\n(I'm not in this channel, so progress goes to the worker log; task `{task_id}`.)"
+
+
+def channel_not_mapped(channel: str) -> str:
+    return (
+        f"<#{channel}> isn't set up for questions yet, so I haven't searched anything. "
+        f"A lorebot admin must choose which document collections it may search: "
+        f"`/lorebot channel set <#{channel}> collection-a,collection-b` (or `all`)."
+    )
 
 
 def channel_show(channel: str, collections: list[str] | None, source: str) -> str:

@@ -83,8 +83,18 @@ def _context(*texts: str) -> dict[str, Any]:
 
 
 def _fallback(text: str) -> str:
-    flat = text.strip()
-    return flat if len(flat) <= FALLBACK_LIMIT else flat[: FALLBACK_LIMIT - 1] + "…"
+    """The top-level ``text`` from raw (model or document) text: escaped like the blocks.
+
+    Slack shows it in notifications and parses it as mrkdwn too, so an unescaped
+    ``<!channel>`` or ``<url|label>`` there would ping or link. Cut to the limit without
+    splitting an escape entity.
+    """
+    flat = escape(text.strip())
+    if len(flat) <= FALLBACK_LIMIT:
+        return flat
+    cut = flat[: FALLBACK_LIMIT - 1]
+    tail = _ENTITY_TAIL.search(cut)
+    return (cut[: tail.start()] if tail else cut) + "…"
 
 
 def _italic(text: str) -> str:
@@ -238,15 +248,22 @@ def error_message(reason: str, ref_id: str) -> dict[str, Any]:
     body = f"{messages.error_title()}\n{escape(reason)}"
     blocks = [_section(body[:SECTION_LIMIT]), _context(messages.error_reference(ref_id))]
     return {
-        "text": f"Sorry, I couldn't answer this: {reason} (reference {ref_id})"[:FALLBACK_LIMIT],
+        "text": _fallback(f"Sorry, I couldn't answer this: {reason} (reference {ref_id})"),
         "blocks": blocks,
     }
 
 
 def notice(text: str) -> dict[str, Any]:
-    """A plain one-section message (admin replies, progress lines)."""
+    """A plain one-section message (admin replies, progress lines).
+
+    `text` is mrkdwn the caller built (and escaped where it holds untrusted parts); the
+    fallback is the same text, cut to the limit.
+    """
     pieces = split_text(text)[:MAX_BLOCKS]
-    return {"text": _fallback(text), "blocks": [_section(p) for p in pieces]}
+    flat = text.strip()
+    if len(flat) > FALLBACK_LIMIT:
+        flat = flat[: FALLBACK_LIMIT - 1] + "…"
+    return {"text": flat, "blocks": [_section(p) for p in pieces]}
 
 
 # --------------------------------------------------------------------------- admin status

@@ -38,6 +38,19 @@ class Deduper:
     def claim_event(self, event_id: str) -> bool:
         return self.claim(contracts.event_seen(event_id))
 
+    def claim_signed(self, signature: str) -> bool:
+        """Claim a signed HTTP request by its signature (HMAC of its timestamp and body).
+
+        Slack accepts a signature for five minutes, so a captured slash command or
+        button click could be sent again inside that window; commands and clicks carry
+        no event id, and the signature is what makes each request unique.
+        """
+        return bool(
+            self.redis.set(
+                contracts.signed_seen(signature), "1", nx=True, ex=contracts.SIGNED_SEEN_TTL_S
+            )
+        )
+
     def claim_message(self, channel: str, ts: str, client_msg_id: str | None = None) -> bool:
         """Claim a message by channel+ts, and by client_msg_id when Slack gave one."""
         first = self.claim(contracts.message_seen(channel, ts))
@@ -118,15 +131,46 @@ class RateLimiter:
 
 
 ALL = "*"
+#: Names that mean "every collection" in settings and in ``/lorebot channel set``.
+EVERYTHING = frozenset({"*", "all"})
+
+
+def _names(values: list[str]) -> list[str] | None:
+    """The collections a setting lists; ``None`` (every collection) for ``*`` or ``all``."""
+    if any(v.strip().lower() in EVERYTHING for v in values):
+        return None
+    return list(values)
+
+
+def open_access_warnings(settings: Settings) -> list[str]:
+    """Settings that let questions search every collection, one line each (for start-up)."""
+    slack = settings.slack
+    lines = []
+    if slack.default_collections is not None and _names(slack.default_collections) is None:
+        lines.append(
+            "slack.default_collections opens every collection to every unmapped channel"
+            + ("" if slack.dm_collections is not None else " and to direct messages")
+        )
+    if slack.dm_collections is not None and _names(slack.dm_collections) is None:
+        lines.append("slack.dm_collections opens every collection to direct messages")
+    wide = sorted(c for c, names in slack.channel_collections.items() if _names(names) is None)
+    if wide:
+        lines.append("slack.channel_collections opens every collection to " + ", ".join(wide))
+    return lines
 
 
 class ChannelAccess:
-    """Which collections a question from a channel may search.
+    """Which collections a question from a channel may search. Closed by default.
 
-    Resolution: a DM uses ``dm_collections`` (else ``default_collections``); a channel
+    Resolution: a DM uses ``dm_collections``, else ``default_collections``; a channel
     uses its Redis override (``/lorebot channel set``), else ``channel_collections``
-    from settings, else ``default_collections``. ``None`` means every collection.
+    from settings, else ``default_collections``. When nothing applies the answer is
+    ``[]``: the channel is not mapped and the bot asks an admin to map it instead of
+    searching. ``None`` means every collection, and only an explicit ``all`` / ``*``
+    (in settings or ``/lorebot channel set #c all``) gives it.
     """
+
+    NOT_MAPPED = "not mapped: an admin must run /lorebot channel set"
 
     def __init__(self, redis, settings: Settings) -> None:
         self.redis = redis
@@ -136,20 +180,20 @@ class ChannelAccess:
         """(collections, where the answer came from) for a channel."""
         if is_dm:
             if self.slack.dm_collections is not None:
-                return list(self.slack.dm_collections), "direct-message setting"
+                return _names(self.slack.dm_collections), "direct-message setting"
             return self._default()
         raw = self.redis.hget(contracts.CHANNEL_COLLECTIONS, channel)
         if raw is not None:
             value = json.loads(raw)
             return (None if value == ALL else list(value)), "set with /lorebot channel set"
         if channel in self.slack.channel_collections:
-            return list(self.slack.channel_collections[channel]), "settings"
+            return _names(self.slack.channel_collections[channel]), "settings"
         return self._default()
 
     def _default(self) -> tuple[list[str] | None, str]:
         if self.slack.default_collections is not None:
-            return list(self.slack.default_collections), "default setting"
-        return None, "default: no restriction configured"
+            return _names(self.slack.default_collections), "default setting"
+        return [], self.NOT_MAPPED
 
     def collections(self, channel: str, *, is_dm: bool) -> list[str] | None:
         return self.resolve(channel, is_dm=is_dm)[0]

@@ -65,6 +65,10 @@ THREAD_TTL_S = 30 * 24 * 3600
 ANSWER_TTL_S = 30 * 24 * 3600
 #: Slack retries for up to about an hour; remember event ids a bit longer.
 DEDUPE_TTL_S = 2 * 3600
+#: Slack's replay window: a signed request older than this is refused by its timestamp.
+SIGNATURE_WINDOW_S = 300
+#: How long an accepted request signature is remembered: the window on both sides (clock skew).
+SIGNED_SEEN_TTL_S = 2 * SIGNATURE_WINDOW_S + 60
 
 
 def event_seen(event_id: str) -> str:
@@ -77,6 +81,11 @@ def message_seen(channel: str, ts: str) -> str:
 
 def client_msg_seen(client_msg_id: str) -> str:
     return f"{PREFIX}seen:cmsg:{client_msg_id}"
+
+
+def signed_seen(signature: str) -> str:
+    """Set once a signed HTTP request (``X-Slack-Signature``) was accepted: a replay is dropped."""
+    return f"{PREFIX}seen:sig:{signature}"
 
 
 def thread(channel: str, thread_ts: str) -> str:

@@ -76,6 +76,33 @@ class SlackSettings(_Section):
         ),
     )
     http_port: int = Field(3000, description="Port of the bot's HTTP server (events, health).")
+    http_host: str | None = Field(
+        None,
+        description=(
+            "Interface the bot's HTTP server listens on; unset = 127.0.0.1 in Socket Mode "
+            "(no signing secret: only /healthz, /readyz and /metrics are served, nothing needs "
+            "to reach it from outside) and 0.0.0.0 with a signing secret (the HTTP Events API: "
+            "Slack must reach /slack/events, through a TLS reverse proxy or ingress)."
+        ),
+    )
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection that has not sent a whole request head in this long is closed.",
+    )
+    http_body_timeout_s: float = Field(
+        10.0, gt=0, description="A request body that has not fully arrived in this long gets 408."
+    )
+    http_max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open connections the bot's HTTP server accepts; more are closed at once.",
+    )
+    http_max_body_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="Larger Slack requests get 413 before any of the body is read.",
+    )
     admin_user_ids: list[str] = Field(
         default_factory=list, description="Users allowed /lorebot admin commands."
     )
@@ -89,16 +116,23 @@ class SlackSettings(_Section):
     channel_collections: dict[str, list[str]] = Field(
         default_factory=dict,
         description=(
-            "Channel id -> collections it may search (overridable with /lorebot channel set)."
+            "Channel id -> collections it may search (overridable with /lorebot channel set); "
+            '["*"] or ["all"] = every collection.'
         ),
     )
     default_collections: list[str] | None = Field(
         None,
-        description="Collections for channels not in channel_collections; unset = all collections.",
+        description=(
+            "Collections for channels not in channel_collections; unset = none (the asker is "
+            'told an admin must map the channel); ["*"] or ["all"] = every collection.'
+        ),
     )
     dm_collections: list[str] | None = Field(
         None,
-        description="Collections searchable from direct messages; unset = default_collections.",
+        description=(
+            "Collections searchable from direct messages; unset = default_collections "
+            '(and none when that is unset too); ["*"] or ["all"] = every collection.'
+        ),
     )
     user_rate_per_min: int = Field(6, ge=1, description="Questions one user may ask per minute.")
     team_rate_per_min: int = Field(
@@ -108,6 +142,13 @@ class SlackSettings(_Section):
         2000, ge=10, description="Longer questions are truncated to this."
     )
     history_turns: int = Field(6, ge=0, description="Earlier thread turns sent with a follow-up.")
+
+    @property
+    def bind_host(self) -> str:
+        """Where the HTTP server listens: http_host, else by transport (see http_host)."""
+        if self.http_host:
+            return self.http_host
+        return "0.0.0.0" if self.signing_secret is not None else "127.0.0.1"
 
     @property
     def configured(self) -> bool:
@@ -401,7 +442,12 @@ class SyncSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    """Prometheus metrics (the bot serves /metrics on slack.http_port)."""
+    """Prometheus metrics.
+
+    The bot serves /metrics on slack.http_port: without a token only while that server
+    listens on loopback; on any other interface a scrape must send
+    ``Authorization: Bearer <token>`` (no token set = /metrics refused there).
+    """
 
     enabled: bool = Field(True, description="Serve Prometheus metrics from workers.")
     worker_port: int = Field(
@@ -413,7 +459,20 @@ class MetricsSettings(_Section):
             "announced in Redis)."
         ),
     )
-    host: str = Field("0.0.0.0", description="Interface the worker metrics server listens on.")
+    host: str = Field(
+        "127.0.0.1",
+        description=(
+            "Interface the worker metrics server listens on; loopback by default, set "
+            "0.0.0.0 where Prometheus scrapes from another host or container."
+        ),
+    )
+    token: SecretStr | None = Field(
+        None,
+        description=(
+            "Bearer token a scrape of the bot's /metrics (and the detail of /readyz) must send "
+            "when the bot listens beyond loopback; unset = /metrics is refused there."
+        ),
+    )
 
 
 class Settings(BaseSettings):

@@ -88,7 +88,8 @@ class Admin:
             names = [a for a in args[1:] if a]
             if not names:
                 return messages.CHANNEL_SET_USAGE
-            collections = None if [n.lower() for n in names] == ["all"] else names
+            everything = [n.lower() for n in names] in (["all"], ["*"])
+            collections = None if everything else names
             access.set(channel, collections)
             log.info("channel=%s collections set to %s", channel, collections)
             return messages.channel_set(channel, collections)

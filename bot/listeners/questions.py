@@ -93,6 +93,20 @@ class Questions:
             skip_prefixes=NOT_TURNS,
         )
 
+    def not_mapped(self, channel: str, is_dm: bool) -> bool:
+        """True when this channel (or DM) may search no collection: closed by default."""
+        collections, source = self.core.access.resolve(channel, is_dm=is_dm)
+        if collections == []:
+            log.info(
+                "question refused: channel=%s dm=%s searches nothing (%s)", channel, is_dm, source
+            )
+            return True
+        return False
+
+    @staticmethod
+    def not_mapped_text(channel: str, is_dm: bool) -> str:
+        return messages.DM_NOT_MAPPED if is_dm else messages.channel_not_mapped(channel)
+
     # ------------------------------------------------------------------ questions
     def ask(self, client, context, origin: Origin, raw_text: str) -> str | None:
         """Validate, rate-limit, post the placeholder and submit; returns the question id."""
@@ -106,6 +120,9 @@ class Questions:
             return None
         if parsed.problem == "no_words":
             self.tell(client, origin, messages.NO_WORDS)
+            return None
+        if self.not_mapped(origin.channel, origin.is_dm):
+            self.tell(client, origin, self.not_mapped_text(origin.channel, origin.is_dm))
             return None
         decision = self.core.rates.check(origin.team, origin.user)
         if not decision.allowed:
@@ -262,6 +279,10 @@ class Questions:
             ack(text=messages.EMPTY_QUESTION if parsed.problem == "empty" else messages.NO_WORDS)
             return
         team, user, channel = command.get("team_id"), command["user_id"], command["channel_id"]
+        is_dm = channel.startswith("D")
+        if self.not_mapped(channel, is_dm):
+            ack(text=self.not_mapped_text(channel, is_dm))
+            return
         decision = self.core.rates.check(team, user)
         if not decision.allowed:
             ack(text=messages.rate_limited(decision.scope, decision.limit, decision.retry_after_s))
@@ -282,7 +303,7 @@ class Questions:
             team=team,
             thread_ts=echo["ts"],
             message_ts=None,
-            is_dm=channel.startswith("D"),
+            is_dm=is_dm,
             received_at=received_at,
         )
         self.submit(client, context, origin, parsed.text, truncated_from=parsed.truncated_from)

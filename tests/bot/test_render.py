@@ -192,3 +192,30 @@ def test_status_text_handles_any_index_stats_shape():
     assert "index version `v9`" in text and "documents 12" in text and "`handbook`" in text
     assert "adapter `base`" in text and "ingest 1" in text and "lorebot-answer@w1" in text
     assert "promoted" in text
+
+
+HOSTILE = "<!channel> click <https://evil.example|here> & win"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda t: render.answer_message(answer(t)),
+        lambda t: render.streaming(t),
+        lambda t: render.error_message(t, "ref1"),
+    ],
+    ids=["answer", "streaming", "error"],
+)
+def test_fallback_text_is_escaped_like_the_blocks(build):
+    """The top-level text (notifications, screen readers) cannot ping or forge links either."""
+    msg = build(HOSTILE)
+    assert "<!channel>" not in msg["text"] and "<https://" not in msg["text"]
+    assert "&lt;!channel&gt; click &lt;https://evil.example|here&gt; &amp; win" in msg["text"]
+    assert "&lt;!channel&gt;" in all_text(msg)
+
+
+def test_escaped_fallback_is_cut_within_the_limit_and_never_mid_entity():
+    msg = render.answer_message(answer("x" * (render.FALLBACK_LIMIT - 3) + "<<<<"))
+    text = msg["text"]
+    assert len(text) <= render.FALLBACK_LIMIT
+    assert "<" not in text and not re.search(r"&[a-z]{0,3}…$", text)

@@ -14,8 +14,20 @@ import time
 
 import pytest
 
-from tests.bot.conftest import SECRET, bot, fake_slack, mention, queued, slack_settings  # noqa: F401
-from tests.support.fake_slack import event_body, post, sign
+from tests.bot.conftest import (  # noqa: F401
+    ADMIN,
+    CHANNEL,
+    SECRET,
+    USER,
+    bot,
+    ephemerals,
+    fake_slack,
+    mention,
+    placeholders,
+    queued,
+    slack_settings,
+)
+from tests.support.fake_slack import action_body, command_body, event_body, post, sign
 
 pytestmark = pytest.mark.reliability
 
@@ -98,3 +110,48 @@ def test_slack_retries_and_duplicate_deliveries_make_one_question_each(bot):  # 
     bot.settle()
     texts = sorted(t["kwargs"]["question"]["text"] for t in queued(bot.redis))
     assert texts == sorted(f"Question number {i} about the parking garage?" for i in range(5))
+
+
+def _replay_twice(bot, path: str, body: str) -> tuple[int, int]:  # noqa: F811
+    """Send one signed request twice, as an attacker who captured it would (4 min later)."""
+    headers = sign(SECRET, body, int(time.time()) - 240)
+    ctype = "application/x-www-form-urlencoded"
+    first = post(bot.url + path, body, headers, ctype)
+    again = post(bot.url + path, body, headers, ctype)
+    bot.settle()
+    return first.status, again.status
+
+
+def test_replayed_slash_command_inside_the_window_runs_once(bot):  # noqa: F811
+    body = command_body(
+        "/ask",
+        "who signs off overtime?",
+        user=USER,
+        channel=CHANNEL,
+        response_url=bot.fake.response_url("rp"),
+    )
+    assert _replay_twice(bot, "/slack/commands", body) == (200, 200)
+    assert len(queued(bot.redis)) == 1, "a replayed /ask queued a second question"
+    assert len(placeholders(bot.fake)) == 1
+
+
+def test_replayed_admin_command_starts_one_job(bot):  # noqa: F811
+    body = command_body(
+        "/lorebot", "reindex", user=ADMIN, channel=CHANNEL, response_url=bot.fake.response_url("rj")
+    )
+    assert _replay_twice(bot, "/slack/commands", body) == (200, 200)
+    assert len(queued(bot.redis, "ingest")) == 1, "a replayed /lorebot reindex ran twice"
+
+
+def test_replayed_button_click_has_one_effect(bot):  # noqa: F811
+    message = {"type": "message", "ts": "1700000001.000100", "text": "27 days", "user": "UB"}
+    body = action_body(
+        "feedback_up",
+        "qreplay",
+        user=USER,
+        channel=CHANNEL,
+        message=message,
+        response_url=bot.fake.response_url("ra"),
+    )
+    assert _replay_twice(bot, "/slack/actions", body) == (200, 200)
+    assert len(ephemerals(bot.fake)) == 1, "a replayed click was handled twice"

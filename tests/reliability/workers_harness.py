@@ -12,6 +12,7 @@ user would see it: the final ``chat.update`` of its placeholder at the fake Slac
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -164,7 +165,8 @@ class BotProcess:
                 LOREBOT_SLACK__SIGNING_SECRET=secret,
                 LOREBOT_SLACK__API_URL=fake.api_url,
                 LOREBOT_SLACK__HTTP_PORT=str(self.port),
-                **env,
+                # Channels are closed by default: open the harness's channel explicitly.
+                **{"LOREBOT_SLACK__CHANNEL_COLLECTIONS": json.dumps({CHANNEL: ["*"]}), **env},
             ),
             stdout=self._log,
             stderr=subprocess.STDOUT,
