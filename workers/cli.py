@@ -25,8 +25,11 @@ def run_worker(settings: Settings, queues: str, loglevel: str = "INFO") -> None:
 
     An answer worker loads the model and index in each process before its first task.
     """
+    from lorebot import sync
     from workers.app import create_app
 
+    # Sync without keys would serve whatever anyone wrote to the shared location.
+    sync.check_config(settings)
     names = queues.split(",")
     celery = create_app(settings, warm=QUEUE_ANSWER in names, queues=names)
     name = "lorebot-" + queues.replace(",", "-") + f"-{os.getpid()}@%h"
