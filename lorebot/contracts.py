@@ -16,7 +16,13 @@ from typing import Any
 QUEUE_ANSWER = "answer"
 QUEUE_INGEST = "ingest"
 QUEUE_TRAIN = "train"
-ALL_QUEUES = (QUEUE_ANSWER, QUEUE_INGEST, QUEUE_TRAIN)
+#: Admin control operations (adapter promote / rollback / list): short tasks that must not
+#: wait behind a re-index or a training run. Consumed by the answer workers of the machine
+#: that holds the adapter registry (see deploy/README.md), under CONTROL_TIME_LIMIT_S.
+QUEUE_CONTROL = "control"
+ALL_QUEUES = (QUEUE_ANSWER, QUEUE_INGEST, QUEUE_TRAIN, QUEUE_CONTROL)
+#: Hard time limit of one control task.
+CONTROL_TIME_LIMIT_S = 60
 
 TASK_ANSWER = "lorebot.answer"
 TASK_REINDEX = "lorebot.reindex"
@@ -33,8 +39,9 @@ TASK_QUEUES = {
     TASK_REINDEX: QUEUE_INGEST,
     TASK_INGEST_FILES: QUEUE_INGEST,
     TASK_REFRESH: QUEUE_TRAIN,
-    # Not the train queue: an admin's promote/rollback must not wait behind a training run.
-    TASK_ADAPTERS: QUEUE_INGEST,
+    # Neither train nor ingest: an admin's promote/rollback must not wait behind a training
+    # run or a re-index that holds the only worker of its queue for hours.
+    TASK_ADAPTERS: QUEUE_CONTROL,
 }
 
 #: Default broker visibility timeout; workers raise it above their longest task.

@@ -41,7 +41,8 @@ def broker_config(settings: Settings, queues: Sequence[str] | None = None) -> di
     training would run twice. An answer-only worker keeps its own unacked set with a short
     timeout, so a question held by a worker that died whole is answered within minutes.
     """
-    if queues is not None and set(queues) == {contracts.QUEUE_ANSWER}:
+    answer_only = {contracts.QUEUE_ANSWER, contracts.QUEUE_CONTROL}
+    if queues is not None and contracts.QUEUE_ANSWER in queues and set(queues) <= answer_only:
         visibility = max(settings.worker.answer_visibility_s, settings.worker.task_timeout_s + 60)
         config = client.celery_config(
             settings.redis.effective_url,

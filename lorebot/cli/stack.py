@@ -209,7 +209,11 @@ class Stack:
             # Answers in one worker; re-indexing, file shares and the nightly refresh in
             # another, so a long job never delays a question (and each keeps its own
             # redelivery timeout, see workers.app.broker_config).
-            self.children.append(Child("worker", lorebot_argv("worker", "--queues", "answer"), env))
+            # The answer worker also takes admin control tasks (adapter rollback), which must
+            # not wait behind a long re-index on the jobs worker.
+            self.children.append(
+                Child("worker", lorebot_argv("worker", "--queues", "answer,control"), env)
+            )
             # its metrics on a free port (announced in Redis), the default one is the answers'
             jobs_env = {**env, "LOREBOT_METRICS__WORKER_PORT": "0"}
             self.children.append(

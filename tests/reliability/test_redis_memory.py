@@ -59,10 +59,10 @@ def test_a_day_of_answers_stays_under_half_of_maxmemory_even_at_the_rate_cap(tmp
     import redis
 
     from lorebot.cli.stack import RedisServer, free_port
+    from tests.conftest import make_settings
     from workers.app import create_app
     from workers.delivery import SlackDelivery
     from workers.tasks.answer import task_result
-    from tests.conftest import make_settings
 
     with RedisServer(free_port(), tmp_path / "redis") as server:
         r = redis.Redis.from_url(server.url)
