@@ -16,7 +16,13 @@ from typing import Any
 QUEUE_ANSWER = "answer"
 QUEUE_INGEST = "ingest"
 QUEUE_TRAIN = "train"
-ALL_QUEUES = (QUEUE_ANSWER, QUEUE_INGEST, QUEUE_TRAIN)
+#: Admin control operations (adapter promote / rollback / list): short tasks that must not
+#: wait behind a re-index or a training run. Consumed by the answer workers of the machine
+#: that holds the adapter registry (see deploy/README.md), under CONTROL_TIME_LIMIT_S.
+QUEUE_CONTROL = "control"
+ALL_QUEUES = (QUEUE_ANSWER, QUEUE_INGEST, QUEUE_TRAIN, QUEUE_CONTROL)
+#: Hard time limit of one control task.
+CONTROL_TIME_LIMIT_S = 60
 
 TASK_ANSWER = "lorebot.answer"
 TASK_REINDEX = "lorebot.reindex"
@@ -33,8 +39,9 @@ TASK_QUEUES = {
     TASK_REINDEX: QUEUE_INGEST,
     TASK_INGEST_FILES: QUEUE_INGEST,
     TASK_REFRESH: QUEUE_TRAIN,
-    # Not the train queue: an admin's promote/rollback must not wait behind a training run.
-    TASK_ADAPTERS: QUEUE_INGEST,
+    # Neither train nor ingest: an admin's promote/rollback must not wait behind a training
+    # run or a re-index that holds the only worker of its queue for hours.
+    TASK_ADAPTERS: QUEUE_CONTROL,
 }
 
 #: Default broker visibility timeout; workers raise it above their longest task.
@@ -56,13 +63,30 @@ LAST_REFRESH = PREFIX + "refresh:last"
 CHANNEL_COLLECTIONS = PREFIX + "channel_collections"
 #: Hash: question id -> JSON of the reply target, watched until the answer is delivered.
 PENDING = PREFIX + "pending"
-#: Hash: worker hostname -> JSON of the index and adapter versions it serves (lorebot.sync).
+#: Hash: "<host>:<pid>" -> JSON of the index and adapter versions it serves (lorebot.sync),
+#: with "at", the time of the worker's last heartbeat. Entries older than SERVING_TTL_S
+#: belong to processes that are gone: readers skip them, writers delete them.
 SERVING = PREFIX + "workers:serving"
+#: A live worker process re-announces itself this often...
+SERVING_HEARTBEAT_S = 60
+#: ...and an entry without a heartbeat for this long is stale.
+SERVING_TTL_S = 10 * 60
+
+# Redis runs with maxmemory and noeviction: whatever every question leaves behind must
+# expire soon enough that a day at the workspace rate cap fits in a fraction of it
+# (tests/reliability/test_redis_memory.py).
 
 #: How long the bot remembers that it answered in a thread (follow-ups come later).
-THREAD_TTL_S = 30 * 24 * 3600
-#: How long an answer is kept for feedback clicks.
-ANSWER_TTL_S = 30 * 24 * 3600
+THREAD_TTL_S = 7 * 24 * 3600
+#: How long an answer (compacted: lorebot.types.Answer.compact) is kept for feedback
+#: clicks, and its delivered marker for redeliveries. A later click records what the
+#: message shows; votes themselves are kept in the feedback store (lorebot.feedback).
+ANSWER_TTL_S = 24 * 3600
+#: Characters of each passage the answer kept for feedback holds (enough to recognise it).
+FEEDBACK_PASSAGE_CHARS = 100
+#: How long answer workers keep a task's result (the bot's watchdog and `lorebot ask`
+#: read it within minutes).
+ANSWER_RESULT_TTL_S = 3600
 #: Slack retries for up to about an hour; remember event ids a bit longer.
 DEDUPE_TTL_S = 2 * 3600
 #: Slack's replay window: a signed request older than this is refused by its timestamp.

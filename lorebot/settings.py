@@ -439,6 +439,27 @@ class SyncSettings(_Section):
         ge=0,
         description="Workers compare the shared CURRENT pointers with theirs at most this often.",
     )
+    signing_key: Path | None = Field(
+        None,
+        description=(
+            "Ed25519 private key (PEM) that signs published manifests; only on publishing "
+            "roles (ingest, train). Create one with `lorebot sync keygen`."
+        ),
+    )
+    verify_key: Path | None = Field(
+        None,
+        description=(
+            "Ed25519 public key (PEM) a pulled manifest must be signed with; unset = the "
+            "public half of signing_key."
+        ),
+    )
+    allow_unsigned: bool = Field(
+        False,
+        description=(
+            "Publish and pull unsigned versions (anyone who can write the shared location "
+            "then chooses what workers serve). Off: sync without keys refuses to start."
+        ),
+    )
 
 
 class MetricsSettings(_Section):

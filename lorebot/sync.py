@@ -11,14 +11,19 @@ mount) or ``s3://bucket/prefix`` on any S3-compatible store (through s3fs). Unde
 index lives in ``index/`` and the adapters in ``adapters/``.
 
 Publishing uploads the version's files, then ``versions/<version>/.lorebot-sync.json``
-(the file list with sizes and SHA-256), then ``CURRENT``. Object stores have no atomic
+(the file list with sizes and SHA-256, signed with the publisher's Ed25519 key), then
+``CURRENT``. Object stores have no atomic
 directory rename, so that manifest is the "complete" mark: a version without it is an
 upload in progress (or an interrupted one) and is never pulled. An empty remote
 ``CURRENT`` means "explicitly none" (an adapter rollback to the base model); a missing one
 means nothing was ever published.
 
-Pulling compares the remote ``CURRENT`` with the local one; when they differ it downloads
-a missing version into a temporary directory beside ``versions/``, checks every file
+Pulling compares the remote ``CURRENT`` with the local one; when they differ it checks the
+manifest's signature against the worker's public key (``sync.verify_key``) before it reads
+anything else, so whoever can write the shared location but does not hold the private key
+(``sync.signing_key``, publishing roles only) cannot choose what workers serve; an unsigned
+or wrongly signed version is refused and the worker keeps the one it serves. It then
+downloads a missing version into a temporary directory beside ``versions/``, checks every file
 against the manifest, renames it into place and only then flips the local ``CURRENT``
 (tmp + ``os.replace``), so a reader on the worker sees the old version or the new one,
 never half of one. Processes sharing one data directory (Celery's prefork children)
@@ -29,7 +34,9 @@ This module is kernel: it imports nothing from the other lorebot packages.
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -58,7 +65,7 @@ MANIFEST = ".lorebot-sync.json"
 LOCK = ".sync.lock"
 TMP_DIR = ".sync-tmp"  # beside versions/, so no listing of versions/ ever sees a partial one
 KINDS = ("index", "adapters")
-# Redis hash: "<host>:<pid>" -> JSON of the versions that worker process serves.
+SIGNATURE_ALG = "ed25519"
 
 # Version names become path components locally and keys remotely: nothing that could
 # climb out of versions/ or hide as a dotfile.
@@ -248,15 +255,168 @@ def _check_version(version: str) -> str:
     return version
 
 
+# --------------------------------------------------------------------------- signing
+class SignatureError(SyncError):
+    """A manifest is unsigned or not signed by the trusted key: the version is refused."""
+
+
+def key_id(public_key: Any) -> str:
+    """A short fingerprint of an Ed25519 public key (for messages and manifests)."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def generate_keys(private_path: Path, public_path: Path) -> str:
+    """Write a new Ed25519 key pair (private file mode 0600, never overwritten); its key id."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    # O_EXCL: never replace a key that signed what workers serve; 0600 from the start.
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private_pem)
+    public_path.parent.mkdir(parents=True, exist_ok=True)
+    public_path.write_bytes(public_pem)
+    return key_id(key.public_key())
+
+
+def load_signing_key(path: Path) -> Any:
+    """The Ed25519 private key in a PEM file (ConfigError naming the setting if unusable)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        if os.stat(path).st_mode & 0o077:
+            log.warning("sync signing key %s is readable by others: chmod 600 it", path)
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"cannot read the sync signing key {path}: {type(exc).__name__}",
+            fix="point LOREBOT_SYNC__SIGNING_KEY at a key made by `lorebot sync keygen`",
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(
+            f"the sync signing key {path} is not an Ed25519 key",
+            fix="create one with `lorebot sync keygen`",
+        )
+    return key
+
+
+def load_verify_key(path: Path) -> Any:
+    """The Ed25519 public key in a PEM file (ConfigError naming the setting if unusable)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"cannot read the sync verify key {path}: {type(exc).__name__}",
+            fix="point LOREBOT_SYNC__VERIFY_KEY at the .pub file `lorebot sync keygen` wrote",
+        ) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(
+            f"the sync verify key {path} is not an Ed25519 public key",
+            fix="use the .pub file `lorebot sync keygen` wrote",
+        )
+    return key
+
+
+def sign_manifest(manifest: dict[str, Any], key: Any) -> str:
+    """The manifest file's text: the exact signed bytes, their signature and the key id."""
+    body = json.dumps(manifest, indent=1, sort_keys=True)
+    return json.dumps(
+        {
+            "signed": body,
+            "alg": SIGNATURE_ALG,
+            "key_id": key_id(key.public_key()),
+            "signature": base64.b64encode(key.sign(body.encode("utf-8"))).decode("ascii"),
+        },
+        indent=1,
+    )
+
+
+def verify_manifest(
+    raw: str, *, kind: str, version: str, public_key: Any, allow_unsigned: bool = False
+) -> dict[str, Any]:
+    """The manifest of ``kind``/``version`` once its signature checks out; else SignatureError.
+
+    The signed body names its kind and version, so a signed manifest copied to another
+    version (or from the index to the adapters) is refused too.
+    """
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise SignatureError(
+            f"the manifest of {kind} {version} is not JSON", fix="republish it"
+        ) from None
+    if not isinstance(doc, dict):
+        raise SignatureError(f"the manifest of {kind} {version} is malformed", fix="republish it")
+    if "signed" not in doc:
+        if public_key is None and allow_unsigned:
+            return doc
+        raise SignatureError(
+            f"refusing {kind} version {version}: its manifest is not signed",
+            fix="publish it from a role holding LOREBOT_SYNC__SIGNING_KEY",
+        )
+    if public_key is None:
+        if allow_unsigned:
+            body = json.loads(doc["signed"])
+            return body
+        raise SignatureError(  # pragma: no cover - settings refuse this combination first
+            f"cannot check {kind} version {version}: no verify key",
+            fix="set LOREBOT_SYNC__VERIFY_KEY",
+        )
+    try:
+        signature = base64.b64decode(str(doc.get("signature", "")), validate=True)
+        if doc.get("alg") != SIGNATURE_ALG:
+            raise InvalidSignature
+        public_key.verify(signature, str(doc["signed"]).encode("utf-8"))
+    except (InvalidSignature, ValueError):
+        raise SignatureError(
+            f"refusing {kind} version {version}: its manifest is not signed by the trusted key "
+            f"{key_id(public_key)} (it names {str(doc.get('key_id'))[:16]!r})",
+            fix="publish it again from a role holding the matching LOREBOT_SYNC__SIGNING_KEY",
+        ) from None
+    body = json.loads(doc["signed"])
+    if body.get("version") != version or body.get("kind") not in (None, kind):
+        raise SignatureError(
+            f"refusing {kind} version {version}: its signed manifest is for "
+            f"{body.get('kind')} {body.get('version')}",
+            fix="publish the version again",
+        )
+    return body
+
+
 # --------------------------------------------------------------------------- publish
 def publish_dir(
-    local_root: Path, loc: Location, *, kind: str = "dir", keep: int | None = None
+    local_root: Path,
+    loc: Location,
+    *,
+    kind: str = "dir",
+    keep: int | None = None,
+    signing_key: Any = None,
 ) -> PublishResult:
     """Upload the local CURRENT version (if the remote lacks it), then the remote CURRENT.
 
     A local directory without CURRENT publishes an empty CURRENT ("none": for adapters,
     the base model after a rollback). `keep` prunes older remote versions, never the
-    current one.
+    current one. With `signing_key` (Ed25519) the manifest is signed; without, it is
+    written unsigned (only :func:`publish` with ``sync.allow_unsigned`` does that).
     """
     started = time.perf_counter()
     version = local_current(local_root)
@@ -280,8 +440,18 @@ def publish_dir(
                     loc.fs.put_file(str(vdir / f["path"]), target)
                     result.files += 1
                     result.bytes += f["size"]
-                manifest = {"version": version, "files": files, "published": time.time()}
-                loc.write_text(json.dumps(manifest, indent=1), VERSIONS, version, MANIFEST)
+                manifest = {
+                    "kind": kind,
+                    "version": version,
+                    "files": files,
+                    "published": time.time(),
+                }
+                text = (
+                    sign_manifest(manifest, signing_key)
+                    if signing_key is not None
+                    else json.dumps(manifest, indent=1)
+                )
+                loc.write_text(text, VERSIONS, version, MANIFEST)
                 result.uploaded = True
         loc.write_text((version or "") + "\n", POINTER)
         if keep is not None:
@@ -324,9 +494,20 @@ def _prune_remote(loc: Location, keep: int, current: str | None) -> list[str]:
 
 # --------------------------------------------------------------------------- pull
 def pull_dir(
-    local_root: Path, loc: Location, *, kind: str = "dir", keep: int | None = None
+    local_root: Path,
+    loc: Location,
+    *,
+    kind: str = "dir",
+    keep: int | None = None,
+    verify_key: Any = None,
+    allow_unsigned: bool = False,
 ) -> PullResult:
-    """Make the local CURRENT match the remote one, downloading the version if needed."""
+    """Make the local CURRENT match the remote one, downloading the version if needed.
+
+    The version's manifest must be signed by `verify_key` (an Ed25519 public key) unless
+    `allow_unsigned` is true and no key is given; a refused version raises SignatureError
+    and leaves the local CURRENT (what this worker serves) as it was.
+    """
     started = time.perf_counter()
     try:
         loc.invalidate()
@@ -344,7 +525,14 @@ def pull_dir(
                 _check_version(wanted)
                 final = local_root / VERSIONS / wanted
                 if not final.is_dir():
-                    result.files, result.bytes = _download(loc, wanted, local_root)
+                    result.files, result.bytes = _download(
+                        loc,
+                        wanted,
+                        local_root,
+                        kind=kind,
+                        verify_key=verify_key,
+                        allow_unsigned=allow_unsigned,
+                    )
                     result.downloaded = True
             _set_local_current(local_root, wanted)
             result.local, result.changed = wanted, True
@@ -370,14 +558,25 @@ def pull_dir(
     return result
 
 
-def _download(loc: Location, version: str, local_root: Path) -> tuple[int, int]:
+def _download(
+    loc: Location,
+    version: str,
+    local_root: Path,
+    *,
+    kind: str,
+    verify_key: Any,
+    allow_unsigned: bool,
+) -> tuple[int, int]:
     raw = loc.read_text(VERSIONS, version, MANIFEST)
     if raw is None:
         raise SyncError(
             f"remote CURRENT names {version}, which is not completely published yet",
             fix="wait for the publisher to finish, or publish again",
         )
-    manifest = json.loads(raw)
+    # Checked before any file is fetched: an unsigned version never touches the disk.
+    manifest = verify_manifest(
+        raw, kind=kind, version=version, public_key=verify_key, allow_unsigned=allow_unsigned
+    )
     versions = local_root / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
     tmp_root = local_root / TMP_DIR
@@ -424,6 +623,43 @@ def enabled(settings: Settings) -> bool:
     return bool(settings.sync.url)
 
 
+@dataclass(frozen=True)
+class Trust:
+    """The keys one process uses: a signing key on publishing roles, a verify key everywhere."""
+
+    signing_key: Any = None
+    verify_key: Any = None
+    allow_unsigned: bool = False
+
+
+def trust(settings: Settings) -> Trust:
+    """The configured keys; ConfigError (one line) when sync is on without any key.
+
+    Workers call it at start (:func:`check_config`), so a fleet that would accept any
+    version written to the shared location refuses to start instead.
+    """
+    s = settings.sync
+    signing = load_signing_key(s.signing_key) if s.signing_key else None
+    if s.verify_key:
+        verify = load_verify_key(s.verify_key)
+    else:
+        verify = signing.public_key() if signing is not None else None
+    if verify is None and not s.allow_unsigned:
+        raise ConfigError(
+            "sync is configured without keys: anyone who can write "
+            f"{mask_url(s.url or '')} could choose what workers serve",
+            fix="set LOREBOT_SYNC__VERIFY_KEY (workers) and LOREBOT_SYNC__SIGNING_KEY "
+            "(publishers), made with `lorebot sync keygen`; or LOREBOT_SYNC__ALLOW_UNSIGNED=true",
+        )
+    return Trust(signing, verify, s.allow_unsigned)
+
+
+def check_config(settings: Settings) -> None:
+    """Raise ConfigError when sync is configured but its keys are missing or unreadable."""
+    if enabled(settings):
+        trust(settings)
+
+
 def _keep(settings: Settings, kind: str) -> int | None:
     # Adapters are small and every old one is a rollback target: never pruned here.
     return settings.index.keep_versions if kind == "index" else None
@@ -433,8 +669,18 @@ def publish(settings: Settings, kind: str) -> PublishResult | None:
     """Publish the local CURRENT of one kind; None when no sync location is configured."""
     if not enabled(settings):
         return None
+    keys = trust(settings)
+    if keys.signing_key is None and not keys.allow_unsigned:
+        raise ConfigError(
+            "this process cannot publish: no sync signing key",
+            fix="publish from a role with LOREBOT_SYNC__SIGNING_KEY set (`lorebot sync keygen`)",
+        )
     return publish_dir(
-        local_dir(settings, kind), location(settings, kind), kind=kind, keep=_keep(settings, kind)
+        local_dir(settings, kind),
+        location(settings, kind),
+        kind=kind,
+        keep=_keep(settings, kind),
+        signing_key=keys.signing_key,
     )
 
 
@@ -451,8 +697,14 @@ def publish_adapters(settings: Settings) -> PublishResult | None:
 def pull(settings: Settings, kind: str) -> PullResult | None:
     if not enabled(settings):
         return None
+    keys = trust(settings)
     return pull_dir(
-        local_dir(settings, kind), location(settings, kind), kind=kind, keep=_keep(settings, kind)
+        local_dir(settings, kind),
+        location(settings, kind),
+        kind=kind,
+        keep=_keep(settings, kind),
+        verify_key=keys.verify_key,
+        allow_unsigned=keys.allow_unsigned,
     )
 
 
@@ -472,6 +724,7 @@ class Puller:
         self._locations: dict[str, Location] = {}
         self._lock = threading.Lock()
         self.last_results: dict[str, PullResult] = {}
+        self._trust: Trust | None = None
 
     def _location(self, kind: str) -> Location:
         # Created in the process that uses it: async clients (s3fs) must not cross a fork.
@@ -490,11 +743,21 @@ class Puller:
             out: dict[str, PullResult] = {}
             for kind in self.kinds:
                 try:
+                    if self._trust is None:
+                        self._trust = trust(self.settings)
                     out[kind] = pull_dir(
                         local_dir(self.settings, kind),
                         self._location(kind),
                         kind=kind,
                         keep=_keep(self.settings, kind),
+                        verify_key=self._trust.verify_key,
+                        allow_unsigned=self._trust.allow_unsigned,
+                    )
+                except SignatureError as exc:
+                    log.error(
+                        "sync refused kind=%s, serving the local version: %s",
+                        kind,
+                        exc.one_line(),
                     )
                 except (SyncError, ConfigError) as exc:
                     log.warning(
@@ -524,7 +787,9 @@ def status(settings: Settings) -> dict[str, dict[str, str | None]]:
 
 
 def serving_workers(settings: Settings) -> dict[str, dict[str, Any]]:
-    """What every worker process announced it serves: "<host>:<pid>" -> {index, adapter, ...}.
+    """What every live worker process serves: "<host>:<pid>" -> {index, adapter, at, ...}.
+
+    Entries without a heartbeat for contracts.SERVING_TTL_S are left out.
 
     Read from the contracts.SERVING hash in Redis (the answer workers write it); raises
     ``redis.RedisError`` when Redis cannot be read.
@@ -536,4 +801,11 @@ def serving_workers(settings: Settings) -> dict[str, dict[str, Any]]:
     raw = redis.Redis.from_url(settings.redis.effective_url, socket_timeout=2).hgetall(
         contracts.SERVING
     )
-    return {k.decode(): json.loads(v) for k, v in raw.items()}
+    now = time.time()
+    out = {}
+    for k, v in raw.items():
+        entry = json.loads(v)
+        # A process gone without withdrawing its entry (killed, machine lost) stops beating.
+        if now - float(entry.get("at") or 0) <= contracts.SERVING_TTL_S:
+            out[k.decode()] = entry
+    return out

@@ -97,6 +97,13 @@ class Citation(BaseModel):
         return f"{where}, p. {self.page}" if self.page else where
 
 
+#: Characters of each passage kept in a stored answer (compact()): more than the snippet
+#: Slack shows (200), so rendering a stored answer gives the same message.
+STORED_PASSAGE_CHARS = 240
+#: Longest answer text kept in a stored answer.
+STORED_ANSWER_CHARS = 4000
+
+
 class Answer(BaseModel):
     """The result of answering one question."""
 
@@ -113,3 +120,21 @@ class Answer(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    def compact(self, passage_chars: int = STORED_PASSAGE_CHARS) -> Answer:
+        """This answer as kept in Redis: passages cut to their snippet, sizes bounded.
+
+        What the Slack message and the feedback buttons need, without the full passage
+        texts (a few KiB per answer that would otherwise sit in Redis for every question).
+        ``passage_chars`` below the snippet length (200) no longer renders the same message.
+        """
+        return self.model_copy(
+            update={
+                "question": self.question[:STORED_ANSWER_CHARS],
+                "answer": self.answer[:STORED_ANSWER_CHARS],
+                "citations": [
+                    c.model_copy(update={"text": " ".join(c.text.split())[:passage_chars]})
+                    for c in self.citations[:20]
+                ],
+            }
+        )

@@ -41,13 +41,17 @@ def broker_config(settings: Settings, queues: Sequence[str] | None = None) -> di
     training would run twice. An answer-only worker keeps its own unacked set with a short
     timeout, so a question held by a worker that died whole is answered within minutes.
     """
-    if queues is not None and set(queues) == {contracts.QUEUE_ANSWER}:
+    answer_only = {contracts.QUEUE_ANSWER, contracts.QUEUE_CONTROL}
+    if queues is not None and contracts.QUEUE_ANSWER in queues and set(queues) <= answer_only:
         visibility = max(settings.worker.answer_visibility_s, settings.worker.task_timeout_s + 60)
-        return client.celery_config(
+        config = client.celery_config(
             settings.redis.effective_url,
             visibility_timeout_s=visibility,
             unacked_namespace=contracts.QUEUE_ANSWER,
         )
+        # One result per question: kept only as long as its readers need it.
+        config["result_expires"] = contracts.ANSWER_RESULT_TTL_S
+        return config
     visibility = max(contracts.VISIBILITY_TIMEOUT_S, refresh.refresh_time_limit_s(settings) + 1800)
     return client.celery_config(settings.redis.effective_url, visibility_timeout_s=visibility)
 
@@ -71,6 +75,8 @@ def create_app(
         # Load the model and index in each child before the first task, so the first
         # question does not pay for it. A missing index is not fatal: tasks report it.
         runtime = get_runtime(settings)
+        # Keeps this process's contracts.SERVING entry alive while it idles.
+        answer.start_heartbeat(settings, runtime)
         runtime.sync(force=True)  # a fresh machine fetches the published versions first
         try:
             runtime.generator  # noqa: B018 - warm the lazy property
@@ -89,6 +95,7 @@ def create_app(
 
     def _metrics_child_gone(pid: int | None = None, **_: Any) -> None:
         telemetry.child_exit(pid)
+        answer.withdraw(settings, get_runtime(settings))  # this child serves nothing now
 
     def _metrics_stop(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is app:

@@ -13,8 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lorebot.contracts import QUEUE_ANSWER, QUEUE_TRAIN, TASK_ANSWER, TASK_REFRESH
-from lorebot.errors import AnswerTimeoutError, LorebotError, ServiceUnavailableError
+from lorebot.contracts import QUEUE_ANSWER, QUEUE_CONTROL, QUEUE_TRAIN, TASK_ANSWER, TASK_REFRESH
+from lorebot.errors import (
+    AnswerTimeoutError,
+    ConfigError,
+    LorebotError,
+    ServiceUnavailableError,
+)
 from lorebot.settings import Settings
 from lorebot.types import Answer, Question
 from workers.client import make_client
@@ -25,9 +30,19 @@ def run_worker(settings: Settings, queues: str, loglevel: str = "INFO") -> None:
 
     An answer worker loads the model and index in each process before its first task.
     """
+    from lorebot import sync
     from workers.app import create_app
 
+    # Sync without keys would serve whatever anyone wrote to the shared location.
+    sync.check_config(settings)
     names = queues.split(",")
+    if QUEUE_CONTROL in names and sync.enabled(settings) and settings.sync.signing_key is None:
+        # This machine pulls the registry; a promote / rollback here could not be published.
+        raise ConfigError(
+            "this worker cannot take the control queue: it has no sync signing key",
+            fix="run the control queue where the adapter registry is published from, "
+            "or set LOREBOT_SYNC__SIGNING_KEY",
+        )
     celery = create_app(settings, warm=QUEUE_ANSWER in names, queues=names)
     name = "lorebot-" + queues.replace(",", "-") + f"-{os.getpid()}@%h"
     celery.worker_main(

@@ -236,7 +236,7 @@ class SlackDelivery:
             if answer is not None:
                 pipe.set(
                     contracts.answer(question_id),
-                    answer.model_dump_json(),
+                    answer.compact(contracts.FEEDBACK_PASSAGE_CHARS).model_dump_json(),
                     ex=contracts.ANSWER_TTL_S,
                 )
             thread_ts = self.reply.thread_ts

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lorebot import assets
 from lorebot.errors import LorebotError
-from lorebot.settings import Settings
+from lorebot.settings import Settings, mask_url
 
 
 @dataclass
@@ -91,13 +91,14 @@ def check_redis(settings: Settings) -> Check:
     from lorebot.cli.stack import RedisServer, free_port, redis_ping
 
     url = settings.redis.effective_url
+    shown = mask_url(url)  # the password never reaches the output
     if redis_ping(url):
-        return Check("Redis", True, f"reachable at {url}")
+        return Check("Redis", True, f"reachable at {shown}")
     if not settings.redis.embedded:
         return Check(
             "Redis",
             False,
-            f"cannot reach {url}",
+            f"cannot reach {shown}",
             "check LOREBOT_REDIS__URL and that the server runs",
         )
     # Embedded mode with nothing running: prove the bundled server can start.
@@ -109,7 +110,7 @@ def check_redis(settings: Settings) -> Check:
     return Check(
         "Redis",
         True,
-        f"embedded redis-server starts (not running now; `lorebot up` runs it on {url})",
+        f"embedded redis-server starts (not running now; `lorebot up` runs it on {shown})",
     )
 
 

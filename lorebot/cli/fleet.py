@@ -1,9 +1,10 @@
-"""`lorebot sync publish|pull|status`: index and adapter versions in the shared location."""
+"""`lorebot sync publish|pull|status|keygen`: index and adapter versions in the shared location."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,6 +34,30 @@ def sync_publish_cmd(
         console.print(
             f"{k}: published {r.version or 'none'} ({r.files} files uploaded, {r.seconds:.1f} s)"
         )
+
+
+@sync_app.command("keygen")
+def sync_keygen_cmd(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Directory for the key pair; default data_dir.")
+    ] = None,
+) -> None:
+    """Create the Ed25519 key pair that signs published versions (never overwrites one).
+
+    sync-signing.key (mode 0600) goes to publishing roles only (LOREBOT_SYNC__SIGNING_KEY);
+    sync-signing.pub to every worker (LOREBOT_SYNC__VERIFY_KEY).
+    """
+    from lorebot import sync
+
+    folder = out or settings().data_dir
+    private, public = folder / "sync-signing.key", folder / "sync-signing.pub"
+    try:
+        kid = sync.generate_keys(private, public)
+    except FileExistsError:
+        raise LorebotError(
+            f"{private} already exists", fix="keep it, or move it away to make a new pair"
+        ) from None
+    console.print(f"key {kid}: private {private} (0600, publishers only), public {public}")
 
 
 @sync_app.command("pull")

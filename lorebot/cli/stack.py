@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lorebot import assets
 from lorebot.errors import ServiceUnavailableError
-from lorebot.settings import Settings
+from lorebot.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,14 @@ def require_redis(settings: Settings) -> None:
     url = settings.redis.effective_url
     if redis_ping(url):
         return
+    shown = mask_url(url)
     if settings.redis.embedded:
         raise ServiceUnavailableError(
-            f"the embedded Redis ({url}) is not running",
+            f"the embedded Redis ({shown}) is not running",
             fix="start the stack with `lorebot up`, or set LOREBOT_REDIS__URL to a running Redis",
         )
     raise ServiceUnavailableError(
-        f"cannot reach Redis at {url}",
+        f"cannot reach Redis at {shown}",
         fix="check LOREBOT_REDIS__URL and that the server is running",
     )
 
@@ -209,7 +210,11 @@ class Stack:
             # Answers in one worker; re-indexing, file shares and the nightly refresh in
             # another, so a long job never delays a question (and each keeps its own
             # redelivery timeout, see workers.app.broker_config).
-            self.children.append(Child("worker", lorebot_argv("worker", "--queues", "answer"), env))
+            # The answer worker also takes admin control tasks (adapter rollback), which must
+            # not wait behind a long re-index on the jobs worker.
+            self.children.append(
+                Child("worker", lorebot_argv("worker", "--queues", "answer,control"), env)
+            )
             # its metrics on a free port (announced in Redis), the default one is the answers'
             jobs_env = {**env, "LOREBOT_METRICS__WORKER_PORT": "0"}
             self.children.append(

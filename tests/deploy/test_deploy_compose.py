@@ -77,7 +77,7 @@ def test_workers_cover_every_queue_and_answer_workers_scale(compose):
         assert services[name]["healthcheck"]["test"][0] == "CMD-SHELL", name
         assert "inspect ping" in services[name]["healthcheck"]["test"][1], name
     assert set().union(*queues.values()) == set(ALL_QUEUES)
-    assert queues["answer-worker"] == {"answer"}
+    assert queues["answer-worker"] == {"answer", "control"}
 
     answer = services["answer-worker"]
     # `docker compose up --scale` needs no fixed name and no fixed host port.

@@ -45,7 +45,7 @@ def test_chart_metadata():
 
 def test_values_describe_every_role(values):
     assert values["bot"]["enabled"] and values["beat"]["enabled"] and values["redis"]["enabled"]
-    queues = [values["workers"][role]["queues"] for role in WORKER_ROLES]
+    queues = [q for role in WORKER_ROLES for q in values["workers"][role]["queues"].split(",")]
     assert set(queues) == set(ALL_QUEUES)
     assert values["workers"]["train"]["concurrency"] == 1
     assert values["workers"]["train"]["replicas"] == 1
@@ -134,7 +134,7 @@ def test_rendered_chart_has_every_role():
     assert ("PersistentVolumeClaim", "lb-lorebot-data") in objs
     assert ("Secret", "lb-lorebot-slack") in objs and ("Secret", "lb-lorebot-redis") in objs
 
-    for role, queue in zip(("answer", "ingest", "train"), ("answer", "ingest", "train")):
+    for role, queue in zip(("answer", "ingest", "train"), ("answer,control", "ingest", "train")):
         args = container(objs[("Deployment", f"lb-lorebot-{role}-worker")])["args"]
         assert args[:3] == ["worker", "--queues", queue]
 

@@ -108,7 +108,11 @@ def fleet(tmp_path_factory, sample_data_dir):
     # The publisher: a copy of the session's sample index, published as the first version.
     pub_dir = tmp / "publisher"
     shutil.copytree(sample_data_dir, pub_dir)
-    publisher = make_settings(pub_dir, url, sync={"url": f"file://{shared}"})
+    keys = tmp / "keys"
+    sync.generate_keys(keys / "sync.key", keys / "sync.pub")
+    publisher = make_settings(
+        pub_dir, url, sync={"url": f"file://{shared}", "signing_key": keys / "sync.key"}
+    )
     sync.publish_index(publisher)
 
     workers: dict[str, WorkerProcess] = {}
@@ -122,6 +126,7 @@ def fleet(tmp_path_factory, sample_data_dir):
                 tmp / f"worker-{name}.log",
                 f"answer,fleet_{name}",
                 LOREBOT_SYNC__URL=f"file://{shared}",
+                LOREBOT_SYNC__VERIFY_KEY=str(keys / "sync.pub"),
                 LOREBOT_SYNC__CHECK_INTERVAL_S="0",
                 LOREBOT_MODEL__MAX_TOKENS="8",
                 LOREBOT_MODEL__N_THREADS="1",

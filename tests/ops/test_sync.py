@@ -15,8 +15,41 @@ from tests.conftest import make_settings
 QUESTION = "How many days of annual leave do full-time employees get?"
 
 
+_KEYS: dict[str, Path] = {}
+
+
+def keypair(name: str = "fleet") -> tuple[Path, Path]:
+    """An Ed25519 key pair as PEM files (one per name per test session)."""
+    import tempfile
+
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if name not in _KEYS:
+        _KEYS[name] = Path(tempfile.mkdtemp(prefix=f"lorebot-keys-{name}-"))
+        key = Ed25519PrivateKey.generate()
+        (_KEYS[name] / "sync.key").write_bytes(
+            key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+        )
+        (_KEYS[name] / "sync.pub").write_bytes(
+            key.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
+        )
+    return _KEYS[name] / "sync.key", _KEYS[name] / "sync.pub"
+
+
 def sync_settings(data_dir: Path, url: str, **sync_values):
-    return make_settings(data_dir, sync={"url": url, "check_interval_s": 0, **sync_values})
+    """Settings of a fleet member: publishers sign, everyone verifies, with the "fleet" keys."""
+    private, public = keypair()
+    values = {"signing_key": private, "verify_key": public, **sync_values}
+    return make_settings(data_dir, sync={"url": url, "check_interval_s": 0, **values})
+
+
+def worker_settings(data_dir: Path, url: str, key: str = "fleet", **sync_values):
+    """An answer worker: the public key only, no signing key."""
+    return make_settings(
+        data_dir,
+        sync={"url": url, "check_interval_s": 0, "verify_key": keypair(key)[1], **sync_values},
+    )
 
 
 def write_adapter(root: Path, version: str, payload: bytes, current: bool = True) -> Path:
@@ -195,7 +228,7 @@ def s3_server():
     server.stop()
 
 
-def s3_settings(data_dir: Path, endpoint: str, secret: str = "moto-secret-key-42"):
+def s3_settings(data_dir: Path, endpoint: str, secret: str = "moto-secret-key-42", **more):
     return sync_settings(
         data_dir,
         "s3://lorebot-fleet/prod",
@@ -203,6 +236,7 @@ def s3_settings(data_dir: Path, endpoint: str, secret: str = "moto-secret-key-42
         region="us-east-1",
         access_key_id="AKIAMOTOTEST",
         secret_access_key=secret,
+        **more,
     )
 
 
@@ -250,6 +284,15 @@ def test_s3_bucket_round_trip(tmp_path, s3_server, sample_data_dir, embedder, mo
     sync.publish_adapters(s3_settings(tmp_path / "pub", s3_server))
     assert sync.pull(worker, "adapters").local == "r7"
 
+    # A bucket writer without the publishers' key: the worker keeps r7.
+    write_adapter(tmp_path / "evil" / "adapters", "r8", b"backdoor")
+    sync.publish_adapters(
+        s3_settings(tmp_path / "evil", s3_server, signing_key=keypair("intruder")[0])
+    )
+    with pytest.raises(sync.SignatureError):
+        sync.pull(worker, "adapters")
+    assert sync.local_current(worker.adapters_dir) == "r7"
+
 
 def test_s3_errors_are_one_line_without_the_secret(tmp_path, s3_server, monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -261,6 +304,7 @@ def test_s3_errors_are_one_line_without_the_secret(tmp_path, s3_server, monkeypa
             "region": "us-east-1",
             "access_key_id": "AKIAMOTOTEST",
             "secret_access_key": "very-secret-value-123",
+            "allow_unsigned": True,
         },
     )
     write_adapter(settings.adapters_dir, "r1", b"1")
@@ -268,6 +312,115 @@ def test_s3_errors_are_one_line_without_the_secret(tmp_path, s3_server, monkeypa
         sync.publish_adapters(settings)
     assert "cannot publish adapters" in err.value.message and err.value.fix
     assert "very-secret-value-123" not in err.value.one_line()
+
+
+# ----------------------------------------------------------------------------- signatures
+def test_a_version_signed_with_another_key_is_refused_and_the_served_one_kept(tmp_path):
+    shared = tmp_path / "shared"
+    pub = sync_settings(tmp_path / "pub", str(shared))
+    write_adapter(pub.adapters_dir, "r1", b"genuine")
+    sync.publish_adapters(pub)
+    worker = worker_settings(tmp_path / "w", str(shared))
+    assert sync.pull(worker, "adapters").local == "r1"
+
+    # Someone with write access to the shared location and a key of their own.
+    intruder = sync_settings(
+        tmp_path / "evil", str(shared), signing_key=keypair("intruder")[0], verify_key=None
+    )
+    write_adapter(intruder.adapters_dir, "r2", b"backdoor")
+    sync.publish_adapters(intruder)
+    assert (shared / "adapters" / "CURRENT").read_text().strip() == "r2"
+
+    with pytest.raises(sync.SignatureError, match="not signed by the trusted key"):
+        sync.pull(worker, "adapters")
+    assert sync.local_current(worker.adapters_dir) == "r1"
+    assert not (worker.adapters_dir / "versions" / "r2").exists()
+    # A long-lived worker logs it and keeps serving r1.
+    results = sync.Puller(worker, kinds=("adapters",)).maybe_pull(force=True)
+    assert results == {} and sync.local_current(worker.adapters_dir) == "r1"
+
+
+def test_an_unsigned_or_tampered_manifest_is_refused(tmp_path):
+    import hashlib
+
+    shared = tmp_path / "shared"
+    pub = sync_settings(tmp_path / "pub", str(shared))
+    write_adapter(pub.adapters_dir, "r1", b"genuine")
+    sync.publish_adapters(pub)
+    worker = worker_settings(tmp_path / "w", str(shared))
+    assert sync.pull(worker, "adapters").local == "r1"
+
+    # Tampered: a new file and a manifest listing its true hash, signature left as it was.
+    r1 = shared / "adapters" / "versions" / "r1"
+    forged = r1.parent / "r3"
+    shutil.copytree(r1, forged)
+    (forged / "adapter.gguf").write_bytes(b"backdoor")
+    doc = json.loads((forged / sync.MANIFEST).read_text())
+    body = json.loads(doc["signed"])
+    body["version"] = "r3"
+    for f in body["files"]:
+        if f["path"] == "adapter.gguf":
+            f.update(size=8, sha256=hashlib.sha256(b"backdoor").hexdigest())
+    doc["signed"] = json.dumps(body)
+    (forged / sync.MANIFEST).write_text(json.dumps(doc))
+    (shared / "adapters" / "CURRENT").write_text("r3\n")
+    with pytest.raises(sync.SignatureError):
+        sync.pull(worker, "adapters")
+    assert sync.local_current(worker.adapters_dir) == "r1"
+
+    # A genuinely signed manifest copied under another version name.
+    shutil.rmtree(forged)
+    shutil.copytree(r1, forged)
+    with pytest.raises(sync.SignatureError, match="signed manifest is for"):
+        sync.pull(worker, "adapters")
+
+    # Unsigned: a manifest as lorebot wrote them before signatures.
+    shutil.rmtree(forged)
+    shutil.copytree(r1, forged)
+    files = json.loads(json.loads((r1 / sync.MANIFEST).read_text())["signed"])["files"]
+    (forged / sync.MANIFEST).write_text(json.dumps({"version": "r3", "files": files}))
+    with pytest.raises(sync.SignatureError, match="not signed"):
+        sync.pull(worker, "adapters")
+    assert sync.local_current(worker.adapters_dir) == "r1"
+    assert not (worker.adapters_dir / "versions" / "r3").exists()
+
+
+def test_sync_without_keys_is_a_one_line_config_error_unless_opted_out(tmp_path):
+    from lorebot.errors import ConfigError
+
+    bare = make_settings(tmp_path / "w", sync={"url": str(tmp_path / "shared")})
+    with pytest.raises(ConfigError) as err:
+        sync.check_config(bare)
+    assert "without keys" in err.value.message and "\n" not in err.value.one_line()
+    with pytest.raises(ConfigError):
+        sync.pull(bare, "adapters")
+    # A worker holding only the public key cannot publish.
+    with pytest.raises(ConfigError, match="cannot publish"):
+        sync.publish_adapters(worker_settings(tmp_path / "w2", str(tmp_path / "shared")))
+
+    opted = make_settings(
+        tmp_path / "p", sync={"url": str(tmp_path / "shared"), "allow_unsigned": True}
+    )
+    sync.check_config(opted)
+    write_adapter(opted.adapters_dir, "r1", b"1")
+    sync.publish_adapters(opted)
+    other = make_settings(
+        tmp_path / "o", sync={"url": str(tmp_path / "shared"), "allow_unsigned": True}
+    )
+    assert sync.pull(other, "adapters").local == "r1"
+    # ...but a worker with a key still refuses the unsigned version.
+    with pytest.raises(sync.SignatureError):
+        sync.pull(worker_settings(tmp_path / "w3", str(tmp_path / "shared")), "adapters")
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path):
+    import stat
+
+    kid = sync.generate_keys(tmp_path / "k" / "sync.key", tmp_path / "k" / "sync.pub")
+    assert stat.S_IMODE((tmp_path / "k" / "sync.key").stat().st_mode) == 0o600
+    assert kid == sync.key_id(sync.load_verify_key(tmp_path / "k" / "sync.pub"))
+    with pytest.raises(FileExistsError):  # never overwrites the key workers trust
+        sync.generate_keys(tmp_path / "k" / "sync.key", tmp_path / "k" / "other.pub")
 
 
 def test_sync_cli_publish_pull_status(tmp_path, redis_server):
@@ -279,8 +432,14 @@ def test_sync_cli_publish_pull_status(tmp_path, redis_server):
     shared = tmp_path / "shared"
     pub_dir = tmp_path / "pub"
     write_adapter(pub_dir / "adapters", "r1", b"1")
-    env = child_env(pub_dir, redis_server.url, LOREBOT_SYNC__URL=str(shared))
     run = [sys.executable, "-m", "lorebot", "sync"]
+    keys = tmp_path / "keys"
+    env = child_env(pub_dir, redis_server.url, LOREBOT_SYNC__URL=str(shared))
+    out = subprocess.run(
+        [*run, "keygen", "--out", str(keys)], env=env, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    env["LOREBOT_SYNC__SIGNING_KEY"] = str(keys / "sync-signing.key")
     out = subprocess.run(
         [*run, "publish", "--kind", "adapters"],
         env=env,
@@ -290,7 +449,12 @@ def test_sync_cli_publish_pull_status(tmp_path, redis_server):
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    env_w = child_env(tmp_path / "w", redis_server.url, LOREBOT_SYNC__URL=str(shared))
+    env_w = child_env(
+        tmp_path / "w",
+        redis_server.url,
+        LOREBOT_SYNC__URL=str(shared),
+        LOREBOT_SYNC__VERIFY_KEY=str(keys / "sync-signing.pub"),
+    )
     out = subprocess.run(
         [*run, "pull"], env=env_w, capture_output=True, text=True, timeout=120, check=False
     )

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -86,13 +87,39 @@ def answer_impl(
     return result
 
 
+def _serving_field() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _write_serving(r: Any, entry: dict[str, Any]) -> None:
+    """Write this process's entry with a fresh heartbeat, and drop entries that lost theirs.
+
+    Every restart of a worker process is a new "<host>:<pid>": without the pruning the
+    hash would grow by one entry per restart, forever.
+    """
+    now = time.time()
+    entry = {**entry, "at": now}
+    r.hset(contracts.SERVING, _serving_field(), json.dumps(entry))
+    stale = []
+    for name, raw in r.hgetall(contracts.SERVING).items():
+        try:
+            at = float(json.loads(raw).get("at") or 0)
+        except (ValueError, TypeError, AttributeError):
+            at = 0.0
+        if now - at > contracts.SERVING_TTL_S:
+            stale.append(name)
+    if stale:
+        r.hdel(contracts.SERVING, *stale)
+
+
 def announce(settings: Settings, runtime: Any, index: Any) -> None:
-    """Tell Redis what this worker serves (once per index version/adapter).
+    """Tell Redis what this worker serves (when it changes, and as a heartbeat).
 
     The bot shows the document count in its placeholder; operators (``lorebot sync
     status``, :func:`lorebot.sync.serving_workers`) and the sync test read which index and
     adapter versions each worker serves, from the contracts.SERVING hash
-    ("<host>:<pid>" -> JSON).
+    ("<host>:<pid>" -> JSON). Entries carry the time of their last heartbeat
+    (:func:`heartbeat`); entries older than contracts.SERVING_TTL_S are deleted here.
     """
     # adapter: what the loaded model applies; adapter_synced: the local registry's
     # CURRENT after the last pull.
@@ -102,7 +129,8 @@ def announce(settings: Settings, runtime: Any, index: Any) -> None:
         sync.local_current(settings.adapters_dir),
     )
     telemetry.set_serving(serving[0], serving[1])
-    if getattr(runtime, "announced", None) == serving:
+    fresh = time.time() - getattr(runtime, "announced_at", 0.0) < contracts.SERVING_HEARTBEAT_S
+    if getattr(runtime, "announced", None) == serving and fresh:
         return
     import redis
 
@@ -110,25 +138,71 @@ def announce(settings: Settings, runtime: Any, index: Any) -> None:
         r = redis.Redis.from_url(settings.redis.effective_url, socket_timeout=2)
         stats = index.stats()
         r.set(contracts.INDEX_DOCUMENTS, stats.get("documents", 0))
-        r.hset(
-            contracts.SERVING,
-            f"{socket.gethostname()}:{os.getpid()}",
-            json.dumps(
-                {
-                    "index": serving[0],
-                    "adapter": serving[1],
-                    "adapter_synced": serving[2],
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "metrics_port": telemetry.server_port(),
-                    "at": time.time(),
-                }
-            ),
-        )
-        log.info("serving index=%s adapter=%s adapter_synced=%s", *serving)
+        entry = {
+            "index": serving[0],
+            "adapter": serving[1],
+            "adapter_synced": serving[2],
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "metrics_port": telemetry.server_port(),
+        }
+        _write_serving(r, entry)
+        if getattr(runtime, "announced", None) != serving:
+            log.info("serving index=%s adapter=%s adapter_synced=%s", *serving)
         runtime.announced = serving
+        runtime.announced_entry = entry
+        runtime.announced_at = time.time()
     except redis.RedisError as exc:  # never fail a question over a status line
         log.warning("could not announce index %s: %s", index.version, exc)
+
+
+def heartbeat(settings: Settings, runtime: Any) -> None:
+    """Refresh this process's SERVING entry (an idle worker is still serving)."""
+    entry = getattr(runtime, "announced_entry", None)
+    if entry is None:
+        return
+    import redis
+
+    try:
+        _write_serving(redis.Redis.from_url(settings.redis.effective_url, socket_timeout=2), entry)
+        runtime.announced_at = time.time()
+    except redis.RedisError as exc:
+        log.warning("serving heartbeat failed: %s", exc)
+
+
+def withdraw(settings: Settings, runtime: Any) -> None:
+    """Remove this process's SERVING entry (a clean exit)."""
+    if getattr(runtime, "announced_entry", None) is None:
+        return
+    import redis
+
+    try:
+        r = redis.Redis.from_url(settings.redis.effective_url, socket_timeout=2)
+        r.hdel(contracts.SERVING, _serving_field())
+        runtime.announced_entry = None
+    except redis.RedisError as exc:
+        log.warning("could not withdraw the serving entry: %s", exc)
+
+
+def start_heartbeat(settings: Settings, runtime: Any) -> threading.Event:
+    """A daemon thread calling :func:`heartbeat` every contracts.SERVING_HEARTBEAT_S."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(contracts.SERVING_HEARTBEAT_S):
+            heartbeat(settings, runtime)
+
+    threading.Thread(target=loop, name="serving-heartbeat", daemon=True).start()
+    return stop
+
+
+def task_result(result: Answer, reply: contracts.ReplyTarget | None) -> dict[str, Any]:
+    """What the answer task returns (Celery keeps it in Redis for result_expires).
+
+    A question from Slack gets the compact answer (the watchdog renders it; passages are
+    cut to their snippet); `lorebot ask` (no reply target) gets the full passages.
+    """
+    return (result.compact() if reply is not None else result).model_dump(mode="json")
 
 
 def error_result(question_id: str, exc: LorebotError) -> dict[str, Any]:
@@ -185,7 +259,7 @@ def register(app: Celery, settings: Settings) -> None:
                 raise
         result.timings_ms.setdefault("task", (time.perf_counter() - started) * 1000)
         telemetry.record_answer("abstained" if result.abstained else "answered", result.timings_ms)
-        return result.model_dump(mode="json")
+        return task_result(result, target)
 
     @app.task(name=contracts.TASK_PING, shared=False)
     def ping() -> str:

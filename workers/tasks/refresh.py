@@ -312,6 +312,11 @@ def register(app: Any, settings: Settings) -> None:
             telemetry.record_refresh(result["status"])
         return result
 
-    @app.task(name=contracts.TASK_ADAPTERS, shared=False)
+    @app.task(
+        name=contracts.TASK_ADAPTERS,
+        shared=False,
+        time_limit=contracts.CONTROL_TIME_LIMIT_S,
+        soft_time_limit=contracts.CONTROL_TIME_LIMIT_S - 5,
+    )
     def adapters(action: str = "list", version: str | None = None) -> dict:
         return adapters_impl(settings, action, version)
