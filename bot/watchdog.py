@@ -160,7 +160,9 @@ class Watchdog:
                 **render.answer_message(answer, latency_s=latency),
             )
             self.redis.set(
-                contracts.answer(qid), answer.model_dump_json(), ex=contracts.ANSWER_TTL_S
+                contracts.answer(qid),
+                answer.compact(contracts.FEEDBACK_PASSAGE_CHARS).model_dump_json(),
+                ex=contracts.ANSWER_TTL_S,
             )
         except Exception as exc:
             log.error("question=%s answer could not be delivered: %s", qid, exc)

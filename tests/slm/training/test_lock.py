@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from lorebot.contracts import QUEUE_INGEST, TASK_ADAPTERS, TASK_QUEUES
+from lorebot.contracts import QUEUE_CONTROL, TASK_ADAPTERS, TASK_QUEUES
 from lorebot.contracts import REFRESH_LOCK as LOCK_KEY
 from tests.conftest import make_settings
 from workers.client import celery_config
@@ -73,4 +73,5 @@ def test_visibility_timeout_exceeds_the_refresh_task_limit(tmp_path):
     assert app.tasks["lorebot.refresh"].time_limit == limit
     assert app.conf.broker_transport_options["visibility_timeout"] > limit
     assert celery_config("redis://x")["broker_transport_options"]["visibility_timeout"] >= 6 * 3600
-    assert TASK_QUEUES[TASK_ADAPTERS] == QUEUE_INGEST  # admin commands skip the training queue
+    # admin commands skip the training and ingest queues (a reindex must not block a rollback)
+    assert TASK_QUEUES[TASK_ADAPTERS] == QUEUE_CONTROL

@@ -105,21 +105,21 @@ def test_adapters_commands(tmp_path):
     assert "error" in adapters_impl(s, "explode")
 
 
-def test_adapters_task_runs_on_the_ingest_queue_worker(tmp_path, redis_server, celery_worker_proc):
-    """What `/lorebot adapters ...` sends: the task is registered and routed away from `train`."""
-    from lorebot.contracts import QUEUE_INGEST, TASK_ADAPTERS, TASK_QUEUES
+def test_adapters_task_runs_on_the_control_queue_worker(tmp_path, redis_server, celery_worker_proc):
+    """What `/lorebot adapters ...` sends: registered, routed to `control`, away from long jobs."""
+    from lorebot.contracts import QUEUE_CONTROL, TASK_ADAPTERS, TASK_QUEUES
     from workers.client import make_client
 
     s = make_settings(tmp_path / "data", redis_server.url)
     _card(s, "candidate", 0.3, 0.3, 0.4)
     version = registry.list_adapters(s)[0]["version"]
-    celery_worker_proc(s.data_dir, redis_server.url, "ingest")
+    celery_worker_proc(s.data_dir, redis_server.url, "control")
     client = make_client(redis_server.url)
-    assert TASK_QUEUES[TASK_ADAPTERS] == QUEUE_INGEST
+    assert TASK_QUEUES[TASK_ADAPTERS] == QUEUE_CONTROL
 
     def call(action, v=None):
         return client.send_task(
-            TASK_ADAPTERS, kwargs={"action": action, "version": v}, queue=QUEUE_INGEST
+            TASK_ADAPTERS, kwargs={"action": action, "version": v}, queue=QUEUE_CONTROL
         ).get(timeout=60)
 
     assert call("promote", version)["current"] == version
