@@ -206,21 +206,24 @@ def _abstain(
     )
 
 
+def _sentence_scoring(question: Question, retriever: Retriever, encode: Encode | None) -> dict:
+    """How passage sentences are scored: the index's own embedder, stored sentence vectors
+    and cached question vector, where the retriever offers them."""
+    if encode is None:  # the index's own query embedder, when it offers one
+        encode = getattr(retriever, "encode", None)
+    query_vector = getattr(retriever, "query_vector", None)
+    return {
+        "encode": encode,
+        "stored": getattr(retriever, "sentence_vectors", None),
+        "query_vector": query_vector(question.text) if query_vector is not None else None,
+    }
+
+
 def _evidence(
     question: Question, used: Sequence[SearchHit], retriever: Retriever, encode: Encode | None
 ) -> Evidence | None:
     """The evidence quote, from the index's stored sentence vectors where it has them."""
-    if encode is None:  # the index's own query embedder, when it offers one
-        encode = getattr(retriever, "encode", None)
-    stored = getattr(retriever, "sentence_vectors", None)
-    query_vector = getattr(retriever, "query_vector", None)
-    return select_evidence(
-        question.text,
-        used,
-        encode,
-        stored=stored,
-        query_vector=query_vector(question.text) if query_vector is not None else None,
-    )
+    return select_evidence(question.text, used, **_sentence_scoring(question, retriever, encode))
 
 
 def answer_question(
@@ -276,7 +279,7 @@ def answer_question(
 
     if model.answer_mode == "read" and hasattr(generator, "score_answers"):
         return _answer_by_reading(
-            question, hits, retriever, generator, retrieval=retrieval, encode=encode, **common
+            question, hits, retriever, generator, retrieval=retrieval, encode=encode, common=common
         )
 
     t_prompt = time.perf_counter()
@@ -374,32 +377,23 @@ def _answer_by_reading(
     *,
     retrieval: RetrievalSettings,
     encode: Encode | None,
-    index_version: str | None,
-    adapter: str | None,
-    timings: dict[str, float],
-    started: float,
+    common: dict,
 ) -> Answer:
-    """The short answer read from the passages (:mod:`slm.serving.reader`), then its quote."""
-    common = {
-        "index_version": index_version,
-        "adapter": adapter,
-        "timings": timings,
-        "started": started,
-    }
+    """The short answer read from the passages (:mod:`slm.serving.reader`), then its quote.
+
+    ``common`` holds what every answer records (index and adapter versions, the timings and
+    the start), as in :func:`answer_question`.
+    """
+    timings, started = common["timings"], common["started"]
+    index_version, adapter = common["index_version"], common["adapter"]
     t_read = time.perf_counter()
     passages = _with_neighbours(hits, retriever, retrieval.neighbours)
-    if encode is None:
-        encode = getattr(retriever, "encode", None)
-    stored = getattr(retriever, "sentence_vectors", None)
-    query_vector = getattr(retriever, "query_vector", None)
     ranked = rank_evidence(
         question.text,
         passages,
-        encode,
-        stored=stored,
-        query_vector=query_vector(question.text) if query_vector is not None else None,
         passages=len(passages),
         keep=SENTENCES,
+        **_sentence_scoring(question, retriever, encode),
     )
     timings["evidence"] = (time.perf_counter() - t_read) * 1000
     t_model = time.perf_counter()

@@ -51,3 +51,26 @@ def test_yes_no_questions_choose_between_yes_and_no() -> None:
 
 def test_no_sentence_no_reading() -> None:
     assert read("Anything?", [], ScriptedScorer({})) is None
+
+
+def test_read_mode_answers_with_the_short_answer_first_then_the_cited_quote() -> None:
+    from lorebot.settings import ModelSettings, RetrievalSettings
+    from lorebot.types import Question
+    from slm.serving.answer import answer_question
+    from slm.serving.retrievers import StaticRetriever
+    from tests.support.fakes import make_hits
+
+    class Scorer(ScriptedScorer):
+        adapter = None
+
+    retriever = StaticRetriever(make_hits([SENTENCE, "The office opens at 8:00."]))
+    answer = answer_question(
+        Question(question_id="q1", text="How many days of annual leave do I get?"),
+        retriever,
+        Scorer({"27 days": -0.1}),  # type: ignore[arg-type]
+        retrieval=RetrievalSettings(min_score=0.0),
+        model=ModelSettings(answer_mode="read"),
+    )
+    assert not answer.abstained and answer.short_answer == "27 days"
+    assert answer.answer.startswith("27 days [1]") and f"> {SENTENCE} [1]" in answer.answer
+    assert [c.n for c in answer.citations if c.cited] == [1]
