@@ -211,23 +211,19 @@ def test_after_a_reindex_both_answer_with_the_new_version(fleet, tmp_path, embed
     assert {s["index"] for s in served.values()} == {v2}
 
 
-def _real_adapter(tmp: Path) -> bytes | None:
-    """A GGUF LoRA adapter written by slm.training.lora's exporter (None when slm.training.lora is
-    absent).
+def _real_adapter(tmp: Path) -> bytes:
+    """A GGUF LoRA adapter written by slm.training.lora's exporter.
 
     The peft weights are a small random rank-4 update of two attention projections,
     written straight to safetensors: exporting them exercises the same path a trained
     adapter takes, without spending a minute of CI on training (tests/slm/training and the
     lora tests train for real).
     """
-    try:
-        from slm.training.lora import PEFT_CONFIG, PEFT_WEIGHTS, export_gguf_adapter
-    except ImportError:
-        return None
     import numpy as np
     from safetensors.numpy import save_file
 
     from lorebot import assets
+    from slm.training.lora import PEFT_CONFIG, PEFT_WEIGHTS, export_gguf_adapter
 
     rank, n_embd = 4, 576  # SmolLM2-135M: hidden size 576, q_proj and o_proj are 576 x 576
     rng = np.random.default_rng(0)
@@ -246,16 +242,7 @@ def _real_adapter(tmp: Path) -> bytes | None:
 
 
 def test_after_a_promotion_both_report_the_same_adapter(fleet, tmp_path):
-    import importlib.util
-
     payload = _real_adapter(tmp_path)
-    registry_present = importlib.util.find_spec("slm.training.registry") is not None
-    if payload is None and registry_present:
-        pytest.skip(
-            "slm.training.registry loads adapters but slm.training.lora cannot make a real one yet"
-        )
-    real = payload is not None
-    payload = payload or b"GGUF placeholder: synced at the file level only"
 
     version = "r20261123-000001-fleet"
     adapters = fleet.publisher.adapters_dir
@@ -269,8 +256,7 @@ def test_after_a_promotion_both_report_the_same_adapter(fleet, tmp_path):
 
     for name in ("a", "b"):
         answer = fleet.ask(name)
-        if real and registry_present:
-            assert answer["adapter"] == version, name
+        assert answer["adapter"] == version, name
         pulled = fleet.data_dirs[name] / "adapters"
         assert (pulled / "CURRENT").read_text().strip() == version
         assert (pulled / "versions" / version / "adapter.gguf").read_bytes() == payload
@@ -278,8 +264,7 @@ def test_after_a_promotion_both_report_the_same_adapter(fleet, tmp_path):
     assert {s["adapter_synced"] for s in served.values()} == {version}
     assert {s["index"] for s in served.values()} == {fleet.versions["index_v2"]}
     fleet.versions["adapter"] = version
-    if real and registry_present:
-        fleet.versions["adapter_served"] = version
+    fleet.versions["adapter_served"] = version
 
 
 def scrape(port: int) -> tuple[str, float]:
