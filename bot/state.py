@@ -31,9 +31,9 @@ class Deduper:
         self.redis = redis
         self.ttl_s = ttl_s
 
-    def claim(self, key: str) -> bool:
-        """True for the first caller with this key within the TTL."""
-        return bool(self.redis.set(key, "1", nx=True, ex=self.ttl_s))
+    def claim(self, key: str, ttl_s: int | None = None) -> bool:
+        """True for the first caller with this key within the TTL (``ttl_s``, else the default)."""
+        return bool(self.redis.set(key, "1", nx=True, ex=ttl_s or self.ttl_s))
 
     def claim_event(self, event_id: str) -> bool:
         return self.claim(contracts.event_seen(event_id))
@@ -45,11 +45,7 @@ class Deduper:
         button click could be sent again inside that window; commands and clicks carry
         no event id, and the signature is what makes each request unique.
         """
-        return bool(
-            self.redis.set(
-                contracts.signed_seen(signature), "1", nx=True, ex=contracts.SIGNED_SEEN_TTL_S
-            )
-        )
+        return self.claim(contracts.signed_seen(signature), contracts.SIGNED_SEEN_TTL_S)
 
     def claim_message(self, channel: str, ts: str, client_msg_id: str | None = None) -> bool:
         """Claim a message by channel+ts, and by client_msg_id when Slack gave one."""
