@@ -496,6 +496,75 @@ class MetricsSettings(_Section):
     )
 
 
+class ConsoleSettings(_Section):
+    """The admin console in the browser (`lorebot console`).
+
+    Every page needs a signed-in admin: a local password (``password_hash``, an argon2 hash
+    made with `lorebot console hash-password`) or, when ``oidc_issuer`` is set, OpenID
+    Connect restricted to ``slack.admin_user_ids`` or ``oidc_admin_group``.
+    """
+
+    host: str = Field("127.0.0.1", description="Interface the console listens on.")
+    port: int = Field(8088, ge=0, le=65535, description="Port of the console (0 = any free).")
+    admin_user: str = Field(
+        "admin", min_length=1, max_length=64, description="Name of the local admin account."
+    )
+    password_hash: SecretStr | None = Field(
+        None,
+        description=(
+            "argon2 hash of the local admin password (`lorebot console hash-password`); "
+            "unset = no password sign-in."
+        ),
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key that signs session cookies (32+ characters); unset = a random key kept in "
+            "<data_dir>/console/secret.key (mode 0600)."
+        ),
+    )
+    session_max_age_s: int = Field(
+        8 * 3600, ge=60, le=7 * 24 * 3600, description="A sign-in lasts this long."
+    )
+    cookie_secure: bool = Field(
+        True,
+        description=(
+            "Send the session cookie over HTTPS only (browsers treat http://localhost as "
+            "secure); false only for plain-HTTP test setups off loopback."
+        ),
+    )
+    public_url: str | None = Field(
+        None,
+        description="The console's external base URL (https://...), for the OIDC redirect.",
+    )
+    oidc_issuer: str | None = Field(
+        None, description="OpenID Connect issuer URL (discovery at /.well-known/...)."
+    )
+    oidc_client_id: str | None = Field(None, description="OIDC client id.")
+    oidc_client_secret: SecretStr | None = Field(None, description="OIDC client secret.")
+    oidc_admin_group: str | None = Field(
+        None,
+        description=(
+            "Group (the ID token's `groups` claim) whose members may sign in, besides "
+            "slack.admin_user_ids matched against the `sub` claim."
+        ),
+    )
+
+    @field_validator("password_hash")
+    @classmethod
+    def _argon2(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith("$argon2"):
+            raise ValueError("must be an argon2 hash from `lorebot console hash-password`")
+        return v
+
+    @field_validator("secret_key")
+    @classmethod
+    def _key_length(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return v
+
+
 class Settings(BaseSettings):
     """Everything configurable about lorebot."""
 
@@ -512,6 +581,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     model_config = SettingsConfigDict(
         env_prefix="LOREBOT_",
