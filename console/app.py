@@ -12,7 +12,8 @@ Every request passes :class:`Guard` first, before any route is matched:
   ``csrf_token``, or header ``X-CSRF-Token``) and, when the browser sends one, an ``Origin``
   equal to the console's own: 403 otherwise, with an audit line;
 * every response gets a strict Content-Security-Policy (scripts and styles only from the
-  console itself), ``X-Frame-Options: DENY``, ``nosniff``, ``no-referrer`` and ``no-store``.
+  console itself), ``X-Frame-Options: DENY``, ``nosniff``, ``Referrer-Policy: same-origin`` and
+  ``no-store``.
 
 Sessions are signed cookies (Starlette's SessionMiddleware): ``SameSite=Lax``, HttpOnly,
 ``Secure`` unless ``console.cookie_secure`` is off, and they end ``session_max_age_s`` after
@@ -71,7 +72,8 @@ SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # not no-referrer: with it, browsers send "Origin: null" on same-origin form posts
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 NAV = (
@@ -305,21 +307,23 @@ class Console:
         form = self.form(request)
         client = request.client.host if request.client else "?"
         user = form.get("user", "")[:64]
+        nxt = _safe_next(form.get("next"))
+        again = "/login" if nxt == "/" else "/login?next=" + quote(nxt, safe="/")
         wait = self.throttle.retry_after(client)
         if wait > 0:
             self.audit.record(user or "-", "sign-in", result="throttled", ip=client)
             self.flash(request, "error", f"Too many failed sign-ins: try again in {wait:.0f} s.")
-            return self.back(request, "/login")
+            return self.back(request, again)
         password = form.get("password", "")
         if len(password) > MAX_PASSWORD_CHARS or not self.password.verify(user, password):
             self.throttle.failed(client)
             self.audit.record(user or "-", "sign-in", result="refused", via="password", ip=client)
             self.flash(request, "error", "Wrong name or password.")
-            return self.back(request, "/login")
+            return self.back(request, again)
         self.throttle.succeeded(client)
         self.start_session(request, user, "password")
         self.audit.record(user, "sign-in", via="password", ip=client)
-        return self.back(request, _safe_next(form.get("next")))
+        return self.back(request, nxt)
 
     @staticmethod
     def start_session(request: Request, user: str, via: str) -> None:
@@ -500,14 +504,22 @@ def routes(c: Console) -> list:
     return out
 
 
+def connect_redis(url: str):
+    """A client that fails fast: one retry, no backoff, so a page says "Redis is down" at
+    once instead of after redis-py's default retries (seconds per command)."""
+    import redis as redis_lib
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis_lib.Redis.from_url(
+        url, socket_timeout=3, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1)
+    )
+
+
 def build_app(settings: Settings, *, redis=None, gateway=None, oidc=None) -> Starlette:
     """The console application. ``redis`` and ``gateway`` default to the settings' Redis."""
     if redis is None:
-        import redis as redis_lib
-
-        redis = redis_lib.Redis.from_url(
-            settings.redis.effective_url, socket_timeout=3, socket_connect_timeout=3
-        )
+        redis = connect_redis(settings.redis.effective_url)
     if gateway is None:
         from bot.gateway import WorkerGateway
 
