@@ -17,8 +17,10 @@ Every request passes :class:`Guard` first, before any route is matched:
 
 Sessions are signed cookies (Starlette's SessionMiddleware): ``SameSite=Lax``, HttpOnly,
 ``Secure`` unless ``console.cookie_secure`` is off, and they end ``session_max_age_s`` after
-sign-in whatever the activity. Handlers are plain functions (Starlette runs them on its
-thread pool), because they read files, SQLite and Redis.
+sign-in whatever the activity, or at sign-out (the session id joins
+:class:`console.auth.RevokedSessions`, so a copy of the cookie stops working too).
+Handlers are plain functions (Starlette runs them on its thread pool), because they read
+files, SQLite and Redis.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from console.audit import AuditLog
 from console.auth import (
     MAX_PASSWORD_CHARS,
     PasswordCheck,
+    RevokedSessions,
     SignInThrottle,
     console_dir,
     new_token,
@@ -103,10 +106,11 @@ def session_user(session: dict[str, Any], max_age_s: int, now: float | None = No
 class Guard:
     """Bounded form bodies, sign-in, CSRF and security headers for every request (ASGI)."""
 
-    def __init__(self, app, *, max_age_s: int, audit: AuditLog) -> None:
+    def __init__(self, app, *, max_age_s: int, audit: AuditLog, revoked: RevokedSessions) -> None:
         self.app = app
         self.max_age_s = max_age_s
         self.audit = audit
+        self.revoked = revoked
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -180,8 +184,10 @@ class Guard:
         if session is None:  # SessionMiddleware always runs first
             return _plain(500, "no session")
         user = session_user(session, self.max_age_s)
+        if user is not None and self.revoked.revoked(session.get("sid")):
+            user = None  # signed out: a copy of the cookie is worth nothing
         if session.get("user") and user is None:
-            session.clear()  # expired: sign in again
+            session.clear()  # expired or signed out: sign in again
         scope["console.user"] = user
         public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
         if not public and user is None:
@@ -233,8 +239,18 @@ async def _read_body(receive, length: int) -> bytes:
 class Console:
     """The pages and forms over the stores (``redis``, ``gateway`` passed in for tests)."""
 
-    def __init__(self, settings: Settings, *, redis, gateway, audit: AuditLog, oidc=None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis,
+        gateway,
+        audit: AuditLog,
+        revoked: RevokedSessions,
+        oidc=None,
+    ) -> None:
         self.settings = settings
+        self.revoked = revoked
         self.redis = redis
         self.actions = Actions(settings, redis, gateway, audit)
         self.audit = audit
@@ -329,11 +345,21 @@ class Console:
     def start_session(request: Request, user: str, via: str) -> None:
         request.session.clear()  # nothing from before sign-in survives it (fixation)
         request.session.update(
-            {"user": user, "via": via, "at": int(time.time()), "csrf": new_token()}
+            {
+                "user": user,
+                "via": via,
+                "at": int(time.time()),
+                "csrf": new_token(),
+                "sid": new_token(),
+            }
         )
 
     def logout(self, request: Request) -> Response:
         self.audit.record(self.who(request), "sign-out")
+        at = request.session.get("at") or time.time()
+        self.revoked.revoke(
+            request.session.get("sid", ""), at + self.settings.console.session_max_age_s
+        )
         request.session.clear()
         return self.back(request, "/login")
 
@@ -529,7 +555,10 @@ def build_app(settings: Settings, *, redis=None, gateway=None, oidc=None) -> Sta
 
         oidc = OidcSignIn.from_settings(settings)
     audit = AuditLog(console_dir(settings) / "audit.log")
-    console = Console(settings, redis=redis, gateway=gateway, audit=audit, oidc=oidc)
+    revoked = RevokedSessions(console_dir(settings) / "revoked.json")
+    console = Console(
+        settings, redis=redis, gateway=gateway, audit=audit, revoked=revoked, oidc=oidc
+    )
     secure = settings.console.cookie_secure
     app = Starlette(
         routes=routes(console),
@@ -543,7 +572,12 @@ def build_app(settings: Settings, *, redis=None, gateway=None, oidc=None) -> Sta
                 same_site="lax",
                 https_only=secure,
             ),
-            Middleware(Guard, max_age_s=settings.console.session_max_age_s, audit=audit),
+            Middleware(
+                Guard,
+                max_age_s=settings.console.session_max_age_s,
+                audit=audit,
+                revoked=revoked,
+            ),
         ],
         exception_handlers={500: _server_error},
     )

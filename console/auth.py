@@ -166,3 +166,57 @@ def new_token() -> str:
 
 def same_token(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+
+
+class RevokedSessions:
+    """Sessions ended by signing out, until they would have expired anyway.
+
+    A session is a signed cookie: without this list a copy of the cookie taken before
+    sign-out would keep working until ``session_max_age_s``. The list is a small JSON file
+    (``<data_dir>/console/revoked.json``, sid -> expiry) that every console process on
+    the host reads (cached by modification time) and prunes when it writes.
+    """
+
+    def __init__(self, path: Path, clock=time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._cache: tuple[int, dict[str, float]] | None = None
+
+    def _read(self) -> dict[str, float]:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return {}
+        if self._cache and self._cache[0] == mtime:
+            return self._cache[1]
+        import json
+
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            entries = {str(k): float(v) for k, v in data.items()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            log.warning("console: %s is unreadable; rewriting it at the next sign-out", self.path)
+            entries = {}
+        self._cache = (mtime, entries)
+        return entries
+
+    def revoked(self, sid: str | None) -> bool:
+        if not sid:
+            return True  # a session from before sids existed, or forged without one
+        with self._lock:
+            until = self._read().get(sid)
+        return until is not None and until > self.clock()
+
+    def revoke(self, sid: str, until: float) -> None:
+        import json
+
+        from lorebot.files import atomic_write_text
+
+        with self._lock:
+            now = self.clock()
+            entries = {k: v for k, v in self._read().items() if v > now}
+            entries[sid] = until
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps(entries))
+            self._cache = None

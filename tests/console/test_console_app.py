@@ -419,3 +419,18 @@ def test_guard_is_the_outermost_check_after_the_session(client):
     # sessions are read before the guard; the guard before any route
     kinds = [m.cls.__name__ for m in client.app.user_middleware]
     assert kinds == ["SessionMiddleware", "Guard"] and Guard
+
+
+def test_a_copy_of_the_cookie_is_worthless_after_sign_out(client, console_settings):
+    from starlette.testclient import TestClient
+
+    sign_in(client)
+    page = client.get("/")
+    stolen = dict(client.cookies)
+    client.post("/logout", data={"csrf_token": csrf_of(page.text)})
+    with TestClient(client.app, base_url="https://testserver", follow_redirects=False) as thief:
+        thief.cookies.update(stolen)
+        assert thief.get("/").status_code == 303
+    # signing in again gives a new session that works
+    sign_in(client)
+    assert client.get("/").status_code == 200
