@@ -46,8 +46,8 @@ def make_server(settings: Settings, app=None) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-def serve(settings: Settings) -> None:
-    """Run the console in the foreground until interrupted."""
+def check(settings: Settings) -> None:
+    """A one-line ConfigError when nobody could sign in."""
     c = settings.console
     if not c.password_hash and not c.oidc_issuer:
         from lorebot.errors import ConfigError
@@ -57,6 +57,12 @@ def serve(settings: Settings) -> None:
             fix="set LOREBOT_CONSOLE__PASSWORD_HASH (lorebot console hash-password) "
             "or console.oidc_issuer",
         )
+
+
+def serve(settings: Settings) -> None:
+    """Run the console in the foreground until interrupted."""
+    check(settings)
+    c = settings.console
     server = make_server(settings)
     log.info("console: listening on http://%s:%d", c.host, c.port)
     server.run()

@@ -23,7 +23,7 @@ def console_cmd(
     """Serve the console (console.host:console.port, loopback by default)."""
     if ctx.invoked_subcommand is not None:
         return
-    from console.server import serve
+    from console.server import check, serve
 
     s = settings()
     if host is not None or port is not None:
@@ -34,6 +34,7 @@ def console_cmd(
                 )
             }
         )
+    check(s)
     err_console.print(f"lorebot console on http://{s.console.host}:{s.console.port}/")
     serve(s)
 
