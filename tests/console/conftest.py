@@ -22,9 +22,11 @@ INDEX_VERSION = "v20261201-020000-abcd"
 
 @pytest.fixture(scope="session")
 def password_hash() -> str:
-    from console.auth import hash_password
+    # A cheap argon2id hash (verify follows the parameters in the hash): sign-ins in tests
+    # take milliseconds. `lorebot console hash-password` uses the library's defaults.
+    from argon2 import PasswordHasher
 
-    return hash_password(PASSWORD)
+    return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
 
 
 class FakeGateway:

@@ -119,8 +119,6 @@ def test_sign_in_csrf_and_every_page_in_chromium(
 
     def play(name, kwargs, queue, task_id=None):
         gateway.states[task_id] = [
-            ("PENDING", None),
-            ("STARTED", None),
             ("STARTED", None),
             (
                 "SUCCESS",

@@ -20,12 +20,15 @@ def _lorebot(args, tmp_path, stdin: str = "", **env):
     )
 
 
-def test_hash_password_reads_stdin_and_prints_an_argon2_hash_that_verifies(tmp_path):
-    from console.auth import PasswordCheck
+def test_hash_password_reads_stdin_and_prints_an_argon2_hash_that_verifies():
+    from typer.testing import CliRunner
 
-    out = _lorebot(["console", "hash-password"], tmp_path, stdin="s3cret pass\n")
-    assert out.returncode == 0, out.stderr
-    digest = out.stdout.strip()
+    from console.auth import PasswordCheck
+    from lorebot.cli import app
+
+    out = CliRunner().invoke(app, ["console", "hash-password"], input="s3cret pass\n")
+    assert out.exit_code == 0, out.output
+    digest = out.stdout.strip().splitlines()[0]
     assert digest.startswith("$argon2id$")
     assert PasswordCheck("admin", digest).verify("admin", "s3cret pass")
     assert not PasswordCheck("admin", digest).verify("admin", "s3cret pas")
@@ -40,8 +43,16 @@ def test_console_without_a_way_to_sign_in_is_one_line_and_exit_2(tmp_path):
     ]
 
 
-def test_a_password_hash_that_is_not_argon2_is_refused_at_start(tmp_path):
-    out = _lorebot(["console"], tmp_path, LOREBOT_CONSOLE__PASSWORD_HASH="plaintext")
-    assert out.returncode != 0
-    assert "console.password_hash" in out.stderr and "argon2" in out.stderr
-    assert "plaintext" not in out.stderr
+def test_a_password_hash_that_is_not_argon2_is_refused_at_start(tmp_path, monkeypatch):
+    import pytest
+
+    from lorebot.errors import ConfigError
+    from lorebot.settings import load_settings
+
+    monkeypatch.setenv("LOREBOT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LOREBOT_CONSOLE__PASSWORD_HASH", "plaintext")
+    with pytest.raises(ConfigError) as info:
+        load_settings(None)
+    line = info.value.one_line()
+    assert "console.password_hash" in line and "argon2" in line
+    assert "plaintext" not in line
