@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     created_at    REAL NOT NULL,
     PRIMARY KEY (question_id, user)
 );
-CREATE INDEX IF NOT EXISTS feedback_vote_time ON feedback (vote, created_at);
+CREATE INDEX IF NOT EXISTS feedback_vote_time ON feedback (vote, created_at DESC);
 CREATE TABLE IF NOT EXISTS corrections (
     question_id   TEXT PRIMARY KEY,
     question      TEXT NOT NULL,
@@ -197,9 +197,9 @@ class FeedbackStore:
     def vote_counts(self) -> dict[str, int]:
         """{"up": n, "down": n, "corrected": n}."""
         with closing(self._connect()) as db:
-            up, down = db.execute(
-                "SELECT COALESCE(SUM(vote = 1), 0), COALESCE(SUM(vote = -1), 0) FROM feedback"
-            ).fetchone()
+            # GROUP BY vote reads the (vote, created_at) index, not the rows
+            by_vote = dict(db.execute("SELECT vote, COUNT(*) FROM feedback GROUP BY vote"))
+            up, down = by_vote.get(1, 0), by_vote.get(-1, 0)
             corrected = db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0]
         return {"up": int(up), "down": int(down), "corrected": int(corrected)}
 
