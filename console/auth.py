@@ -75,13 +75,16 @@ def secret_key(settings: Settings) -> str:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            key = path.read_text(encoding="ascii").strip()
-            if len(key) < 32:
-                raise ConfigError(
-                    f"the console key file {path} is damaged",
-                    fix=f"delete {path} (every session ends) or set console.secret_key",
-                ) from None
-            return key
+            # Another console process may have created it a moment ago and be writing it.
+            for _ in range(20):
+                key = path.read_text(encoding="ascii").strip()
+                if len(key) >= 32:
+                    return key
+                time.sleep(0.05)
+            raise ConfigError(
+                f"the console key file {path} is damaged",
+                fix=f"delete {path} (every session ends) or set console.secret_key",
+            ) from None
         key = secrets.token_urlsafe(48)
         try:
             os.write(fd, key.encode("ascii"))

@@ -187,7 +187,7 @@ def test_pages_render_the_stores(client, redis_client):
     sign_in(client)
     status = client.get("/").text
     assert "v20261201-020000-abcd" in status and "host1:42" in status and "healthy" in status
-    assert "no better" in status and "👎 2" in status
+    assert "no better" in status and "2 disliked" in status
     sources = client.get("/sources").text
     assert sources.index("secret.pdf") < sources.index("leave.md")  # failures first
     assert "encrypted: the PDF needs a password" in sources
@@ -434,3 +434,14 @@ def test_a_copy_of_the_cookie_is_worthless_after_sign_out(client, console_settin
     # signing in again gives a new session that works
     sign_in(client)
     assert client.get("/").status_code == 200
+
+
+def test_the_generated_session_key_is_private_and_shared(tmp_path):
+    from console.auth import secret_key
+    from tests.conftest import make_settings
+
+    s = make_settings(tmp_path / "data")
+    key = secret_key(s)
+    path = tmp_path / "data" / "console" / "secret.key"
+    assert len(key) >= 32 and path.stat().st_mode & 0o777 == 0o600
+    assert secret_key(s) == key  # a second process (or a restart) reads the same key
