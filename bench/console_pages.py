@@ -64,11 +64,12 @@ def seed(s: Settings, votes: int, adapters: int, files: int, redis) -> None:
             "v1",
             "a1",
             now - i,
+            900.0 + i % 700,
         )
         for i in range(votes)
     ]
     with db:
-        db.executemany("INSERT INTO feedback VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        db.executemany("INSERT INTO feedback VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     db.close()
     for i in range(adapters):
         v = f"a202611{i // 24 + 1:02d}-{i % 24:02d}0000-{i:04x}"

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     index_version TEXT,
     adapter       TEXT,
     created_at    REAL NOT NULL,
+    latency_ms    REAL,
     PRIMARY KEY (question_id, user)
 );
 CREATE INDEX IF NOT EXISTS feedback_vote_time ON feedback (vote, created_at DESC);
@@ -73,6 +74,7 @@ COLUMNS = (
     "index_version",
     "adapter",
     "created_at",
+    "latency_ms",
 )
 
 
@@ -95,6 +97,10 @@ class FeedbackStore:
             with closing(self._connect()) as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
+                # Stores from before the answer's latency was kept get the column (empty).
+                have = {row[1] for row in db.execute("PRAGMA table_info(feedback)")}
+                if "latency_ms" not in have:
+                    db.execute("ALTER TABLE feedback ADD COLUMN latency_ms REAL")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"cannot open the feedback database {path}: {exc}",
@@ -123,6 +129,7 @@ class FeedbackStore:
         if vote not in (-1, 1):
             raise ValueError("vote must be +1 or -1")
         a = answer or {}
+        total = (a.get("timings_ms") or {}).get("total")
         row = (
             question_id,
             user,
@@ -137,6 +144,7 @@ class FeedbackStore:
             a.get("index_version"),
             a.get("adapter"),
             created_at if created_at is not None else time.time(),
+            float(total) if isinstance(total, int | float) else None,
         )
         marks = ",".join("?" * len(COLUMNS))
         with self._lock, closing(self._connect()) as db, db:

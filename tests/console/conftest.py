@@ -131,6 +131,7 @@ def seed(settings) -> None:
                 "citations": [{"title": "Annual leave policy"}],
                 "index_version": INDEX_VERSION,
                 "adapter": "a20261201-020000-00a0",
+                "timings_ms": {"total": 1234.0 + i},
             },
             created_at=now - 100 + i,
         )

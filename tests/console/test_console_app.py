@@ -196,7 +196,7 @@ def test_pages_render_the_stores(client, redis_client):
     assert "leave.md" in found and "secret.pdf" not in found
     answers = client.get("/answers").text
     assert answers.index("case 2") < answers.index("case 1") < answers.index("case 0")
-    assert "&lt;b&gt;bold" in answers
+    assert "&lt;b&gt;bold" in answers and "answered in 1.2 s" in answers
     models = client.get("/models").text
     assert "a20261201-020001-00a1" in models and "0.150" in models and "<svg" in models
     access = client.get("/access").text
@@ -445,3 +445,30 @@ def test_the_generated_session_key_is_private_and_shared(tmp_path):
     path = tmp_path / "data" / "console" / "secret.key"
     assert len(key) >= 32 and path.stat().st_mode & 0o777 == 0o600
     assert secret_key(s) == key  # a second process (or a restart) reads the same key
+
+
+def test_a_feedback_store_from_before_gets_the_latency_column(tmp_path):
+    import sqlite3
+
+    from lorebot.feedback import SCHEMA, FeedbackStore
+
+    path = tmp_path / "feedback.sqlite"
+    old = SCHEMA.split("CREATE INDEX")[0].replace("    latency_ms    REAL,\n", "")
+    with sqlite3.connect(path) as db:
+        db.executescript(old)
+        db.execute(
+            "INSERT INTO feedback (question_id, user, vote, question, created_at)"
+            " VALUES ('q1', 'U1', -1, 'old question', 1.0)"
+        )
+    store = FeedbackStore(path)
+    store.record(
+        question_id="q2",
+        user="U1",
+        vote=1,
+        channel=None,
+        team=None,
+        message_ts=None,
+        answer={"question": "new", "answer": "a", "timings_ms": {"total": 800}},
+    )
+    rows = {r["question_id"]: r for r in store.recent()}
+    assert rows["q1"]["latency_ms"] is None and rows["q2"]["latency_ms"] == 800.0
