@@ -132,12 +132,19 @@ def status(settings: Settings, redis) -> dict[str, Any]:
 # --------------------------------------------------------------------------- documents
 def documents(settings: Settings, *, q: str = "", only: str = "", page: int = 0) -> dict[str, Any]:
     """Sources and per-document results of the serving version: failures first."""
-    from ingest.registry import load_sources
+    from ingest.registry import recorded_sources
 
     q = clean_query(q).lower()
     try:
         sources = [
-            {"path": str(s.root), "collection": s.collection} for s in load_sources(settings)
+            {
+                "path": str(e.get("path")),
+                "collection": str(e.get("collection")),
+                "recorded_at": e.get("recorded_at"),
+                "include": ", ".join(map(str, e.get("include") or [])),
+                "exclude": ", ".join(map(str, e.get("exclude") or [])),
+            }
+            for e in recorded_sources(settings)
         ]
         sources_error = None
     except Exception as exc:  # noqa: BLE001 - a damaged registry is shown, not raised

@@ -97,6 +97,12 @@ def seed(settings) -> None:
     }
     (vdir / "manifest.json").write_text(json.dumps(manifest))
     write_pointer(settings.index_dir, INDEX_VERSION)
+    from ingest.registry import record_sources
+    from ingest.sources import Source
+
+    docs = Path(settings.data_dir).parent / "docs-hr"
+    docs.mkdir(exist_ok=True)
+    record_sources(settings, [Source(docs, "hr", include=["*.md"])])
     for i, (status, score) in enumerate((("promoted", 0.21), ("rejected", 0.15))):
         version = f"a20261201-02000{i}-00a{i}"
         adir = settings.adapters_dir / "versions" / version

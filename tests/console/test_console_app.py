@@ -191,6 +191,7 @@ def test_pages_render_the_stores(client, redis_client):
     sources = client.get("/sources").text
     assert sources.index("secret.pdf") < sources.index("leave.md")  # failures first
     assert "encrypted: the PDF needs a password" in sources
+    assert "docs-hr" in sources and "*.md" in sources
     assert "&lt;script&gt;" in sources and "<script>alert" not in sources
     found = client.get("/sources", params={"q": "annual"}).text
     assert "leave.md" in found and "secret.pdf" not in found

@@ -101,7 +101,7 @@ def test_sign_in_csrf_and_every_page_in_chromium(
     browser.find("#map input[name=channel]").type("C0ENG")
     browser.find("#map input[name=collections]").type("eng")
     browser.find("#map button").click()
-    assert "refused: missing or wrong CSRF token" in browser.text
+    browser.wait_text("refused: missing or wrong CSRF token")
     assert access.resolve("C0ENG", is_dm=False)[1] == ChannelAccess.NOT_MAPPED
 
     # access: map a channel
@@ -140,7 +140,8 @@ def test_sign_in_csrf_and_every_page_in_chromium(
     gateway.send = play
     browser.find("#reindex button").click()
     done = browser.wait_for(".job-state[data-state=SUCCESS]", timeout_s=20)
-    assert "2 files ok, 1 failed" in done.text and "encrypted" in browser.text
+    assert "2 files ok, 1 failed" in done.text
+    browser.wait_text("encrypted")
     _shot(browser, tmp_path, "job")
 
     # answers: correct a 👎 answer

@@ -129,6 +129,22 @@ class Browser:
                 )
             time.sleep(0.2)
 
+    def wait_text(self, text: str, timeout_s: float = 15.0) -> str:
+        """The page's text once it contains ``text`` (a click's navigation may lag)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                body = self.text
+            except WebDriverError:  # between two pages
+                body = ""
+            if text in body:
+                return body
+            if time.monotonic() > deadline:
+                raise WebDriverError(
+                    f"no {text!r} within {timeout_s} s on {self.url}: {body[:500]}"
+                )
+            time.sleep(0.2)
+
     def screenshot(self, path: Path) -> Path:
         path.write_bytes(base64.b64decode(self._s("GET", "/screenshot")))
         return path
