@@ -22,7 +22,9 @@ HEADER_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 64
 
 
-def make_server(settings: Settings, app=None) -> uvicorn.Server:
+def make_server(
+    settings: Settings, app=None, *, header_timeout_s: float = HEADER_TIMEOUT_S
+) -> uvicorn.Server:
     """A uvicorn server for the console (``app`` defaults to :func:`build_app`)."""
     c = settings.console
     if not is_loopback(c.host) and not c.cookie_secure:
@@ -35,7 +37,7 @@ def make_server(settings: Settings, app=None) -> uvicorn.Server:
         app if app is not None else build_app(settings),
         host=c.host,
         port=c.port,
-        http=_guarded_protocol(HEADER_TIMEOUT_S, MAX_CONNECTIONS),
+        http=_guarded_protocol(header_timeout_s, MAX_CONNECTIONS),
         lifespan="off",
         log_config=None,
         access_log=False,

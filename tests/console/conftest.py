@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -190,3 +191,28 @@ def audit_lines(settings) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture()
+def served(console_settings, redis_client, gateway):
+    """The console on a loopback port: uvicorn with the guarded protocol (head deadline 1 s)."""
+    from console.app import build_app
+    from console.server import make_server
+    from lorebot.cli.stack import free_port
+
+    port = free_port()
+    s = console_settings.model_copy(
+        update={"console": console_settings.console.model_copy(update={"port": port})}
+    )
+    server = make_server(
+        s, app=build_app(s, redis=redis_client, gateway=gateway), header_timeout_s=1.0
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the console did not start"
+        time.sleep(0.05)
+    yield f"http://localhost:{port}"
+    server.should_exit = True
+    thread.join(10)

@@ -473,3 +473,18 @@ def test_a_feedback_store_from_before_gets_the_latency_column(tmp_path):
     )
     rows = {r["question_id"]: r for r in store.recent()}
     assert rows["q1"]["latency_ms"] is None and rows["q2"]["latency_ms"] == 800.0
+
+
+def test_a_client_that_trickles_its_request_head_is_cut_off(served):
+    import socket
+    from urllib.parse import urlsplit
+
+    port = urlsplit(served).port
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")  # and never the blank line
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # closed by the server's head deadline (1 s here)
+        assert time.monotonic() - started < 4
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # others still served
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")

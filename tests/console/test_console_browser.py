@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,28 +26,6 @@ pytestmark = [
         reason="needs Debian's chromium and chromium-driver (apt-get install both)",
     ),
 ]
-
-
-@pytest.fixture()
-def served(console_settings, redis_client, gateway):
-    from console.app import build_app
-    from console.server import make_server
-    from lorebot.cli.stack import free_port
-
-    port = free_port()
-    s = console_settings.model_copy(
-        update={"console": console_settings.console.model_copy(update={"port": port})}
-    )
-    server = make_server(s, app=build_app(s, redis=redis_client, gateway=gateway))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the console did not start"
-        time.sleep(0.05)
-    yield f"http://localhost:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 @pytest.fixture()
