@@ -59,6 +59,20 @@ def parse_collections(text: str) -> list[str] | None:
     return sorted(set(names))
 
 
+STAGES = {"parse": ("parsing", "files"), "embed": ("embedding", "chunks"), "write": ("writing", "")}
+
+
+def progress_text(meta: Any) -> str:
+    """``{"stage": "parse", "done": 12, "total": 40}`` -> "parsing 12/40 files (30%)"."""
+    if not isinstance(meta, dict):
+        return "running on an ingest worker"
+    label, unit = STAGES.get(str(meta.get("stage")), (str(meta.get("stage") or "running"), ""))
+    done, total = meta.get("done"), meta.get("total")
+    if not (isinstance(done, int) and isinstance(total, int) and total > 0 and unit):
+        return label[:80] + "…"
+    return f"{label} {done:,}/{total:,} {unit} ({100 * done // total}%)"
+
+
 class Actions:
     """The console's changes; ``gateway`` submits tasks by name (bot.gateway.WorkerGateway)."""
 
@@ -139,6 +153,8 @@ class Actions:
             out["message"] = "queued" + (f" ({ahead} waiting on the ingest queue)" if ahead else "")
         elif state == "STARTED":
             out["message"] = "running on an ingest worker"
+        elif state == "PROGRESS":
+            out["message"] = progress_text(self._info(task_id))
         elif state == "SUCCESS" and isinstance(result, dict):
             out["message"] = str(result.get("message") or result.get("status"))
             out["status"] = result.get("status")
@@ -154,6 +170,13 @@ class Actions:
         else:
             out["message"] = state.lower()
         return out
+
+    def _info(self, task_id: str) -> Any:
+        """The meta of a task in progress (``update_state(state="PROGRESS", meta=...)``)."""
+        try:
+            return self.gateway.app.AsyncResult(task_id).info
+        except Exception:  # noqa: BLE001 - the page says "running" instead
+            return None
 
     # -- adapters ---------------------------------------------------------------------
     def _adapters(self, who: str, action: str, version: str | None) -> str:

@@ -488,3 +488,21 @@ def test_a_client_that_trickles_its_request_head_is_cut_off(served):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # others still served
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def test_a_job_in_progress_shows_its_stage(client, gateway):
+    from types import SimpleNamespace
+
+    from console.actions import progress_text
+
+    sign_in(client)
+    token = csrf_of(client.get("/sources").text)
+    client.post("/sources/reindex", data={"csrf_token": token})
+    task_id = gateway.sent[0][3]
+    gateway.states[task_id] = [("PROGRESS", None)]
+    meta = {"stage": "parse", "done": 12, "total": 40}
+    gateway.app = SimpleNamespace(AsyncResult=lambda _id: SimpleNamespace(info=meta))
+    frag = client.get(f"/jobs/{task_id}/fragment", headers={"X-Console-Fragment": "1"}).text
+    assert "parsing 12/40 files (30%)" in frag and "data-done" not in frag
+    assert progress_text({"stage": "write"}) == "writing…"
+    assert progress_text(None) == "running on an ingest worker"
