@@ -155,7 +155,7 @@ class Guard:
             length = headers.get("content-length")
             if length is None:
                 return _plain(411, "Content-Length required")
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 return _plain(400, "bad Content-Length")
             if int(length) > MAX_FORM_BYTES:
                 return _plain(413, "form too large")
@@ -198,8 +198,14 @@ class Guard:
             reason = self._csrf_problem(session, form, headers)
             if reason:
                 client = (scope.get("client") or ("?",))[0]
-                self.audit.record(
-                    user or "-", "csrf", result="refused", path=path[:200], reason=reason, ip=client
+                await asyncio.to_thread(  # the audit line is fsynced: not on the event loop
+                    self.audit.record,
+                    user or "-",
+                    "csrf",
+                    result="refused",
+                    path=path[:200],
+                    reason=reason,
+                    ip=client,
                 )
                 return _plain(403, f"refused: {reason}")
         return body

@@ -122,6 +122,37 @@ def test_every_form_refuses_a_missing_wrong_or_cross_origin_token(
     assert r.status_code == 303
 
 
+def _raw_post(app, content_length: bytes) -> int:
+    """Status of a POST sent straight to the ASGI app (headers httpx would not send)."""
+    import asyncio
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": "/access/set",
+        "raw_path": b"/access/set",
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 443),
+        "headers": [(b"host", b"testserver"), (b"content-length", content_length)],
+    }
+    statuses = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    asyncio.run(app(scope, receive, send))
+    return statuses[0]
+
+
 def test_bodies_are_bounded_before_anything_reads_them(client):
     sign_in(client)
     token = csrf_of(client.get("/").text)
@@ -138,6 +169,8 @@ def test_bodies_are_bounded_before_anything_reads_them(client):
     )
     assert js.status_code == 415
     assert client.put("/access/set").status_code == 405
+    for length in (b"-1", b"1e3", b"\xb2"):  # "²" (latin-1) passes str.isdigit()
+        assert _raw_post(client.app, length) == 400, length
     bad = client.post(
         "/access/set",
         content=b"\xff\xfe=1",
