@@ -193,17 +193,12 @@ def audit_lines(settings) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.fixture()
-def served(console_settings, redis_client, gateway):
-    """The console on a loopback port: uvicorn with the guarded protocol (head deadline 1 s)."""
+def serve_console(settings, redis_client, gateway, port: int):
+    """Start the console (uvicorn, guarded protocol, head deadline 1 s) on a thread."""
     from console.app import build_app
     from console.server import make_server
-    from lorebot.cli.stack import free_port
 
-    port = free_port()
-    s = console_settings.model_copy(
-        update={"console": console_settings.console.model_copy(update={"port": port})}
-    )
+    s = settings.model_copy(update={"console": settings.console.model_copy(update={"port": port})})
     server = make_server(
         s, app=build_app(s, redis=redis_client, gateway=gateway), header_timeout_s=1.0
     )
@@ -213,6 +208,16 @@ def served(console_settings, redis_client, gateway):
     while not server.started:
         assert time.monotonic() < deadline, "the console did not start"
         time.sleep(0.05)
+    return server, thread
+
+
+@pytest.fixture()
+def served(console_settings, redis_client, gateway):
+    """The console on a loopback port; yields its base URL."""
+    from lorebot.cli.stack import free_port
+
+    port = free_port()
+    server, thread = serve_console(console_settings, redis_client, gateway, port)
     yield f"http://localhost:{port}"
     server.should_exit = True
     thread.join(10)

@@ -155,3 +155,46 @@ def test_sign_in_csrf_and_every_page_in_chromium(
     browser.wait_for("#login")
     browser.get(served + "/")
     assert "/login" in browser.url
+
+
+def test_sign_in_with_openid_connect_in_chromium(
+    browser, console_settings, redis_client, gateway, tmp_path
+):
+    from pydantic import SecretStr
+
+    from lorebot.cli.stack import free_port
+    from tests.console.conftest import serve_console
+    from tests.console.fake_oidc import CLIENT_ID, CLIENT_SECRET, FakeOidc
+
+    provider = FakeOidc()
+    port = free_port()
+    base = f"http://localhost:{port}"
+    s = console_settings.model_copy(
+        update={
+            "console": console_settings.console.model_copy(
+                update={
+                    "oidc_issuer": provider.url,
+                    "oidc_client_id": CLIENT_ID,
+                    "oidc_client_secret": SecretStr(CLIENT_SECRET),
+                    "public_url": base,
+                }
+            ),
+            "slack": console_settings.slack.model_copy(update={"admin_user_ids": ["U0ADMIN1"]}),
+        }
+    )
+    server, thread = serve_console(s, redis_client, gateway, port)
+    try:
+        browser.get(base + "/access")
+        browser.find("#oidc").click()  # to the provider, which consents and sends us back
+        browser.wait_for("#channels")
+        assert browser.url == base + "/access"
+        assert browser.find("#who").text == "ada@example.com"
+        browser.find(".signout button").click()
+        browser.wait_for("#login")
+        provider.claims = {"sub": "U0STAFF", "email": "bob@example.com"}
+        browser.find("#oidc").click()
+        assert "Only lorebot admins" in browser.wait_for(".flash.error").text
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        provider.close()
