@@ -1,0 +1,8 @@
+"""Remote sources of documents, kept in sync incrementally: S3-compatible buckets, web
+sites and Git repositories.
+
+Modules: base (the document record, the sink a connector reports to, secrets, safe
+paths, retries), http (one bounded HTTP GET with backoff), s3, web, git (the
+connectors), sync (the engine: a source's state and mirror folder, then the ordinary
+incremental build; the source registry of ``lorebot source add``).
+"""
