@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import indexed, settings_with, texts
+from connector_helpers import indexed, settings_with, texts
 
 from ingest.connectors.sync import load_state, sync_source
 

@@ -1,11 +1,8 @@
-"""Fixtures of the connector tests: settings with sources, and reading back the index."""
+"""Helpers of the connector tests: settings with sources, and reading back the index."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-import pytest
 
 from lorebot.settings import Settings
 
@@ -37,8 +34,3 @@ def chunks(settings: Settings) -> list:
 def texts(settings: Settings) -> str:
     """Every chunk's text in the serving version, joined (to look for a fact)."""
     return "\n".join(c.text for c in chunks(settings))
-
-
-@pytest.fixture
-def dump():
-    return lambda report: json.dumps(report.to_dict(), indent=1)
