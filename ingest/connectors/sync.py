@@ -513,8 +513,9 @@ def due_sources(settings: Settings, now: datetime | None = None) -> list[str]:
         except ValueError as exc:
             log.warning("source %s: bad schedule %r: %s", name, cfg.schedule, exc)
             continue
-        last = load_state(settings, name).get("last_sync")
-        if last is None:
+        state = load_state(settings, name)
+        last = state.get("last_sync")
+        if last is None or state.get("needs_build"):  # never synced, or its build is owed
             due.append(name)
             continue
         last_at = datetime.fromisoformat(last).astimezone(now.tzinfo)

@@ -11,7 +11,7 @@ config` stay instant.
 
 from __future__ import annotations
 
-from lorebot.cli import ask, feedback, fleet, index, models, ops, run
+from lorebot.cli import ask, feedback, fleet, index, models, ops, run, sources
 from lorebot.cli.root import app, main
 
 __all__ = ["app", "main"]
@@ -35,3 +35,4 @@ for _name, _command in (
 app.add_typer(feedback.feedback_app, name="feedback")
 app.add_typer(fleet.sync_app, name="sync")
 app.add_typer(models.adapters_app, name="adapters")
+app.add_typer(sources.source_app, name="source")
