@@ -287,6 +287,14 @@ class WebConnector:
                 queue.extend((link, depth + 1) for link in links if link not in seen)
         return {"aliases": new_aliases}
 
+    def _start_failed(self, url: str, reason: str) -> None:
+        """The start page must answer: without it the whole site would look deleted."""
+        if url == self.start:
+            raise SourceError(
+                f"source {self.name}: the start page {url} failed: {reason}; nothing deleted",
+                fix="check the site, the URL and the credentials; the next sync tries again",
+            )
+
     def _visit(
         self,
         sink: Sink,
@@ -305,14 +313,18 @@ class WebConnector:
                 headers["If-None-Match"] = extra["etag"]
             if extra.get("last_modified"):
                 headers["If-Modified-Since"] = extra["last_modified"]
+        old_links = list((old.get("extra") or {}).get("links", [])) if old else []
         try:
             resp = self._get(url, headers)
         except TooLarge as exc:
             sink.failed(old_id, str(exc))
             return []
         except httpx.HTTPError as exc:
+            self._start_failed(url, http_error_reason(exc))
             sink.failed(old_id, http_error_reason(exc))
-            return (old.get("extra") or {}).get("links", []) if old else []
+            return old_links  # what it linked to last time is still worth visiting
+        if resp.status not in (200, 304):
+            self._start_failed(url, f"HTTP {resp.status}")
         if resp.status == 304 and old:
             if old_id not in done:
                 done.add(old_id)
@@ -324,7 +336,7 @@ class WebConnector:
             return []
         if resp.status != 200:
             sink.failed(old_id, f"HTTP {resp.status}", gone=False)
-            return []
+            return old_links
         final = normalize(resp.url) or url
         if origin(final) != self.origin:
             return []  # redirected off the site: not ours to index

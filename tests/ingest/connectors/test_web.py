@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from connector_helpers import indexed, settings_with, texts
 
+from ingest.connectors.base import SourceError
 from ingest.connectors.sync import load_state, source_dir, sync_source
 
 
@@ -120,3 +121,14 @@ def test_web_crawl_incremental_with_limits(tmp_path, site, embedder, parse_pool)
     assert "35 days" in body and "31 days" not in body
     assert "Trainline" not in body and "parking rules" not in body
     assert not any("travel" in s or "orphan" in s for s in indexed(settings))
+
+    # The start page in a 503 storm (or refusing our credentials): the sync stops and
+    # nothing is deleted.
+    before = indexed(settings)
+    site.status["/handbook/"] = 503
+    with pytest.raises(SourceError, match="start page"):
+        sync_source(settings, "wiki", embedder=embedder, pool=parse_pool)
+    assert indexed(settings) == before
+    assert (
+        source_dir(settings, "wiki") / "docs" / "handbook" / "handbook" / "leave.html"
+    ).is_file()
