@@ -334,10 +334,9 @@ def make_connector(
 
         c = GitConnector(name, cfg, workdir)
     elif cfg.kind == "confluence":
-        raise ConfigError(
-            f"source {name}: the confluence connector is not available yet",
-            fix="use an s3, web or git source",
-        )
+        from ingest.connectors.confluence import ConfluenceConnector
+
+        c = ConfluenceConnector(name, cfg, user_agent=settings.sources.user_agent)
     else:  # pragma: no cover - settings validate the kind
         raise ConfigError(f"source {name}: unknown kind {cfg.kind}")
     return c, lambda: getattr(c, "requests", 0)
