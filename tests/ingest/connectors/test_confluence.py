@@ -5,6 +5,7 @@ page, a 429 storm, a broken answer, refused credentials."""
 from __future__ import annotations
 
 import base64
+import logging
 
 import pytest
 from connector_helpers import chunks, settings_with, texts
@@ -32,6 +33,7 @@ def wiki():
 def test_confluence_spaces_versions_restrictions(
     tmp_path, wiki, embedder, parse_pool, caplog, monkeypatch
 ):
+    caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("WIKI_TOKEN", TOKEN)
     settings = settings_with(
         tmp_path,
@@ -72,7 +74,8 @@ def test_confluence_spaces_versions_restrictions(
     body = texts(settings)
     assert "35 days" in body and "31 days" not in body
     assert "Trainline" not in body and "on-call rota" not in body
-    assert TOKEN not in caplog.text
+    assert caplog.text and TOKEN not in caplog.text
+    assert base64.b64encode(f"bot@example.org:{TOKEN}".encode()).decode() not in caplog.text
 
 
 def test_refused_credentials_stop_the_sync(tmp_path, wiki):
