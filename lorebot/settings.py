@@ -586,6 +586,20 @@ class SourceConfig(_Section):
             raise ValueError("must be a 5-field cron expression, e.g. '0 * * * *'")
         return v
 
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v and "://" in v:
+            try:
+                password = urlsplit(v).password
+            except ValueError:
+                raise ValueError("is not a valid URL") from None
+            if password:
+                raise ValueError("holds a password: put it in secret_env or secret_file")
+        return v
+
     @model_validator(mode="after")
     def _kind_needs(self) -> SourceConfig:
         need = {"s3": ("bucket",), "web": ("url",), "git": ("url",), "confluence": ("url",)}

@@ -224,6 +224,7 @@ class _Mirror:
         self.fetched = 0
         self.unchanged_n = 0
         self.kept_after_failure = 0
+        self.dropped = 0  # documents over max_documents
         self.changed = False
         self._paths: dict[str, str] = {
             f"{d['collection']}/{d['path']}": i for i, d in previous.items()
@@ -248,7 +249,10 @@ class _Mirror:
         self.unchanged_n += 1
 
     def put(self, doc: Doc, data: bytes) -> None:
-        if doc.id in self.docs or self.full():
+        if doc.id in self.docs:
+            return
+        if self.full():
+            self.dropped += 1
             return
         rel = self._claim(doc)
         target = self.root / doc.collection / rel
@@ -304,16 +308,20 @@ class _Mirror:
     def finish(self) -> int:
         """Delete what was known and not reported now; returns how many went."""
         gone = 0
+        taken = {(d["collection"], d["path"]) for d in self.docs.values()}
         for doc_id, old in self.previous.items():
             if doc_id not in self.docs:
-                current = self.docs.values()
-                if any(
-                    (d["collection"], d["path"]) == (old["collection"], old["path"])
-                    for d in current
-                ):
-                    continue  # the path now belongs to another document
-                self._remove(old)
+                if (old["collection"], old["path"]) not in taken:  # else another doc's now
+                    self._remove(old)
                 gone += 1
+        if self.dropped:
+            self.failures.append(
+                {
+                    "id": "(source)",
+                    "reason": f"max_documents ({self.max_documents}) reached: "
+                    f"{self.dropped} more documents not taken",
+                }
+            )
         return gone
 
 

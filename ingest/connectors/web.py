@@ -67,7 +67,8 @@ TYPES = {
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
     "text/csv": ".csv",
 }
-MAX_LINKS = 1000  # followed per page
+MAX_LINKS = 300  # followed (and remembered) per page
+MAX_QUEUE = 100_000  # addresses waiting to be visited
 MAX_SITEMAPS = 20
 MAX_CRAWL_DELAY_S = 10.0
 
@@ -165,7 +166,8 @@ class WebConnector:
         start = normalize(str(cfg.url))
         if start is None:
             raise SourceError(
-                f"source {name}: {cfg.url!r} is not an http(s) URL", fix="give the site's address"
+                f"source {name}: the url is not an http(s) address without credentials",
+                fix="give the site's address; a password goes in secret_env",
             )
         self.start = start
         self.origin = origin(start)
@@ -283,7 +285,7 @@ class WebConnector:
             seen.add(url)
             budget -= 1
             links = self._visit(sink, url, aliases, new_aliases, done)
-            if depth < self.cfg.max_depth:
+            if depth < self.cfg.max_depth and len(queue) < MAX_QUEUE:
                 queue.extend((link, depth + 1) for link in links if link not in seen)
         return {"aliases": new_aliases}
 
@@ -351,7 +353,8 @@ class WebConnector:
             links, canonical, noindex, nofollow = parse_html(resp.content, final)
         doc_id = canonical if canonical and origin(canonical) == self.origin else final
         new_aliases[url] = doc_id
-        follow = [] if nofollow else links
+        # Only links the crawl may follow are kept (they are stored for 304 revisits).
+        follow = [] if nofollow else [link for link in links if self.in_scope(link)]
         if doc_id in done:
             return follow  # another address of a page already taken
         done.add(doc_id)

@@ -3,10 +3,10 @@
 Modules: root (the Typer app, settings, errors to exit codes, ``main``), ops (config,
 doctor, health), index (ingest), run (worker, beat, up, demo, bot), ask, models (eval,
 refresh, adapters), fleet (sync), feedback, sources (source add, list, remove, sync);
-doctor and stack hold the checks and the local supervisor. The commands call each package's own surface (``ingest.cli``, ``workers.cli``,
-``bot.cli``, ``slm.evals``) and import heavy packages (torch, llama_cpp, faiss,
-unstructured) only inside the commands that need them, so `lorebot --help` and `lorebot
-config` stay instant.
+doctor and stack hold the checks and the local supervisor. The commands call each
+package's own surface (``ingest.cli``, ``workers.cli``, ``bot.cli``, ``slm.evals``) and
+import heavy packages (torch, llama_cpp, faiss, unstructured) only inside the commands
+that need them, so `lorebot --help` and `lorebot config` stay instant.
 """
 
 from __future__ import annotations

@@ -122,3 +122,28 @@ def test_the_task_reports_each_source_without_raising(tmp_path):
     assert result["status"] == "failed"
     assert "git fetch failed" in result["sources"][0]["message"]
     assert sync_impl(settings, None) == {"status": "ok", "sources": []}  # nothing scheduled
+
+
+def test_a_password_in_a_source_url_is_refused_without_echoing_it(tmp_path, monkeypatch):
+    import pytest
+
+    from lorebot.errors import ConfigError
+    from lorebot.settings import load_settings
+
+    monkeypatch.setenv("LOREBOT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LOREBOT_SOURCES__DEFINED__R__KIND", "git")
+    monkeypatch.setenv("LOREBOT_SOURCES__DEFINED__R__COLLECTION", "c")
+    monkeypatch.setenv(
+        "LOREBOT_SOURCES__DEFINED__R__URL", "https://bot:ghp_pw123@git.example.org/r"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "holds a password" in err.value.one_line() and "ghp_pw123" not in err.value.one_line()
+
+
+def test_documents_over_max_documents_are_counted_in_the_report(tmp_path):
+    m = _Mirror(tmp_path, {}, max_documents=1)
+    for i in range(3):
+        m.put(Doc(str(i), "1", f"{i}.md", "c"), b"x")
+    m.finish()
+    assert m.failures[-1]["reason"].endswith("2 more documents not taken")
