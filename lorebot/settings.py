@@ -496,7 +496,7 @@ class MetricsSettings(_Section):
     )
 
 
-SOURCE_KINDS = ("s3", "web", "git", "confluence")
+SOURCE_KINDS = ("s3", "web", "git", "confluence", "sharepoint")
 
 
 class SourceConfig(_Section):
@@ -508,7 +508,9 @@ class SourceConfig(_Section):
     config file or on a command line.
     """
 
-    kind: Literal["s3", "web", "git", "confluence"] = Field(description="Connector kind.")
+    kind: Literal["s3", "web", "git", "confluence", "sharepoint"] = Field(
+        description="Connector kind."
+    )
     collection: str = Field(description="Collection the documents go into.")
     collections: dict[str, str] = Field(
         default_factory=dict,
@@ -521,8 +523,17 @@ class SourceConfig(_Section):
         None,
         description=(
             "web: the start URL; git: the repository (https://, ssh:// or a local path); "
-            "confluence: the site's base URL; s3: the endpoint (unset = AWS)."
+            "confluence: the site's base URL; s3: the endpoint (unset = AWS); sharepoint: "
+            "the Microsoft Graph base (unset = https://graph.microsoft.com/v1.0)."
         ),
+    )
+    tenant: str | None = Field(None, description="sharepoint: the Entra ID tenant id.")
+    drive: str | None = Field(
+        None, description="sharepoint: the drive id (a document library or a OneDrive)."
+    )
+    token_url: str | None = Field(
+        None,
+        description="sharepoint: the OAuth token endpoint (unset = login.microsoftonline.com).",
     )
     bucket: str | None = Field(None, description="s3: the bucket.")
     prefix: str = Field("", description="s3: only keys under this prefix.")
@@ -530,7 +541,8 @@ class SourceConfig(_Section):
     branch: str = Field("main", description="git: the branch to index.")
     spaces: list[str] = Field(default_factory=list, description="confluence: space keys.")
     username: str | None = Field(
-        None, description="git/confluence user name, s3 access key id (not secret)."
+        None,
+        description="git/confluence user, s3 access key id, sharepoint client id (not secret).",
     )
     secret: SecretStr | None = Field(
         None, description="Token, password or S3 secret access key (prefer secret_env)."
@@ -602,7 +614,13 @@ class SourceConfig(_Section):
 
     @model_validator(mode="after")
     def _kind_needs(self) -> SourceConfig:
-        need = {"s3": ("bucket",), "web": ("url",), "git": ("url",), "confluence": ("url",)}
+        need = {
+            "s3": ("bucket",),
+            "web": ("url",),
+            "git": ("url",),
+            "confluence": ("url",),
+            "sharepoint": ("drive", "username"),
+        }
         for name in need[self.kind]:
             if not getattr(self, name):
                 raise ValueError(f"a {self.kind} source needs `{name}`")

@@ -65,6 +65,9 @@ class Sink(Protocol):
     def known(self, doc_id: str) -> dict[str, Any] | None:
         """The document's record from the last sync (version, path, extra), if any."""
 
+    def known_ids(self) -> list[str]:
+        """Every document id recorded by the last sync."""
+
     def unchanged(self, doc_id: str) -> None:
         """Still there with the version recorded last time."""
 

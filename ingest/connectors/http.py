@@ -62,10 +62,20 @@ class Http:
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> Fetched:
         """GET with retries; TooLarge past the size limit; httpx errors after the retries."""
+        return self.request("GET", url, headers)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None = None,
+        data: dict[str, str] | None = None,
+    ) -> Fetched:
+        """A request with retries (a form ``data`` body for POST); bounded like get."""
 
         def once() -> Fetched:
             self.requests += 1
-            with self.client.stream("GET", url, headers=headers or {}) as resp:
+            with self.client.stream(method, url, headers=headers or {}, data=data) as resp:
                 declared = resp.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.max_bytes:
                     raise TooLarge(size_reason(int(declared), self.cfg.max_document_mb))
@@ -88,7 +98,7 @@ class Http:
             status_of=lambda r: r.status,
             retry_after_of=lambda r: r.headers.get("retry-after"),
             transient=(httpx.TimeoutException, httpx.TransportError),
-            what=f"GET {url}",
+            what=f"{method} {url.split('?')[0]}",
             sleep=self.sleep,
         )
 

@@ -234,6 +234,9 @@ class _Mirror:
     def known(self, doc_id: str) -> dict[str, Any] | None:
         return self.previous.get(doc_id)
 
+    def known_ids(self) -> list[str]:
+        return list(self.previous)
+
     def full(self) -> bool:
         return len(self.docs) >= self.max_documents
 
@@ -345,6 +348,10 @@ def make_connector(
         from ingest.connectors.confluence import ConfluenceConnector
 
         c = ConfluenceConnector(name, cfg, user_agent=settings.sources.user_agent)
+    elif cfg.kind == "sharepoint":
+        from ingest.connectors.sharepoint import SharePointConnector
+
+        c = SharePointConnector(name, cfg, user_agent=settings.sources.user_agent)
     else:  # pragma: no cover - settings validate the kind
         raise ConfigError(f"source {name}: unknown kind {cfg.kind}")
     return c, lambda: getattr(c, "requests", 0)
