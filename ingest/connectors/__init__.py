@@ -2,7 +2,7 @@
 sites, Git repositories, Confluence spaces and SharePoint / OneDrive drives.
 
 Modules: base (the document record, the sink a connector reports to, secrets, safe
-paths, retries), http (bounded HTTP requests with backoff), s3, web, git, confluence, sharepoint
-(the connectors), sync (the engine: a source's state and mirror folder, then the ordinary
+paths, retries), http (bounded HTTP requests with backoff), s3, web, git, confluence,
+sharepoint (the connectors), sync (the engine: a source's state and mirror folder, then the ordinary
 incremental build; the source registry of ``lorebot source add``).
 """

@@ -18,7 +18,7 @@ from lorebot.cli.root import console, settings
 from lorebot.errors import ConfigError
 
 source_app = typer.Typer(
-    help="Remote sources (S3 buckets, web sites, Git repositories) kept in sync.",
+    help="Remote sources (S3, web sites, Git, Confluence, SharePoint) kept in sync.",
     no_args_is_help=True,
 )
 
@@ -38,7 +38,7 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 @source_app.command("add")
 def add_cmd(
     name: Annotated[str, typer.Argument(help="A name for the source.")],
-    kind: Annotated[str, typer.Option("--kind", help="s3, web or git.")],
+    kind: Annotated[str, typer.Option("--kind", help="s3, web, git, confluence or sharepoint.")],
     collection: Annotated[str, typer.Option("--collection", help="Collection it feeds.")],
     url: Annotated[
         str | None,
@@ -48,6 +48,14 @@ def add_cmd(
     prefix: Annotated[str, typer.Option("--prefix", help="s3: only keys under this.")] = "",
     region: Annotated[str | None, typer.Option("--region", help="s3: region.")] = None,
     branch: Annotated[str, typer.Option("--branch", help="git: the branch.")] = "main",
+    space: Annotated[
+        list[str] | None, typer.Option("--space", help="confluence: a space key (repeat).")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="sharepoint: tenant id.")] = None,
+    drive: Annotated[str | None, typer.Option("--drive", help="sharepoint: drive id.")] = None,
+    token_url: Annotated[
+        str | None, typer.Option("--token-url", help="sharepoint: OAuth token endpoint.")
+    ] = None,
     username: Annotated[
         str | None, typer.Option("--username", help="User name / S3 access key id.")
     ] = None,
@@ -59,7 +67,10 @@ def add_cmd(
     ] = None,
     route: Annotated[
         list[str] | None,
-        typer.Option("--route", help="PREFIX=COLLECTION: documents under PREFIX go there."),
+        typer.Option(
+            "--route",
+            help="PREFIX=COLLECTION: documents under PREFIX (or in a Confluence space) go there.",
+        ),
     ] = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Glob to take.")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob to skip.")] = None,
@@ -90,6 +101,10 @@ def add_cmd(
         "prefix": prefix,
         "region": region,
         "branch": branch,
+        "spaces": space or [],
+        "tenant": tenant,
+        "drive": drive,
+        "token_url": token_url,
         "username": username,
         "secret_env": secret_env,
         "secret_file": secret_file,
@@ -127,6 +142,10 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
             where = f"s3://{cfg.bucket}/{cfg.prefix}" + (f" at {cfg.url}" if cfg.url else "")
         elif cfg.kind == "git":
             where = f"{cfg.url} ({cfg.branch})"
+        elif cfg.kind == "confluence":
+            where = f"{cfg.url} spaces {','.join(cfg.spaces)}"
+        elif cfg.kind == "sharepoint":
+            where = f"drive {cfg.drive}" + (f" at {cfg.url}" if cfg.url else "")
         rows.append(
             {
                 "name": name,
