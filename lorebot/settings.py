@@ -496,7 +496,7 @@ class MetricsSettings(_Section):
     )
 
 
-SOURCE_KINDS = ("s3", "web", "git", "confluence", "sharepoint")
+SOURCE_KINDS = ("s3", "web", "git", "confluence", "sharepoint", "gdrive")
 
 
 class SourceConfig(_Section):
@@ -508,7 +508,7 @@ class SourceConfig(_Section):
     config file or on a command line.
     """
 
-    kind: Literal["s3", "web", "git", "confluence", "sharepoint"] = Field(
+    kind: Literal["s3", "web", "git", "confluence", "sharepoint", "gdrive"] = Field(
         description="Connector kind."
     )
     collection: str = Field(description="Collection the documents go into.")
@@ -524,16 +524,21 @@ class SourceConfig(_Section):
         description=(
             "web: the start URL; git: the repository (https://, ssh:// or a local path); "
             "confluence: the site's base URL; s3: the endpoint (unset = AWS); sharepoint: "
-            "the Microsoft Graph base (unset = https://graph.microsoft.com/v1.0)."
+            "the Microsoft Graph base (unset = https://graph.microsoft.com/v1.0); gdrive: the "
+            "API base (unset = https://www.googleapis.com)."
         ),
     )
     tenant: str | None = Field(None, description="sharepoint: the Entra ID tenant id.")
     drive: str | None = Field(
-        None, description="sharepoint: the drive id (a document library or a OneDrive)."
+        None,
+        description=(
+            "sharepoint: the drive id (a document library or a OneDrive); gdrive: a shared "
+            "drive id (unset = the files shared with the service account)."
+        ),
     )
     token_url: str | None = Field(
         None,
-        description="sharepoint: the OAuth token endpoint (unset = login.microsoftonline.com).",
+        description="sharepoint/gdrive: the OAuth token endpoint (unset = the vendor's).",
     )
     bucket: str | None = Field(None, description="s3: the bucket.")
     prefix: str = Field("", description="s3: only keys under this prefix.")
@@ -620,6 +625,7 @@ class SourceConfig(_Section):
             "git": ("url",),
             "confluence": ("url",),
             "sharepoint": ("drive", "username"),
+            "gdrive": (),
         }
         for name in need[self.kind]:
             if not getattr(self, name):

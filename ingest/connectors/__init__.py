@@ -1,8 +1,9 @@
 """Remote sources of documents, kept in sync incrementally: S3-compatible buckets, web
-sites, Git repositories, Confluence spaces and SharePoint / OneDrive drives.
+sites, Git repositories, Confluence spaces, SharePoint / OneDrive drives, Google Drive.
 
 Modules: base (the document record, the sink a connector reports to, secrets, safe
 paths, retries), http (bounded HTTP requests with backoff), s3, web, git, confluence,
-sharepoint (the connectors), sync (the engine: a source's state and mirror folder, then the ordinary
-incremental build; the source registry of ``lorebot source add``).
+sharepoint, gdrive (the connectors), sync (the engine: a source's state and mirror
+folder, then the ordinary incremental build; the source registry of ``lorebot source
+add``).
 """

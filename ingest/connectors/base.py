@@ -107,13 +107,17 @@ def resolve_secret(cfg: SourceConfig, name: str) -> SecretStr | None:
         return SecretStr(value)
     if cfg.secret_file:
         try:
-            lines = Path(cfg.secret_file).expanduser().read_text(encoding="utf-8").splitlines()
+            text = Path(cfg.secret_file).expanduser().read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(
                 f"source {name}: cannot read the secret file {cfg.secret_file}: {exc.strerror}",
                 fix="check the path and its permissions",
             ) from None
-        value = lines[0].strip() if lines else ""
+        lines = text.splitlines()
+        # A JSON key (a Google service account) is the whole file; a token its first line.
+        value = (
+            text.strip() if text.lstrip().startswith("{") else (lines[0].strip() if lines else "")
+        )
         if not value:
             raise ConfigError(
                 f"source {name}: the secret file {cfg.secret_file} is empty",

@@ -352,6 +352,10 @@ def make_connector(
         from ingest.connectors.sharepoint import SharePointConnector
 
         c = SharePointConnector(name, cfg, user_agent=settings.sources.user_agent)
+    elif cfg.kind == "gdrive":
+        from ingest.connectors.gdrive import DriveConnector
+
+        c = DriveConnector(name, cfg, user_agent=settings.sources.user_agent)
     else:  # pragma: no cover - settings validate the kind
         raise ConfigError(f"source {name}: unknown kind {cfg.kind}")
     return c, lambda: getattr(c, "requests", 0)

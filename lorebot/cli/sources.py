@@ -18,7 +18,7 @@ from lorebot.cli.root import console, settings
 from lorebot.errors import ConfigError
 
 source_app = typer.Typer(
-    help="Remote sources (S3, web sites, Git, Confluence, SharePoint) kept in sync.",
+    help="Remote sources (S3, web sites, Git, Confluence, SharePoint, Drive) kept in sync.",
     no_args_is_help=True,
 )
 
@@ -38,7 +38,9 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 @source_app.command("add")
 def add_cmd(
     name: Annotated[str, typer.Argument(help="A name for the source.")],
-    kind: Annotated[str, typer.Option("--kind", help="s3, web, git, confluence or sharepoint.")],
+    kind: Annotated[
+        str, typer.Option("--kind", help="s3, web, git, confluence, sharepoint or gdrive.")
+    ],
     collection: Annotated[str, typer.Option("--collection", help="Collection it feeds.")],
     url: Annotated[
         str | None,
@@ -144,6 +146,8 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
             where = f"{cfg.url} ({cfg.branch})"
         elif cfg.kind == "confluence":
             where = f"{cfg.url} spaces {','.join(cfg.spaces)}"
+        elif cfg.kind == "gdrive":
+            where = f"shared drive {cfg.drive}" if cfg.drive else "shared with the account"
         elif cfg.kind == "sharepoint":
             where = f"drive {cfg.drive}" + (f" at {cfg.url}" if cfg.url else "")
         rows.append(
