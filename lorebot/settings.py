@@ -496,7 +496,7 @@ class MetricsSettings(_Section):
     )
 
 
-SOURCE_KINDS = ("s3", "web", "git", "confluence", "sharepoint", "gdrive")
+SOURCE_KINDS = ("s3", "web", "git", "confluence", "sharepoint", "gdrive", "notion")
 
 
 class SourceConfig(_Section):
@@ -508,7 +508,7 @@ class SourceConfig(_Section):
     config file or on a command line.
     """
 
-    kind: Literal["s3", "web", "git", "confluence", "sharepoint", "gdrive"] = Field(
+    kind: Literal["s3", "web", "git", "confluence", "sharepoint", "gdrive", "notion"] = Field(
         description="Connector kind."
     )
     collection: str = Field(description="Collection the documents go into.")
@@ -525,7 +525,8 @@ class SourceConfig(_Section):
             "web: the start URL; git: the repository (https://, ssh:// or a local path); "
             "confluence: the site's base URL; s3: the endpoint (unset = AWS); sharepoint: "
             "the Microsoft Graph base (unset = https://graph.microsoft.com/v1.0); gdrive: the "
-            "API base (unset = https://www.googleapis.com)."
+            "API base (unset = https://www.googleapis.com); notion: the API base (unset = "
+            "https://api.notion.com)."
         ),
     )
     tenant: str | None = Field(None, description="sharepoint: the Entra ID tenant id.")
@@ -626,6 +627,7 @@ class SourceConfig(_Section):
             "confluence": ("url",),
             "sharepoint": ("drive", "username"),
             "gdrive": (),
+            "notion": (),
         }
         for name in need[self.kind]:
             if not getattr(self, name):

@@ -70,12 +70,16 @@ class Http:
         url: str,
         headers: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
+        content: str | None = None,
     ) -> Fetched:
-        """A request with retries (a form ``data`` body for POST); bounded like get."""
+        """A request with retries (a form ``data`` or a raw ``content`` body); bounded like
+        get."""
 
         def once() -> Fetched:
             self.requests += 1
-            with self.client.stream(method, url, headers=headers or {}, data=data) as resp:
+            with self.client.stream(
+                method, url, headers=headers or {}, data=data, content=content
+            ) as resp:
                 declared = resp.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.max_bytes:
                     raise TooLarge(size_reason(int(declared), self.cfg.max_document_mb))

@@ -356,6 +356,10 @@ def make_connector(
         from ingest.connectors.gdrive import DriveConnector
 
         c = DriveConnector(name, cfg, user_agent=settings.sources.user_agent)
+    elif cfg.kind == "notion":
+        from ingest.connectors.notion import NotionConnector
+
+        c = NotionConnector(name, cfg, user_agent=settings.sources.user_agent)
     else:  # pragma: no cover - settings validate the kind
         raise ConfigError(f"source {name}: unknown kind {cfg.kind}")
     return c, lambda: getattr(c, "requests", 0)

@@ -39,7 +39,7 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 def add_cmd(
     name: Annotated[str, typer.Argument(help="A name for the source.")],
     kind: Annotated[
-        str, typer.Option("--kind", help="s3, web, git, confluence, sharepoint or gdrive.")
+        str, typer.Option("--kind", help="s3, web, git, confluence, sharepoint, gdrive or notion.")
     ],
     collection: Annotated[str, typer.Option("--collection", help="Collection it feeds.")],
     url: Annotated[
