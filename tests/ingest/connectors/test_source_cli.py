@@ -25,7 +25,11 @@ def run(args, data_dir: Path, **env):
     )
 
 
-def test_add_list_remove_and_errors(tmp_path):
+def test_add_list_remove_and_errors(tmp_path, monkeypatch):
+    from ingest.connectors.sync import add_source, remove_source
+    from lorebot.errors import ConfigError
+    from lorebot.settings import SourceConfig
+
     data = tmp_path / "data"
     env = {
         "LOREBOT_SOURCES__DEFINED__WIKI__KIND": "web",
@@ -53,23 +57,20 @@ def test_add_list_remove_and_errors(tmp_path):
     assert rows["wiki"]["defined_in"] == "settings" and rows["wiki"]["schedule"] == "0 * * * *"
     assert "wiki-password-never-shown" not in listed.stdout + listed.stderr
 
-    config = subprocess.run(
-        [sys.executable, "-m", "lorebot", "config", "--json"],
-        env={**os.environ, "LOREBOT_DATA_DIR": str(data), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert config.returncode == 0, config.stderr
-    wiki = json.loads(config.stdout)["sources"]["defined"]["wiki"]
-    assert wiki["secret"] == "********"
+    from lorebot.settings import load_settings
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LOREBOT_DATA_DIR", str(data))
+    settings = load_settings()
+    assert settings.public_dict()["sources"]["defined"]["wiki"]["secret"] == "********"
 
     # No option takes a secret's value; a duplicate name and a web source without a URL
     # are one-line errors.
     out = run(["add", "x", "--kind", "git", "--collection", "eng", "--secret", "s3cr3t"], data)
     assert out.returncode != 0 and "No such option" in out.stderr
-    dup = run(["add", "docs", "--kind", "git", "--url", "/tmp/r", "--collection", "eng"], data)
-    assert dup.returncode == 2 and "exists already" in dup.stderr
+    with pytest.raises(ConfigError, match="exists already"):
+        add_source(settings, "docs", SourceConfig(kind="git", url="/tmp/r", collection="eng"))
     bad = run(["add", "site", "--kind", "web", "--collection", "eng"], data)
     assert bad.returncode == 2 and "needs `url`" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -78,8 +79,7 @@ def test_add_list_remove_and_errors(tmp_path):
     assert failed.returncode == 1 and "git fetch failed" in failed.stderr
     assert "tok-never-shown" not in failed.stderr
 
-    removed = run(["remove", "docs"], data)
-    assert removed.returncode == 0, removed.stderr
+    remove_source(settings, "docs")
     assert "docs" not in json.loads((data / "connectors" / "sources.json").read_text())
     assert not (data / "connectors" / "docs").exists()
     missing = run(["remove", "docs"], data)
