@@ -403,12 +403,23 @@ def sync_source(
         state = load_state(settings, name)
         root = folder / "docs"
         root.mkdir(parents=True, exist_ok=True)
-        mirror = _Mirror(root, state.get("docs") or {}, cfg.max_documents)
+        previous = state.get("docs") or {}
+        cursor = dict(state.get("cursor") or {})
+        missing = [
+            i for i, d in previous.items() if not (root / d["collection"] / d["path"]).is_file()
+        ]
+        if missing:
+            # Mirror copies gone (deleted by hand, a failed remove): those documents are
+            # fetched again, and a changes feed starts over so that it lists them.
+            log.info("source %s: %d mirror copies missing; full sync", name, len(missing))
+            previous = {i: d for i, d in previous.items() if i not in set(missing)}
+            cursor = {}
+        mirror = _Mirror(root, previous, cfg.max_documents)
         count_requests: Callable[[], int] = lambda: 0  # noqa: E731
         if connector is None:
             connector, count_requests = make_connector(settings, name, cfg, folder / "work")
         try:
-            cursor = connector.sync(mirror, dict(state.get("cursor") or {}))
+            cursor = connector.sync(mirror, cursor)
         except SourceError as exc:
             state["last_error"] = exc.message
             state["last_sync"] = _now()
@@ -502,7 +513,17 @@ def remove_source(
             for coll in collections:
                 shutil.rmtree(root / coll, ignore_errors=True)
             report.deleted = len(state.get("docs") or {})
-            build = _build(settings, name, root, collections, embedder, pool, None)
+            try:
+                build = _build(settings, name, root, collections, embedder, pool, None)
+            except IngestError as exc:
+                failed = getattr(exc, "report", None)
+                if failed is None or failed.chunks_total:
+                    raise
+                raise IngestError(
+                    f"removing source {name} would leave the index empty, which cannot be "
+                    "served; its documents are still in the serving version",
+                    fix="ingest or add another source first, then remove this one",
+                ) from None
             report.built, report.index_version = build.new_version, build.version
             report.build = build.to_dict()
     shutil.rmtree(folder, ignore_errors=True)

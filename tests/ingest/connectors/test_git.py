@@ -10,6 +10,7 @@ from connector_helpers import indexed, settings_with, texts
 
 from ingest.connectors.base import SourceError
 from ingest.connectors.sync import load_state, sync_source
+from lorebot.errors import IngestError
 
 
 def git(repo, *args):
@@ -45,13 +46,25 @@ def repo(tmp_path):
 
 
 def test_git_sync_incremental_by_commit(tmp_path, repo, embedder, parse_pool):
+    from ingest import Source, build_index
+    from ingest.connectors.sync import remove_source
+
     settings = settings_with(
         tmp_path, hb={"kind": "git", "url": str(repo), "branch": "main", "collection": "eng"}
     )
+    # The only source: removing it would leave an empty index, so it is refused; the
+    # mirror it had emptied is fetched whole again by the next sync.
+    sync_source(settings, "hb", embedder=embedder, pool=parse_pool)
+    with pytest.raises(IngestError, match="would leave the index empty"):
+        remove_source(settings, "hb", embedder=embedder, pool=parse_pool)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "faq.md").write_text("# FAQ\n\nThe office closes at six.\n")
+    build_index(settings, [Source(local, "hr")], progress=False, embedder=embedder, pool=parse_pool)
     first = sync_source(settings, "hb", embedder=embedder, pool=parse_pool)
     assert first.fetched == 3 and first.built and not first.failures, first.to_dict()
     sources = set(indexed(settings))
-    assert {"docs/leave.md", "docs/travel.rst", "_github/CONTRIBUTING.md"} == sources
+    assert {"docs/leave.md", "docs/travel.rst", "_github/CONTRIBUTING.md", "faq.md"} == sources
     commit = load_state(settings, "hb")["cursor"]["commit"]
 
     same = sync_source(settings, "hb", embedder=embedder, pool=parse_pool)
@@ -65,6 +78,11 @@ def test_git_sync_incremental_by_commit(tmp_path, repo, embedder, parse_pool):
     body = texts(settings)
     assert "35 days" in body and "31 days" not in body and "Trainline" not in body
     assert load_state(settings, "hb")["cursor"]["commit"] != commit
+
+    # Removing the source takes its documents out and leaves the others.
+    gone = remove_source(settings, "hb", embedder=embedder, pool=parse_pool)
+    assert gone.deleted == 2 and gone.built
+    assert set(indexed(settings)) == {"faq.md"}
 
 
 def test_git_missing_branch_is_a_source_error(tmp_path, repo):
