@@ -3,7 +3,9 @@ spaces, incremental by page version, each space mapped to a collection.
 
 Every sync lists each space's pages (``GET /rest/api/content``, 50 a page, following
 ``_links.next``) with their version numbers and read restrictions; only pages whose
-version changed are fetched with their body (``GET /rest/api/content/{id}``). Listing
+version changed are fetched with their body (``GET /rest/api/content/{id}``). The
+space's attachments come from one paged CQL search (``type = attachment``), with their
+versions; only new versions are downloaded, and only those of pages that may be read. Listing
 rather than a CQL ``lastmodified`` query, because a query for changes never reports a
 deleted page, and the listing is metadata only.
 
@@ -34,6 +36,7 @@ from ingest.connectors.base import (
     TooLarge,
     resolve_secret,
     safe_relpath,
+    size_reason,
     wanted,
 )
 from ingest.connectors.http import Http, http_error_reason
@@ -82,6 +85,7 @@ class ConfluenceConnector:
         self.user_agent = user_agent
         self.sleep = sleep
         self.http: Http | None = None
+        self.readable: dict[str, str] = {}
 
     @property
     def requests(self) -> int:
@@ -133,6 +137,7 @@ class ConfluenceConnector:
 
     def _space(self, sink: Sink, space: str) -> None:
         collection = self.cfg.collections.get(space, self.cfg.collection)
+        self.readable: dict[str, str] = {}  # page id -> its mirror folder (unrestricted)
         query = urllib.parse.urlencode(
             {
                 "spaceKey": space,
@@ -151,10 +156,73 @@ class ConfluenceConnector:
                 if sink.full():
                     break
                 self._page(sink, space, collection, page)
-            nxt = (data.get("_links") or {}).get("next")
-            url = urllib.parse.urljoin(self.base + "/", nxt.lstrip("/")) if nxt else None
-            if url and not url.startswith(self.base + "/"):
-                url = None  # never follow a link to another host
+            url = self._next(data)
+        self._attachments(sink, space, collection)
+
+    def _next(self, data: dict[str, Any]) -> str | None:
+        nxt = (data.get("_links") or {}).get("next")
+        url = urllib.parse.urljoin(self.base + "/", nxt.lstrip("/")) if nxt else None
+        if url and not url.startswith(self.base + "/"):
+            return None  # never follow a link to another host
+        return url
+
+    def _attachments(self, sink: Sink, space: str, collection: str) -> None:
+        """The space's attachments (one paged CQL search), those of readable pages only."""
+        cql = f'space = "{space}" and type = attachment'
+        query = urllib.parse.urlencode(
+            {"cql": cql, "limit": PAGE_SIZE, "expand": "version,container"}
+        )
+        url: str | None = f"{self.base}/rest/api/content/search?{query}"
+        limit = int(self.cfg.max_document_mb * 2**20)
+        for _ in range(MAX_LIST_PAGES):
+            if url is None or sink.full():
+                break
+            data = self._json(url)
+            for att in data.get("results") or []:
+                if sink.full():
+                    break
+                page_id = str((att.get("container") or {}).get("id", ""))
+                att_id = str(att.get("id", ""))
+                doc_id = f"{space}:{page_id}:{att_id}"
+                folder = self.readable.get(page_id)
+                if folder is None:  # its page is restricted (or not a current page)
+                    if sink.known(doc_id):
+                        sink.failed(doc_id, "restricted: its page has read restrictions", gone=True)
+                    continue
+                name = str(att.get("title") or att_id)
+                path = f"{folder}/{name}"
+                if not wanted(self.cfg, path):
+                    continue
+                version = str((att.get("version") or {}).get("number", ""))
+                old = sink.known(doc_id)
+                if old and old["version"] == version and old["collection"] == collection:
+                    sink.unchanged(doc_id)
+                    continue
+                size = int((att.get("extensions") or {}).get("fileSize") or 0)
+                if size > limit:
+                    sink.failed(doc_id, size_reason(size, self.cfg.max_document_mb))
+                    continue
+                self._download(sink, att, Doc(doc_id, version, path, collection))
+            url = self._next(data)
+
+    def _download(self, sink: Sink, att: dict[str, Any], doc: Doc) -> None:
+        link = str((att.get("_links") or {}).get("download") or "")
+        url = urllib.parse.urljoin(self.base + "/", link.lstrip("/"))
+        if not link or not url.startswith(self.base + "/"):
+            sink.failed(doc.id, "no download link on the site's host")
+            return
+        assert self.http is not None
+        try:
+            resp = self.http.get(url)
+        except (httpx.HTTPError, TooLarge) as exc:
+            sink.failed(doc.id, http_error_reason(exc))
+            return
+        if resp.status in GONE_STATUSES:
+            sink.failed(doc.id, f"HTTP {resp.status}: no longer readable", gone=True)
+        elif resp.status != 200:
+            sink.failed(doc.id, f"HTTP {resp.status}")
+        else:
+            sink.put(doc, resp.content)
 
     def _page(self, sink: Sink, space: str, collection: str, page: dict[str, Any]) -> None:
         page_id = str(page.get("id", ""))
@@ -167,7 +235,9 @@ class ConfluenceConnector:
             if sink.known(doc_id):
                 sink.failed(doc_id, "restricted: the page has read restrictions", gone=True)
             return
-        path = safe_relpath(f"{space}/{title[:80]}-{page_id}.html")
+        folder = safe_relpath(f"{space}/{title[:80]}-{page_id}")
+        self.readable[page_id] = folder
+        path = folder + ".html"
         if not wanted(self.cfg, path):
             return
         version = str((page.get("version") or {}).get("number", ""))

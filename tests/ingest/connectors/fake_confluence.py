@@ -23,12 +23,15 @@ class FakeConfluence:
         self.pages: dict[str, dict] = {}  # id -> {space, title, version, body, restricted}
         self.storm = 0  # 429s before the next answer
         self.broken: set[str] = set()  # page ids whose body answer is not JSON
+        self.attachments: dict[str, dict] = {}  # id -> {page, name, body, version}
         self.calls: list[str] = []
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/wiki"
         app = Starlette(
             routes=[
                 Route("/wiki/rest/api/content", self.listing),
+                Route("/wiki/rest/api/content/search", self.search),
+                Route("/wiki/download/attachments/{page}/{name}", self.download),
                 Route("/wiki/rest/api/content/{page_id}", self.content),
             ]
         )
@@ -40,6 +43,47 @@ class FakeConfluence:
     def page(self, pid, space, title, body, version=1, restricted=False):
         self.pages[pid] = dict(space=space, title=title, body=body, version=version,
                                restricted=restricted)  # fmt: skip
+
+    def attach(self, aid, page, name, body, version=1):
+        self.attachments[aid] = dict(page=page, name=name, body=body.encode(), version=version)
+
+    async def search(self, request: Request) -> Response:
+        if (denied := self._gate(request)) is not None:
+            return denied
+        q = request.query_params
+        cql = q["cql"]
+        assert "type = attachment" in cql
+        space = cql.split('"')[1]
+        ids = sorted(
+            a for a, v in self.attachments.items()
+            if v["page"] in self.pages and self.pages[v["page"]]["space"] == space
+        )  # fmt: skip
+        results = []
+        for a in ids:
+            v = self.attachments[a]
+            results.append(
+                {
+                    "id": a,
+                    "type": "attachment",
+                    "title": v["name"],
+                    "version": {"number": v["version"]},
+                    "container": {"id": v["page"]},
+                    "extensions": {"fileSize": len(v["body"])},
+                    "_links": {"download": f"/download/attachments/{v['page']}/{v['name']}"},
+                }
+            )
+        return JSONResponse({"results": results, "size": len(results), "_links": {}})
+
+    async def download(self, request: Request) -> Response:
+        if (denied := self._gate(request)) is not None:
+            return denied
+        for v in self.attachments.values():
+            if (
+                v["page"] == request.path_params["page"]
+                and v["name"] == request.path_params["name"]
+            ):
+                return Response(v["body"], media_type="application/octet-stream")
+        return Response("not found", status_code=404)
 
     def _gate(self, request: Request) -> Response | None:
         self.calls.append(request.url.path + ("?" + request.url.query if request.url.query else ""))

@@ -27,6 +27,9 @@ def wiki():
         w.page("201", "ENG", "On-call", "<p>The on-call rota changes every Tuesday.</p>")
         w.page("202", "ENG", "Broken", "<p>x</p>")
         w.broken.add("202")
+        w.attach("a1", "101", "leave-form.txt", "Use form L-17 to request leave.")
+        w.attach("a2", "102", "travel-form.txt", "Claim travel with form T-9.")
+        w.attach("a3", "103", "salary-bands.txt", "Band 7 earns a secret amount.")
         yield w
 
 
@@ -50,14 +53,16 @@ def test_confluence_spaces_versions_restrictions(
     )
     wiki.storm = 3
     first = sync_source(settings, "wiki", embedder=embedder, pool=parse_pool)
-    assert first.fetched == 3 and first.built, first.to_dict()
+    assert first.fetched == 5 and first.built, first.to_dict()  # 3 pages, 2 attachments
     assert [f["id"] for f in first.failures] == ["ENG:202"]
     by_coll = {}
     for c in chunks(settings):
         by_coll.setdefault(c.collection, "")
         by_coll[c.collection] += c.text
     assert "31 days" in by_coll["hr"] and "on-call rota" in by_coll["eng"]
-    assert "CEO" not in texts(settings)  # restricted: never indexed
+    body = texts(settings)
+    assert "L-17" in body and "T-9" in body
+    assert "CEO" not in body and "Band 7" not in body  # restricted page and its attachment
     listed = [c for c in wiki.calls if c.startswith("/wiki/rest/api/content?")]
     assert len(listed) >= 3  # HR needed two listing pages (paging followed)
 
@@ -65,13 +70,16 @@ def test_confluence_spaces_versions_restrictions(
     again = sync_source(settings, "wiki", embedder=embedder, pool=parse_pool)
     assert again.fetched == 0 and not again.built
     assert all("body.storage" not in c for c in wiki.calls if "/content/202" not in c)
+    assert not any("/download/" in c for c in wiki.calls)
 
     wiki.page("101", "HR", "Annual leave", "<p>Staff get 35 days of annual leave.</p>", version=2)
     wiki.pages["102"]["restricted"] = True  # unshared
     del wiki.pages["201"]  # deleted
+    wiki.attach("a1", "101", "leave-form.txt", "Use form L-18 to request leave.", version=2)
     third = sync_source(settings, "wiki", embedder=embedder, pool=parse_pool)
-    assert third.fetched == 1 and third.built
+    assert third.fetched == 2 and third.built
     body = texts(settings)
+    assert "L-18" in body and "L-17" not in body and "T-9" not in body
     assert "35 days" in body and "31 days" not in body
     assert "Trainline" not in body and "on-call rota" not in body
     assert caplog.text and TOKEN not in caplog.text
