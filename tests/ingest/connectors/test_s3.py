@@ -122,3 +122,46 @@ def test_s3_listing_failure_deletes_nothing(tmp_path, endpoint):
     with pytest.raises(SourceError, match="NoSuchBucket"):
         sync_source(settings, "gone")
     assert load_state(settings, "gone")["last_error"].startswith("source gone")
+
+
+def test_an_object_that_answers_access_denied_leaves_the_index():
+    """A changed object whose GetObject is now refused is dropped (botocore's Stubber)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from ingest.connectors.s3 import S3Connector
+    from lorebot.settings import SourceConfig
+
+    client = boto3.client(
+        "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
+    )
+    stub = Stubber(client)
+    listing = {"Contents": [{"Key": "hr/pay.md", "ETag": '"e2"', "Size": 10}], "IsTruncated": False}
+    stub.add_response("list_objects_v2", listing, {"Bucket": "b", "Prefix": ""})
+    stub.add_client_error("get_object", "AccessDenied", "Access Denied", 403)
+    cfg = SourceConfig(kind="s3", bucket="b", collection="hr")
+
+    class Sink:
+        failures: list = []
+
+        def known(self, doc_id):
+            return (
+                {"version": "e1", "collection": "hr", "path": doc_id} if "leave" in doc_id else None
+            )
+
+        def full(self):
+            return False
+
+        def unchanged(self, doc_id):
+            pass
+
+        def put(self, doc, data):
+            raise AssertionError("nothing to store")
+
+        def failed(self, doc_id, reason, gone=False):
+            self.failures.append((doc_id, reason, gone))
+
+    sink = Sink()
+    with stub:
+        S3Connector("b", cfg, client=client).sync(sink, {})
+    assert sink.failures == [("hr/pay.md", "no longer readable: AccessDenied", True)]
