@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,12 @@ from lorebot.settings import SourceConfig
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 @dataclass
@@ -43,14 +50,18 @@ class Http:
         *,
         auth: httpx.Auth | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        same_origin: bool = False,
     ) -> None:
         self.cfg = cfg
+        # same_origin: a redirect to another scheme, host or port is not followed (a
+        # crawled site must not send us to an internal address); the 3xx is returned.
+        self.same_origin = same_origin
         self.max_bytes = int(cfg.max_document_mb * 2**20)
         self.sleep = sleep
         self.requests = 0
         self.client = httpx.Client(
             timeout=httpx.Timeout(cfg.timeout_s),
-            follow_redirects=True,
+            follow_redirects=not same_origin,
             max_redirects=MAX_REDIRECTS,
             headers={"User-Agent": user_agent},
             auth=auth,
@@ -76,9 +87,21 @@ class Http:
         get."""
 
         def once() -> Fetched:
+            target = url
+            for _ in range(MAX_REDIRECTS):
+                fetched = one(target)
+                if not (self.same_origin and fetched.status in REDIRECTS):
+                    return fetched
+                nxt = urllib.parse.urljoin(target, fetched.headers.get("location", ""))
+                if _origin(nxt) != _origin(target):
+                    return Fetched(fetched.status, nxt, fetched.headers, b"")
+                target = nxt
+            raise httpx.TooManyRedirects("too many redirects", request=None)  # type: ignore[arg-type]
+
+        def one(target: str) -> Fetched:
             self.requests += 1
             with self.client.stream(
-                method, url, headers=headers or {}, data=data, content=content
+                method, target, headers=headers or {}, data=data, content=content
             ) as resp:
                 declared = resp.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.max_bytes:

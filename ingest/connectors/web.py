@@ -195,7 +195,7 @@ class WebConnector:
         secret = resolve_secret(self.cfg, self.name)
         if secret is not None:
             auth = httpx.BasicAuth(self.cfg.username or "", secret.get_secret_value())
-        self.http = Http(self.cfg, self.user_agent, auth=auth, sleep=self.sleep)
+        self.http = Http(self.cfg, self.user_agent, auth=auth, sleep=self.sleep, same_origin=True)
         try:
             return self._crawl(sink, cursor)
         finally:
@@ -325,6 +325,10 @@ class WebConnector:
             self._start_failed(url, http_error_reason(exc))
             sink.failed(old_id, http_error_reason(exc))
             return old_links  # what it linked to last time is still worth visiting
+        if 300 <= resp.status < 400 and resp.status != 304:
+            self._start_failed(url, f"HTTP {resp.status}: redirects off the site to {resp.url}")
+            sink.failed(old_id, f"redirects off the site (HTTP {resp.status})", gone=True)
+            return []
         if resp.status not in (200, 304):
             self._start_failed(url, f"HTTP {resp.status}")
         if resp.status == 304 and old:

@@ -26,6 +26,7 @@ class Site:
         self.pages: dict[str, tuple[str, bytes]] = {}  # path -> (content type, body)
         self.status: dict[str, int] = {}
         self.storm: dict[str, int] = {}
+        self.redirects: dict[str, str] = {}  # path -> Location
         self.log: list[tuple[str, int]] = []
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -49,6 +50,8 @@ class Site:
         if self.storm.get(path, 0) > 0:
             self.storm[path] -= 1
             return Response("slow down", status_code=429, headers={"Retry-After": "0"})
+        if path in self.redirects:
+            return Response(status_code=302, headers={"Location": self.redirects[path]})
         if path in self.status:
             return Response("no", status_code=self.status[path])
         if path not in self.pages:

@@ -44,7 +44,8 @@ def site():
                 '<a href="travel.html">Travel</a> <a href="private/salaries.html">Pay</a>'
                 '<a href="/blog/post.html">Blog</a> <a href="https://elsewhere.example/x">Out</a>'
                 '<a href="deep1.html">Deep</a> <a href="flaky.html">Flaky</a>'
-                '<a href="broken.pdf">Broken</a> <a href="logo.png">Logo</a>',
+                '<a href="broken.pdf">Broken</a> <a href="logo.png">Logo</a>'
+                '<a href="away.html">Away</a> <a href="moved.html">Moved</a>',
             ),
         )
         canon = f'<link rel="canonical" href="{base}/handbook/leave.html">'
@@ -67,6 +68,9 @@ def site():
         s.page("/handbook/flaky.html", _page("Flaky", "The canteen opens at eight."))
         s.page("/handbook/broken.pdf", "%PDF-1.7 not really a pdf", "application/pdf")
         s.storm["/handbook/flaky.html"] = 3
+        # Off the site (another host): not followed. On the site: followed.
+        s.redirects["/handbook/away.html"] = f"http://localhost:{s.port}/internal/metadata"
+        s.redirects["/handbook/moved.html"] = "/handbook/travel.html"
         yield s
 
 
@@ -88,13 +92,16 @@ def test_web_crawl_incremental_with_limits(tmp_path, site, embedder, parse_pool)
     assert "/handbook/deep3.html" not in fetched  # deeper than max_depth
     assert "/handbook/orphan.html" in fetched  # from the sitemap
     assert "/logo.png" not in {p for p, _ in site.log}
+    assert "/internal/metadata" not in {p for p, _ in site.log}  # off-site redirect refused
     assert site.log.count(("/handbook/flaky.html", 429)) == 3  # the storm, then 200
     state = load_state(settings, "wiki")
     ids = set(state["docs"])
     leave = site.base + "/handbook/leave.html"
     assert leave in ids and not any("utm" in i for i in ids)  # canonical: one document
     assert first.fetched == 8, first.to_dict()
-    assert [f["id"] for f in first.failures] == [site.base + "/handbook/broken.pdf"]
+    reasons = {f["id"]: f["reason"] for f in first.failures}
+    assert set(reasons) == {site.base + "/handbook/away.html", site.base + "/handbook/broken.pdf"}
+    assert reasons[site.base + "/handbook/away.html"].startswith("redirects off the site")
     body = texts(settings)
     assert "31 days" in body and "canteen opens at eight" in body and "CEO" not in body
     copy = source_dir(settings, "wiki") / "docs" / "handbook" / state["docs"][leave]["path"]
