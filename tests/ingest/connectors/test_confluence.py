@@ -100,3 +100,35 @@ def test_refused_credentials_stop_the_sync(tmp_path, wiki):
     )
     with pytest.raises(SourceError, match="HTTP 401"):
         sync_source(settings, "wiki")
+
+
+def test_data_center_personal_access_token_is_a_bearer_token():
+    from ingest.connectors.confluence import ConfluenceConnector
+    from lorebot.settings import SourceConfig
+
+    class Sink:
+        def __init__(self):
+            self.put_ids, self.failures = [], []
+
+        def known(self, _):
+            return None
+
+        def full(self):
+            return False
+
+        def unchanged(self, _):
+            pass
+
+        def put(self, doc, data):
+            self.put_ids.append(doc.id)
+
+        def failed(self, doc_id, reason, gone=False):
+            self.failures.append(doc_id)
+
+    with FakeConfluence("Bearer dc-pat-123") as w:
+        w.page("7", "OPS", "Runbook", "<p>Restart the pager with pagerctl.</p>")
+        cfg = SourceConfig(kind="confluence", url=w.base, spaces=["OPS"], collection="ops",
+                           secret="dc-pat-123")  # fmt: skip
+        sink = Sink()
+        ConfluenceConnector("dc", cfg, user_agent="t").sync(sink, {})
+    assert sink.put_ids == ["OPS:7"] and not sink.failures
