@@ -186,6 +186,31 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
     console.print(table)
 
 
+@source_app.command("show")
+def show_cmd(name: Annotated[str, typer.Argument(help="The source.")]) -> None:
+    """The source's last sync as JSON: when, its error, each failed document and why."""
+    from ingest.connectors.sync import get_source, load_state
+
+    s = settings()
+    get_source(s, name)  # a one-line error for an unknown name
+    state = load_state(s, name)
+    print(
+        json.dumps(
+            {
+                "source": name,
+                "last_sync": state.get("last_sync"),
+                "last_error": state.get("last_error"),
+                "index_version": state.get("index_version"),
+                "documents": len(state.get("docs") or {}),
+                "collections": state.get("collections") or [],
+                "build_owed": bool(state.get("needs_build")),
+                "failures": state.get("failures") or [],
+            },
+            indent=2,
+        )
+    )
+
+
 @source_app.command("remove")
 def remove_cmd(name: Annotated[str, typer.Argument(help="The source.")]) -> None:
     """Take the source's documents out of the index and forget it."""

@@ -78,6 +78,8 @@ def test_add_list_remove_and_errors(tmp_path, monkeypatch):
     failed = run(["sync", "docs"], data, DOCS_GIT_TOKEN="tok-never-shown")
     assert failed.returncode == 1 and "git fetch failed" in failed.stderr
     assert "tok-never-shown" not in failed.stderr
+    shown = json.loads(run(["show", "docs"], data).stdout)
+    assert "git fetch failed" in shown["last_error"] and shown["documents"] == 0
 
     remove_source(settings, "docs")
     assert "docs" not in json.loads((data / "connectors" / "sources.json").read_text())
