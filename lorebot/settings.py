@@ -496,9 +496,6 @@ class MetricsSettings(_Section):
     )
 
 
-SOURCE_KINDS = ("s3", "web", "git", "confluence", "sharepoint", "gdrive", "notion")
-
-
 class SourceConfig(_Section):
     """One remote source of documents: where it is, what it feeds, when it syncs.
 
@@ -632,6 +629,8 @@ class SourceConfig(_Section):
         for name in need[self.kind]:
             if not getattr(self, name):
                 raise ValueError(f"a {self.kind} source needs `{name}`")
+        if self.kind == "sharepoint" and not (self.tenant or self.token_url):
+            raise ValueError("a sharepoint source needs `tenant` (or `token_url`)")
         return self
 
 
