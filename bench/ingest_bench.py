@@ -3,7 +3,7 @@
     python bench/ingest_bench.py corpus ../shared/data/corpora/18f-handbook/pages
     python bench/ingest_bench.py messy ../shared/data/messy-files
     python bench/ingest_bench.py ann --sizes 10000 100000 1000000
-    python bench/ingest_bench.py embed            # embedding throughput, fp32 vs int8
+    python bench/ingest_bench.py embed            # torch only; variants: bench/embed_speed.py
 
 ``corpus``: full build (files/s, chunks/s, parse/embed/write split), a no-change re-run,
 an incremental run after changing one file, search latency p50/p99 and the on-disk size

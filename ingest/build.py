@@ -30,7 +30,7 @@ import numpy as np
 
 from ingest import store
 from ingest.markup import citation_url
-from ingest.plan import Plan, plan_build
+from ingest.plan import Plan, fingerprint, plan_build
 from ingest.report import IngestReport
 from ingest.sources import FoundFile, Source, discover_all
 from ingest.store import FileRecord
@@ -114,10 +114,16 @@ def build_index(
     n_workers = workers or settings.index.parse_workers or cpu_count()
     progress_cb = _guarded(on_progress)
 
+    if embedder is None:  # lazy: a build with nothing to embed never loads the model
+        from ingest.embed import Embedder
+
+        embedder = Embedder.from_settings(settings, exclusive=True)
+
     with build_lock(settings.index_dir):
         store.clear_unfinished(settings)
         t = time.perf_counter()
-        plan = plan_build(settings, sources, files, model_dir, full=full)
+        planned = variant_of(embedder)
+        plan = plan_build(settings, sources, files, model_dir, full=full, variant=planned)
         timings["hash"] = time.perf_counter() - t
         report = plan.report(timings)
         if plan.nothing_changed:
@@ -134,10 +140,14 @@ def build_index(
             _parse_all(plan, settings, model_dir, n_workers, timeout, bar, pool, progress_cb)
             timings["parse"] = time.perf_counter() - t
             t = time.perf_counter()
-            report.chunks_new = _embed_all(
-                plan.records, settings, model_dir, embedder, bar, progress_cb
-            )
+            report.chunks_new = _embed_all(plan.records, embedder, bar, progress_cb)
             timings["embed"] = time.perf_counter() - t
+            if variant_of(embedder) != planned:
+                # The graph was refused and torch embedded instead: say so in the version,
+                # so that the next build embeds everything again with one variant.
+                log.warning("ingest: embedded with %s, not %s", variant_of(embedder), planned)
+                rules = fingerprint(settings, model_dir, variant_of(embedder))
+                plan.fingerprint = {**rules, "mixed_variants": True}
 
         total = plan.total_chunks()
         if total == 0:
@@ -342,15 +352,18 @@ def disk_full(exc: BaseException) -> bool:
     return "disk is full" in text or "no space left" in text or "quota exceeded" in text
 
 
+def variant_of(embedder: Any) -> str:
+    """How ``embedder`` makes its vectors (an embedder that does not say runs torch)."""
+    return str(getattr(embedder, "variant", "torch"))
+
+
 def _embed_all(
     records: dict[str, FileRecord],
-    settings: Settings,
-    model_dir: Path,
-    embedder: Embedder | None,
+    embedder: Embedder,
     bar: Any,
     progress_cb: ProgressFn,
 ) -> int:
-    """Embed every freshly parsed chunk (batched, length-sorted by sentence-transformers).
+    """Embed every freshly parsed chunk (in length-sorted batches, by the embedder).
 
     The same model pass also gives each chunk's sentence units their vectors (pooled
     from the chunk's token embeddings, see :meth:`Embedder.encode_with_spans`), which the
@@ -360,10 +373,6 @@ def _embed_all(
     chunks = [c for e in fresh for c in e.new_chunks or []]
     if not chunks:
         return 0
-    if embedder is None:
-        from ingest.embed import Embedder
-
-        embedder = Embedder.from_settings(settings, exclusive=True)
     texts = [c["embed_text"] for c in chunks]
     spans = [unit_spans(c["text"], c["embed_text"]) for c in chunks]
     task = bar.add_task("embedding", total=len(texts), unit="chunks")

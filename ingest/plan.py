@@ -74,9 +74,14 @@ class Plan:
         return sum(r.chunks for r in self.records.values() if r.status == "ok")
 
 
-def fingerprint(settings: Settings, model_dir: Path) -> dict[str, Any]:
-    """The rules a version was built with; a version with other rules is not reused."""
-    return {
+def fingerprint(settings: Settings, model_dir: Path, variant: str = "torch") -> dict[str, Any]:
+    """The rules a version was built with; a version with other rules is not reused.
+
+    ``variant`` is how the embedder ran the model (:attr:`ingest.embed.Embedder.variant`):
+    vectors of int8 and of torch weights must not share an index. Torch, the variant of
+    every index built before variants existed, is left out so those stay compatible.
+    """
+    rules = {
         "format": store.FORMAT,
         "parser": PARSER_VERSION,
         "chunk_tokens": settings.index.chunk_tokens,
@@ -86,6 +91,9 @@ def fingerprint(settings: Settings, model_dir: Path) -> dict[str, Any]:
         # before the list existed) is parsed again, so its links follow the list.
         "link_hosts": sorted(h.strip().lower() for h in settings.index.link_hosts),
     }
+    if variant != "torch":
+        rules["embedding_variant"] = variant
+    return rules
 
 
 def plan_build(
@@ -95,13 +103,14 @@ def plan_build(
     model_dir: Path,
     *,
     full: bool = False,
+    variant: str = "torch",
 ) -> Plan:
     """Decide what the build of ``files`` (discovered in ``sources``) does with each file."""
     previous = store.current_version(settings)
     prev_manifest: dict[str, Any] | None = None
     if previous and (store.version_path(settings, previous) / store.MANIFEST).is_file():
         prev_manifest = store.read_manifest(store.version_path(settings, previous))
-    rules = fingerprint(settings, model_dir)
+    rules = fingerprint(settings, model_dir, variant)
     plan = Plan(
         previous=previous,
         prev_manifest=prev_manifest,

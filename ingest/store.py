@@ -617,11 +617,13 @@ class IndexReader:
     # -- embedder
     @property
     def embedder(self) -> Embedder:
+        """The query embedder: the variant this version's chunks were embedded with."""
         if self._embedder is None:
             from ingest.embed import Embedder
 
             self._embedder = Embedder.from_settings(self.settings)
-        return self._embedder
+        variant = self.manifest.get("fingerprint", {}).get("embedding_variant", "torch")
+        return self._embedder.for_variant(variant, onnx_dir=self.settings.models_dir)
 
     def encode(self, texts: list[str]):
         """Unit vectors of ``texts`` with the query embedder (the answer path scores sentences)."""
@@ -830,7 +832,7 @@ class LiveIndex:
 
     def _shared_embedder(self) -> Embedder | None:
         if self.embedder is None and self._reader is not None:
-            self.embedder = self._reader.embedder
+            self.embedder = self._reader._embedder  # the base, not a variant of it
         return self.embedder
 
     def close(self) -> None:
