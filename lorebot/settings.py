@@ -739,6 +739,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=_default_data_dir, description="Indexes, adapters, redis data, logs."
     )
+    model_cache_dir: Path | None = Field(
+        None,
+        description=(
+            "Where files derived from the installed models (the embedder's ONNX and int8 "
+            "graphs) are kept; unset = <data_dir>/models. Several data dirs on one machine "
+            "may share one."
+        ),
+    )
     slack: SlackSettings = Field(default_factory=SlackSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
@@ -792,7 +800,7 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         """Files derived from the installed models (the embedder's ONNX export)."""
-        return self.data_dir / "models"
+        return self.model_cache_dir or self.data_dir / "models"
 
     def threads_per_process(self, *, exclusive: bool = False) -> int:
         """Threads for one process's model (llama.cpp or the embedder): the one thread policy.

@@ -20,6 +20,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every test's data dir (and every worker it starts) shares one folder of derived model
+# files, so the embedder's int8 graph is exported once per run, not once per data dir.
+if "LOREBOT_MODEL_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _models = tempfile.mkdtemp(prefix="lorebot-test-models-")
+    os.environ["LOREBOT_MODEL_CACHE_DIR"] = _models
+    atexit.register(shutil.rmtree, _models, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
