@@ -342,12 +342,8 @@ class TrainingSettings(_Section):
     time_budget_s: int = Field(1800, ge=10, description="Wall-clock budget of LoRA training.")
     collections: list[str] | None = Field(
         None,
-        description=(
-            "Collections whose chunks may feed training; unset = slack.default_collections "
-            "(what an unmapped channel may search). When that is unset too (the closed "
-            "default: unmapped channels search nothing), training reads every collection, "
-            "so set this to what every channel may see."
-        ),
+        description="Collections whose chunks may feed training; unset = slack.default_collections "
+        "(the public ones), or every collection when those are unset too.",
     )
     teacher: str = Field(
         "local",
