@@ -16,7 +16,7 @@ from typing import Any
 
 from lorebot import access, contracts
 from lorebot.errors import AccessDeniedError, InvalidPayloadError
-from lorebot.types import Question
+from lorebot.types import Question, Turn
 
 #: Question ids and task ids: what lorebot.types.new_id makes, and some room for callers'.
 QUESTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -31,11 +31,15 @@ MAX_COLLECTIONS = 64
 MAX_PAYLOAD_BYTES = 256 * 1024
 ROLES = frozenset({"user", "assistant"})
 QUESTION_KEYS = frozenset(Question.model_fields)
+TURN_KEYS = frozenset(Turn.model_fields)
 REPLY_KEYS = frozenset(contracts.ReplyTarget.__dataclass_fields__)
 
 
 def _fail(what: str) -> InvalidPayloadError:
-    return InvalidPayloadError(f"invalid answer task: {what}", fix="the task was dropped")
+    return InvalidPayloadError(
+        f"invalid answer task: {what}",
+        fix="the worker dropped it; the bot and `lorebot ask` send tasks within these bounds",
+    )
 
 
 def _text(value: Any, name: str, limit: int, *, empty: bool = False) -> str:
@@ -86,7 +90,7 @@ def check_question(data: Any, *, max_chars: int, max_turns: int) -> Question:
     if not isinstance(history, list) or len(history) > max_turns:
         raise _fail(f"history is not a list of at most {max_turns} turns")
     for turn in history:
-        if not isinstance(turn, dict) or set(turn) != {"role", "text"}:
+        if not isinstance(turn, dict) or not {"role", "text"} <= set(turn) <= TURN_KEYS:
             raise _fail("a history turn is not {role, text}")
         if turn["role"] not in ROLES:
             raise _fail("a history turn has an unknown role")
