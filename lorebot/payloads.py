@@ -157,3 +157,52 @@ def scope_question(
             fix="an admin maps it with /lorebot channel set",
         )
     return question.model_copy(update={"collections": collections, "channel": reply.channel})
+
+
+# ----------------------------------------------------------------------------- other tasks
+#: Adapter and index versions named in a task (no path separators, so no traversal).
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}")
+#: Most shared files one ingest task may carry.
+MAX_FILES = 100
+
+
+def check_task_arguments(name: str, args: tuple, kwargs: dict) -> None:
+    """Bounds every task's arguments share (InvalidPayloadError on the first problem).
+
+    The answer task checks its own in full (:func:`check_answer_payload`). Every other task
+    gets: a plain-JSON payload of bounded size, a well-formed Slack reply target, safe
+    collection names and versions, a bounded file list. Arguments this does not know are
+    left to the task (several tasks grow new ones).
+    """
+    if name == contracts.TASK_ANSWER or not name.startswith("lorebot."):
+        return  # the answer task checks itself; Celery's own tasks are not ours to bound
+    try:
+        size = len(json.dumps([list(args), kwargs], ensure_ascii=False).encode())
+    except (TypeError, ValueError):
+        raise _task_fail(name, "arguments are not plain JSON") from None
+    if size > MAX_PAYLOAD_BYTES:
+        raise _task_fail(name, f"arguments are {size} bytes (at most {MAX_PAYLOAD_BYTES})")
+    if args:
+        raise _task_fail(name, "positional arguments (lorebot sends keyword arguments)")
+    try:
+        if kwargs.get("reply") is not None:
+            check_reply(kwargs["reply"], question_id=kwargs["reply"].get("question_id") or "")
+        if kwargs.get("collection") is not None:
+            _id(kwargs["collection"], "collection", COLLECTION)
+        if kwargs.get("version") is not None:
+            _id(kwargs["version"], "version", VERSION)
+        if kwargs.get("action") is not None:
+            _id(kwargs["action"], "action", VERSION)
+        files = kwargs.get("files")
+        if files is not None and (not isinstance(files, list) or len(files) > MAX_FILES):
+            raise _fail(f"files is not a list of at most {MAX_FILES}")
+    except (InvalidPayloadError, AttributeError) as exc:
+        what = exc.message if isinstance(exc, InvalidPayloadError) else "reply is not an object"
+        raise _task_fail(name, what.removeprefix("invalid answer task: ")) from None
+
+
+def _task_fail(name: str, what: str) -> InvalidPayloadError:
+    return InvalidPayloadError(
+        f"invalid {name} task: {what}",
+        fix="the worker dropped it; the bot and the lorebot CLI send tasks within these bounds",
+    )

@@ -226,3 +226,57 @@ def test_a_forged_task_on_a_real_worker_searches_only_the_channels_collections(
         assert len(fake.calls) == calls  # no Slack call for a refused payload
     finally:
         fake.stop()
+
+
+# ----------------------------------------------------------------------------- other tasks
+@pytest.mark.parametrize(
+    ("name", "kwargs", "reason"),
+    [
+        ("lorebot.reindex", {"collection": "../../etc", "reply": None}, "collection is not"),
+        ("lorebot.adapters", {"action": "promote", "version": "../../x"}, "version is not"),
+        ("lorebot.adapters", {"action": "rm -rf", "version": None}, "action is not"),
+        ("lorebot.refresh", {"reply": {"channel": "C1", "message_ts": "x"}}, "message_ts"),
+        ("lorebot.refresh", {"reply": "C1"}, "reply is not an object"),
+        ("lorebot.ingest_files", {"collection": "hr", "files": [{}] * 101}, "files is not"),
+        ("lorebot.reindex", {"collection": "x" * 300_000}, "bytes (at most"),
+    ],
+)
+def test_every_lorebot_task_gets_the_shared_bounds(name, kwargs, reason):
+    with pytest.raises(InvalidPayloadError, match=f"invalid {name} task") as err:
+        payloads.check_task_arguments(name, (), kwargs)
+    assert reason in err.value.message
+
+
+def test_what_the_bot_cli_and_beat_send_passes():
+    reply = {"channel": "CADMINS01", "message_ts": "1700000000.000100", "user": "UADMIN001"}
+    for name, kwargs in [
+        ("lorebot.reindex", {"collection": None, "reply": None}),
+        ("lorebot.reindex", {"collection": "hr", "reply": reply}),
+        ("lorebot.refresh", {"reply": None, "scheduled": True}),
+        ("lorebot.adapters", {"action": "rollback", "version": None}),
+        ("lorebot.adapters", {"action": "promote", "version": "20261203-020000-a1b2"}),
+        ("lorebot.ingest_files", {"collection": "hr", "files": [{"id": "F1"}], "reply": reply}),
+        ("celery.chord_unlock", {}),  # not ours
+    ]:
+        payloads.check_task_arguments(name, (), kwargs)
+
+
+@pytest.mark.integration
+def test_a_real_worker_refuses_a_traversal_collection_before_the_task_runs(
+    tmp_path, redis_server, celery_worker_proc
+):
+    from lorebot import contracts
+    from workers.client import make_client
+
+    worker = celery_worker_proc(tmp_path / "data", redis_server.url, queues="ingest")
+    result = make_client(redis_server.url).send_task(
+        contracts.TASK_REINDEX,
+        kwargs={"collection": "../../etc", "reply": None},
+        queue=contracts.QUEUE_INGEST,
+    )
+    with pytest.raises(Exception, match="invalid lorebot.reindex task: collection is not"):
+        result.get(timeout=60)
+    deadline = time.monotonic() + 10  # the failure line lands in the log just after
+    while "invalid lorebot.reindex task" not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "invalid lorebot.reindex task" in worker.log()
