@@ -1,10 +1,11 @@
-"""What an answer task's arguments may hold, checked by the worker before it acts on them.
+"""What a task's arguments may hold, checked by the worker before it acts on them.
 
-Anyone who can write to Redis can put a task on the answer queue. The worker therefore
-treats the arguments as untrusted input: every field has a type, a size and a shape
+Anyone who can write to Redis can queue a task. The worker therefore treats the arguments
+as untrusted input: every field of an answer task has a type, a size and a shape
 (:func:`check_answer_payload`), and what a question may search is not read from the
 payload at all but derived again from the channel the answer is posted in
 (:func:`scope_question`, through :mod:`lorebot.access`, the same function the bot uses).
+Every other task gets the bounds they all share (:func:`check_task_arguments`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ QUESTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 SLACK_ID = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,39}")
 #: Slack message timestamps ("1700000000.000100").
 SLACK_TS = re.compile(r"\d{1,12}(\.\d{1,9})?")
-COLLECTION = re.compile(contracts.COLLECTION_NAME)
+#: Collection names as the index knows them (`lorebot ingest --collection` takes any
+#: name): no control characters, no path separators, not "." or "..".
+COLLECTION = re.compile(r"(?!\.{1,2}$)[^\x00-\x1f\x7f/\\]{1,128}")
 #: Most collections one question may name.
 MAX_COLLECTIONS = 64
 #: Largest serialized question accepted, whatever the per-field limits allow.

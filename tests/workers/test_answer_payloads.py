@@ -49,7 +49,10 @@ def test_the_bots_own_payload_passes():
     q, reply = bot_payload()
     question, target = payloads.check_answer_payload(q, reply, **LIMITS)
     assert question.text == "How many days of leave?" and target.channel == PUBLIC
-    cli = Question(text="What is the leave policy?", collections=["hr"]).model_dump(mode="json")
+    # `lorebot ingest --collection` takes any name: spaces and dots are fine, "/" is not.
+    cli = Question(
+        text="What is the leave policy?", collections=["hr", "HR docs", "hr.2024"]
+    ).model_dump(mode="json")
     assert payloads.check_answer_payload(cli, None, **LIMITS)[1] is None
 
 
