@@ -61,6 +61,7 @@ COPY bot/ bot/
 COPY ingest/ ingest/
 COPY workers/ workers/
 COPY slm/ slm/
+COPY console/ console/
 
 # The one install step, identical to CI's. pip's wheel cache lives in a BuildKit cache
 # mount, so a rebuild after a source change reuses the compiled llama-cpp-python wheel

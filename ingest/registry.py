@@ -77,6 +77,12 @@ def load_sources(settings: Settings, collection: str | None = None) -> list[Sour
     ]
 
 
+def recorded_sources(settings: Settings) -> list[dict[str, Any]]:
+    """Every recorded source as stored (path, collection, include, exclude, recorded_at),
+    read-only, for status pages (the admin console)."""
+    return [dict(e) for e in _read(settings)]
+
+
 def forget_sources(
     settings: Settings, collection: str | None = None, path: Path | None = None
 ) -> int:

@@ -31,6 +31,8 @@ TASK_PING = "lorebot.ping"
 TASK_STATUS = "lorebot.status"
 TASK_ADAPTERS = "lorebot.adapters"
 TASK_INGEST_FILES = "lorebot.ingest_files"
+#: Sync one remote source (``name``), or every source whose schedule is due (no name).
+TASK_SOURCE_SYNC = "lorebot.source_sync"
 
 TASK_QUEUES = {
     TASK_ANSWER: QUEUE_ANSWER,
@@ -38,6 +40,7 @@ TASK_QUEUES = {
     TASK_STATUS: QUEUE_ANSWER,
     TASK_REINDEX: QUEUE_INGEST,
     TASK_INGEST_FILES: QUEUE_INGEST,
+    TASK_SOURCE_SYNC: QUEUE_INGEST,
     TASK_REFRESH: QUEUE_TRAIN,
     # Neither train nor ingest: an admin's promote/rollback must not wait behind a training
     # run or a re-index that holds the only worker of its queue for hours.

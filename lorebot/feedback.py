@@ -8,7 +8,10 @@ user who changes their mind replaces their vote.
 The table, its schema and every query of it live here: the bot records votes
 (:class:`FeedbackStore`), ``lorebot feedback export`` writes them out
 (:func:`export_jsonl`) and the nightly refresh reads the answers users liked
-(:func:`liked_answers`).
+(:func:`liked_answers`). The admin console lists votes newest and 👎 first
+(:meth:`FeedbackStore.recent`) and stores an admin's right answer to a question
+(:meth:`FeedbackStore.correct`); corrections come first in :func:`liked_answers`, so they
+join the gate's feedback suite, and :func:`corrections` hands them to training.
 """
 
 from __future__ import annotations
@@ -44,7 +47,16 @@ CREATE TABLE IF NOT EXISTS feedback (
     index_version TEXT,
     adapter       TEXT,
     created_at    REAL NOT NULL,
+    latency_ms    REAL,
     PRIMARY KEY (question_id, user)
+);
+CREATE INDEX IF NOT EXISTS feedback_vote_time ON feedback (vote, created_at DESC);
+CREATE TABLE IF NOT EXISTS corrections (
+    question_id   TEXT PRIMARY KEY,
+    question      TEXT NOT NULL,
+    answer        TEXT NOT NULL,
+    admin         TEXT NOT NULL,
+    created_at    REAL NOT NULL
 );
 """
 
@@ -62,6 +74,7 @@ COLUMNS = (
     "index_version",
     "adapter",
     "created_at",
+    "latency_ms",
 )
 
 
@@ -84,6 +97,10 @@ class FeedbackStore:
             with closing(self._connect()) as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
+                # Stores from before the answer's latency was kept get the column (empty).
+                have = {row[1] for row in db.execute("PRAGMA table_info(feedback)")}
+                if "latency_ms" not in have:
+                    db.execute("ALTER TABLE feedback ADD COLUMN latency_ms REAL")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"cannot open the feedback database {path}: {exc}",
@@ -112,6 +129,7 @@ class FeedbackStore:
         if vote not in (-1, 1):
             raise ValueError("vote must be +1 or -1")
         a = answer or {}
+        total = (a.get("timings_ms") or {}).get("total")
         row = (
             question_id,
             user,
@@ -126,6 +144,7 @@ class FeedbackStore:
             a.get("index_version"),
             a.get("adapter"),
             created_at if created_at is not None else time.time(),
+            float(total) if isinstance(total, int | float) else None,
         )
         marks = ",".join("?" * len(COLUMNS))
         with self._lock, closing(self._connect()) as db, db:
@@ -150,6 +169,73 @@ class FeedbackStore:
     def count(self) -> int:
         with closing(self._connect()) as db:
             return int(db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+
+    def recent(
+        self, *, limit: int = 50, offset: int = 0, query: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Votes with 👎 first, newest first within each, with any admin correction.
+
+        ``query`` keeps questions containing it (case-insensitive); ``limit`` is capped
+        at 500 so a page never reads the whole store.
+        """
+        limit = max(1, min(int(limit), 500))
+        offset = max(0, int(offset))
+        where, args = "", []
+        if query:
+            where = "WHERE f.question LIKE ? ESCAPE '\\'"
+            esc = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args.append(f"%{esc}%")
+        cols = ",".join(f"f.{c}" for c in COLUMNS)
+        sql = (
+            f"SELECT {cols}, c.answer AS corrected, c.admin AS corrected_by"
+            " FROM feedback f LEFT JOIN corrections c ON c.question_id = f.question_id"
+            f" {where} ORDER BY f.vote ASC, f.created_at DESC, f.rowid DESC LIMIT ? OFFSET ?"
+        )
+        with closing(self._connect()) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(sql, (*args, limit, offset)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["citations"] = json.loads(d["citations"] or "[]")
+            d["abstained"] = None if d["abstained"] is None else bool(d["abstained"])
+            out.append(d)
+        return out
+
+    def vote_counts(self) -> dict[str, int]:
+        """{"up": n, "down": n, "corrected": n}."""
+        with closing(self._connect()) as db:
+            # GROUP BY vote reads the (vote, created_at) index, not the rows
+            by_vote = dict(db.execute("SELECT vote, COUNT(*) FROM feedback GROUP BY vote"))
+            up, down = by_vote.get(1, 0), by_vote.get(-1, 0)
+            corrected = db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0]
+        return {"up": int(up), "down": int(down), "corrected": int(corrected)}
+
+    def correct(self, *, question_id: str, answer: str, admin: str) -> str:
+        """Store an admin's right answer to a voted question; returns the question.
+
+        Raises ``KeyError`` when nobody voted on ``question_id`` (there is nothing to
+        correct) and ``ValueError`` for an empty answer. A second correction replaces
+        the first.
+        """
+        answer = answer.strip()
+        if not answer:
+            raise ValueError("the answer is empty")
+        with self._lock, closing(self._connect()) as db, db:
+            row = db.execute(
+                "SELECT question FROM feedback WHERE question_id = ? AND question IS NOT NULL"
+                " LIMIT 1",
+                (question_id,),
+            ).fetchone()
+            if row is None:
+                raise KeyError(question_id)
+            db.execute(
+                "INSERT OR REPLACE INTO corrections (question_id, question, answer, admin,"
+                " created_at) VALUES (?, ?, ?, ?, ?)",
+                (question_id, row[0], answer, admin, time.time()),
+            )
+        log.info("feedback correction question=%s admin=%s", question_id, admin)
+        return str(row[0])
 
 
 def export_jsonl(settings: Settings, out_path: Path | str) -> int:
@@ -187,27 +273,54 @@ def export_jsonl(settings: Settings, out_path: Path | str) -> int:
     return n
 
 
-def liked_answers(settings: Settings, limit: int = 200) -> list[tuple[str, str]]:
-    """``(question, answer)`` of the newest 👍 votes on real answers (not abstentions).
-
-    Opens the file read-only and never creates it: no file yet means no votes. Raises
-    :class:`FeedbackReadError` when the file is there but cannot be read.
-    """
+def _read_only(settings: Settings, sql: str, args: tuple) -> list[tuple]:
     path = feedback_path(settings)
     if not path.is_file():
         return []
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
-            rows = db.execute(
-                "SELECT question, answer FROM feedback"
-                " WHERE vote = 1 AND COALESCE(abstained, 0) = 0"
-                " AND question IS NOT NULL AND answer IS NOT NULL"
-                " ORDER BY created_at DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
+            return db.execute(sql, args).fetchall()
         finally:
             db.close()
     except sqlite3.Error as exc:
+        if "no such table: corrections" in str(exc):  # a store from before corrections
+            return []
         raise FeedbackReadError(f"cannot read feedback {path}: {exc}") from None
-    return [(question, answer) for question, answer in rows]
+
+
+def corrections(settings: Settings, limit: int = 200) -> list[tuple[str, str]]:
+    """``(question, answer)`` an admin wrote in the console, newest first.
+
+    These are the surest pairs there are: for the gate's golden questions and for
+    training. Read-only like :func:`liked_answers`.
+    """
+    return [
+        (q, a)
+        for q, a in _read_only(
+            settings,
+            "SELECT question, answer FROM corrections ORDER BY created_at DESC LIMIT ?",
+            (limit,),
+        )
+    ]
+
+
+def liked_answers(settings: Settings, limit: int = 200) -> list[tuple[str, str]]:
+    """``(question, answer)``: admins' corrections, then the newest 👍 votes on real answers.
+
+    A corrected question's own 👍 answer is left out (the correction replaces it). Opens
+    the file read-only and never creates it: no file yet means no votes. Raises
+    :class:`FeedbackReadError` when the file is there but cannot be read.
+    """
+    fixed = corrections(settings, limit)
+    seen = {q for q, _ in fixed}
+    rows = _read_only(
+        settings,
+        "SELECT question, answer FROM feedback"
+        " WHERE vote = 1 AND COALESCE(abstained, 0) = 0"
+        " AND question IS NOT NULL AND answer IS NOT NULL"
+        " ORDER BY created_at DESC LIMIT ?",
+        (limit,),
+    )
+    liked = [(q, a) for q, a in rows if q not in seen]
+    return (fixed + liked)[:limit]

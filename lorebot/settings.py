@@ -520,6 +520,243 @@ class MetricsSettings(_Section):
     )
 
 
+class ConsoleSettings(_Section):
+    """The admin console in the browser (`lorebot console`).
+
+    Every page needs a signed-in admin: a local password (``password_hash``, an argon2 hash
+    made with `lorebot console hash-password`) or, when ``oidc_issuer`` is set, OpenID
+    Connect restricted to ``slack.admin_user_ids`` or ``oidc_admin_group``.
+    """
+
+    host: str = Field("127.0.0.1", description="Interface the console listens on.")
+    port: int = Field(8088, ge=0, le=65535, description="Port of the console (0 = any free).")
+    admin_user: str = Field(
+        "admin", min_length=1, max_length=64, description="Name of the local admin account."
+    )
+    password_hash: SecretStr | None = Field(
+        None,
+        description=(
+            "argon2 hash of the local admin password (`lorebot console hash-password`); "
+            "unset = no password sign-in."
+        ),
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key that signs session cookies (32+ characters); unset = a random key kept in "
+            "<data_dir>/console/secret.key (mode 0600)."
+        ),
+    )
+    session_max_age_s: int = Field(
+        8 * 3600, ge=60, le=7 * 24 * 3600, description="A sign-in lasts this long."
+    )
+    cookie_secure: bool = Field(
+        True,
+        description=(
+            "Send the session cookie over HTTPS only (browsers treat http://localhost as "
+            "secure); false only for plain-HTTP test setups off loopback."
+        ),
+    )
+    public_url: str | None = Field(
+        None,
+        description="The console's external base URL (https://...), for the OIDC redirect.",
+    )
+    oidc_issuer: str | None = Field(
+        None, description="OpenID Connect issuer URL (discovery at /.well-known/...)."
+    )
+    oidc_client_id: str | None = Field(None, description="OIDC client id.")
+    oidc_client_secret: SecretStr | None = Field(None, description="OIDC client secret.")
+    oidc_admin_group: str | None = Field(
+        None,
+        description=(
+            "Group (the ID token's `groups` claim) whose members may sign in, besides "
+            "slack.admin_user_ids matched against the `sub` claim."
+        ),
+    )
+
+    @field_validator("password_hash")
+    @classmethod
+    def _argon2(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith("$argon2"):
+            raise ValueError("must be an argon2 hash from `lorebot console hash-password`")
+        return v
+
+    @field_validator("secret_key")
+    @classmethod
+    def _key_length(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return v
+
+
+class SourceConfig(_Section):
+    """One remote source of documents: where it is, what it feeds, when it syncs.
+
+    Secrets are ``SecretStr`` (masked in ``lorebot config``, redacted from logs); instead
+    of the value itself a source may name an environment variable (``secret_env``) or a
+    file (``secret_file``) holding it, which is read at sync time, so it never sits in a
+    config file or on a command line.
+    """
+
+    kind: Literal["s3", "web", "git", "confluence", "sharepoint", "gdrive", "notion"] = Field(
+        description="Connector kind."
+    )
+    collection: str = Field(description="Collection the documents go into.")
+    collections: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Path prefix (S3 key, repo path, URL path) or Confluence space key -> collection; "
+            "documents matching none go to `collection`."
+        ),
+    )
+    url: str | None = Field(
+        None,
+        description=(
+            "web: the start URL; git: the repository (https://, ssh:// or a local path); "
+            "confluence: the site's base URL; s3: the endpoint (unset = AWS); sharepoint: "
+            "the Microsoft Graph base (unset = https://graph.microsoft.com/v1.0); gdrive: the "
+            "API base (unset = https://www.googleapis.com); notion: the API base (unset = "
+            "https://api.notion.com)."
+        ),
+    )
+    tenant: str | None = Field(None, description="sharepoint: the Entra ID tenant id.")
+    drive: str | None = Field(
+        None,
+        description=(
+            "sharepoint: the drive id (a document library or a OneDrive); gdrive: a shared "
+            "drive id (unset = the files shared with the service account)."
+        ),
+    )
+    token_url: str | None = Field(
+        None,
+        description="sharepoint/gdrive: the OAuth token endpoint (unset = the vendor's).",
+    )
+    bucket: str | None = Field(None, description="s3: the bucket.")
+    prefix: str = Field("", description="s3: only keys under this prefix.")
+    region: str | None = Field(None, description="s3: region name.")
+    branch: str = Field("main", description="git: the branch to index.")
+    spaces: list[str] = Field(default_factory=list, description="confluence: space keys.")
+    username: str | None = Field(
+        None,
+        description="git/confluence user, s3 access key id, sharepoint client id (not secret).",
+    )
+    secret: SecretStr | None = Field(
+        None, description="Token, password or S3 secret access key (prefer secret_env)."
+    )
+    secret_env: str | None = Field(
+        None, description="Environment variable holding the secret, read at sync time."
+    )
+    secret_file: Path | None = Field(
+        None, description="File holding the secret (first line), read at sync time."
+    )
+    sitemaps: list[str] = Field(
+        default_factory=list, description="web: sitemap URLs (robots.txt ones are read too)."
+    )
+    path_prefixes: list[str] = Field(
+        default_factory=list,
+        description="web: URL paths the crawl stays under; empty = the start URL's folder.",
+    )
+    max_depth: int = Field(3, ge=0, le=20, description="web: links followed from the start.")
+    include: list[str] = Field(
+        default_factory=list, description="Globs of document paths to take (empty = all)."
+    )
+    exclude: list[str] = Field(default_factory=list, description="Globs of paths to leave out.")
+    schedule: str | None = Field(
+        None, description="Cron expression (local time) of the automatic sync; unset = manual."
+    )
+    max_documents: int = Field(
+        5000, ge=1, le=1_000_000, description="Documents taken per sync at most."
+    )
+    max_document_mb: float = Field(
+        25.0, gt=0, description="Larger documents are recorded as failed and not fetched."
+    )
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Timeout of one request.")
+    retries: int = Field(4, ge=0, le=10, description="Retries of a request on 429/5xx/timeouts.")
+    backoff_s: float = Field(
+        1.0, ge=0, le=60, description="First retry wait; doubles each time (Retry-After wins)."
+    )
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, v: str) -> str:
+        import re as _re
+
+        from lorebot.contracts import COLLECTION_NAME
+
+        if not _re.fullmatch(COLLECTION_NAME, v):
+            raise ValueError("letters, digits, '-', '_' and '.' only")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None and len(v.split()) != 5:
+            raise ValueError("must be a 5-field cron expression, e.g. '0 * * * *'")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v and "://" in v:
+            try:
+                password = urlsplit(v).password
+            except ValueError:
+                raise ValueError("is not a valid URL") from None
+            if password:
+                raise ValueError("holds a password: put it in secret_env or secret_file")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> SourceConfig:
+        need = {
+            "s3": ("bucket",),
+            "web": ("url",),
+            "git": ("url",),
+            "confluence": ("url",),
+            "sharepoint": ("drive", "username"),
+            "gdrive": (),
+            "notion": (),
+        }
+        for name in need[self.kind]:
+            if not getattr(self, name):
+                raise ValueError(f"a {self.kind} source needs `{name}`")
+        if self.kind == "sharepoint" and not (self.tenant or self.token_url):
+            raise ValueError("a sharepoint source needs `tenant` (or `token_url`)")
+        return self
+
+
+class SourcesSettings(_Section):
+    """Remote sources (S3 buckets, web sites, Git repositories, Confluence) kept in sync.
+
+    Sources defined here sit beside those added with ``lorebot source add`` (stored in
+    ``<data_dir>/connectors/``); a name may be defined in one place only.
+    """
+
+    defined: dict[str, SourceConfig] = Field(
+        default_factory=dict, description="Source name -> its definition."
+    )
+    check_every_s: int = Field(
+        300, ge=30, description="How often beat looks for sources whose schedule is due."
+    )
+    user_agent: str = Field(
+        "lorebot-connector/1.0", description="User-Agent of the web and API connectors."
+    )
+
+    @field_validator("defined")
+    @classmethod
+    def _names(cls, v: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
+        import re as _re
+
+        from lorebot.contracts import COLLECTION_NAME
+
+        for name in v:
+            if not _re.fullmatch(COLLECTION_NAME, name):
+                raise ValueError(f"source name {name!r}: letters, digits, '-', '_', '.' only")
+        return v
+
+
 class Settings(BaseSettings):
     """Everything configurable about lorebot."""
 
@@ -536,6 +773,8 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    sources: SourcesSettings = Field(default_factory=SourcesSettings)
 
     model_config = SettingsConfigDict(
         env_prefix="LOREBOT_",
@@ -612,6 +851,8 @@ class Settings(BaseSettings):
                 return str(obj)
             if isinstance(obj, list):
                 return [walk(v) for v in obj]
+            if isinstance(obj, dict):  # sources.defined holds sections
+                return {k: walk(v) for k, v in obj.items()}
             return obj
 
         return walk(self)

@@ -24,13 +24,13 @@ from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 from workers import client
 from workers.runtime import get_runtime
-from workers.tasks import answer, ingest, refresh, uploads
+from workers.tasks import answer, ingest, refresh, sources, uploads
 from workers.tasks.ingest import _count_ingest  # noqa: F401 - tests/ops/test_metrics imports it
 
 log = logging.getLogger(__name__)
 
 #: The task families, registered in this order.
-TASK_FAMILIES = (answer, ingest, uploads, refresh)
+TASK_FAMILIES = (answer, ingest, uploads, refresh, sources)
 
 
 def broker_config(settings: Settings, queues: Sequence[str] | None = None) -> dict[str, Any]:

@@ -2,16 +2,16 @@
 
 Modules: root (the Typer app, settings, errors to exit codes, ``main``), ops (config,
 doctor, health), index (ingest), run (worker, beat, up, demo, bot), ask, models (eval,
-refresh, adapters), fleet (sync), feedback; doctor and stack hold the checks and the local
-supervisor. The commands call each package's own surface (``ingest.cli``, ``workers.cli``,
-``bot.cli``, ``slm.evals``) and import heavy packages (torch, llama_cpp, faiss,
-unstructured) only inside the commands that need them, so `lorebot --help` and `lorebot
-config` stay instant.
+refresh, adapters), fleet (sync), feedback, sources (source add, list, remove, sync);
+doctor and stack hold the checks and the local supervisor. The commands call each
+package's own surface (``ingest.cli``, ``workers.cli``, ``bot.cli``, ``slm.evals``) and
+import heavy packages (torch, llama_cpp, faiss, unstructured) only inside the commands
+that need them, so `lorebot --help` and `lorebot config` stay instant.
 """
 
 from __future__ import annotations
 
-from lorebot.cli import ask, feedback, fleet, index, models, ops, run
+from lorebot.cli import ask, console, feedback, fleet, index, models, ops, run, sources
 from lorebot.cli.root import app, main
 
 __all__ = ["app", "main"]
@@ -35,3 +35,5 @@ for _name, _command in (
 app.add_typer(feedback.feedback_app, name="feedback")
 app.add_typer(fleet.sync_app, name="sync")
 app.add_typer(models.adapters_app, name="adapters")
+app.add_typer(console.console_app, name="console")
+app.add_typer(sources.source_app, name="source")
