@@ -7,13 +7,12 @@ to a real redis-server) and does one job.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 
-from lorebot import contracts
+from lorebot import access, contracts
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,47 +125,30 @@ class RateLimiter:
         return RateDecision(False, scope, limit, max(0.0, float(wait_ms) / 1000.0))
 
 
-ALL = "*"
-#: Names that mean "every collection" in settings and in ``/lorebot channel set``.
-EVERYTHING = frozenset({"*", "all"})
-
-
-def _names(values: list[str]) -> list[str] | None:
-    """The collections a setting lists; ``None`` (every collection) for ``*`` or ``all``."""
-    if any(v.strip().lower() in EVERYTHING for v in values):
-        return None
-    return list(values)
+# The mapping itself lives in the shared kernel (lorebot.access), which the answer worker
+# consults again before it searches: these names stay importable from here.
+ALL = access.ALL
+EVERYTHING = access.EVERYTHING
 
 
 def open_access_warnings(settings: Settings) -> list[str]:
     """Settings that let questions search every collection, one line each (for start-up)."""
-    slack = settings.slack
-    lines = []
-    if slack.default_collections is not None and _names(slack.default_collections) is None:
-        lines.append(
-            "slack.default_collections opens every collection to every unmapped channel"
-            + ("" if slack.dm_collections is not None else " and to direct messages")
-        )
-    if slack.dm_collections is not None and _names(slack.dm_collections) is None:
-        lines.append("slack.dm_collections opens every collection to direct messages")
-    wide = sorted(c for c, names in slack.channel_collections.items() if _names(names) is None)
-    if wide:
-        lines.append("slack.channel_collections opens every collection to " + ", ".join(wide))
-    return lines
+    return access.open_access_warnings(settings.slack)
 
 
 class ChannelAccess:
     """Which collections a question from a channel may search. Closed by default.
 
-    Resolution: a DM uses ``dm_collections``, else ``default_collections``; a channel
-    uses its Redis override (``/lorebot channel set``), else ``channel_collections``
-    from settings, else ``default_collections``. When nothing applies the answer is
-    ``[]``: the channel is not mapped and the bot asks an admin to map it instead of
-    searching. ``None`` means every collection, and only an explicit ``all`` / ``*``
-    (in settings or ``/lorebot channel set #c all``) gives it.
+    Resolution (:func:`lorebot.access.resolve`, shared with the answer worker): a DM uses
+    ``dm_collections``, else ``default_collections``; a channel uses its Redis override
+    (``/lorebot channel set``), else ``channel_collections`` from settings, else
+    ``default_collections``. When nothing applies the answer is ``[]``: the channel is
+    not mapped and the bot asks an admin to map it instead of searching. ``None`` means
+    every collection, and only an explicit ``all`` / ``*`` (in settings or
+    ``/lorebot channel set #c all``) gives it.
     """
 
-    NOT_MAPPED = "not mapped: an admin must run /lorebot channel set"
+    NOT_MAPPED = access.NOT_MAPPED
 
     def __init__(self, redis, settings: Settings) -> None:
         self.redis = redis
@@ -174,32 +156,16 @@ class ChannelAccess:
 
     def resolve(self, channel: str, *, is_dm: bool) -> tuple[list[str] | None, str]:
         """(collections, where the answer came from) for a channel."""
-        if is_dm:
-            if self.slack.dm_collections is not None:
-                return _names(self.slack.dm_collections), "direct-message setting"
-            return self._default()
-        raw = self.redis.hget(contracts.CHANNEL_COLLECTIONS, channel)
-        if raw is not None:
-            value = json.loads(raw)
-            return (None if value == ALL else list(value)), "set with /lorebot channel set"
-        if channel in self.slack.channel_collections:
-            return _names(self.slack.channel_collections[channel]), "settings"
-        return self._default()
-
-    def _default(self) -> tuple[list[str] | None, str]:
-        if self.slack.default_collections is not None:
-            return _names(self.slack.default_collections), "default setting"
-        return [], self.NOT_MAPPED
+        return access.resolve(self.redis, self.slack, channel, is_dm=is_dm)
 
     def collections(self, channel: str, *, is_dm: bool) -> list[str] | None:
         return self.resolve(channel, is_dm=is_dm)[0]
 
     def set(self, channel: str, collections: list[str] | None) -> None:
-        value = ALL if collections is None else sorted(set(collections))
-        self.redis.hset(contracts.CHANNEL_COLLECTIONS, channel, json.dumps(value))
+        access.store_override(self.redis, channel, collections)
 
     def reset(self, channel: str) -> None:
-        self.redis.hdel(contracts.CHANNEL_COLLECTIONS, channel)
+        access.clear_override(self.redis, channel)
 
 
 class Threads:

@@ -66,3 +66,11 @@ class AnswerTimeoutError(LorebotError):
 
 class GenerationError(LorebotError):
     """The language model failed to produce an answer."""
+
+
+class InvalidPayloadError(LorebotError):
+    """A task's arguments break the contract (types, sizes, ids): the task is dropped."""
+
+
+class AccessDeniedError(LorebotError):
+    """A question from a channel that may search nothing (not mapped)."""

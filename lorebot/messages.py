@@ -80,7 +80,10 @@ def ingest_done(report: Any) -> str:
 
 def stack_up(settings: Settings, stack: Any) -> str:
     names = ", ".join(c.name for c in stack.children)
-    redis = settings.redis.effective_url + (" (embedded)" if settings.redis.embedded else "")
+    from lorebot.settings import mask_url
+
+    redis = mask_url(settings.redis.effective_url)
+    redis += " (embedded)" if settings.redis.embedded else ""
     return (
         f"lorebot is up: redis {redis}; {names}. Logs in {stack.log_dir}. Ctrl-C stops everything."
     )

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -174,13 +176,35 @@ class RedisSettings(_Section):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
 
+    # <data_dir>/redis/password, set by Settings: the embedded server's generated password.
+    _password_file: Path | None = PrivateAttr(None)
+
     @property
     def embedded(self) -> bool:
         return self.url is None
 
     @property
+    def password_file(self) -> Path | None:
+        """Where the embedded redis-server's password is kept (mode 0600), when embedded."""
+        return self._password_file if self.url is None else None
+
+    def embedded_password(self) -> str | None:
+        """The embedded server's password, once `lorebot up` has generated it."""
+        path = self.password_file
+        if path is None:
+            return None
+        try:
+            return path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    @property
     def effective_url(self) -> str:
-        return self.url or f"redis://127.0.0.1:{self.embedded_port}/0"
+        if self.url:
+            return self.url
+        password = self.embedded_password()
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.embedded_port}/0"
 
 
 class IndexSettings(_Section):
@@ -783,6 +807,11 @@ class Settings(BaseSettings):
         if cls._toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _embedded_redis_password(self) -> Settings:
+        self.redis._password_file = self.data_dir / "redis" / "password"
+        return self
 
     # -- derived paths -------------------------------------------------------
     @property

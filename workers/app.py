@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import (
     worker_init,
     worker_process_init,
@@ -19,7 +19,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from lorebot import contracts, telemetry
+from lorebot import contracts, payloads, telemetry
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 from workers import client
@@ -56,6 +56,18 @@ def broker_config(settings: Settings, queues: Sequence[str] | None = None) -> di
     return client.celery_config(settings.redis.effective_url, visibility_timeout_s=visibility)
 
 
+class CheckedTask(Task):
+    """Every lorebot task: its arguments are checked before it runs (lorebot.payloads).
+
+    Anyone who can write Redis can queue a task; the shared bounds (size, reply target,
+    collection and version names) hold for every task, whatever its module checks besides.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        payloads.check_task_arguments(self.name, args, kwargs)
+        return super().__call__(*args, **kwargs)
+
+
 def create_app(
     settings: Settings, *, warm: bool = True, queues: Sequence[str] | None = None
 ) -> Celery:
@@ -64,7 +76,7 @@ def create_app(
     `warm` loads the model and index in each worker process before its first task.
     `queues` are the queues this worker consumes (None: a producer, or any queue).
     """
-    app = Celery("lorebot")
+    app = Celery("lorebot", task_cls=CheckedTask)
     app.conf.update(broker_config(settings, queues))
     app.conf.task_time_limit = settings.worker.task_timeout_s
     app.conf.task_soft_time_limit = max(1, settings.worker.task_timeout_s - 5)

@@ -64,19 +64,26 @@ def health_cmd(
     this_host: Annotated[
         bool, typer.Option("--this-host", help="With --worker: a worker on this host must answer.")
     ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each answer.")
+    ] = 2.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Exit 0 when Redis (and, with --worker, a worker) answers; for scripts and probes."""
+    """Exit 0 when Redis (and, with --worker, a worker) answers; for scripts and probes.
+
+    The Redis URL comes from the settings (LOREBOT_REDIS__URL), so a health check built on
+    this command carries no password on its command line.
+    """
     import socket
 
     from lorebot.cli.stack import redis_ping
 
     s = settings()
-    status: dict[str, object] = {"redis": redis_ping(s.redis.effective_url)}
+    status: dict[str, object] = {"redis": redis_ping(s.redis.effective_url, timeout=timeout)}
     if worker and status["redis"]:
         from workers.cli import ping_workers
 
-        nodes = ping_workers(s, timeout=2.0)
+        nodes = ping_workers(s, timeout=timeout)
         if this_host:
             host = socket.gethostname()
             nodes = [n for n in nodes if n.endswith("@" + host)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from lorebot import assets
 from lorebot.errors import ServiceUnavailableError
@@ -85,18 +87,58 @@ def redis_command(binary: Path, port: int, data_dir: Path) -> list[str]:
     ]
 
 
-class RedisServer:
-    """A redis-server child process; used by the stack and by the tests."""
+def embedded_password(settings: Settings) -> str:
+    """The embedded Redis's password: generated once, kept in <data_dir>/redis/password (0600).
 
-    def __init__(self, port: int, data_dir: Path, binary: Path | None = None) -> None:
+    Every lorebot process on the machine reads it from there (RedisSettings.effective_url);
+    it never appears in a command line.
+    """
+    path = settings.redis.password_file
+    if path is None:
+        raise ValueError("Redis is not embedded (redis.url is set)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)  # an older or copied file: keep it private
+        password = path.read_text().strip()
+        if password:
+            return password
+        path.unlink()
+        return embedded_password(settings)
+    password = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as out:
+        out.write(password + "\n")
+    return password
+
+
+class RedisServer:
+    """A redis-server child process; used by the stack and by the tests.
+
+    With a ``password`` the server requires it; the password reaches redis-server on its
+    standard input as a config line (``-`` as the last argument), never in its argv.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        binary: Path | None = None,
+        *,
+        password: str | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.port = port
         self.data_dir = data_dir
         self.binary = binary or assets.redis_server_binary()
+        self.password = password
+        self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         log_path = self.data_dir / "redis.log"
@@ -107,12 +149,18 @@ class RedisServer:
                     fix="stop what listens there or set LOREBOT_REDIS__EMBEDDED_PORT",
                 )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [*redis_command(self.binary, self.port, self.data_dir), *self.extra_args]
         with open(log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                redis_command(self.binary, self.port, self.data_dir),
+                [*argv, "-"] if self.password else argv,
+                stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        if self.password:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(f'requirepass "{self.password}"\n'.encode())
+            self.proc.stdin.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -205,7 +253,10 @@ class Stack:
         if config_file is not None:
             env["LOREBOT_CONFIG"] = str(config_file)
         if settings.redis.embedded:
-            env["LOREBOT_REDIS__URL"] = settings.redis.effective_url
+            # Children find the embedded server as this process does: the port, and the
+            # password in <data_dir>/redis/password (not in their environment or argv).
+            env.pop("LOREBOT_REDIS__URL", None)
+            env["LOREBOT_REDIS__EMBEDDED_PORT"] = str(settings.redis.embedded_port)
         if worker:
             # Answers in one worker; re-indexing, file shares and the nightly refresh in
             # another, so a long job never delays a question (and each keeps its own
@@ -232,12 +283,16 @@ class Stack:
         if self.settings.redis.embedded:
             url = self.settings.redis.effective_url
             if redis_ping(url):
-                log.info("embedded Redis already running at %s; reusing it", url)
+                log.info("embedded Redis already running at %s; reusing it", mask_url(url))
             else:
                 self.redis = RedisServer(
-                    self.settings.redis.embedded_port, self.settings.data_dir / "redis"
+                    self.settings.redis.embedded_port,
+                    self.settings.data_dir / "redis",
+                    password=embedded_password(self.settings),
                 ).start()
-                log.info("started redis-server at %s (AOF in %s)", url, self.redis.data_dir)
+                log.info(
+                    "started redis-server at %s (AOF in %s)", mask_url(url), self.redis.data_dir
+                )
         else:
             require_redis(self.settings)
         for child in self.children:

@@ -25,10 +25,15 @@ HANDBOOK_CHANNEL = "CHANDBOOK"
 OTHER_CHANNEL = "COTHERCOL"
 
 
+CHANNELS = {HANDBOOK_CHANNEL: ["handbook"], OTHER_CHANNEL: ["finance-only"]}
+
+
 def worker_env(fake_slack) -> dict[str, str]:
     return {
         "LOREBOT_SLACK__API_URL": fake_slack.api_url,
         "LOREBOT_SLACK__BOT_TOKEN": "xoxb-test-token",
+        # The worker searches what the answer's channel is mapped to, like the bot.
+        "LOREBOT_SLACK__CHANNEL_COLLECTIONS": json.dumps(CHANNELS),
     }
 
 
@@ -40,7 +45,7 @@ def start_bot(tmp_path, redis_server, redis_client, fake_slack) -> BotHarness:
         tmp_path,
         redis_server.url,
         fake_slack.api_url,
-        channel_collections={HANDBOOK_CHANNEL: ["handbook"], OTHER_CHANNEL: ["finance-only"]},
+        channel_collections=CHANNELS,
         user_rate_per_min=100,
     )
     app = build_app(settings, redis=redis_client)

@@ -19,12 +19,20 @@ from tests.deploy._support import CHART, COMPOSE_FILE, REPO, SYSTEMD, WORKER_ROL
 
 def compose_commands() -> list[list[str]]:
     services = load_yaml(COMPOSE_FILE)["services"]
-    return [svc["command"] for name, svc in services.items() if name not in ("redis", "flower")]
+    cmds = [svc["command"] for name, svc in services.items() if name not in ("redis", "flower")]
+    for svc in services.values():  # health checks that run lorebot (CMD lorebot ...)
+        test = (svc.get("healthcheck") or {}).get("test") or []
+        if test[:2] == ["CMD", "lorebot"]:
+            cmds.append(test[2:])
+    return cmds
 
 
 def helm_commands() -> list[list[str]]:
     values = load_yaml(CHART / "values.yaml")
     cmds = [["bot"], ["beat"]]
+    probe = values["workerProbe"]["command"]
+    assert probe[0] == "lorebot"
+    cmds.append(probe[1:])
     for role in WORKER_ROLES:
         w = values["workers"][role]
         cmds.append(["worker", "--queues", w["queues"], "--concurrency", str(w["concurrency"])])

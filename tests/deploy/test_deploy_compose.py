@@ -47,9 +47,10 @@ def test_lorebot_services_share_image_env_file_and_data_volume(compose):
 
 def test_redis_is_durable_and_checked(compose):
     redis = compose["services"]["redis"]
-    cmd = redis["command"]
-    assert cmd[:2] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
-    assert "--requirepass" in cmd
+    # The password goes in on standard input (tests/deploy/test_deploy_secrets.py).
+    script = redis["entrypoint"][2]
+    assert "docker-entrypoint.sh redis-server /usr/local/etc/redis/redis.conf -" in script
+    assert "requirepass" in script and "command" not in redis
     assert "./redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis["volumes"]
     assert "redis-data:/data" in redis["volumes"]
     assert "ping" in " ".join(redis["healthcheck"]["test"])
@@ -74,8 +75,8 @@ def test_workers_cover_every_queue_and_answer_workers_scale(compose):
         assert cmd[0] == "worker", name
         queues[name] = set(_option(cmd, "--queues").split(","))
         assert queues[name] <= set(ALL_QUEUES), name
-        assert services[name]["healthcheck"]["test"][0] == "CMD-SHELL", name
-        assert "inspect ping" in services[name]["healthcheck"]["test"][1], name
+        test = services[name]["healthcheck"]["test"]
+        assert test[:5] == ["CMD", "lorebot", "health", "--worker", "--this-host"], name
     assert set().union(*queues.values()) == set(ALL_QUEUES)
     assert queues["answer-worker"] == {"answer", "control"}
 

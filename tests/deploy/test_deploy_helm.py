@@ -21,7 +21,6 @@ from tests.deploy._support import (
     DEPLOY,
     WORKER_ROLES,
     load_yaml,
-    shell_command,
 )
 
 #: Oldest Kubernetes the chart claims (Chart.yaml kubeVersion) and a current one.
@@ -88,8 +87,9 @@ def test_chart_redis_conf_is_deploy_redis_conf():
 
 def test_worker_probe_is_the_compose_health_check(values):
     compose = load_yaml(COMPOSE_FILE)
-    compose_line = shell_command(compose["services"]["answer-worker"]["healthcheck"]["test"])
-    assert values["workerProbe"]["command"] == ["sh", "-c", compose_line]
+    test = compose["services"]["answer-worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    assert values["workerProbe"]["command"] == test[1:]
 
 
 # ----------------------------------------------------------------------------- with Helm
@@ -153,11 +153,12 @@ def test_rendered_probes_and_shutdown():
     for role in WORKER_ROLES:
         dep = objs[("Deployment", f"lb-lorebot-{role}-worker")]
         c = container(dep)
-        assert c["livenessProbe"]["exec"]["command"][:2] == ["sh", "-c"]
+        assert c["livenessProbe"]["exec"]["command"][:2] == ["lorebot", "health"]
         assert "startupProbe" in c
         assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 150
     redis = container(objs[("StatefulSet", "lb-lorebot-redis")])
-    assert redis["args"][0] == "/etc/redis/redis.conf"
+    assert redis["command"] == ["sh", "-c"]
+    assert "exec redis-server /etc/redis/redis.conf -" in redis["args"][0]
 
 
 def test_answer_workers_autoscale_on_cpu():

@@ -40,6 +40,9 @@ def slack_env(fake: FakeSlack, **extra: str) -> dict[str, str]:
     return {
         "LOREBOT_SLACK__BOT_TOKEN": "xoxb-test-token",
         "LOREBOT_SLACK__API_URL": fake.api_url,
+        # Workers derive what a question may search from its channel's mapping, as the
+        # bot does: they need the same mapping.
+        "LOREBOT_SLACK__CHANNEL_COLLECTIONS": json.dumps({CHANNEL: ["*"]}),
         **extra,
     }
 

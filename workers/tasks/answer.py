@@ -17,8 +17,8 @@ from typing import Any
 
 from celery import Celery
 
-from lorebot import contracts, logs, sync, telemetry
-from lorebot.errors import LorebotError, TransientError
+from lorebot import contracts, logs, payloads, sync, telemetry
+from lorebot.errors import InvalidPayloadError, LorebotError, TransientError
 from lorebot.settings import Settings
 from lorebot.types import Answer, Question, new_id
 from workers.runtime import get_runtime
@@ -47,6 +47,7 @@ def answer_impl(
             return earlier
         delivery = SlackDelivery.from_settings(settings, reply)
     try:
+        question = scoped(settings, question, reply)
         runtime.sync()  # a newer index / adapter from the shared location, if any
         runtime.refresh_adapter()
         index = runtime.index()
@@ -84,6 +85,42 @@ def answer_impl(
         result.abstained,
         result.timings_ms.get("total", 0.0),
     )
+    return result
+
+
+_access_redis: dict[str, Any] = {}
+
+
+def scoped(settings: Settings, question: Question, reply: Any) -> Question:
+    """The question with the collections its reply channel is mapped to (lorebot.access).
+
+    The payload's own collections are not trusted for a question answered into Slack;
+    Redis is read for the run-time overrides of ``/lorebot channel set``.
+    """
+    target = contracts.ReplyTarget.from_dict(reply)
+    if target is None:
+        return question
+    import redis
+
+    url = settings.redis.effective_url
+    client = _access_redis.get(url)
+    if client is None:
+        client = _access_redis[url] = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        result = payloads.scope_question(client, settings.slack, question, target)
+    except redis.RedisError as exc:
+        raise TransientError(
+            f"cannot read the channel mapping from Redis: {type(exc).__name__}",
+            fix="check that Redis is running (lorebot doctor)",
+        ) from exc
+    if question.collections != result.collections:
+        log.info(
+            "question=%s channel=%s searches %s (the mapping), not the payload's %s",
+            question.question_id,
+            target.channel,
+            result.collections,
+            question.collections,
+        )
     return result
 
 
@@ -240,8 +277,19 @@ def register(app: Celery, settings: Settings) -> None:
     )
     def answer(self, question: dict, reply: dict | None = None) -> dict:
         started = time.perf_counter()
-        q = Question.model_validate(question)
-        target = contracts.ReplyTarget.from_dict(reply)
+        try:
+            q, target = payloads.check_answer_payload(
+                question,
+                reply,
+                max_chars=settings.slack.max_question_chars,
+                max_turns=settings.slack.history_turns,
+            )
+        except InvalidPayloadError as exc:
+            # Written by someone other than the bot or the CLI: no Slack reply (its target
+            # is part of what is not trusted), one log line without the payload itself.
+            log.warning("task=%.64r refused: %s", self.request.id, exc.message)
+            telemetry.record_answer("failed")
+            return error_result(str(self.request.id)[:64], exc)
         with logs.bind(question_id=q.question_id, channel=q.channel or (target and target.channel)):
             try:
                 result = answer_impl(settings, q, target)
