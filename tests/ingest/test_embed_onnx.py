@@ -150,7 +150,8 @@ def test_an_index_records_its_variant_and_is_queried_with_it(
     (root / "leave.md").write_text("# Leave\n\nEmployees get 27 days of annual leave.\n")
     (root / "vpn.md").write_text("# VPN\n\nThe VPN gateway listens on port 51820.\n")
     settings = settings_for(tmp_path)
-    shutil.copytree(graphs, settings.models_dir, dirs_exist_ok=True)  # the reader's own folder: no second export
+    # the reader's graph folder: no second export
+    shutil.copytree(graphs, settings.models_dir, dirs_exist_ok=True)
     int8 = Embedder(threads=2, onnx_dir=graphs, backend="onnx-int8")
     build_index(settings, [Source(root, "hr")], progress=False, embedder=int8, pool=parse_pool)
     # handed a torch embedder without a graph folder, the reader still queries with int8
