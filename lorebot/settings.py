@@ -321,6 +321,18 @@ class TrainingSettings(_Section):
         description="Collections whose chunks may feed training; unset = slack.default_collections "
         "(the public ones), or every collection when those are unset too.",
     )
+    adapter_scopes: Literal["intersection", "per_scope"] = Field(
+        "intersection",
+        description=(
+            "Access scopes of the adapters: 'intersection' = one adapter trained on the "
+            "collections every mapped channel may see; 'per_scope' = one adapter per distinct "
+            "channel mapping (at most max_scopes). Either way a question is answered only by "
+            "an adapter trained on collections it may search."
+        ),
+    )
+    max_scopes: int = Field(
+        4, ge=1, description="Most adapters per_scope trains (the others use the intersection)."
+    )
     teacher: str = Field(
         "local",
         description=(
