@@ -48,7 +48,8 @@ def answer_impl(
         delivery = SlackDelivery.from_settings(settings, reply)
     try:
         runtime.sync()  # a newer index / adapter from the shared location, if any
-        runtime.refresh_adapter()
+        # Only an adapter trained on collections this question may search (issue 14, item 3).
+        runtime.refresh_adapter(question.collections)
         index = runtime.index()
         logs.update(
             index_version=index.version,
