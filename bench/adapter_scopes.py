@@ -153,9 +153,10 @@ def main() -> None:
             for label in ("base", "intersection", "scope"):
                 m = by_model[label]
                 f1, sim = m.get("heldout_f1"), m.get("heldout_similarity")
-                cells.append(
-                    "-" if f1 is None else f"{f1:.3f} / {sim:.3f}" if sim is not None else f"{f1:.3f}"
-                )
+                if f1 is None:
+                    cells.append("-")
+                else:
+                    cells.append(f"{f1:.3f}" + (f" / {sim:.3f}" if sim is not None else ""))
             table.add_row(collection, str(by_model["base"]["n"]), *cells)
         console.print(table)
         console.print(durations)
