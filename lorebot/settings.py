@@ -318,8 +318,9 @@ class TrainingSettings(_Section):
     time_budget_s: int = Field(1800, ge=10, description="Wall-clock budget of LoRA training.")
     collections: list[str] | None = Field(
         None,
-        description="Collections whose chunks may feed training; unset = slack.default_collections "
-        "(the public ones), or every collection when those are unset too.",
+        description="Collections whose chunks may feed training at all; unset = no further "
+        "limit. Each adapter learns only from collections every channel it serves may see "
+        "(see adapter_scopes).",
     )
     adapter_scopes: Literal["intersection", "per_scope"] = Field(
         "intersection",
