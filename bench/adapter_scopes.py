@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=400, help="new chunks read per refresh")
     ap.add_argument("--eval", type=int, default=12, help="held-out questions per collection")
     ap.add_argument("--keep", type=Path, default=None, help="keep the data dir here")
+    ap.add_argument(
+        "--reuse", action="store_true", help="with --keep: reuse its index and pair pool"
+    )
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
     started_load = loadavg()
@@ -84,15 +87,16 @@ def main() -> None:
         }
         embedder = Embedder(None)
         t0 = time.perf_counter()
-        build_index(
-            Settings(data_dir=data),
-            [
-                Source(path=args.pages / PUBLIC_DIR, collection="public"),
-                Source(path=args.pages / HR_DIR, collection="hr"),
-            ],
-            progress=False,
-            embedder=embedder,
-        )
+        if not (args.reuse and (data / "index" / "CURRENT").is_file()):
+            build_index(
+                Settings(data_dir=data),
+                [
+                    Source(path=args.pages / PUBLIC_DIR, collection="public"),
+                    Source(path=args.pages / HR_DIR, collection="hr"),
+                ],
+                progress=False,
+                embedder=embedder,
+            )
         durations["index"] = round(time.perf_counter() - t0, 1)
 
         reports = {}

@@ -35,7 +35,7 @@ ENV = {
     # Every chunk gets extraction pairs (the 135M teacher is off: it adds time, not pairs).
     "LOREBOT_TRAINING__MAX_NEW_CHUNKS": "60",
     "LOREBOT_TRAINING__QUESTIONS_PER_CHUNK": "0",
-    "LOREBOT_TRAINING__MAX_STEPS": "8",
+    "LOREBOT_TRAINING__MAX_STEPS": "4",
     "LOREBOT_TRAINING__BATCH_SIZE": "2",
     "LOREBOT_TRAINING__MAX_SEQ_LEN": "384",
     "LOREBOT_TRAINING__TIME_BUDGET_S": "600",
