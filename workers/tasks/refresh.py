@@ -317,6 +317,10 @@ def adapters_impl(
                 "current": current,
                 "serving": serving,
             }
+        if action == "promote" and version and scope is None:
+            scope = _scope_of(settings, version)
+        if action == "rollback" and scope is None and version:
+            scope = version  # `/lorebot adapters rollback <scope>`: the bot sends it as version
         where = f" in scope {scope}" if scope else ""
         if action == "promote":
             if not version:
@@ -346,6 +350,16 @@ def adapters_impl(
         "text": f"unknown action {action!r}: use list, promote VERSION or rollback",
         "error": "unknown action",
     }
+
+
+def _scope_of(settings: Settings, version: str) -> str | None:
+    """The registry holding ``version``: the root one, else the one scope that has it."""
+    from slm.training import registry
+
+    if registry.is_complete(settings, version):
+        return None
+    found = [s for s in registry.scopes(settings) if registry.is_complete(settings, version, s)]
+    return found[0] if len(found) == 1 else None
 
 
 def register(app: Any, settings: Settings) -> None:

@@ -212,6 +212,27 @@ def test_adapters_list_shows_each_scope(tmp_path):
 
 
 # ------------------------------------------------------------------ a refresh for {public}
+def test_admin_promote_and_rollback_find_the_scope(tmp_path):
+    """`/lorebot adapters promote <version>` finds the scope's registry by the version;
+    `/lorebot adapters rollback <scope>` rolls back that scope only."""
+    from workers.tasks.refresh import adapters_impl
+
+    s = _settings(tmp_path)
+    _fake_adapter(s, "a1-public", ["public"], None)
+    _fake_adapter(s, "a2-hr", ["hr", "public"], "hr+public")
+    _fake_adapter(s, "a3-hr", ["hr", "public"], "hr+public")
+    assert registry.current_version(s, "hr+public") == "a3-hr"
+    out = adapters_impl(s, "rollback", "hr+public")
+    assert "error" not in out and out["current"] == "a2-hr"
+    assert registry.current_version(s) == "a1-public"  # the root registry untouched
+    out = adapters_impl(s, "promote", "a3-hr")
+    assert "error" not in out and "in scope hr+public" in out["text"]
+    assert registry.current_version(s, "hr+public") == "a3-hr"
+    listed = adapters_impl(s, "list")
+    assert listed["serving"] == {"": "a1-public", "hr+public": "a3-hr"}
+    assert "scope hr,public [hr+public]" in listed["text"]
+
+
 class _SpyReader:
     """The real index reader, recording every chunk it hands out and every filter asked."""
 
