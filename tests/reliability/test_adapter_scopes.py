@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,8 @@ def _carries_secret(answer: dict) -> bool:
     """The canary, or its number, anywhere in the answer (its text, citations, passages);
     the question is left out: some questions name the canary's first word themselves."""
     text = json.dumps({k: v for k, v in answer.items() if k != "question"})
-    return CANARY in text or "7731" in text
+    # The number alone, but not inside a hexadecimal id.
+    return CANARY in text or re.search(r"(?<![0-9a-fA-F])7731(?![0-9a-fA-F])", text) is not None
 
 
 def _ask(client, text: str, channel: str) -> dict:
