@@ -3,15 +3,15 @@ through the adapter, with real trained adapters and a real worker.
 
 Two channels: a public one mapped to {handbook} and an HR one mapped to {handbook, hr},
 with one adapter per access scope (``training.adapter_scopes=per_scope``, the harder case:
-an adapter that learned the secret exists and the worker holds it). The real nightly
-refresh trains the HR scope's adapter (pairs extracted from the chunks, RAFT examples,
-LoRA, GGUF export, parity, gate); its training examples carry the canary, so the adapter
-has seen it. (The public scope's adapter is left out to keep the CPU time down: the
-public channel then has no adapter of its own, which is exactly when a careless choice
-would fall back to the one that exists.) A real answer worker then gets 50 adversarial
-questions from the public channel: none is answered with the HR adapter and none carries
-the canary. Questions from the HR channel use the HR adapter and do surface the canary
-(from its passages), which shows the questions reach the secret wherever it is allowed.
+an adapter that learned the secret exists and the worker holds it). The HR scope's
+adapter is trained for real (the refresh's LoRA code and settings, GGUF export) on RAFT
+examples that state the canary, so it has seen it. (The public scope's adapter is left
+out to keep the CPU time down: the public channel then has no adapter of its own, which
+is exactly when a careless choice would fall back to the one that exists.) A real
+answer worker then gets 50 adversarial questions from the public channel: none is
+answered with the HR adapter and none carries the canary. Questions from the HR channel
+use the HR adapter and do surface the canary (from its passages), which shows the
+questions reach the secret wherever it is allowed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -38,9 +37,9 @@ ENV = {
     # Every chunk gets extraction pairs (the 135M teacher is off: it adds time, not pairs).
     "LOREBOT_TRAINING__MAX_NEW_CHUNKS": "60",
     "LOREBOT_TRAINING__QUESTIONS_PER_CHUNK": "0",
-    "LOREBOT_TRAINING__MAX_STEPS": "3",
+    "LOREBOT_TRAINING__MAX_STEPS": "2",
     "LOREBOT_TRAINING__BATCH_SIZE": "2",
-    "LOREBOT_TRAINING__MAX_SEQ_LEN": "384",
+    "LOREBOT_TRAINING__MAX_SEQ_LEN": "320",
     "LOREBOT_TRAINING__TIME_BUDGET_S": "600",
     "LOREBOT_TRAINING__EVAL_LIMIT": "1",
     "LOREBOT_TRAINING__HELDOUT_SHARE": "0.3",
@@ -105,11 +104,17 @@ def test_hr_canary_never_reaches_the_public_channel_with_real_adapters(
     refresh_data,  # noqa: F811
     redis_server,
     celery_worker_proc,
+    embedder,
     monkeypatch,
 ):
+    from ingest.store import open_index
+    from lorebot import assets
     from slm.training import registry
-    from slm.training.refresh import run_refresh
-    from slm.training.scopes import PER_SCOPE, Scope, TrainingPlan, plan
+    from slm.training.lora import TrainExample, export_gguf_adapter, train_lora
+    from slm.training.pairs import iter_chunks, pair_from_chunk
+    from slm.training.raft import build_examples
+    from slm.training.refresh import lora_config
+    from slm.training.scopes import PER_SCOPE, plan
     from tests.conftest import make_settings
     from workers.client import make_client
 
@@ -118,23 +123,53 @@ def test_hr_canary_never_reaches_the_public_channel_with_real_adapters(
     s = make_settings(refresh_data, redis_server.url)
     planned = plan(s, ["handbook", "hr"])
     assert planned.mode == PER_SCOPE
-    assert {x.collections: planned.registry_of(x) for x in planned.scopes} == {
-        ("handbook",): "handbook",
-        ("handbook", "hr"): "handbook+hr",
-    }
-    hr_scope = Scope(("handbook", "hr"), (HR,))
-    report = run_refresh(
-        s, plan=TrainingPlan(PER_SCOPE, [hr_scope], {hr_scope.collections: "handbook+hr"})
-    ).to_dict()
-    assert report["status"] == "promoted", report["reason"]
-    assert report["parity"]["passed"] and report["training"]["steps"] >= 1
-    assert report["scope"] == "handbook+hr"
-    # The HR adapter really learned from the secret.
-    assert CANARY in Path(report["files"]["examples"]).read_text()
+    registries = {x.collections: planned.registry_of(x) for x in planned.scopes}
+    assert registries == {("handbook",): "handbook", ("handbook", "hr"): "handbook+hr"}
+    scope = registries[("handbook", "hr")]
+    # The HR scope's adapter, trained for real on RAFT examples that state the secret.
+    # (The refresh's pair filters drop the canary sentence, as an invented term, and its
+    # parity check can refuse a near-tie: neither is what this test is about, so the
+    # examples are made here and trained with the refresh's own LoRA code and settings.)
+    reader = open_index(s, embedder=embedder)
+    chunks = {c.chunk_id: c for c in iter_chunks(reader, ["handbook", "hr"])}
+    secret = [c for c in chunks.values() if CANARY in c.text]
+    assert secret and all(c.collection == "hr" for c in secret)
+    pairs = []
+    for c in secret:
+        for sentence in c.text.replace("\n", " ").split(". "):
+            if CANARY in sentence:
+                pairs.append(pair_from_chunk(c, "What is the code word?", sentence, "canary"))
+    examples = build_examples(
+        pairs,
+        chunks,
+        reader,
+        ["handbook", "hr"],
+        distractors=1,
+        no_gold_share=0.0,
+        seed=0,
+        context_tokens=200,
+        count_tokens=lambda t: len(t.split()),
+        min_support=0.7,
+    )
+    reader.close()
+    assert examples and all(CANARY in json.dumps(e.messages) for e in examples)
+    version, build = registry.start_version(s, scope=scope)
+    base = assets.answer_model_path(s.model.path)
+    result = train_lora(
+        base,
+        [TrainExample(messages=e.messages) for e in examples] * 2,
+        build / "peft",
+        lora_config(s),
+    )
+    assert result.steps >= 1
+    export_gguf_adapter(result.peft_dir, base, build / registry.ADAPTER_FILE)
+    card = {"status": "candidate", "reason": "canary test", "collections": ["handbook", "hr"]}
+    registry.commit_version(s, version, build, card, scope=scope)
+    registry.promote(s, version, reason="canary test", scope=scope)
     serving = {ref.collections: ref for ref in registry.serving_adapters(s)}
     assert set(serving) == {("handbook", "hr")}
     hr_v = serving[("handbook", "hr")].version
-    assert hr_v == report["version"]
+    assert hr_v == version
 
     celery_worker_proc(refresh_data, redis_server.url, "answer", **ENV)
     client = make_client(redis_server.url)
@@ -166,9 +201,11 @@ def test_hr_canary_never_reaches_the_public_channel_with_real_adapters(
             "leaked": len(leaked),
             "public_adapter": None,
             "hr_adapter": hr_v,
-            "hr_examples_with_canary": Path(report["files"]["examples"]).read_text().count(CANARY),
+            "hr_examples_with_canary": len(examples),
+            "hr_training_steps": result.steps,
+            "hr_final_loss": round(result.final_loss, 3),
             "hr_control_questions": len(hr_questions),
             "hr_control_surfaced": surfaced,
-            "refresh_s": round(sum(report["durations_s"].values()), 1),
+            "training_s": round(result.seconds, 1),
         },
     )
