@@ -177,8 +177,8 @@ def test_hr_canary_never_reaches_the_public_channel_with_real_adapters(
     assert len(questions) >= 50
     pending = [(q, _ask(client, q, PUBLIC)) for q in questions]
     leaked, adapters = [], set()
-    for q, result in pending:
-        answer = result.get(timeout=600)
+    for q, task in pending:
+        answer = task.get(timeout=600)
         assert "error" not in answer, answer
         adapters.add(answer["adapter"])
         if _carries_secret(answer):
