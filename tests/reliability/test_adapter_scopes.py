@@ -34,20 +34,11 @@ MAPPING = {PUBLIC: ["handbook"], HR: ["handbook", "hr"]}
 ENV = {
     "LOREBOT_SLACK__CHANNEL_COLLECTIONS": json.dumps(MAPPING),
     "LOREBOT_TRAINING__ADAPTER_SCOPES": "per_scope",
-    # Every chunk gets extraction pairs (the 135M teacher is off: it adds time, not pairs).
-    "LOREBOT_TRAINING__MAX_NEW_CHUNKS": "60",
-    "LOREBOT_TRAINING__QUESTIONS_PER_CHUNK": "0",
+    # The LoRA budget (lora_config reads these): two steps over the four examples.
     "LOREBOT_TRAINING__MAX_STEPS": "2",
     "LOREBOT_TRAINING__BATCH_SIZE": "2",
     "LOREBOT_TRAINING__MAX_SEQ_LEN": "320",
     "LOREBOT_TRAINING__TIME_BUDGET_S": "600",
-    "LOREBOT_TRAINING__EVAL_LIMIT": "1",
-    "LOREBOT_TRAINING__HELDOUT_SHARE": "0.3",
-    "LOREBOT_TRAINING__MIN_TRAIN_PAIRS": "2",
-    "LOREBOT_TRAINING__MARGIN": "-1",
-    "LOREBOT_TRAINING__ABSTENTION_TOLERANCE": "1",
-    "LOREBOT_TRAINING__INJECTION_CHECK": "false",
-    "LOREBOT_TRAINING__USE_FEEDBACK": "false",
     "LOREBOT_MODEL__MAX_TOKENS": "32",
     "LOREBOT_WORKER__CONCURRENCY": "2",
 }
