@@ -342,8 +342,21 @@ class TrainingSettings(_Section):
     time_budget_s: int = Field(1800, ge=10, description="Wall-clock budget of LoRA training.")
     collections: list[str] | None = Field(
         None,
-        description="Collections whose chunks may feed training; unset = slack.default_collections "
-        "(the public ones), or every collection when those are unset too.",
+        description="Collections whose chunks may feed training at all; unset = no further "
+        "limit. Each adapter learns only from collections every channel it serves may see "
+        "(see adapter_scopes).",
+    )
+    adapter_scopes: Literal["intersection", "per_scope"] = Field(
+        "intersection",
+        description=(
+            "Access scopes of the adapters: 'intersection' = one adapter trained on the "
+            "collections every mapped channel may see; 'per_scope' = one adapter per distinct "
+            "channel mapping (at most max_scopes). Either way a question is answered only by "
+            "an adapter trained on collections it may search."
+        ),
+    )
+    max_scopes: int = Field(
+        4, ge=1, description="Most adapters per_scope trains (the others use the intersection)."
     )
     teacher: str = Field(
         "local",

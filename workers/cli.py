@@ -153,9 +153,11 @@ def refresh_report(report: dict[str, Any]) -> Any:
     return report_renderable(report)
 
 
-def adapters(settings: Settings, action: str, version: str | None = None) -> dict[str, Any]:
-    """``list``, ``promote VERSION`` or ``rollback`` the LoRA adapters: {text, adapters?,
-    current?, error?}."""
+def adapters(
+    settings: Settings, action: str, version: str | None = None, scope: str | None = None
+) -> dict[str, Any]:
+    """``list``, ``promote VERSION`` or ``rollback`` the LoRA adapters (of ``scope``'s
+    registry; None = the root one): {text, adapters?, current?, error?}."""
     from workers.tasks.refresh import adapters_impl
 
-    return adapters_impl(settings, action, version)
+    return adapters_impl(settings, action, version, scope)

@@ -3,13 +3,21 @@
 Between tasks the runtime compares the index pointer (and the promoted adapter) with
 what it serves and reloads when they moved, so a re-index or a promotion reaches a
 running worker without a restart.
+
+Which adapter a question gets depends on the collections it may search: only an adapter
+trained on collections all among them (``slm.training.scopes.select``), else the base
+model. A few loaded models are kept (:data:`MAX_LOADED`), so questions alternating between
+two channels' scopes do not reload the model each time.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lorebot.settings import Settings
 
@@ -19,13 +27,32 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: Models (base + adapter) one process keeps loaded; the least recently used goes first.
+MAX_LOADED = 3
+#: make_generator(adapter path or None, adapter version or None) -> Generator
+GeneratorFactory = Callable[[Path | None, str | None], Any]
+
 
 class Runtime:
-    """Index + model for one process. Not shared between processes; one task at a time."""
+    """Index + model for one process. Not shared between processes; one task at a time.
 
-    def __init__(self, settings: Settings, generator: Generator | None = None) -> None:
+    ``generator`` fixes the model (tests hand in a fake; no adapter is ever chosen);
+    ``make_generator`` replaces how a model with an adapter is loaded (tests record it).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        generator: Generator | None = None,
+        make_generator: GeneratorFactory | None = None,
+    ) -> None:
         self.settings = settings
         self._generator = generator
+        self._fixed = generator is not None
+        self._make = make_generator or self._load
+        self._loaded: OrderedDict[str | None, Any] = OrderedDict()
+        #: (path, version) the next question is answered with; set by refresh_adapter().
+        self._wanted: tuple[Path | None, str | None] | None = None
         self._embedder = None
         self._live: LiveIndex | None = None
         self._lock = threading.Lock()
@@ -34,26 +61,37 @@ class Runtime:
     # -- model --------------------------------------------------------------
     @property
     def generator(self) -> Generator:
+        """The model for the question being answered (see :meth:`refresh_adapter`)."""
         if self._generator is None:
-            from slm.serving.generator import LlamaGenerator
-
-            adapter_path, adapter_version = self._current_adapter()
-            self._generator = LlamaGenerator.from_settings(
-                self.settings, lora_path=adapter_path, adapter=adapter_version
-            )
-            log.info(
-                "model loaded threads=%d adapter=%s",
-                self.settings.threads_per_process(),
-                adapter_version,
-            )
+            path, version = self._wanted if self._wanted is not None else self._select(None)
+            if version in self._loaded:
+                self._loaded.move_to_end(version)
+            else:
+                self._loaded[version] = self._make(path, version)
+                while len(self._loaded) > MAX_LOADED:
+                    _, old = self._loaded.popitem(last=False)
+                    close = getattr(old, "close", None)
+                    if callable(close):
+                        close()
+            self._generator = self._loaded[version]
         return self._generator
 
-    def _current_adapter(self):
-        """The promoted adapter (path, version), or (None, None) for the base model."""
-        from slm.training.registry import current_adapter
+    def _load(self, path: Path | None, version: str | None) -> Any:
+        from slm.serving.generator import LlamaGenerator
 
-        found = current_adapter(self.settings)
-        return (found.path, found.version) if found else (None, None)
+        gen = LlamaGenerator.from_settings(self.settings, lora_path=path, adapter=version)
+        log.info("model loaded threads=%d adapter=%s", self.settings.threads_per_process(), version)
+        return gen
+
+    def _select(self, collections: Sequence[str] | None) -> tuple[Path | None, str | None]:
+        """The adapter (path, version) a question that may search ``collections`` gets
+        (None = every collection), or (None, None) for the base model."""
+        from slm.training.registry import serving_adapters
+        from slm.training.scopes import select
+
+        refs = {ref.version: ref for ref in serving_adapters(self.settings)}
+        version = select(((v, ref.collections) for v, ref in refs.items()), collections)
+        return (refs[version].path, version) if version else (None, None)
 
     # -- index --------------------------------------------------------------
     @property
@@ -88,14 +126,28 @@ class Runtime:
             self._puller = Puller(self.settings)
         self._puller.maybe_pull(force=force)
 
-    def refresh_adapter(self) -> None:
-        """Switch to a newly promoted adapter between tasks (reload the model)."""
-        if self._generator is None:
+    def refresh_adapter(self, collections: Sequence[str] | None = None) -> None:
+        """Choose the adapter for the next question, which may search ``collections`` (None
+        = every collection): a newly promoted one, or another scope's, between tasks."""
+        if self._fixed:
             return
-        _, version = self._current_adapter()
-        if version != getattr(self._generator, "adapter", None):
-            log.info("adapter change %s -> %s: reloading model", self._generator.adapter, version)
+        self._wanted = self._select(collections)
+        current = getattr(self._generator, "adapter", None) if self._generator else None
+        if self._generator is not None and self._wanted[1] != current:
+            log.info("adapter change %s -> %s", current, self._wanted[1])
             self._generator = None
+        # A promotion or rollback leaves versions no registry serves: unload them.
+        for version in [v for v in self._loaded if v != self._wanted[1]]:
+            if version is not None and not self._still_served(version):
+                old = self._loaded.pop(version)
+                close = getattr(old, "close", None)
+                if callable(close):
+                    close()
+
+    def _still_served(self, version: str) -> bool:
+        from slm.training.registry import serving_adapters
+
+        return any(ref.version == version for ref in serving_adapters(self.settings))
 
 
 _RUNTIME: Runtime | None = None

@@ -87,46 +87,76 @@ def refresh_cmd(
         raise typer.Exit(1)
 
 
-def _adapters(action: str, version: str | None, as_json: bool) -> None:
+def _adapters(action: str, version: str | None, as_json: bool, scope: str | None = None) -> None:
     from workers.cli import adapters
 
-    result = adapters(settings(), action, version)
+    result = adapters(settings(), action, version, scope)
     if as_json:
         print(json.dumps(result, indent=2, default=str))
     elif action == "list" and "adapters" in result:
-        table = Table("", "version", "status", "score", "reason", title="adapters (* = serving)")
+        table = Table(
+            "",
+            "version",
+            "scope (trained on)",
+            "registry",
+            "status",
+            "score",
+            "reason",
+            title="adapters (* = serving)",
+        )
         for c in result["adapters"]:
             score = ((c.get("metrics") or {}).get("candidate") or {}).get("score")
+            cols = c.get("collections")
             table.add_row(
                 "*" if c["current"] else "",
                 c["version"],
+                ", ".join(cols) if isinstance(cols, list) else "unknown: all-access only",
+                c.get("scope") or "root",
                 str(c.get("status")),
                 "-" if score is None else f"{score:.3f}",
                 str(c.get("reason", "")),
             )
         console.print(table)
-        console.print(f"serving: {result.get('current') or 'base model'}")
+        serving = result.get("serving") or {}
+        console.print(
+            "serving: "
+            + (
+                ", ".join(f"{v} ({k or 'root'})" for k, v in serving.items())
+                if serving
+                else "base model"
+            )
+        )
     else:
         console.print(result["text"])
     if "error" in result:
         raise typer.Exit(1)
 
 
+ScopeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scope", help="The access scope's registry (see `adapters list`); default root."
+    ),
+]
+
+
 @adapters_app.command("list")
 def adapters_list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every adapter version with its status, score and the gate's reason."""
+    """Every adapter version with its access scope (the collections it was trained on), status,
+    score and the gate's reason."""
     _adapters("list", None, as_json)
 
 
 @adapters_app.command("promote")
 def adapters_promote_cmd(
     version: Annotated[str, typer.Argument(help="Version from `adapters list`.")],
+    scope: ScopeOption = None,
 ) -> None:
     """Serve this adapter version (workers switch between tasks)."""
-    _adapters("promote", version, False)
+    _adapters("promote", version, False, scope)
 
 
 @adapters_app.command("rollback")
-def adapters_rollback_cmd() -> None:
+def adapters_rollback_cmd(scope: ScopeOption = None) -> None:
     """Serve the adapter that served before the current one (or the base model)."""
-    _adapters("rollback", None, False)
+    _adapters("rollback", None, False, scope)

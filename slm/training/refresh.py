@@ -8,9 +8,11 @@ built in ``adapters/tmp/`` and renamed into ``versions/`` only when complete; ``
 flips last. A run killed anywhere leaves the serving adapter untouched and at most some
 temporary litter, which the next run removes first.
 
-Only the trainable collections' chunks are read at all (their row ranges), and the pair
-pool is re-filtered against them on every run, so narrowing ``training.collections``
-takes effect at once.
+One run trains one adapter per access scope that :func:`slm.training.scopes.plan` gives
+(one, the intersection of every channel's collections, by default), each into its own
+registry. Only a scope's own collections' chunks are read while it trains (their row
+ranges), and the pair pool is re-filtered against them on every run, so a narrower
+mapping or ``training.collections`` takes effect at once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,9 @@ from slm.training.pairs import (
     make_teacher,
     pairs_dir,
     teacher_pairs,
-    trainable_collections,
     write_pairs,
 )
+from slm.training.scopes import Scope, TrainingPlan
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,11 @@ class RefreshReport:
     version: str | None = None
     previous: str | None = None
     collections: list[str] = field(default_factory=list)
+    #: The registry this adapter went into (None = the root one) and the channels it serves.
+    scope: str | None = None
+    channels: list[str] = field(default_factory=list)
+    #: The other scopes this run trained (their reports as dicts), when there are several.
+    scopes: list[dict[str, Any]] = field(default_factory=list)
     durations_s: dict[str, float] = field(default_factory=dict)
     chunks: dict[str, int] = field(default_factory=dict)
     pairs: dict[str, Any] = field(default_factory=dict)
@@ -111,7 +118,11 @@ class RefreshReport:
             "train_examples": self.examples.get("train", 0),
             "duration_s": round(self.total_s, 1),
             "at": self.started_at,
+            "collections": ",".join(self.collections),
         }
+        for other in self.scopes:
+            status, version = other.get("status"), other.get("version") or ""
+            out[f"scope {other.get('scope')}"] = f"{status} {version}".strip()
         for label in ("candidate", "current", "base"):
             score = self.metrics.get(label, {}).get("score")
             if score is not None:
@@ -128,6 +139,7 @@ class RefreshReport:
         return (
             f"refresh {self.run}: {self.status}"
             + (f" {self.version}" if self.version else "")
+            + (f" [scope {self.scope}]" if self.scope else "")
             + f" — {self.reason}"
             + (f" ({scores})" if scores else "")
         )
@@ -226,8 +238,8 @@ def _load_seen(path: Path) -> set[str]:
         return set()
 
 
-def _clean_stale(settings: Settings) -> None:
-    registry.clean_tmp(settings)
+def _clean_stale(settings: Settings, scope: str | None = None) -> None:
+    registry.clean_tmp(settings, scope)
     root = refresh_dir(settings)
     if root.is_dir():
         for tmp in root.rglob(".*.tmp"):
@@ -273,17 +285,115 @@ def run_refresh(
     teacher: Any | None = None,
     embedder: Any | None = None,
     run_id: str | None = None,
+    overrides: Mapping[str, Sequence[str] | None] | None = None,
+    plan: TrainingPlan | None = None,
 ) -> RefreshReport:
-    """One refresh. Returns the report (status promoted / rejected / skipped); raises
-    LorebotError (ParityError included) when a step fails, after recording it.
+    """One refresh: an adapter for every scope of the plan (see slm.training.scopes).
 
-    ``teacher`` and ``embedder`` may be handed in (tests, or a process that has them).
+    Returns the first scope's report (status promoted / rejected / skipped) with the
+    others' in ``report.scopes``; raises LorebotError (ParityError included) when a step of
+    the first scope fails, after recording it (a later scope's failure is recorded in its
+    report and the run goes on).
+
+    ``overrides`` are the run-time channel mappings (``/lorebot channel set``); ``plan``
+    replaces the computed one. ``teacher`` and ``embedder`` may be handed in (tests, or a
+    process that has them).
     """
-    report = RefreshReport(run=run_id or new_run_id())
+    run_id = run_id or new_run_id()
+    if plan is None:
+        plan = plan_scopes(settings, overrides=overrides, embedder=embedder)
+    if len(plan.scopes) > 1:
+        log.info("refresh %s: %d adapter scopes (%s)", run_id, len(plan.scopes), plan.note)
+    reports: list[RefreshReport] = []
+    for i, scope in enumerate(plan.scopes or [None]):
+        sub_id = run_id if i == 0 else f"{run_id}-{i}"
+        try:
+            reports.append(
+                _run_scope(
+                    settings,
+                    plan,
+                    scope,
+                    run_id=sub_id,
+                    progress=progress,
+                    should_stop=should_stop,
+                    teacher=teacher,
+                    embedder=embedder,
+                )
+            )
+        except Exception:
+            if i == 0:
+                raise
+            log.exception("refresh %s: scope %s failed", sub_id, scope and scope.key)
+            reports.append(_failed_report(settings, sub_id))
+    first = reports[0]
+    if len(reports) > 1:
+        first.scopes = [r.to_dict() for r in reports[1:]]
+        _save_report(settings, first)
+    return first
+
+
+def plan_scopes(
+    settings: Settings,
+    *,
+    overrides: Mapping[str, Sequence[str] | None] | None = None,
+    embedder: Any | None = None,
+    available: Sequence[str] | None = None,
+) -> TrainingPlan:
+    """The scopes this refresh trains, from the channel mapping and the index's collections."""
+    from slm.training.scopes import plan
+
+    if available is None:
+        from ingest.store import open_index
+
+        if embedder is None:
+            from ingest.embed import Embedder
+
+            embedder = Embedder.from_settings(settings, exclusive=True)
+        reader = open_index(settings, embedder=embedder)
+        try:
+            available = list(reader.collections())
+        finally:
+            reader.close()
+    return plan(settings, available, overrides)
+
+
+def _failed_report(settings: Settings, run_id: str) -> RefreshReport:
+    runs = refresh_dir(settings) / "runs" / f"{run_id}.json"
+    try:
+        return RefreshReport(**json.loads(runs.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return RefreshReport(run=run_id, status="failed", reason="see the worker log")
+
+
+def _run_scope(
+    settings: Settings,
+    plan: TrainingPlan,
+    scope: Scope | None,
+    *,
+    run_id: str,
+    progress: Progress | None,
+    should_stop: Callable[[], bool] | None,
+    teacher: Any | None,
+    embedder: Any | None,
+) -> RefreshReport:
+    """One scope's refresh (None: nothing to train on, the run is skipped)."""
+    report = RefreshReport(run=run_id)
+    if scope is not None:
+        report.collections = list(scope.collections)
+        report.scope = plan.registry_of(scope)
+        report.channels = list(scope.channels)
     steps = _Steps(report, progress, should_stop)
     closing: list[Callable[[], None]] = []
     try:
-        _run(settings, report, steps, teacher=teacher, embedder=embedder, closing=closing)
+        _run(
+            settings,
+            report,
+            steps,
+            teacher=teacher,
+            embedder=embedder,
+            closing=closing,
+            scope=scope,
+        )
     except LorebotError as exc:
         report.status = "failed"
         report.reason = exc.one_line()
@@ -318,6 +428,8 @@ class _Run:
     embedder: Any
     #: Closers run when the run ends, whatever happens (the index reader, a teacher).
     closing: list[Callable[[], None]]
+    #: The registry this run writes to (None = the root one).
+    scope: str | None = None
     reader: Any = None
     collections: list[str] = field(default_factory=list)
     chunks: dict[str, Any] = field(default_factory=dict)
@@ -338,10 +450,20 @@ def _run(
     teacher: Any,
     embedder: Any,
     closing: list,
+    scope: Scope | None = None,
 ) -> None:
     """The steps in order; prepare and examples end the run early (skipped) when there is
     nothing to train on."""
-    run = _Run(settings, report, steps, teacher=teacher, embedder=embedder, closing=closing)
+    run = _Run(
+        settings,
+        report,
+        steps,
+        teacher=teacher,
+        embedder=embedder,
+        closing=closing,
+        scope=report.scope,
+    )
+    run.collections = list(scope.collections) if scope is not None else []
     if not _prepare(run):
         return
     _pairs(run)
@@ -367,30 +489,33 @@ def _run(
 
 
 def _prepare(run: _Run) -> bool:
-    """Clean up after earlier runs, open the index, read the trainable collections' chunks.
+    """Clean up after earlier runs, open the index, read the scope's collections' chunks.
 
-    False (the run skipped) when no trainable collection has chunks.
+    False (the run skipped) when the scope's collections have no chunks.
     """
     from ingest.store import open_index
 
     settings, report, steps = run.settings, run.report, run.steps
     t0 = steps.start("prepare", "cleaning up after earlier runs, opening the index")
-    _clean_stale(settings)
+    _clean_stale(settings, run.scope)
     if run.embedder is None:
         from ingest.embed import Embedder
 
         run.embedder = Embedder.from_settings(settings, exclusive=True)
     reader = run.reader = open_index(settings, embedder=run.embedder)
     run.closing.append(reader.close)
-    collections = trainable_collections(settings, reader.collections())
+    available = set(reader.collections())
+    collections = [c for c in run.collections if c in available]
     report.collections = run.collections = collections
+    # Only these collections' row ranges are read: another scope's text never enters.
     run.chunks = {c.chunk_id: c for c in iter_chunks(reader, collections)} if collections else {}
     report.chunks = {"index": reader.n, "trainable": len(run.chunks)}
     steps.done("prepare", t0)
     if not run.chunks:
         report.status, report.reason = (
             "skipped",
-            "no trainable collection has chunks (see training.collections)",
+            "no collection of this scope has chunks (see slack.channel_collections "
+            "and training.collections)",
         )
         return False
     return True
@@ -556,7 +681,7 @@ def _gate_inputs(run: _Run, heldout: list[Pair]) -> Any:
 def _start_version(run: _Run) -> None:
     """A new adapter version, built in the registry's temporary folder until commit."""
     run.base = assets.answer_model_path(run.settings.model.path)
-    run.version, run.build = registry.start_version(run.settings)
+    run.version, run.build = registry.start_version(run.settings, scope=run.scope)
     run.report.version = run.version
     run.config = lora_config(run.settings)
 
@@ -654,7 +779,7 @@ def _gate(run: _Run) -> tuple[bool, str]:
             embedder=run.embedder,
             progress=False,
         )
-    current = registry.current_adapter(settings)
+    current = registry.current_adapter(settings, run.scope)
     report.previous = current.version if current else None
     models = [("base", _generator_factory(settings, None, None))]
     if current is not None:
@@ -712,13 +837,21 @@ def _commit(run: _Run, promote: bool, reason: str) -> None:
         "training": report.training,
         "parity": report.parity,
         "collections": run.collections,
+        "scope": run.scope,
+        "channels": report.channels,
     }
     if promote:
         card["status"] = "candidate"  # promoted below, once it is in versions/
-    registry.commit_version(settings, version, build, card)
+    registry.commit_version(settings, version, build, card, scope=run.scope)
     if promote:
-        registry.promote(settings, version, reason=reason, metrics=report.metrics.get("candidate"))
-    registry.prune(settings, settings.training.keep_adapters)
+        registry.promote(
+            settings,
+            version,
+            reason=reason,
+            metrics=report.metrics.get("candidate"),
+            scope=run.scope,
+        )
+    registry.prune(settings, settings.training.keep_adapters, scope=run.scope)
     report.status = "promoted" if promote else "rejected"
     report.reason = reason
     steps.done("commit", t0)

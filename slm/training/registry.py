@@ -10,6 +10,10 @@ Layout under ``settings.adapters_dir``::
     history.jsonl                     one line per promote / rollback / reject
     tmp/                              versions being written (a killed run leaves litter
                                       here; the next run removes it; never read)
+    scopes/<key>/                     the same layout once per access scope, when
+                                      ``training.adapter_scopes=per_scope`` (see
+                                      slm.training.scopes); the root is the intersection
+                                      adapter's (and the only one fleet sync publishes)
 
 The same shape as the index (``ingest.store``): a version is complete before it is renamed
 into ``versions/``, and ``CURRENT`` is replaced atomically and last, so a worker reading it
@@ -47,35 +51,58 @@ class RegistryError(LorebotError):
     """An adapter version is missing, incomplete, or the requested change is impossible."""
 
 
+SCOPES_DIR = "scopes"
+
+
 @dataclass(frozen=True)
 class AdapterRef:
-    """The adapter a worker should load."""
+    """The adapter a worker should load, and the collections it was trained on (None =
+    its card does not say: it then serves only questions that may search everything)."""
 
     version: str
     path: Path
+    collections: tuple[str, ...] | None = None
+    scope: str | None = None
 
 
 # -- paths --------------------------------------------------------------------------------
 
 
-def versions_dir(settings: Settings) -> Path:
-    return VersionedDir(settings.adapters_dir).versions_dir
+def root(settings: Settings, scope: str | None = None) -> Path:
+    """The registry of ``scope`` (None = the root registry)."""
+    if scope is None:
+        return settings.adapters_dir
+    if not valid_name(scope):
+        raise RegistryError(f"bad adapter scope {scope!r}", fix="see `lorebot adapters list`")
+    return settings.adapters_dir / SCOPES_DIR / scope
 
 
-def tmp_dir(settings: Settings) -> Path:
-    return VersionedDir(settings.adapters_dir).tmp_dir
+def scopes(settings: Settings) -> list[str]:
+    """The per-scope registries on disk (not the root one)."""
+    base = settings.adapters_dir / SCOPES_DIR
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and valid_name(p.name))
 
 
-def version_dir(settings: Settings, version: str) -> Path:
+def versions_dir(settings: Settings, scope: str | None = None) -> Path:
+    return VersionedDir(root(settings, scope)).versions_dir
+
+
+def tmp_dir(settings: Settings, scope: str | None = None) -> Path:
+    return VersionedDir(root(settings, scope)).tmp_dir
+
+
+def version_dir(settings: Settings, version: str, scope: str | None = None) -> Path:
     if not valid_name(version):
         raise RegistryError(
             f"bad adapter version {version!r}", fix="use a name from `lorebot adapters list`"
         )
-    return versions_dir(settings) / version
+    return versions_dir(settings, scope) / version
 
 
-def history_path(settings: Settings) -> Path:
-    return settings.adapters_dir / HISTORY
+def history_path(settings: Settings, scope: str | None = None) -> Path:
+    return root(settings, scope) / HISTORY
 
 
 def new_version_id(now: float | None = None) -> str:
@@ -91,8 +118,8 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n")
 
 
-def _append_history(settings: Settings, event: dict[str, Any]) -> None:
-    path = history_path(settings)
+def _append_history(settings: Settings, event: dict[str, Any], scope: str | None = None) -> None:
+    path = history_path(settings, scope)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(
         {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **event}, ensure_ascii=False, default=str
@@ -105,8 +132,8 @@ def _append_history(settings: Settings, event: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def read_history(settings: Settings) -> list[dict[str, Any]]:
-    path = history_path(settings)
+def read_history(settings: Settings, scope: str | None = None) -> list[dict[str, Any]]:
+    path = history_path(settings, scope)
     if not path.is_file():
         return []
     out = []
@@ -121,36 +148,47 @@ def read_history(settings: Settings) -> list[dict[str, Any]]:
 # -- reading ----------------------------------------------------------------------------------
 
 
-def current_version(settings: Settings) -> str | None:
-    return read_pointer(settings.adapters_dir)
+def current_version(settings: Settings, scope: str | None = None) -> str | None:
+    return read_pointer(root(settings, scope))
 
 
-def is_complete(settings: Settings, version: str) -> bool:
-    vdir = version_dir(settings, version)
+def is_complete(settings: Settings, version: str, scope: str | None = None) -> bool:
+    vdir = version_dir(settings, version, scope)
     return (vdir / ADAPTER_FILE).is_file() and (vdir / CARD_FILE).is_file()
 
 
-def current_adapter(settings: Settings) -> AdapterRef | None:
-    """The promoted adapter, or None for the base model.
+def current_adapter(settings: Settings, scope: str | None = None) -> AdapterRef | None:
+    """The promoted adapter of a registry, or None for the base model.
 
     Workers call this before every task. A pointer naming a missing version (deleted by
     hand, or a partial copy) falls back to the base model with a warning rather than
     failing every question.
     """
-    version = current_version(settings)
+    version = current_version(settings, scope)
     if version is None:
         return None
-    path = versions_dir(settings) / version / ADAPTER_FILE
+    path = versions_dir(settings, scope) / version / ADAPTER_FILE
     if not path.is_file():
         log.warning(
             "adapter CURRENT names %s but %s is missing: serving the base model", version, path
         )
         return None
-    return AdapterRef(version=version, path=path)
+    try:
+        trained_on = read_card(settings, version, scope).get("collections")
+    except RegistryError:
+        trained_on = None
+    collections = tuple(sorted(trained_on)) if isinstance(trained_on, list) else None
+    return AdapterRef(version=version, path=path, collections=collections, scope=scope)
 
 
-def read_card(settings: Settings, version: str) -> dict[str, Any]:
-    path = version_dir(settings, version) / CARD_FILE
+def serving_adapters(settings: Settings) -> list[AdapterRef]:
+    """The promoted adapter of every registry (root first): what workers choose from."""
+    found = [current_adapter(settings)] + [current_adapter(settings, s) for s in scopes(settings)]
+    return [ref for ref in found if ref is not None]
+
+
+def read_card(settings: Settings, version: str, scope: str | None = None) -> dict[str, Any]:
+    path = version_dir(settings, version, scope) / CARD_FILE
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -164,22 +202,24 @@ def read_card(settings: Settings, version: str) -> dict[str, Any]:
         ) from None
 
 
-def list_adapters(settings: Settings) -> list[dict[str, Any]]:
-    """Every complete version's card (oldest first), with ``current`` marked."""
-    root = versions_dir(settings)
-    if not root.is_dir():
+def list_adapters(settings: Settings, scope: str | None = None) -> list[dict[str, Any]]:
+    """Every complete version's card (oldest first), with ``current`` and ``scope`` marked
+    (``scope`` None = the root registry)."""
+    vroot = versions_dir(settings, scope)
+    if not vroot.is_dir():
         return []
-    current = current_version(settings)
+    current = current_version(settings, scope)
     cards = []
-    for vdir in sorted(p for p in root.iterdir() if p.is_dir()):
-        if not is_complete(settings, vdir.name):
+    for vdir in sorted(p for p in vroot.iterdir() if p.is_dir()):
+        if not is_complete(settings, vdir.name, scope):
             continue
         try:
-            card = read_card(settings, vdir.name)
+            card = read_card(settings, vdir.name, scope)
         except RegistryError:
             continue
         card["version"] = vdir.name
         card["current"] = vdir.name == current
+        card["scope"] = scope
         cards.append(card)
     # Names sort by second only; two candidates made in the same second keep their order.
     return sorted(cards, key=lambda c: (c.get("created_ns", 0), c["version"]))
@@ -188,13 +228,21 @@ def list_adapters(settings: Settings) -> list[dict[str, Any]]:
 # -- writing ----------------------------------------------------------------------------------
 
 
-def clean_tmp(settings: Settings) -> list[str]:
+def list_all(settings: Settings) -> list[dict[str, Any]]:
+    """:func:`list_adapters` of the root registry, then of every scope's."""
+    out = list_adapters(settings)
+    for scope in scopes(settings):
+        out += list_adapters(settings, scope)
+    return out
+
+
+def clean_tmp(settings: Settings, scope: str | None = None) -> list[str]:
     """Remove versions a killed run left half-written (call only while holding the refresh lock)."""
-    root = tmp_dir(settings)
-    if not root.is_dir():
+    troot = tmp_dir(settings, scope)
+    if not troot.is_dir():
         return []
     removed = []
-    for p in root.iterdir():
+    for p in troot.iterdir():
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         removed.append(p.name)
     if removed:
@@ -204,10 +252,12 @@ def clean_tmp(settings: Settings) -> list[str]:
     return removed
 
 
-def start_version(settings: Settings, version: str | None = None) -> tuple[str, Path]:
+def start_version(
+    settings: Settings, version: str | None = None, scope: str | None = None
+) -> tuple[str, Path]:
     """A fresh temporary directory for a candidate being built."""
     version = version or new_version_id()
-    path = tmp_dir(settings) / version
+    path = tmp_dir(settings, scope) / version
     path.mkdir(parents=True, exist_ok=False)
     return version, path
 
@@ -226,7 +276,13 @@ def _fsync_tree(path: Path) -> None:
         _fsync_dir(Path(root))
 
 
-def commit_version(settings: Settings, version: str, build_dir: Path, card: dict[str, Any]) -> Path:
+def commit_version(
+    settings: Settings,
+    version: str,
+    build_dir: Path,
+    card: dict[str, Any],
+    scope: str | None = None,
+) -> Path:
     """Write the card, then rename the finished directory into versions/ (not yet serving)."""
     if not (build_dir / ADAPTER_FILE).is_file():
         raise RegistryError(
@@ -242,7 +298,7 @@ def commit_version(settings: Settings, version: str, build_dir: Path, card: dict
         raise ValueError(f"bad status {card.get('status')!r}")
     write_json(build_dir / CARD_FILE, card)
     _fsync_tree(build_dir)
-    final = version_dir(settings, version)
+    final = version_dir(settings, version, scope)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(build_dir, final)
     _fsync_dir(final.parent)
@@ -255,23 +311,30 @@ def commit_version(settings: Settings, version: str, build_dir: Path, card: dict
                 "reason": card.get("reason"),
                 "metrics": card.get("metrics"),
             },
+            scope,
         )
     return final
 
 
-def _set_status(settings: Settings, version: str, status: str, reason: str | None = None) -> None:
-    card = read_card(settings, version)
+def _set_status(
+    settings: Settings,
+    version: str,
+    status: str,
+    reason: str | None = None,
+    scope: str | None = None,
+) -> None:
+    card = read_card(settings, version, scope)
     card["status"] = status
     if reason is not None:
         card["reason"] = reason
     card.setdefault("status_history", []).append(
         {"status": status, "reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     )
-    write_json(version_dir(settings, version) / CARD_FILE, card)
+    write_json(version_dir(settings, version, scope) / CARD_FILE, card)
 
 
-def _set_pointer(settings: Settings, version: str | None) -> None:
-    write_pointer(settings.adapters_dir, version)
+def _set_pointer(settings: Settings, version: str | None, scope: str | None = None) -> None:
+    write_pointer(root(settings, scope), version)
 
 
 def promote(
@@ -279,23 +342,25 @@ def promote(
     version: str,
     reason: str = "promoted by an admin",
     metrics: dict | None = None,
+    scope: str | None = None,
 ) -> str | None:
     """Make ``version`` the serving adapter; returns the version it replaced (None = base).
 
     The pointer flips last: a crash before it leaves the previous adapter serving.
     """
-    if not is_complete(settings, version):
+    if not is_complete(settings, version, scope):
         raise RegistryError(
-            f"adapter version {version} does not exist or is incomplete",
+            f"adapter version {version} does not exist or is incomplete"
+            + (f" in scope {scope}" if scope else ""),
             fix="see `lorebot adapters list`",
         )
-    previous = current_version(settings)
+    previous = current_version(settings, scope)
     if previous == version:
         return previous
-    _set_status(settings, version, "promoted", reason)
-    _set_pointer(settings, version)
-    if previous and is_complete(settings, previous):
-        _set_status(settings, previous, "retired", f"replaced by {version}")
+    _set_status(settings, version, "promoted", reason, scope)
+    _set_pointer(settings, version, scope)
+    if previous and is_complete(settings, previous, scope):
+        _set_status(settings, previous, "retired", f"replaced by {version}", scope)
     _append_history(
         settings,
         {
@@ -305,38 +370,41 @@ def promote(
             "reason": reason,
             "metrics": metrics,
         },
+        scope,
     )
     log.info("adapters: promoted %s (previous %s): %s", version, previous or "base", reason)
     return previous
 
 
-def rollback(settings: Settings, reason: str = "rolled back by an admin") -> str | None:
+def rollback(
+    settings: Settings, reason: str = "rolled back by an admin", scope: str | None = None
+) -> str | None:
     """Serve the adapter that served before the current one (None = the base model)."""
-    current = current_version(settings)
+    current = current_version(settings, scope)
     if current is None:
         raise RegistryError(
             "no adapter is promoted: the base model already serves", fix="nothing to roll back"
         )
     target: str | None = None
-    for event in reversed(read_history(settings)):
+    for event in reversed(read_history(settings, scope)):
         if event.get("event") in ("promote", "rollback") and event.get("version") == current:
             target = (
                 event.get("previous") if event["event"] == "promote" else event.get("previous_of")
             )
             break
-    if target is not None and not is_complete(settings, target):
+    if target is not None and not is_complete(settings, target, scope):
         log.warning("adapters: previous version %s is gone; rolling back to the base model", target)
         target = None
     # Remember what preceded the target, so a second rollback keeps walking back.
     previous_of = None
     if target is not None:
-        for event in reversed(read_history(settings)):
+        for event in reversed(read_history(settings, scope)):
             if event.get("version") == target and event.get("event") == "promote":
                 previous_of = event.get("previous")
                 break
-        _set_status(settings, target, "promoted", f"restored by rollback from {current}")
-    _set_pointer(settings, target)
-    _set_status(settings, current, "retired", reason)
+        _set_status(settings, target, "promoted", f"restored by rollback from {current}", scope)
+    _set_pointer(settings, target, scope)
+    _set_status(settings, current, "retired", reason, scope)
     _append_history(
         settings,
         {
@@ -346,24 +414,25 @@ def rollback(settings: Settings, reason: str = "rolled back by an admin") -> str
             "previous_of": previous_of,
             "reason": reason,
         },
+        scope,
     )
     log.info("adapters: rolled back %s -> %s", current, target or "base")
     return target
 
 
-def prune(settings: Settings, keep: int) -> list[str]:
+def prune(settings: Settings, keep: int, scope: str | None = None) -> list[str]:
     """Delete the oldest versions beyond ``keep``, never the current one or the one before it."""
-    cards = list_adapters(settings)
-    current = current_version(settings)
+    cards = list_adapters(settings, scope)
+    current = current_version(settings, scope)
     protected = {current}
-    for event in reversed(read_history(settings)):
+    for event in reversed(read_history(settings, scope)):
         if event.get("event") == "promote" and event.get("version") == current:
             protected.add(event.get("previous"))
             break
     others = [c["version"] for c in cards if c["version"] not in protected]
     doomed = others[: max(0, len(others) - keep)]
     for version in doomed:
-        shutil.rmtree(version_dir(settings, version), ignore_errors=True)
+        shutil.rmtree(version_dir(settings, version, scope), ignore_errors=True)
     if doomed:
         log.info("adapters: pruned %s", ", ".join(doomed))
     return doomed

@@ -49,7 +49,8 @@ def answer_impl(
     try:
         question = scoped(settings, question, reply)
         runtime.sync()  # a newer index / adapter from the shared location, if any
-        runtime.refresh_adapter()
+        # Only an adapter trained on collections this question may search (issue 14, item 3).
+        runtime.refresh_adapter(question.collections)
         index = runtime.index()
         logs.update(
             index_version=index.version,

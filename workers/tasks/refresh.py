@@ -121,7 +121,33 @@ def report_text(report: Any) -> str:
         lines.append(
             "durations: " + ", ".join(f"{k} {v:.0f}s" for k, v in report.durations_s.items())
         )
+    if report.collections:
+        lines.append(f"trained on: {', '.join(report.collections)}")
+    for other in report.scopes:
+        lines.append(
+            f"scope {other.get('scope')} ({', '.join(other.get('collections') or [])}): "
+            f"{other.get('status')} {other.get('version') or ''} — {other.get('reason', '')}"
+        )
     return "\n".join(line for line in lines if line)
+
+
+def channel_overrides(r: Any) -> dict[str, list[str] | None]:
+    """The run-time channel mappings (``/lorebot channel set``): channel -> collections
+    (None = every collection). Unreadable: none, with a warning (the settings still apply)."""
+    out: dict[str, list[str] | None] = {}
+    try:
+        raw = r.hgetall(contracts.CHANNEL_COLLECTIONS)
+    except Exception as exc:
+        log.warning("refresh: could not read the channel mappings from redis: %s", exc)
+        return out
+    for channel, value in raw.items():
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            continue
+        key = channel.decode() if isinstance(channel, bytes) else str(channel)
+        out[key] = None if parsed == "*" else [str(c) for c in parsed]
+    return out
 
 
 def report_renderable(report: dict[str, Any]) -> Any:
@@ -199,6 +225,7 @@ def refresh_impl(
                 should_stop=lambda: lock.lost,
                 teacher=teacher,
                 embedder=embedder,
+                overrides=channel_overrides(r),
             )
         except Exception as exc:  # recorded and reported; a retry would only fail again
             if isinstance(exc, LorebotError):
@@ -253,47 +280,86 @@ def _post_failure(settings: Settings, msg: str) -> None:
             log.warning("refresh: could not post the failure: %s", exc)
 
 
-def adapters_impl(settings: Settings, action: str, version: str | None = None) -> dict[str, Any]:
-    """`adapters list|promote|rollback` for the CLI and /lorebot; {text, adapters, current}."""
+def trained_on(card: dict[str, Any]) -> str:
+    """An adapter's access scope as shown to admins: the collections it learned from."""
+    cols = card.get("collections")
+    return ",".join(cols) if isinstance(cols, list) else "unknown (serves only all-access)"
+
+
+def adapters_impl(
+    settings: Settings, action: str, version: str | None = None, scope: str | None = None
+) -> dict[str, Any]:
+    """`adapters list|promote|rollback` for the CLI and /lorebot; {text, adapters, current}.
+
+    ``list`` shows every registry (the root one and each access scope's); promote and
+    rollback act on ``scope``'s registry (None = the root one).
+    """
     from slm.training import registry
 
     try:
         if action == "list":
-            cards = registry.list_adapters(settings)
+            cards = registry.list_all(settings)
             lines = [
-                f"{'*' if c['current'] else ' '} {c['version']}  {c.get('status', '?'):<9} score "
+                f"{'*' if c['current'] else ' '} {c['version']}  {c.get('status', '?'):<9} "
+                f"scope {trained_on(c)}"
+                + (f" [{c['scope']}]" if c.get("scope") else "")
+                + " score "
                 f"{((c.get('metrics') or {}).get('candidate') or {}).get('score', '-')}  "
                 f"{c.get('reason', '')}"
                 for c in cards
             ]
             current = registry.current_version(settings)
+            serving = {ref.scope or "": ref.version for ref in registry.serving_adapters(settings)}
             text = "\n".join(lines) if lines else "no adapters yet: the base model serves"
             return {
                 "text": f"current: {current or 'base model'}\n```{text}```",
                 "adapters": cards,
                 "current": current,
+                "serving": serving,
             }
+        if action == "promote" and version and scope is None:
+            scope = _scope_of(settings, version)
+        if action == "rollback" and scope is None and version:
+            scope = version  # `/lorebot adapters rollback <scope>`: the bot sends it as version
+        where = f" in scope {scope}" if scope else ""
         if action == "promote":
             if not version:
                 raise registry.RegistryError(
                     "which version?", fix="adapters promote VERSION (see adapters list)"
                 )
-            previous = registry.promote(settings, version, reason="promoted by an admin")
-            _publish(settings)
+            previous = registry.promote(
+                settings, version, reason="promoted by an admin", scope=scope
+            )
+            if scope is None:
+                _publish(settings)
             return {
-                "text": f"promoted {version} (was {previous or 'base model'})",
+                "text": f"promoted {version}{where} (was {previous or 'base model'})",
                 "current": version,
             }
         if action == "rollback":
-            target = registry.rollback(settings)
-            _publish(settings)
-            return {"text": f"rolled back to {target or 'the base model'}", "current": target}
+            target = registry.rollback(settings, scope=scope)
+            if scope is None:
+                _publish(settings)
+            return {
+                "text": f"rolled back{where} to {target or 'the base model'}",
+                "current": target,
+            }
     except LorebotError as exc:
         return {"text": f"adapters {action} failed: {exc.one_line()}", "error": exc.one_line()}
     return {
         "text": f"unknown action {action!r}: use list, promote VERSION or rollback",
         "error": "unknown action",
     }
+
+
+def _scope_of(settings: Settings, version: str) -> str | None:
+    """The registry holding ``version``: the root one, else the one scope that has it."""
+    from slm.training import registry
+
+    if registry.is_complete(settings, version):
+        return None
+    found = [s for s in registry.scopes(settings) if registry.is_complete(settings, version, s)]
+    return found[0] if len(found) == 1 else None
 
 
 def register(app: Any, settings: Settings) -> None:
@@ -318,5 +384,7 @@ def register(app: Any, settings: Settings) -> None:
         time_limit=contracts.CONTROL_TIME_LIMIT_S,
         soft_time_limit=contracts.CONTROL_TIME_LIMIT_S - 5,
     )
-    def adapters(action: str = "list", version: str | None = None) -> dict:
-        return adapters_impl(settings, action, version)
+    def adapters(
+        action: str = "list", version: str | None = None, scope: str | None = None
+    ) -> dict:
+        return adapters_impl(settings, action, version, scope)

@@ -1,0 +1,223 @@
+"""One adapter per access scope, or one adapter over the intersection: which answers better?
+
+    python bench/adapter_scopes.py                      # 18F handbook, two collections
+    python bench/adapter_scopes.py --steps 15 --chunks 400 --eval 12
+
+Two collections of the 18F handbook: ``public`` (getting-started/) and ``hr``
+(hiring-staying-or-changing-jobs/). Two channel scopes: a public channel {public} and an
+HR channel {public, hr}. Their intersection is {public}.
+
+* The intersection design serves the {public} adapter in both channels.
+* The per-scope design serves the {public} adapter in the public channel (the same
+  adapter: both designs agree there) and a {public, hr} adapter in the HR channel.
+
+So the two designs differ only on the HR channel's questions. The bench runs the real
+nightly refresh twice in one data directory (same pair pool, same held-out split, same
+budget): first with ``training.collections=[public]`` (the intersection adapter), then
+with ``[public, hr]`` (the HR scope's adapter). It then asks the HR channel's held-out
+pairs (questions the refresh wrote from chunks of both collections and kept out of
+training), split by the collection they came from, to the base model, the intersection
+adapter and the scope adapter, retrieving from {public, hr} as the HR channel does,
+and reports token F1 and cosine similarity per model and collection, with durations.
+The teacher is off (extraction pairs only): the 135M teacher gets ~0 % of its pairs
+through the filters (README, "Nightly refresh"), and it would double the run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import REPO, console, exit_cleanly_on_sigterm, loadavg, save
+from rich.table import Table
+
+#: The shared data folder beside the checkout (or /work/shared from a worktree).
+SHARED = REPO.parent / "shared" if (REPO.parent / "shared").is_dir() else Path("/work/shared")
+PAGES = SHARED / "data" / "corpora" / "18f-handbook" / "pages"
+PUBLIC_DIR = "getting-started"
+HR_DIR = "hiring-staying-or-changing-jobs"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pages", type=Path, default=PAGES)
+    ap.add_argument("--steps", type=int, default=15, help="LoRA optimiser steps per adapter")
+    ap.add_argument("--chunks", type=int, default=400, help="new chunks read per refresh")
+    ap.add_argument("--eval", type=int, default=12, help="held-out questions per collection")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the data dir here")
+    ap.add_argument(
+        "--reuse", action="store_true", help="with --keep: reuse its index and pair pool"
+    )
+    args = ap.parse_args()
+    exit_cleanly_on_sigterm()
+    started_load = loadavg()
+
+    from ingest import Source, build_index
+    from ingest.embed import Embedder
+    from ingest.store import open_index
+    from lorebot.settings import Settings
+    from slm.training import registry
+    from slm.training.gate import GateInputs, probes_from_pairs, run_gate
+    from slm.training.pairs import load_pool
+    from slm.training.refresh import _generator_factory, _held_out, run_refresh
+
+    work = Path(tempfile.mkdtemp(prefix="adapter-scopes-"))
+    data = args.keep or (work / "data")
+    durations: dict[str, float] = {}
+    try:
+        training = {
+            "max_new_chunks": args.chunks,
+            "max_steps": args.steps,
+            "batch_size": 2,
+            "max_seq_len": 384,
+            "time_budget_s": 1800,
+            "eval_limit": 2,  # the runs' own gates only decide; the comparison is below
+            "heldout_share": 0.3,
+            "min_train_pairs": 4,
+            "margin": -1.0,
+            "injection_check": False,
+            "use_feedback": False,
+            "questions_per_chunk": 0,
+        }
+        embedder = Embedder(None)
+        t0 = time.perf_counter()
+        if not (args.reuse and (data / "index" / "CURRENT").is_file()):
+            build_index(
+                Settings(data_dir=data),
+                [
+                    Source(path=args.pages / PUBLIC_DIR, collection="public"),
+                    Source(path=args.pages / HR_DIR, collection="hr"),
+                ],
+                progress=False,
+                embedder=embedder,
+            )
+        durations["index"] = round(time.perf_counter() - t0, 1)
+
+        reports = {}
+        for name, collections in (("intersection", ["public"]), ("scope", ["public", "hr"])):
+            s = Settings(
+                data_dir=data,
+                training={**training, "collections": collections},
+                model={"max_tokens": 48},
+            )
+            done = _trained(s, collections) if args.reuse else None
+            if done is not None:  # an earlier run of this bench trained it (--keep --reuse)
+                reports[name] = done
+                console.print(f"{name}: reusing {done.version}")
+                continue
+            t0 = time.perf_counter()
+            report = run_refresh(s, embedder=embedder)
+            durations[f"refresh {name}"] = round(time.perf_counter() - t0, 1)
+            console.print(report.one_line())
+            if report.status != "promoted":
+                raise SystemExit(f"{name}: {report.status}: {report.reason}")
+            reports[name] = report
+
+        s = Settings(
+            data_dir=data,
+            training={**training, "collections": ["public", "hr"]},
+            model={"max_tokens": 48},
+        )
+        reader = open_index(s, embedder=embedder)
+        chunks = {c.chunk_id: c for c in reader.iter_chunks(["public", "hr"])}
+        t = s.training
+        heldout = [
+            p
+            for p in load_pool(s)
+            if p.chunk_id in chunks and _held_out(p, t.heldout_share, t.seed)
+        ]
+        models = []
+        for name in ("intersection", "scope"):
+            version = reports[name].version
+            path = registry.version_dir(s, version) / registry.ADAPTER_FILE
+            models.append((name, _generator_factory(s, path, version)))
+        models.insert(0, ("base", _generator_factory(s, None, None)))
+        results: dict[str, dict[str, dict]] = {}
+        for collection in ("public", "hr"):
+            pairs = [p for p in heldout if chunks[p.chunk_id].collection == collection]
+            pairs = sorted(pairs, key=lambda p: p.pair_id)[: args.eval]
+            t0 = time.perf_counter()
+            scores = run_gate(
+                s,
+                GateInputs(heldout=probes_from_pairs(pairs), no_gold=[], injection=False),
+                models,
+                retriever=reader,
+                embedder=embedder,
+                collections=["public", "hr"],
+            )
+            durations[f"eval {collection}"] = round(time.perf_counter() - t0, 1)
+            results[collection] = {
+                label: {"n": len(pairs), **sc.flat()} for label, sc in scores.items()
+            }
+        reader.close()
+
+        table = Table(
+            "HR channel's held-out questions from",
+            "n",
+            "base F1 / sim",
+            "intersection adapter",
+            "scope adapter",
+            title="adapter per scope vs intersection (18F handbook)",
+        )
+        for collection, by_model in results.items():
+            cells = []
+            for label in ("base", "intersection", "scope"):
+                m = by_model[label]
+                f1, sim = m.get("heldout_f1"), m.get("heldout_similarity")
+                if f1 is None:
+                    cells.append("-")
+                else:
+                    cells.append(f"{f1:.3f}" + (f" / {sim:.3f}" if sim is not None else ""))
+            table.add_row(collection, str(by_model["base"]["n"]), *cells)
+        console.print(table)
+        console.print(durations)
+        save(
+            "adapter_scopes",
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "training": training,
+                "results": results,
+                "durations_s": durations,
+                "reports": {
+                    k: {
+                        "version": r.version,
+                        "collections": r.collections,
+                        "chunks": r.chunks,
+                        "split": r.split,
+                        "training": r.training,
+                        "durations_s": r.durations_s,
+                    }
+                    for k, r in reports.items()
+                },
+            },
+            started_load=started_load,
+        )
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _trained(settings, collections: list[str]):
+    """The report of the newest promoted run trained on exactly ``collections``, if any."""
+    from slm.training import registry
+    from slm.training.refresh import RefreshReport, refresh_dir
+
+    for card in reversed(registry.list_adapters(settings)):
+        if card.get("collections") == collections and card.get("status") in (
+            "promoted",
+            "retired",
+        ):
+            path = refresh_dir(settings) / "runs" / f"{card['run']}.json"
+            return RefreshReport(**json.loads(path.read_text(encoding="utf-8")))
+    return None
+
+
+if __name__ == "__main__":
+    main()
