@@ -88,6 +88,48 @@ def _default(slack: Any) -> tuple[list[str] | None, str]:
     return [], NOT_MAPPED
 
 
+def read_overrides(redis: Any) -> dict[str, list[str] | None]:
+    """Every ``/lorebot channel set`` override: channel -> collections (``None``: every one).
+
+    Values that :func:`read_override` would ignore are left out here too.
+    """
+    out: dict[str, list[str] | None] = {}
+    for raw_channel in redis.hkeys(contracts.CHANNEL_COLLECTIONS):
+        channel = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
+        found, value = read_override(redis, channel)
+        if found:
+            out[channel] = value
+    return out
+
+
+#: Keys of :func:`mapping` that stand for every unmapped channel and for direct messages.
+DEFAULT_KEY = "default"
+DM_KEY = "dm"
+
+
+def mapping(
+    slack: Any, overrides: dict[str, list[str] | None] | None = None
+) -> dict[str, list[str] | None]:
+    """What each mapped audience may search, by the same rules as :func:`resolve`.
+
+    Every channel of ``slack.channel_collections`` and of ``overrides`` (an override
+    wins), plus :data:`DEFAULT_KEY` when ``default_collections`` is set and :data:`DM_KEY`
+    when direct messages may search something. ``None`` means every collection. The
+    nightly refresh plans its adapters' access scopes from this.
+    """
+    out: dict[str, list[str] | None] = {
+        channel: names(values) for channel, values in slack.channel_collections.items()
+    }
+    out.update(overrides or {})
+    if slack.default_collections is not None:
+        out[DEFAULT_KEY] = names(slack.default_collections)
+    if slack.dm_collections is not None:
+        out[DM_KEY] = names(slack.dm_collections)
+    elif slack.default_collections is not None:
+        out[DM_KEY] = out[DEFAULT_KEY]
+    return out
+
+
 def store_override(redis: Any, channel: str, collections: list[str] | None) -> None:
     """Record a ``/lorebot channel set`` override (``None``: every collection)."""
     value = ALL if collections is None else sorted(set(collections))

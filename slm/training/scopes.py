@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lorebot import access
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,20 +97,11 @@ def channel_scopes(
     are cut to the collections the index has; an empty scope (nothing to learn) is left out.
     """
     available = sorted(set(available))
-    slack = settings.slack
-    mapped: dict[str, tuple[str, ...] | None] = {}
-    for channel, values in slack.channel_collections.items():
-        mapped[channel] = _expand(values, available)
-    for channel, values in (overrides or {}).items():
-        mapped[channel] = _expand(["*"] if values is None else values, available)
-    default = _expand(slack.default_collections, available)
-    if default is not None:
-        mapped["default"] = default
-    dm = _expand(slack.dm_collections, available)
-    if dm is None:
-        dm = default
-    if dm is not None:
-        mapped["dm"] = dm
+    # the same rules that decide, per question, what a channel may search
+    mapped = {
+        who: _expand(["*"] if values is None else values, available)
+        for who, values in access.mapping(settings.slack, overrides).items()
+    }
     by_set: dict[tuple[str, ...], list[str]] = {}
     for who, cols in mapped.items():
         if cols:

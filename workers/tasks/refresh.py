@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lorebot import contracts, slack
+from lorebot import access, contracts, slack
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 
@@ -134,20 +134,11 @@ def report_text(report: Any) -> str:
 def channel_overrides(r: Any) -> dict[str, list[str] | None]:
     """The run-time channel mappings (``/lorebot channel set``): channel -> collections
     (None = every collection). Unreadable: none, with a warning (the settings still apply)."""
-    out: dict[str, list[str] | None] = {}
     try:
-        raw = r.hgetall(contracts.CHANNEL_COLLECTIONS)
+        return access.read_overrides(r)
     except Exception as exc:
         log.warning("refresh: could not read the channel mappings from redis: %s", exc)
-        return out
-    for channel, value in raw.items():
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            continue
-        key = channel.decode() if isinstance(channel, bytes) else str(channel)
-        out[key] = None if parsed == "*" else [str(c) for c in parsed]
-    return out
+        return {}
 
 
 def report_renderable(report: dict[str, Any]) -> Any:
