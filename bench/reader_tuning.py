@@ -2,10 +2,14 @@
 
     python bench/reader_tuning.py                     # 120 tuning + 40 hidden-passage questions
     python bench/reader_tuning.py -n 40 --modes read  # quicker, the reader alone
+    python bench/reader_tuning.py --reported -n 200   # the REPORTED sample: measure, never tune
 
 The tuning questions are the file's questions that are NOT in the reported sample (seed 0,
 200 questions, what `lorebot eval --limit 200` asks) and not among the hidden-passage
-ones, drawn with seed 42: tune here, report with `lorebot eval`. Each question goes
+ones, drawn with seed 42: tune here, report with `lorebot eval`. With ``--reported`` the
+questions are instead the first ``-n`` of the reported sample (what `lorebot eval` asks, in
+its order) and the hidden-passage ones its abstention check asks: the measurement of
+record, both modes in one run. Each question goes
 through slm.serving.answer.answer_question with the real model, once per answer mode
 (`generate`, the baseline, and `read`). Prints short-answer F1/EM (the whole answer when a
 mode gives no short answer), gold answer contained, answerable refused, hidden-passage
@@ -37,6 +41,9 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=120, help="tuning questions")
     ap.add_argument("--heldout", type=int, default=40, help="hidden-passage questions")
     ap.add_argument("--modes", nargs="+", default=["generate", "read"])
+    ap.add_argument(
+        "--reported", action="store_true", help="ask the reported seed-0 sample (measure only)"
+    )
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
     if not args.qa.is_file():
@@ -58,7 +65,10 @@ def main() -> int:
     )
     hidden = {q.pid for q in es.heldout}
     pool = [q for q in items if q.qid not in reported and q.pid not in hidden]
-    tune = random.Random(42).sample(pool, min(args.n, len(pool)))
+    if args.reported:
+        tune = squad.sample_questions(items, 200, 0)[: args.n]
+    else:
+        tune = random.Random(42).sample(pool, min(args.n, len(pool)))
     generator = runner._default_generator(settings)
     readings: dict[str, object] = {}
     original_read = answer_path.read
@@ -119,7 +129,8 @@ def main() -> int:
         es.close()
 
     base = results.get(args.modes[0], {})
-    table = Table(title=f"{len(tune)} tuning + {len(es.heldout)} hidden-passage questions")
+    which = "reported (seed 0)" if args.reported else "tuning"
+    table = Table(title=f"{len(tune)} {which} + {len(es.heldout)} hidden-passage questions")
     table.add_column("metric")
     for mode in args.modes:
         table.add_column(mode, justify="right")
@@ -140,7 +151,10 @@ def main() -> int:
             f"read, min_confidence {t['min_confidence']:.3f}: answerable refused "
             f"{t['answerable_refused']:.3f}, hidden-passage refused {t['heldout_refused']:.3f}"
         )
-    save("reader-tuning", {"modes": results, "tune": len(tune), "heldout": len(es.heldout)})
+    save(
+        "reader-reported" if args.reported else "reader-tuning",
+        {"modes": results, "questions": len(tune), "heldout": len(es.heldout)},
+    )
     return 0
 
 
