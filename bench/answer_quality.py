@@ -41,6 +41,7 @@ from common import (
     loadavg,
     save,
 )
+from rich.markup import escape
 from rich.table import Table
 
 from lorebot import assets
@@ -175,8 +176,8 @@ def main() -> int:
                 row["wrongly_refused"] += a.abstained
                 if args.verbose:
                     console.print(
-                        f"[{mode}] {'OK ' if hit else '-- '}{item['question']}\n"
-                        f"    {a.answer[:200]!r}"
+                        escape(f"[{mode}] {'OK ' if hit else '-- '}{item['question']}\n")
+                        + escape(f"    {a.answer[:200]!r}")
                     )
             for item in unanswerable:
                 a = answer_question(
