@@ -54,8 +54,8 @@ if not CORPORA.is_dir():  # a worktree beside the main checkout
     CORPORA = REPO.parent / "shared" / "data" / "corpora"
 
 
-def staff_index(index_dir: Path, *, threads: int):
-    """The two handbooks' index in ``index_dir``, built there the first time."""
+def staff_index(index_dir: Path, *, threads: int, corpora: tuple[str, ...]):
+    """The handbooks' index in ``index_dir``, built there the first time."""
     from ingest import Source, build_index, open_index
     from ingest.embed import Embedder
 
@@ -68,7 +68,7 @@ def staff_index(index_dir: Path, *, threads: int):
         t0 = time.perf_counter()
         build_index(
             settings,
-            [Source(path=CORPORA / name, collection=name) for name in STAFF_CORPORA],
+            [Source(path=CORPORA / name, collection=name) for name in corpora],
             progress=False,
             embedder=embedder,
         )
@@ -93,7 +93,8 @@ def _questions(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     qa = json.loads(STAFF_QA.read_text(encoding="utf-8"))
 
     def keep(q: dict) -> bool:
-        return args.split == "all" or q["split"] == args.split
+        corpus = args.corpus is None or q["corpus"] == args.corpus
+        return corpus and (args.split == "all" or q["split"] == args.split)
 
     return [q for q in qa["answerable"] if keep(q)], [q for q in qa["unanswerable"] if keep(q)]
 
@@ -102,6 +103,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", choices=("sample", "staff"), default="sample")
     ap.add_argument("--split", choices=("tune", "test", "all"), default="test")
+    ap.add_argument(
+        "--corpus",
+        choices=STAFF_CORPORA,
+        default=None,
+        help="staff: one handbook only (its questions, an index of it alone: quicker)",
+    )
     ap.add_argument("--modes", nargs="+", default=["generate", "read"])
     ap.add_argument("--index-dir", type=Path, default=None, help="staff index kept here")
     ap.add_argument("--adapter", type=Path, default=None, help="A GGUF LoRA adapter to serve.")
@@ -123,7 +130,10 @@ def main() -> int:
         if args.set == "sample":
             settings, index = build_sample_index(tmp, threads=args.threads)
         else:
-            settings, index = staff_index(args.index_dir or tmp, threads=args.threads)
+            corpora = (args.corpus,) if args.corpus else STAFF_CORPORA
+            settings, index = staff_index(
+                args.index_dir or tmp, threads=args.threads, corpora=corpora
+            )
         generator = LlamaGenerator(
             assets.answer_model_path(settings.model.path),
             n_threads=args.threads,
@@ -200,6 +210,8 @@ def main() -> int:
 
     n_ans, n_un = len(answerable), len(unanswerable)
     name = "sample handbook" if args.set == "sample" else f"staff questions, {args.split} half"
+    if args.set == "staff" and args.corpus:
+        name += f", {args.corpus} only"
     table = Table(
         title=f"{name}: {n_ans} answerable, {n_un} unanswerable questions"
         + (f", adapter {args.adapter.parent.name}" if args.adapter else ", base model")
@@ -231,7 +243,9 @@ def main() -> int:
         table.add_row(label, *cells)
     console.print(table)
     out = save(
-        "answer-quality" + ("" if args.set == "sample" else f"-staff-{args.split}"),
+        "answer-quality"
+        + ("" if args.set == "sample" else f"-staff-{args.split}")
+        + (f"-{args.corpus}" if args.set == "staff" and args.corpus else ""),
         {
             "adapter": str(args.adapter) if args.adapter else None,
             "results": results,
