@@ -6,7 +6,8 @@
 
 The tuning questions are the file's questions that are NOT in the reported sample (seed 0,
 200 questions, what `lorebot eval --limit 200` asks) and not among the hidden-passage
-ones, drawn with seed 42: tune here, report with `lorebot eval`. With ``--reported`` the
+ones, drawn with seed 42; the hidden-passage questions are drawn with seed 1, less any the
+reported check (seed 0) hides: tune here, report with `lorebot eval`. With ``--reported`` the
 questions are instead the first ``-n`` of the reported sample (what `lorebot eval` asks, in
 its order) and the hidden-passage ones its abstention check asks: the measurement of
 record, both modes in one run. Each question goes
@@ -60,10 +61,22 @@ def main() -> int:
     _, items = squad.load_squad(args.qa)
     reported = {q.qid for q in squad.sample_questions(items, 200, 0)}
     embedder = runner._default_embedder(settings)
+    # Tuning hides passages drawn with seed 1 and leaves out those the reported check (seed
+    # 0) hides, so the reported abstention figures are never tuned on.
+    passages, _ = squad.load_squad(args.qa)
+    reported_hidden = {q.pid for q in squad.choose_heldout(passages, items, args.heldout, 0)}
     es = evalset.prepare_eval(
-        settings, args.qa, seed=0, abstain=args.heldout, embedder=embedder, progress=False
+        settings,
+        args.qa,
+        seed=0 if args.reported else 1,
+        abstain=args.heldout,
+        embedder=embedder,
+        progress=False,
     )
-    hidden = {q.pid for q in es.heldout}
+    heldout = (
+        es.heldout if args.reported else [q for q in es.heldout if q.pid not in reported_hidden]
+    )
+    hidden = {q.pid for q in es.heldout} | reported_hidden
     pool = [q for q in items if q.qid not in reported and q.pid not in hidden]
     if args.reported:
         tune = squad.sample_questions(items, 200, 0)[: args.n]
@@ -85,7 +98,7 @@ def main() -> int:
                 update={"model": settings.model.model_copy(update={"answer_mode": mode})}
             )
             rows = []
-            for kind, questions in (("answerable", tune), ("heldout", es.heldout)):
+            for kind, questions in (("answerable", tune), ("heldout", heldout)):
                 for item in questions:
                     readings.clear()
                     t0 = time.perf_counter()
@@ -130,7 +143,7 @@ def main() -> int:
 
     base = results.get(args.modes[0], {})
     which = "reported (seed 0)" if args.reported else "tuning"
-    table = Table(title=f"{len(tune)} {which} + {len(es.heldout)} hidden-passage questions")
+    table = Table(title=f"{len(tune)} {which} + {len(heldout)} hidden-passage questions")
     table.add_column("metric")
     for mode in args.modes:
         table.add_column(mode, justify="right")
@@ -153,7 +166,7 @@ def main() -> int:
         )
     save(
         "reader-reported" if args.reported else "reader-tuning",
-        {"modes": results, "questions": len(tune), "heldout": len(es.heldout)},
+        {"modes": results, "questions": len(tune), "heldout": len(heldout)},
     )
     return 0
 
