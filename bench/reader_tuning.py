@@ -2,10 +2,15 @@
 
     python bench/reader_tuning.py                     # 120 tuning + 40 hidden-passage questions
     python bench/reader_tuning.py -n 40 --modes read  # quicker, the reader alone
+    python bench/reader_tuning.py --reported -n 200   # the REPORTED sample: measure, never tune
 
 The tuning questions are the file's questions that are NOT in the reported sample (seed 0,
 200 questions, what `lorebot eval --limit 200` asks) and not among the hidden-passage
-ones, drawn with seed 42: tune here, report with `lorebot eval`. Each question goes
+ones, drawn with seed 42; the hidden-passage questions are drawn with seed 1, less any the
+reported check (seed 0) hides: tune here, report with `lorebot eval`. With ``--reported`` the
+questions are instead the first ``-n`` of the reported sample (what `lorebot eval` asks, in
+its order) and the hidden-passage ones its abstention check asks: the measurement of
+record, both modes in one run. Each question goes
 through slm.serving.answer.answer_question with the real model, once per answer mode
 (`generate`, the baseline, and `read`). Prints short-answer F1/EM (the whole answer when a
 mode gives no short answer), gold answer contained, answerable refused, hidden-passage
@@ -37,6 +42,9 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=120, help="tuning questions")
     ap.add_argument("--heldout", type=int, default=40, help="hidden-passage questions")
     ap.add_argument("--modes", nargs="+", default=["generate", "read"])
+    ap.add_argument(
+        "--reported", action="store_true", help="ask the reported seed-0 sample (measure only)"
+    )
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
     if not args.qa.is_file():
@@ -53,12 +61,27 @@ def main() -> int:
     _, items = squad.load_squad(args.qa)
     reported = {q.qid for q in squad.sample_questions(items, 200, 0)}
     embedder = runner._default_embedder(settings)
+    # Tuning hides passages drawn with seed 1 and leaves out those the reported check (seed
+    # 0) hides, so the reported abstention figures are never tuned on.
+    passages, _ = squad.load_squad(args.qa)
+    reported_hidden = {q.pid for q in squad.choose_heldout(passages, items, args.heldout, 0)}
     es = evalset.prepare_eval(
-        settings, args.qa, seed=0, abstain=args.heldout, embedder=embedder, progress=False
+        settings,
+        args.qa,
+        seed=0 if args.reported else 1,
+        abstain=args.heldout,
+        embedder=embedder,
+        progress=False,
     )
-    hidden = {q.pid for q in es.heldout}
+    heldout = (
+        es.heldout if args.reported else [q for q in es.heldout if q.pid not in reported_hidden]
+    )
+    hidden = {q.pid for q in es.heldout} | reported_hidden
     pool = [q for q in items if q.qid not in reported and q.pid not in hidden]
-    tune = random.Random(42).sample(pool, min(args.n, len(pool)))
+    if args.reported:
+        tune = squad.sample_questions(items, 200, 0)[: args.n]
+    else:
+        tune = random.Random(42).sample(pool, min(args.n, len(pool)))
     generator = runner._default_generator(settings)
     readings: dict[str, object] = {}
     original_read = answer_path.read
@@ -75,7 +98,7 @@ def main() -> int:
                 update={"model": settings.model.model_copy(update={"answer_mode": mode})}
             )
             rows = []
-            for kind, questions in (("answerable", tune), ("heldout", es.heldout)):
+            for kind, questions in (("answerable", tune), ("heldout", heldout)):
                 for item in questions:
                     readings.clear()
                     t0 = time.perf_counter()
@@ -119,7 +142,8 @@ def main() -> int:
         es.close()
 
     base = results.get(args.modes[0], {})
-    table = Table(title=f"{len(tune)} tuning + {len(es.heldout)} hidden-passage questions")
+    which = "reported (seed 0)" if args.reported else "tuning"
+    table = Table(title=f"{len(tune)} {which} + {len(heldout)} hidden-passage questions")
     table.add_column("metric")
     for mode in args.modes:
         table.add_column(mode, justify="right")
@@ -140,7 +164,10 @@ def main() -> int:
             f"read, min_confidence {t['min_confidence']:.3f}: answerable refused "
             f"{t['answerable_refused']:.3f}, hidden-passage refused {t['heldout_refused']:.3f}"
         )
-    save("reader-tuning", {"modes": results, "tune": len(tune), "heldout": len(es.heldout)})
+    save(
+        "reader-reported" if args.reported else "reader-tuning",
+        {"modes": results, "questions": len(tune), "heldout": len(heldout)},
+    )
     return 0
 
 

@@ -48,6 +48,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "question_id": answer.question_id,
         "question": answer.question,
         "answer": answer.answer,
+        "short_answer": answer.short_answer,
         "abstained": answer.abstained,
         "citations": [
             {

@@ -279,7 +279,14 @@ def answer_question(
 
     if model.answer_mode == "read" and hasattr(generator, "score_answers"):
         return _answer_by_reading(
-            question, hits, retriever, generator, retrieval=retrieval, encode=encode, common=common
+            question,
+            hits,
+            retriever,
+            generator,
+            retrieval=retrieval,
+            encode=encode,
+            common=common,
+            on_token=on_token,
         )
 
     t_prompt = time.perf_counter()
@@ -378,11 +385,13 @@ def _answer_by_reading(
     retrieval: RetrievalSettings,
     encode: Encode | None,
     common: dict,
+    on_token: Callable[[str], None] | None = None,
 ) -> Answer:
     """The short answer read from the passages (:mod:`slm.serving.reader`), then its quote.
 
     ``common`` holds what every answer records (index and adapter versions, the timings and
-    the start), as in :func:`answer_question`.
+    the start), as in :func:`answer_question`. Nothing is generated, so ``on_token`` gets
+    the whole answer in one piece as soon as it is read (its ``first_token`` time).
     """
     timings, started = common["timings"], common["started"]
     index_version, adapter = common["index_version"], common["adapter"]
@@ -400,7 +409,6 @@ def _answer_by_reading(
     reading = read(question.text, ranked, generator)  # type: ignore[arg-type]
     timings["generate"] = (time.perf_counter() - t_model) * 1000
     timings["read"] = (time.perf_counter() - t_read) * 1000
-    timings["first_token"] = (time.perf_counter() - started) * 1000
     if reading is None:
         return _abstain(
             question, passages, reason="no sentence to read", sources=ABSTAIN_SOURCES, **common
@@ -418,6 +426,12 @@ def _answer_by_reading(
     quote = reading.evidence.text
     raw = f"{short} [{n}]\n> {quote} [{n}]" if short != quote else f"> {quote} [{n}]"
     text, citations = select_citations(raw, passages)
+    if on_token is not None:
+        try:
+            on_token(text)
+        except Exception:  # a failed Slack update must not lose the answer
+            log.warning("question %s: token callback failed", question.question_id, exc_info=True)
+    timings["first_token"] = (time.perf_counter() - started) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     log.info(
         "question %s read index=%s adapter=%s passages=%d short=%r confidence=%.3f total_ms=%.0f",

@@ -73,3 +73,9 @@ def test_answer_json_shape():
     assert set(j["citations"][0]) >= {"source", "title", "chunk_id", "score", "text"}
     assert j["timings_ms"]["retrieve"] == 1.2
     assert j["adapter"] == "a3"
+    assert j["short_answer"] is None
+
+
+def test_answer_json_reports_the_short_answer_as_its_own_field():
+    a = Answer(question_id="q", question="Q?", answer="27 days [1]", short_answer="27 days")
+    assert messages.answer_json(a)["short_answer"] == "27 days"

@@ -74,3 +74,44 @@ def test_read_mode_answers_with_the_short_answer_first_then_the_cited_quote() ->
     assert not answer.abstained and answer.short_answer == "27 days"
     assert answer.answer.startswith("27 days [1]") and f"> {SENTENCE} [1]" in answer.answer
     assert [c.n for c in answer.citations if c.cited] == [1]
+
+
+def test_the_better_matching_sentence_wins_over_a_phrase_the_model_prefers_slightly() -> None:
+    # The 135M model judges which phrase of a sentence answers well, which sentence answers
+    # badly: its score must not move the answer to a sentence that matches the question less.
+    right = Evidence(passage=1, text="The hotline for stolen laptops is extension 4410.", score=0.8)
+    weaker = Evidence(passage=2, text="Incidents include theft, loss and phishing.", score=0.55)
+    scorer = ScriptedScorer({"extension 4410": -1.0, "phishing": -0.8})
+    reading = read("Who do I call when my laptop is stolen?", [right, weaker], scorer)
+    assert reading is not None and reading.short == "extension 4410"
+    assert reading.evidence is right
+
+
+def test_confidence_follows_the_chosen_sentence_match() -> None:
+    scorer = ScriptedScorer({"27 days": -0.5})
+    strong = read("How many days of leave?", [Evidence(1, SENTENCE, 0.9)], scorer)
+    weak = read("How many days of leave?", [Evidence(1, SENTENCE, 0.3)], scorer)
+    assert strong is not None and weak is not None
+    assert strong.confidence > weak.confidence
+
+
+def test_read_mode_hands_the_whole_answer_to_the_stream_at_once() -> None:
+    from lorebot.settings import ModelSettings, RetrievalSettings
+    from lorebot.types import Question
+    from slm.serving.answer import answer_question
+    from slm.serving.retrievers import StaticRetriever
+    from tests.support.fakes import make_hits
+
+    class Scorer(ScriptedScorer):
+        adapter = None
+
+    pieces: list[str] = []
+    answer = answer_question(
+        Question(question_id="q2", text="How many days of annual leave do I get?"),
+        StaticRetriever(make_hits([SENTENCE])),
+        Scorer({"27 days": -0.1}),  # type: ignore[arg-type]
+        retrieval=RetrievalSettings(min_score=0.0),
+        model=ModelSettings(answer_mode="read"),
+        on_token=pieces.append,
+    )
+    assert pieces == [answer.answer] and answer.timings_ms["first_token"] > 0
