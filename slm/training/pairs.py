@@ -648,9 +648,12 @@ def load_pool(settings: Settings) -> list[Pair]:
 
 
 def feedback_pairs(settings: Settings, limit: int = 200) -> list[dict[str, str]]:
-    """Questions and answers users rated 👍 (from the bot's feedback store)."""
+    """Questions with a right answer from users: admin-accepted corrections and 👍 answers
+    first (``lorebot feedback review``), then unreviewed 👍 answers (the gate's feedback
+    suite)."""
     try:
-        rows = feedback.liked_answers(settings, limit)
+        rows = [(r["question"], r["answer"]) for r in feedback.accepted_answers(settings, limit)]
+        rows += feedback.liked_answers(settings, limit)
     except feedback.FeedbackReadError as exc:
         log.warning("refresh: %s", exc.message)
         return []
@@ -661,4 +664,32 @@ def feedback_pairs(settings: Settings, limit: int = 200) -> list[dict[str, str]]
             continue
         seen.add(key)
         out.append({"question": question, "answer": strip_citations(answer)})
+    return out[:limit]
+
+
+def correction_pairs(
+    settings: Settings, reader: Any, collections: Sequence[str], *, run: str = ""
+) -> list[Pair]:
+    """Training pairs from admin-accepted answers (corrections and 👍), anchored on the
+    chunk the question retrieves first among ``collections``, preferring one that holds
+    the answer's words. They skip the filters: a person wrote or approved them. Provenance:
+    teacher ``feedback:correction`` / ``feedback:liked`` and the vote's ids in ``scores``."""
+    try:
+        accepted = feedback.accepted_answers(settings)
+    except feedback.FeedbackReadError as exc:
+        log.warning("refresh: %s", exc.message)
+        return []
+    out: list[Pair] = []
+    for row in accepted:
+        hits = reader.search(row["question"], k=5, collections=list(collections), candidates=20)
+        if not hits:
+            continue
+        answer = strip_citations(row["answer"])
+        best = max(hits, key=lambda h: support_score(answer, h.chunk)[0])
+        chunk = best.chunk if support_score(answer, best.chunk)[0] > 0 else hits[0].chunk
+        pair = pair_from_chunk(chunk, row["question"], answer, f"feedback:{row['kind']}", run)
+        pair.scores.update(
+            {"question_id": row["question_id"], "user": row["user"], "reviewer": row["reviewer"]}
+        )
+        out.append(pair)
     return out
