@@ -47,5 +47,6 @@ def test_batches_are_deterministic_and_masked():
     for x, y in zip(a, b):
         assert x["input_ids"].equal(y["input_ids"])
         lengths = x["attention_mask"].sum(dim=1).tolist()
-        assert all(lengths[r] == len(data[int(x["input_ids"][r, 0]) - 1][0]) for r in range(len(lengths)))
+        firsts = [int(v) - 1 for v in x["input_ids"][:, 0]]
+        assert lengths == [len(data[i][0]) for i in firsts]
         assert (x["labels"][x["attention_mask"] == 0] == -100).all()
