@@ -58,7 +58,24 @@ CREATE TABLE IF NOT EXISTS corrections (
     admin         TEXT NOT NULL,
     created_at    REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS review (
+    question_id TEXT NOT NULL,
+    user        TEXT NOT NULL,
+    suggestion  TEXT,
+    decision    TEXT NOT NULL DEFAULT 'pending'
+                CHECK (decision IN ('pending', 'accepted', 'rejected')),
+    answer      TEXT,
+    reviewer    TEXT,
+    reviewed_at REAL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (question_id, user)
+);
 """
+
+#: What ``lorebot feedback review`` writes for each vote awaiting review, and reads back.
+REVIEW_FIELDS = (
+    "question_id", "user", "vote", "question", "answer", "suggestion", "decision", "reviewer"
+)  # fmt: skip
 
 COLUMNS = (
     "question_id",
@@ -165,6 +182,65 @@ class FeedbackStore:
                 d["abstained"] = None if d["abstained"] is None else bool(d["abstained"])
                 d["created_at"] = datetime.fromtimestamp(d["created_at"], tz=UTC).isoformat()
                 yield d
+
+    def suggest(
+        self, *, question_id: str, user: str, suggestion: str, created_at: float | None = None
+    ) -> None:
+        """Store a user's suggested right answer for a question they voted on (the 👎
+        modal); it waits for an admin's review before anything learns from it."""
+        text = " ".join(suggestion.split())
+        if not text:
+            raise ValueError("an empty suggestion")
+        with self._lock, closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT INTO review (question_id, user, suggestion, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (question_id, user) DO UPDATE SET"
+                " suggestion = excluded.suggestion, decision = 'pending',"
+                " answer = NULL, reviewer = NULL, reviewed_at = NULL",
+                (question_id, user, text, created_at if created_at is not None else time.time()),
+            )
+        log.info("feedback suggestion question=%s user=%s", question_id, user)
+
+    def pending_review(self) -> list[dict[str, Any]]:
+        """Votes an admin has not decided on: 👎 with a suggestion, and 👍 on real answers."""
+        with closing(self._connect()) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(
+                "SELECT f.question_id, f.user, f.vote, f.question, f.answer, r.suggestion"
+                " FROM feedback f LEFT JOIN review r USING (question_id, user)"
+                " WHERE f.question IS NOT NULL AND COALESCE(r.decision, 'pending') = 'pending'"
+                " AND ((f.vote = -1 AND r.suggestion IS NOT NULL)"
+                "      OR (f.vote = 1 AND COALESCE(f.abstained, 0) = 0 AND f.answer IS NOT NULL))"
+                " ORDER BY f.created_at, f.rowid"
+            ).fetchall()
+        return [dict(r) | {"decision": None, "reviewer": None} for r in rows]
+
+    def decide(
+        self, *, question_id: str, user: str, accept: bool, reviewer: str, answer: str | None
+    ) -> bool:
+        """Record an admin's decision; ``answer`` is the accepted right answer (the
+        suggestion, the liked answer, or the admin's edit). False when no such vote."""
+        with self._lock, closing(self._connect()) as db, db:
+            if not db.execute(
+                "SELECT 1 FROM feedback WHERE question_id = ? AND user = ?", (question_id, user)
+            ).fetchone():
+                return False
+            db.execute(
+                "INSERT INTO review (question_id, user, decision, answer, reviewer, reviewed_at,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (question_id, user)"
+                " DO UPDATE SET decision = excluded.decision, answer = excluded.answer,"
+                " reviewer = excluded.reviewer, reviewed_at = excluded.reviewed_at",
+                (
+                    question_id,
+                    user,
+                    "accepted" if accept else "rejected",
+                    " ".join(answer.split()) if (accept and answer) else None,
+                    reviewer,
+                    time.time(),
+                    time.time(),
+                ),
+            )
+        return True
 
     def count(self) -> int:
         with closing(self._connect()) as db:
@@ -324,3 +400,126 @@ def liked_answers(settings: Settings, limit: int = 200) -> list[tuple[str, str]]
     )
     liked = [(q, a) for q, a in rows if q not in seen]
     return (fixed + liked)[:limit]
+
+
+def review_export(settings: Settings, out_path: Path | str) -> int:
+    """Write the votes awaiting review as JSONL (``REVIEW_FIELDS``; ``decision`` null).
+
+    The admin sets ``decision`` to ``"accept"`` or ``"reject"`` (and may edit ``answer``
+    or ``suggestion``: what is accepted is the suggestion when there is one, else the
+    answer) and hands the file to :func:`review_apply`.
+    """
+    path = feedback_path(settings)
+    rows = FeedbackStore(path).pending_review() if path.exists() else []
+    text = "".join(
+        json.dumps({k: r.get(k) for k in REVIEW_FIELDS}, ensure_ascii=False) + "\n" for r in rows
+    )
+    if str(out_path) == "-":
+        import sys
+
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        out = Path(out_path)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out}: {exc}", fix="choose a writable path") from None
+    return len(rows)
+
+
+def review_apply(settings: Settings, in_path: Path, reviewer: str) -> dict[str, int]:
+    """Apply a reviewed JSONL file; counts of accepted, rejected, skipped (undecided) and
+    unknown (no such vote) lines. A malformed line is a ConfigError naming the line."""
+    store = FeedbackStore(feedback_path(settings))
+    counts = {"accepted": 0, "rejected": 0, "skipped": 0, "unknown": 0}
+    try:
+        lines = Path(in_path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {in_path}: {exc}", fix="check the path") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            decision = (row.get("decision") or "").strip().lower()
+            qid, user = str(row["question_id"]), str(row["user"])
+        except (ValueError, KeyError, AttributeError, TypeError):
+            raise ConfigError(
+                f"{in_path} line {n} is not a review record",
+                fix="keep the lines `lorebot feedback review --out` wrote; set decision",
+            ) from None
+        if decision not in ("accept", "reject"):
+            counts["skipped"] += 1
+            continue
+        answer = row.get("suggestion") or row.get("answer")
+        if decision == "accept" and not answer:
+            raise ConfigError(
+                f"{in_path} line {n} accepts a vote without an answer",
+                fix="give the right answer in 'suggestion', or reject the line",
+            )
+        ok = store.decide(
+            question_id=qid,
+            user=user,
+            accept=decision == "accept",
+            reviewer=str(row.get("reviewer") or reviewer),
+            answer=answer,
+        )
+        counts["unknown" if not ok else ("accepted" if decision == "accept" else "rejected")] += 1
+    return counts
+
+
+def accepted_answers(settings: Settings, limit: int = 500) -> list[dict[str, Any]]:
+    """Reviewed right answers: ``{question, answer, kind, question_id, user, reviewer}``,
+    the answers admins wrote in the console first, then accepted reviews newest first; kind
+    is "correction" (written in the console, or a 👎 with an accepted suggestion) or "liked"
+    (an accepted 👍). Read-only, like :func:`liked_answers`."""
+    path = feedback_path(settings)
+    if not path.is_file():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            db.row_factory = sqlite3.Row
+            have = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'review'"
+            ).fetchone()
+            rows = (
+                db.execute(
+                    "SELECT f.question, r.answer, f.vote, f.question_id, f.user, r.reviewer"
+                    " FROM review r JOIN feedback f USING (question_id, user)"
+                    " WHERE r.decision = 'accepted' AND r.answer IS NOT NULL"
+                    " AND f.question IS NOT NULL ORDER BY r.reviewed_at DESC LIMIT ?",
+                    (limit,),
+                ).fetchall()
+                if have
+                else []
+            )
+            # answers an admin wrote in the console are reviewed by their author
+            written = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'corrections'"
+            ).fetchone()
+            if written:
+                rows = list(
+                    db.execute(
+                        "SELECT question, answer, -1 AS vote, question_id, admin AS user,"
+                        " admin AS reviewer FROM corrections ORDER BY created_at DESC LIMIT ?",
+                        (limit,),
+                    ).fetchall()
+                ) + list(rows)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise FeedbackReadError(f"cannot read feedback {path}: {exc}") from None
+    return [
+        {
+            "question": r["question"],
+            "answer": r["answer"],
+            "kind": "correction" if r["vote"] == -1 else "liked",
+            "question_id": r["question_id"],
+            "user": r["user"],
+            "reviewer": r["reviewer"],
+        }
+        for r in rows
+    ]

@@ -73,6 +73,8 @@ class Pair:
     run: str = ""
     scores: dict[str, Any] = field(default_factory=dict)
     pair_id: str = ""
+    #: For a short answer: the chunk sentence it was copied from (the reader's input).
+    sentence: str = ""
 
     def __post_init__(self) -> None:
         if not self.pair_id:
@@ -296,8 +298,23 @@ _MODAL = re.compile(
 )
 
 
-def extract_pairs(chunk: Chunk, *, limit: int = 2, run: str = "") -> list[Pair]:
-    """Questions from the chunk's structure: its heading, definitions and rules (no model)."""
+#: Answer-first pairs extracted per chunk besides the heading/definition ones.
+ANSWER_FIRST_PER_CHUNK = 6
+
+
+def extract_pairs(
+    chunk: Chunk, *, limit: int = 2, run: str = "", answer_first: int = ANSWER_FIRST_PER_CHUNK
+) -> list[Pair]:
+    """Questions without a model: from the chunk's structure (its heading, definitions and
+    rules, at most ``limit``), then up to ``answer_first`` answer-first short-answer pairs
+    (:func:`answer_first_pairs`)."""
+    out = _structure_pairs(chunk, limit=limit, run=run)
+    if answer_first:
+        out += answer_first_pairs(chunk, limit=answer_first, run=run)
+    return out
+
+
+def _structure_pairs(chunk: Chunk, *, limit: int, run: str) -> list[Pair]:
     sentences = [s for s in split_sentences(chunk.text) if 6 <= len(s.split()) <= 45]
     out: list[Pair] = []
     heading = chunk.heading.split(" > ")[-1].strip() if chunk.heading else ""
@@ -335,6 +352,105 @@ def extract_pairs(chunk: Chunk, *, limit: int = 2, run: str = "") -> list[Pair]:
             kind = "extract:rule"
         out.append(pair_from_chunk(chunk, q, s, kind, run))
     return out[:limit]
+
+
+# Answer-first spans: (kind, pattern). Quantities before bare numbers, so "thirty days"
+# is one span; names are runs of capitalised words.
+_MONTHS = (
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|"
+    r"December)"
+)
+_NUM = (
+    r"(?:\d[\d,.]*|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+    r"fifteen|twenty|thirty|forty|fifty|sixty|hundred|thousand)"
+)
+_SPAN_PATTERNS = (
+    (
+        "date",
+        re.compile(
+            rf"\b(?:(?i:in|on|by|since|until) )?(?:(?:\d{{1,2}} )?{_MONTHS}(?: \d{{1,2}})?,? )?"
+            r"(?:1[0-9]{3}|20[0-9]{2})s?\b"
+        ),
+    ),
+    (
+        "money",
+        re.compile(
+            rf"(?:[$€£]\s?\d[\d,.]*(?: (?:million|billion))?|{_NUM} (?:euros?|"
+            r"dollars?|pounds?|cents?)\b)"
+        ),
+    ),
+    ("percent", re.compile(r"\b\d[\d,.]*\s?(?:%|percent\b)")),
+    (
+        "quantity",
+        re.compile(rf"\b{_NUM}(?:[ -](?:{_NUM}|and))*[ -](?P<unit>[a-z]{{3,}}s)\b", re.IGNORECASE),
+    ),
+    ("name", re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s(?:of\s|de\s)?[A-Z][a-z]+)+\b")),
+)
+_TIME_PREPOSITION = re.compile(r"^(?:in|on|by|since|until) ", re.IGNORECASE)
+_GLUED = re.compile(r"[\w\-–/.]$")
+
+
+def _wh_phrase(kind: str, span: str, match: re.Match[str], at_start: bool) -> str:
+    if kind == "date":
+        return "when" if _TIME_PREPOSITION.match(span) else "what year"
+    if kind == "money":
+        return "how much"
+    if kind == "percent":
+        return "what percentage"
+    if kind == "quantity":
+        return f"how many {match.group('unit').lower()}"
+    return "who" if at_start else "what"
+
+
+def answer_first_pairs(chunk: Chunk, *, limit: int = 6, run: str = "") -> list[Pair]:
+    """Answer spans first (dates, amounts, quantities, names), then a question for each.
+
+    The span is cut out of its sentence and replaced by the question phrase it answers
+    ("... is forty cents per kilometre." → "... is how much per kilometre?"), so the
+    question asks exactly for the span, the span is copied from the chunk, and the pair
+    carries the sentence: the reader's input when serving. No model call: a night of a
+    thousand chunks yields thousands of candidates in seconds.
+    """
+    out: list[Pair] = []
+    used: set[str] = set()
+    for sentence in split_sentences(chunk.text):
+        words = sentence.split()
+        if not 6 <= len(words) <= 40 or "?" in sentence:
+            continue
+        per_sentence = 0
+        for kind, rx in _SPAN_PATTERNS:
+            for m in rx.finditer(sentence):
+                span = m.group().strip(" ,")
+                key = span.lower()
+                if not span or key in used or len(span.split()) > 8:
+                    continue
+                if kind == "quantity" and re.match(r"(?:1\d{3}|20\d\d)\b", span):
+                    continue
+                at_start = m.start() == 0
+                wh = _wh_phrase(kind, span, m, at_start)
+                before, after = sentence[: m.start()], sentence[m.end() :]
+                if _GLUED.search(before) or re.match(r"[\w\-–/]", after):
+                    continue  # part of a longer token ("PDP-11", "27-30%")
+                after = after.strip().rstrip(" .!;:")
+                if after.startswith(("'s", "’s")) and wh in ("who", "what"):
+                    wh, after = "whose", after[2:].strip()
+                question = " ".join(x for x in (before.strip(), wh, after) if x)
+                question = re.sub(r"\s+([,;:)])", r"\1", question).replace("( ", "(")
+                question = question[0].upper() + question[1:] + "?"
+                if len(question.split()) > 30 or len(question.split()) < 4:
+                    continue
+                used.add(key)
+                pair = pair_from_chunk(chunk, question, span, f"answer-first:{kind}", run)
+                pair.sentence = " ".join(sentence.split())
+                out.append(pair)
+                per_sentence += 1
+                if per_sentence >= 2 or len(out) >= limit:
+                    break
+            if per_sentence >= 2 or len(out) >= limit:
+                break
+        if len(out) >= limit:
+            break
+    return out
 
 
 # ----------------------------------------------------------------------------- filters
@@ -532,9 +648,12 @@ def load_pool(settings: Settings) -> list[Pair]:
 
 
 def feedback_pairs(settings: Settings, limit: int = 200) -> list[dict[str, str]]:
-    """Questions and answers users rated 👍 (from the bot's feedback store)."""
+    """Questions with a right answer from users: admin-accepted corrections and 👍 answers
+    first (``lorebot feedback review``), then unreviewed 👍 answers (the gate's feedback
+    suite)."""
     try:
-        rows = feedback.liked_answers(settings, limit)
+        rows = [(r["question"], r["answer"]) for r in feedback.accepted_answers(settings, limit)]
+        rows += feedback.liked_answers(settings, limit)
     except feedback.FeedbackReadError as exc:
         log.warning("refresh: %s", exc.message)
         return []
@@ -545,4 +664,32 @@ def feedback_pairs(settings: Settings, limit: int = 200) -> list[dict[str, str]]
             continue
         seen.add(key)
         out.append({"question": question, "answer": strip_citations(answer)})
+    return out[:limit]
+
+
+def correction_pairs(
+    settings: Settings, reader: Any, collections: Sequence[str], *, run: str = ""
+) -> list[Pair]:
+    """Training pairs from admin-accepted answers (corrections and 👍), anchored on the
+    chunk the question retrieves first among ``collections``, preferring one that holds
+    the answer's words. They skip the filters: a person wrote or approved them. Provenance:
+    teacher ``feedback:correction`` / ``feedback:liked`` and the vote's ids in ``scores``."""
+    try:
+        accepted = feedback.accepted_answers(settings)
+    except feedback.FeedbackReadError as exc:
+        log.warning("refresh: %s", exc.message)
+        return []
+    out: list[Pair] = []
+    for row in accepted:
+        hits = reader.search(row["question"], k=5, collections=list(collections), candidates=20)
+        if not hits:
+            continue
+        answer = strip_citations(row["answer"])
+        best = max(hits, key=lambda h: support_score(answer, h.chunk)[0])
+        chunk = best.chunk if support_score(answer, best.chunk)[0] > 0 else hits[0].chunk
+        pair = pair_from_chunk(chunk, row["question"], answer, f"feedback:{row['kind']}", run)
+        pair.scores.update(
+            {"question_id": row["question_id"], "user": row["user"], "reviewer": row["reviewer"]}
+        )
+        out.append(pair)
     return out

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorebot.types import Chunk, SearchHit
-from slm.serving.prompt import NOT_FOUND, build_messages
+from slm.serving.prompt import NOT_FOUND, build_messages, reader_messages
 from slm.training.pairs import Pair, support_score
 
 
@@ -29,7 +29,7 @@ class RaftExample:
 
     messages: list[dict[str, str]]
     pair_id: str
-    kind: str  # "gold" | "no_gold"
+    kind: str  # "gold" | "no_gold" | "reader"
     gold_n: int | None = None
     chunk_ids: list[str] = field(default_factory=list)
 
@@ -117,6 +117,21 @@ def build_example(
     )
 
 
+def reader_example(pair: Pair) -> RaftExample | None:
+    """The reader's prompt (question + the sentence the short answer was copied from) with the
+    short answer as target: exactly what ``model.answer_mode=read`` scores when serving."""
+    if not pair.sentence or pair.answer not in pair.sentence:
+        return None
+    return RaftExample(
+        messages=[
+            *reader_messages(pair.question, pair.sentence),
+            {"role": "assistant", "content": pair.answer},
+        ],
+        pair_id=pair.pair_id,
+        kind="reader",
+    )
+
+
 def build_examples(
     pairs: Sequence[Pair],
     chunks: dict[str, Chunk],
@@ -130,7 +145,8 @@ def build_examples(
     count_tokens: Callable[[str], int],
     min_support: float,
 ) -> list[RaftExample]:
-    """One example per pair; about ``no_gold_share`` of them with distractors only.
+    """One example per pair; about ``no_gold_share`` of them with distractors only. A pair
+    with a short answer and its sentence (answer-first pairs) also gets a reader example.
 
     Every passage comes from ``collections`` (the gold chunk was filtered on the way in,
     distractors are searched with the same filter), so nothing restricted is shown.
@@ -157,4 +173,7 @@ def build_examples(
                 count_tokens=count_tokens,
             )
         )
+        reading = reader_example(pair)
+        if reading is not None:
+            out.append(reading)
     return out

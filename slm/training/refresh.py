@@ -37,6 +37,7 @@ from slm.training.pairs import (
     FilterStats,
     Pair,
     chunk_hash,
+    correction_pairs,
     extract_pairs,
     filter_pairs,
     iter_chunks,
@@ -567,6 +568,8 @@ def _pairs(run: _Run) -> None:
         existing_questions=[p.question for p in pool_before],
         stats=FilterStats(),
     )
+    # Reviewed by an admin (lorebot feedback review): no filter, whatever the chunks' age.
+    kept += correction_pairs(settings, run.reader, run.collections, run=report.run)
     for pair in kept:
         pair.scores["teacher"] = pair.teacher
     pairs_path = pairs_dir(settings) / f"{report.run}.jsonl"

@@ -11,13 +11,14 @@ import pytest
 
 from ingest.store import open_index
 from lorebot.types import Chunk
-from slm.serving.prompt import NOT_FOUND
+from slm.serving.prompt import NOT_FOUND, reader_messages
 from slm.training.pairs import (
     FilterStats,
     GeneratorTeacher,
     OpenAITeacher,
     Pair,
     TeacherError,
+    answer_first_pairs,
     extract_pairs,
     filter_pairs,
     format_problem,
@@ -82,13 +83,38 @@ def test_extraction_turns_headings_and_definitions_into_questions():
         "Employees must submit receipts within 30 days of the trip.",
         heading="Expenses > Meals while travelling",
     )
-    pairs = extract_pairs(chunk, limit=3)
+    pairs = extract_pairs(chunk, limit=3, answer_first=0)
     questions = [p.question for p in pairs]
     assert questions[0] == "What does the Expenses policy say about meals while travelling?"
     assert "What is a per diem?" in questions
     assert "What must employees do?" in questions
     assert all(p.teacher.startswith("extract:") and p.chunk_id == "c1" for p in pairs)
     assert all(format_problem(p) is None for p in pairs)
+
+
+def test_answer_first_pairs_ask_for_a_span_copied_from_the_chunk():
+    chunk = _chunk(
+        "The mileage rate is 40 cents for every kilometre driven on company business. "
+        "Claims must be filed within thirty days of the trip. "
+        "The policy was last revised in 2019 by the Finance Committee after a staff survey."
+    )
+    pairs = answer_first_pairs(chunk)
+    by_answer = {p.answer: p for p in pairs}
+    assert by_answer["40 cents"].question == (
+        "The mileage rate is how much for every kilometre driven on company business?"
+    )
+    assert by_answer["thirty days"].question == (
+        "Claims must be filed within how many days of the trip?"
+    )
+    assert by_answer["in 2019"].question.startswith("The policy was last revised when by")
+    assert "Finance Committee" in by_answer
+    for p in pairs:
+        assert p.answer in p.sentence and p.sentence in " ".join(chunk.text.split())
+        assert p.answer.lower() not in p.question.lower()
+        assert p.teacher.startswith("answer-first:") and format_problem(p) is None
+    # A span glued to a longer token is not cut out of it.
+    glued = answer_first_pairs(_chunk("The old PDP-11 machines ran the payroll until 1990 here."))
+    assert [p.answer for p in glued] == ["until 1990"]
 
 
 def test_filters_count_each_reason_on_a_real_index(refresh_data, embedder):
@@ -306,7 +332,13 @@ def test_raft_examples_cite_the_gold_passage_or_say_not_found(refresh_data, embe
     )
     by_id = {p.pair_id: p for p in pairs}
     kinds = {e.kind for e in examples}
-    assert kinds == {"gold", "no_gold"}
+    assert kinds == {"gold", "no_gold", "reader"}
+    readers = [e for e in examples if e.kind == "reader"]
+    for e in readers:  # the reader's own prompt, the short answer copied from its sentence
+        pair = by_id[e.pair_id]
+        assert e.messages[:-1] == reader_messages(pair.question, pair.sentence)
+        assert e.target == pair.answer and e.target in pair.sentence
+    examples = [e for e in examples if e.kind != "reader"]
     for e in examples:
         user = e.messages[-2]["content"]
         assert e.messages[0]["role"] == "system" and e.messages[-1]["role"] == "assistant"

@@ -1,0 +1,110 @@
+"""Feedback becomes training data: a 👎 with a suggested answer and a 👍 wait for an admin
+(`lorebot feedback review`, JSONL out and in); accepted ones reach the refresh's pairs,
+with their provenance, and its gate; rejected and undecided ones do not."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ingest.store import open_index
+from lorebot.errors import ConfigError
+from lorebot.feedback import (
+    FeedbackStore,
+    accepted_answers,
+    feedback_path,
+    review_apply,
+    review_export,
+)
+from slm.training.pairs import correction_pairs, feedback_pairs
+from tests.conftest import make_settings
+
+WRONG = "Staff get 10 days of annual leave [1]."
+RIGHT = "Full-time staff get 27 days of paid annual leave a year."
+
+
+def _vote(store, qid, user, vote, question, answer, abstained=False):
+    store.record(
+        question_id=qid,
+        user=user,
+        vote=vote,
+        channel="C1",
+        team="T1",
+        message_ts="1.0",
+        answer={"question": question, "answer": answer, "abstained": abstained},
+    )
+
+
+def test_review_round_trip_feeds_pairs_and_gate(refresh_data, embedder, tmp_path):
+    s = make_settings(refresh_data)
+    store = FeedbackStore(feedback_path(s))
+    _vote(store, "q1", "U1", -1, "How much annual leave do I get?", WRONG)
+    store.suggest(question_id="q1", user="U1", suggestion=RIGHT)
+    _vote(store, "q2", "U2", 1, "Who approves expenses?", "Your manager approves them [1].")
+    _vote(store, "q3", "U3", -1, "Can I work from abroad?", "Yes [1].")  # no suggestion
+    _vote(store, "q4", "U4", 1, "Is there a gym?", "Yes, on floor 2 [1].")
+    _vote(store, "q5", "U5", 1, "Unanswered?", "The documents do not say.", abstained=True)
+
+    pending = tmp_path / "pending.jsonl"
+    assert review_export(s, pending) == 3  # q1 (suggestion), q2 and q4 (liked answers)
+    rows = [json.loads(line) for line in pending.read_text().splitlines()]
+    assert {r["question_id"] for r in rows} == {"q1", "q2", "q4"}
+    assert all(r["decision"] is None for r in rows)
+    assert accepted_answers(s) == []  # nothing learns before a review
+
+    decided = {"q1": "accept", "q2": "accept", "q4": "reject"}
+    reviewed = tmp_path / "reviewed.jsonl"
+    reviewed.write_text(
+        "".join(json.dumps(r | {"decision": decided[r["question_id"]]}) + "\n" for r in rows)
+        + json.dumps({"question_id": "nope", "user": "U9", "decision": "accept", "answer": "x"})
+        + "\n"
+    )
+    counts = review_apply(s, reviewed, "ops-admin")
+    assert counts == {"accepted": 2, "rejected": 1, "skipped": 0, "unknown": 1}
+    assert review_export(s, tmp_path / "again.jsonl") == 0
+
+    accepted = {a["question_id"]: a for a in accepted_answers(s)}
+    assert set(accepted) == {"q1", "q2"}
+    assert accepted["q1"]["answer"] == RIGHT and accepted["q1"]["kind"] == "correction"
+    assert accepted["q1"]["reviewer"] == "ops-admin" and accepted["q2"]["kind"] == "liked"
+
+    # The gate's feedback suite: the correction, not the wrong answer it replaces.
+    gate = {f["question"]: f["answer"] for f in feedback_pairs(s)}
+    assert gate["How much annual leave do I get?"] == RIGHT
+    assert WRONG not in gate.values()
+
+    reader = open_index(s, embedder=embedder)
+    try:
+        pairs = {p.scores["question_id"]: p for p in correction_pairs(s, reader, ["handbook"])}
+    finally:
+        reader.close()
+    leave = pairs["q1"]
+    assert leave.answer == RIGHT and leave.teacher == "feedback:correction"
+    assert leave.collection == "handbook" and "annual_leave" in leave.document
+    assert leave.scores["reviewer"] == "ops-admin" and leave.scores["user"] == "U1"
+    assert set(pairs) == {"q1", "q2"}
+
+
+def test_a_malformed_review_line_is_a_config_error(tmp_path):
+    s = make_settings(tmp_path / "data")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"decision": "accept"}\n')
+    with pytest.raises(ConfigError, match="line 1"):
+        review_apply(s, bad, "admin")
+
+
+def test_an_answer_written_in_the_console_is_a_reviewed_training_answer(tmp_path):
+    """The console's correction (an admin writes the right answer to a 👎) needs no second
+    review: it is an accepted answer for the training pairs and the gate, by that admin."""
+    s = make_settings(tmp_path)
+    store = FeedbackStore(feedback_path(s))
+    _vote(store, "q1", "U1", -1, "How much annual leave do I get?", WRONG)
+    assert accepted_answers(s) == []
+    store.correct(question_id="q1", answer=RIGHT, admin="console-admin")
+    (row,) = accepted_answers(s)
+    assert row["question"] == "How much annual leave do I get?" and row["answer"] == RIGHT
+    assert row["kind"] == "correction" and row["reviewer"] == "console-admin"
+    assert {f["question"]: f["answer"] for f in feedback_pairs(s)} == {
+        "How much annual leave do I get?": RIGHT
+    }
