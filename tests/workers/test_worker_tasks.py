@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 
@@ -77,3 +78,60 @@ def test_reindex_without_recorded_sources_says_how_to_fix(
     )
     assert result["status"] == "failed"
     assert "lorebot ingest" in result["message"]
+
+
+def test_reindex_on_a_real_worker_reports_its_stages_as_progress_states(
+    sample_data_dir, tmp_path, redis_server, redis_client, celery_worker_proc
+):
+    """The console's job page reads PROGRESS states: a real re-index records them.
+
+    The Redis result backend publishes every state it stores on the task's key, so the
+    test subscribes before the task is sent and sees each state, however short the build.
+    """
+    import uuid
+
+    from ingest import Source
+    from ingest.registry import record_sources
+    from lorebot.contracts import QUEUE_INGEST, TASK_REINDEX
+    from workers.client import make_client
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_data_dir, data)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):
+        (docs / f"room-{i}.md").write_text(f"# Room {i}\n\nMeeting room {i} seats {i + 4}.\n")
+    record_sources(make_settings(data, redis_server.url), [Source(docs, "facilities")])
+    celery_worker_proc(data, redis_server.url, queues="ingest")
+
+    task_id = str(uuid.uuid4())
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(f"celery-task-meta-{task_id}")
+    try:
+        result = (
+            make_client(redis_server.url)
+            .send_task(
+                TASK_REINDEX,
+                kwargs={"collection": "facilities", "reply": None},
+                queue=QUEUE_INGEST,
+                task_id=task_id,
+            )
+            .get(timeout=300)
+        )
+        assert result["status"] == "ok", result
+        states: list[dict] = []
+        deadline = time.monotonic() + 10
+        # get_message answers None for the (ignored) subscribe confirmation too
+        while not states or states[-1]["status"] != "SUCCESS":
+            assert time.monotonic() < deadline, states
+            if (msg := pubsub.get_message(timeout=0.5)) is not None:
+                states.append(json.loads(msg["data"]))
+    finally:
+        pubsub.close()
+
+    progress = [s["result"] for s in states if s["status"] == "PROGRESS"]
+    assert progress, [s["status"] for s in states]
+    stages = [p["stage"] for p in progress]
+    assert "parse" in stages, stages
+    assert all(isinstance(p["done"], int) and isinstance(p["total"], int) for p in progress)
+    assert states[-1]["status"] == "SUCCESS"

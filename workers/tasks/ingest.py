@@ -1,8 +1,11 @@
-"""Re-index on the `ingest` queue: one run at a time per collection, progress to Slack.
+"""Re-index on the `ingest` queue: one run at a time per collection, progress to Slack
+and to the task's state.
 
 Progress of a build goes into one thread message that :class:`StageProgress` edits in
 place (parsing n/N files, embedding, writing the version), at most once every few
-seconds, so a long build shows it is alive without flooding the thread.
+seconds, so a long build shows it is alive without flooding the thread. The same
+stages go into the task's result as a ``PROGRESS`` state (:class:`StateProgress`, at
+most once a second), which the console's job page shows.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 TASK_TIME_LIMIT_S = contracts.REINDEX_LOCK_TTL_S - 600
 #: Slack sees a build's progress at most this often.
 PROGRESS_INTERVAL_S = 3.0
+#: The task's PROGRESS state (a Redis write, read by the console) at most this often.
+STATE_INTERVAL_S = 1.0
 
 STAGES = {
     "parse": ("parsing", "files"),
@@ -117,6 +122,56 @@ class StageProgress:
             log.warning("progress update in channel=%s failed: %s", self.channel, exc)
 
 
+class StateProgress:
+    """A build's stages as the task's ``PROGRESS`` state, throttled.
+
+    ``update_state`` is the bound task's (``state=..., meta=...``). A new stage is
+    always reported, so a short build still shows each stage it went through; counts
+    within a stage at most once per ``min_interval_s``. A failing result backend is
+    logged and never fails the build.
+    """
+
+    def __init__(
+        self,
+        update_state: Callable[..., Any],
+        *,
+        min_interval_s: float = STATE_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.update_state = update_state
+        self.min_interval_s = min_interval_s
+        self.clock = clock
+        self.calls = 0
+        self._stage: str | None = None
+        self._next_allowed = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = self.clock()
+        if stage == self._stage and now < self._next_allowed:
+            return
+        self._stage, self._next_allowed = stage, now + self.min_interval_s
+        try:
+            self.update_state(
+                state="PROGRESS", meta={"stage": stage, "done": int(done), "total": int(total)}
+            )
+            self.calls += 1
+        except Exception as exc:  # noqa: BLE001 - progress never fails a build
+            log.warning("could not record re-index progress: %s", exc)
+
+
+def _both(*callbacks: Callable[[str, int, int], None] | None):
+    """One progress callback that calls each of ``callbacks`` that is given (or None)."""
+    given = [cb for cb in callbacks if cb is not None]
+    if not given:
+        return None
+
+    def report(stage: str, done: int, total: int) -> None:
+        for cb in given:
+            cb(stage, done, total)
+
+    return report
+
+
 def stage_progress(delivery, headline: str) -> StageProgress | None:
     """A StageProgress in the thread of a SlackDelivery (None without one)."""
     if delivery is None:
@@ -130,8 +185,13 @@ def reindex_impl(
     *,
     collection: str | None = None,
     reply: contracts.ReplyTarget | dict | None = None,
+    on_stage: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Re-run the recorded sources (of one collection, or all) as an incremental build."""
+    """Re-run the recorded sources (of one collection, or all) as an incremental build.
+
+    ``on_stage(stage, done, total)`` follows the build besides the Slack thread (the
+    task hands in its :class:`StateProgress`).
+    """
     import redis
 
     from ingest import build_index
@@ -163,7 +223,9 @@ def reindex_impl(
         if progress:
             progress.start()
         try:
-            report = build_index(settings, sources, progress=False, on_progress=progress)
+            report = build_index(
+                settings, sources, progress=False, on_progress=_both(progress, on_stage)
+            )
         except LorebotError as exc:
             if progress:
                 progress.finish(f"stopped: {exc.message}")
@@ -196,13 +258,20 @@ def register(app: Any, settings: Settings) -> None:
     """Register the ``reindex`` task (ingest queue) on ``app``, with the builds' time limit."""
 
     @app.task(
+        bind=True,
         name=contracts.TASK_REINDEX,
         shared=False,
         time_limit=TASK_TIME_LIMIT_S,
         soft_time_limit=TASK_TIME_LIMIT_S - 60,
     )
-    def reindex(collection: str | None = None, reply: dict | None = None) -> dict:
-        return _count_ingest(reindex_impl(settings, collection=collection, reply=reply))
+    def reindex(self, collection: str | None = None, reply: dict | None = None) -> dict:
+        result = reindex_impl(
+            settings,
+            collection=collection,
+            reply=reply,
+            on_stage=StateProgress(self.update_state),
+        )
+        return _count_ingest(result)
 
 
 def _count_ingest(result: dict) -> dict:
