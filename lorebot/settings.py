@@ -546,6 +546,9 @@ class ConsoleSettings(_Section):
     Connect restricted to ``slack.admin_user_ids`` or ``oidc_admin_group``.
     """
 
+    enabled: bool = Field(
+        False, description="`lorebot up` also starts the console (a supervised child)."
+    )
     host: str = Field("127.0.0.1", description="Interface the console listens on.")
     port: int = Field(8088, ge=0, le=65535, description="Port of the console (0 = any free).")
     admin_user: str = Field(

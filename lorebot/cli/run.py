@@ -96,7 +96,7 @@ def demo_cmd(
     report = ingest_sample(s, assets.sample_docs_dir())
     console.print(messages.ingest_done(report))
     console.rule("2/3 start Redis and a worker")
-    with Stack(s, config_file=State.config_file, beat=False, bot=False) as stack:
+    with Stack(s, config_file=State.config_file, beat=False, bot=False, console=False) as stack:
         wait_for_worker(s, stack)
         console.rule("3/3 ask through Redis → Celery worker → local model")
         for q in questions or messages.DEMO_QUESTIONS:

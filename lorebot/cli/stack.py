@@ -1,4 +1,5 @@
-"""Running the local stack: an embedded redis-server, workers, beat and the bot, supervised.
+"""Running the local stack: an embedded redis-server, workers, beat, the bot and the
+console (when enabled), supervised.
 
 ``lorebot up`` builds a :class:`Stack` and blocks; ``lorebot demo`` starts one, asks two
 questions and stops it. Children are separate processes (``lorebot worker`` etc.), so a
@@ -20,7 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from lorebot import assets
-from lorebot.errors import ServiceUnavailableError
+from lorebot.errors import ConfigError, ServiceUnavailableError
 from lorebot.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,7 @@ class Stack:
         worker: bool = True,
         beat: bool = True,
         bot: bool | None = None,
+        console: bool | None = None,
         log_dir: Path | None = None,
     ) -> None:
         self.settings = settings
@@ -277,6 +279,19 @@ class Stack:
             bot = settings.slack.configured
         if bot:
             self.children.append(Child("bot", lorebot_argv("bot"), env))
+        if console is None:
+            console = settings.console.enabled
+        if console:
+            # Refused here rather than in a restart loop: the child would exit at once.
+            if not settings.console.password_hash and not settings.console.oidc_issuer:
+                raise ConfigError(
+                    "console.enabled is set but the console has no way to sign in",
+                    fix="set LOREBOT_CONSOLE__PASSWORD_HASH (lorebot console hash-password) "
+                    "or console.oidc_issuer",
+                )
+            # the password hash and OIDC secret reach it as settings (environment or
+            # config file), never on its command line
+            self.children.append(Child("console", lorebot_argv("console"), env))
 
     def start(self) -> Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)

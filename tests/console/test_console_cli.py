@@ -99,3 +99,27 @@ def test_lorebot_console_serves_sign_in_only(tmp_path, password_hash):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_lorebot_up_supervises_the_console_only_when_enabled(tmp_path, password_hash):
+    import pytest
+
+    from lorebot.cli.stack import Stack
+    from lorebot.errors import ConfigError
+    from tests.conftest import make_settings
+
+    def names(**console):
+        s = make_settings(tmp_path / "data", "redis://127.0.0.1:1/0", console=console)
+        return {c.name: c for c in Stack(s, bot=False).children}
+
+    assert "console" not in names()
+    assert "console" not in names(enabled=False, password_hash=password_hash)
+    child = names(enabled=True, password_hash=password_hash)["console"]
+    assert child.argv[-1] == "console" and child.argv[-2] == "lorebot"
+    # the hash reaches it as a setting, never in argv
+    assert not any("argon2" in a or password_hash in a for a in child.argv)
+    s = make_settings(tmp_path / "data", "redis://127.0.0.1:1/0", console={"enabled": True})
+    assert "console" not in {c.name for c in Stack(s, bot=False, console=False).children}
+    with pytest.raises(ConfigError) as info:
+        Stack(s, bot=False)
+    assert "no way to sign in" in info.value.one_line()
