@@ -23,7 +23,16 @@ CHART = DEPLOY / "helm" / "lorebot"
 SYSTEMD = DEPLOY / "systemd"
 
 #: The lorebot services of the compose file, and the worker roles everywhere.
-COMPOSE_ROLES = {"redis", "bot", "answer-worker", "ingest-worker", "train-worker", "beat", "flower"}
+COMPOSE_ROLES = {
+    "redis",
+    "bot",
+    "answer-worker",
+    "ingest-worker",
+    "train-worker",
+    "beat",
+    "console",
+    "flower",
+}
 WORKER_ROLES = ("answer", "ingest", "train")
 
 

