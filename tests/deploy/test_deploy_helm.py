@@ -61,6 +61,7 @@ def test_values_describe_every_role(values):
     assert 1021 + 70 <= mib(resources["requests"]["memory"]) <= mib(resources["limits"]["memory"])
     assert values["bot"]["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert values["bot"]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert values["console"]["enabled"] is False
 
 
 def test_every_role_has_a_template():
@@ -76,6 +77,7 @@ def test_every_role_has_a_template():
         "secret-slack.yaml",
         "secret-redis.yaml",
         "configmap.yaml",
+        "console.yaml",
     ):
         assert name in templates, name
 
@@ -210,12 +212,42 @@ def test_secrets_and_redis_url():
     }
 
 
+CONSOLE = {"console": {"enabled": True, "existingSecret": "lorebot-console"}}
+
+
+def test_console_renders_only_when_enabled_with_its_hash_from_a_secret():
+    assert not any(d["metadata"]["name"].endswith("-console") for d in render()), (
+        "the console is off by default"
+    )
+    objs = by_kind_name(render(CONSOLE))
+    dep = objs[("Deployment", "lb-lorebot-console")]
+    assert dep["spec"]["replicas"] == 1
+    c = container(dep)
+    assert c["args"] == ["console"] and "command" not in c
+    env = {e["name"]: e for e in c["env"]}
+    assert env["LOREBOT_CONSOLE__PASSWORD_HASH"]["valueFrom"]["secretKeyRef"] == {
+        "name": "lorebot-console",
+        "key": "password-hash",
+        "optional": True,
+    }
+    assert "value" not in env["LOREBOT_CONSOLE__OIDC_CLIENT_SECRET"]
+    # the same Redis URL as every other role
+    worker = {e["name"]: e for e in container(objs[("Deployment", "lb-lorebot-beat")])["env"]}
+    assert env["LOREBOT_REDIS__URL"] == worker["LOREBOT_REDIS__URL"]
+    assert env["LOREBOT_CONSOLE__PORT"]["value"] == "8088"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    svc = objs[("Service", "lb-lorebot-console")]
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert c["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [
         ({"workers": {"train": {"concurrency": 2}}}, "workers.train.concurrency must be 1"),
         ({"redis": {"enabled": False}}, "redis.external.url"),
         ({"workers": {"answer": {"autoscaling": {"keda": {"enabled": True}}}}}, "not both"),
+        ({"console": {"enabled": True}}, "console.existingSecret"),
     ],
 )
 def test_chart_refuses_unsafe_values(overrides, message):
@@ -236,6 +268,7 @@ VARIANTS = [
             }
         },
         "slack": {"botToken": "xoxb-test", "appToken": "xapp-test"},
+        "console": {"enabled": True, "existingSecret": "lorebot-console"},
         "workers": {
             "answer": {"autoscaling": {"enabled": False, "keda": {"enabled": True}}},
             "ingest": {
