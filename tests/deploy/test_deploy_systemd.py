@@ -19,6 +19,7 @@ SERVICES = (
     "lorebot-worker@.service",
     "lorebot-beat.service",
     "lorebot-bot.service",
+    "lorebot-console.service",
 )
 
 
@@ -98,6 +99,17 @@ def test_worker_template_shuts_down_warm():
     assert last(ingest, "ExecStart").endswith("worker --queues ingest --concurrency 1")
 
 
+def test_console_unit_takes_its_hash_from_the_environment_file():
+    service = parse_unit(SYSTEMD / "lorebot-console.service")["Service"]
+    assert last(service, "ExecStart") == "/opt/lorebot/venv/bin/lorebot console"
+    assert "/etc/lorebot/lorebot.env" in [v for k, v in service if k == "EnvironmentFile"]
+    assert not any("PASSWORD" in v or "argon2" in v for _, v in service)
+    # the same Redis URL as every other unit: the shared environment file, nothing of its own
+    assert not any(v.startswith("LOREBOT_REDIS__") for k, v in service if k == "Environment")
+    text = (SYSTEMD / "lorebot.env.example").read_text()
+    assert "#LOREBOT_CONSOLE__PASSWORD_HASH='$argon2id$" in text
+
+
 def test_env_example_points_at_local_redis():
     text = (SYSTEMD / "lorebot.env.example").read_text()
     assert re.search(r"^LOREBOT_REDIS__URL=redis://127\.0\.0\.1:6379/0$", text, re.MULTILINE)
@@ -150,6 +162,7 @@ def test_systemd_analyze_verify_is_clean(unit_dir):
         "lorebot-redis.service",
         "lorebot-bot.service",
         "lorebot-beat.service",
+        "lorebot-console.service",
     ]
     units += [f"lorebot-worker@{role}.service" for role in WORKER_ROLES]
     out = _verify(unit_dir, units)
