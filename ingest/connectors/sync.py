@@ -151,6 +151,56 @@ def load_state(settings: Settings, name: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+#: What source_overview returns per source at most: failures and characters per field.
+OVERVIEW_FAILURES = 200
+OVERVIEW_FIELD_CHARS = 500
+
+
+def source_overview(
+    settings: Settings, *, max_failures: int = OVERVIEW_FAILURES
+) -> list[dict[str, Any]]:
+    """Every source with its last sync, read from its state and never changed: kind,
+    collection(s), where it is defined, last sync and error, document count and the last
+    run's failures (the first ``max_failures``, each ``{id, reason}``, fields cut).
+
+    Imports no connector: the console calls it. Raises ConfigError / IngestError for a
+    damaged source list, like :func:`all_sources`.
+    """
+
+    def cut(value: Any) -> str | None:
+        return None if value is None else str(value)[:OVERVIEW_FIELD_CHARS]
+
+    rows = []
+    for name, (cfg, origin) in sorted(all_sources(settings).items()):
+        state = load_state(settings, name)
+        failures = [f for f in state.get("failures") or [] if isinstance(f, dict)]
+        known = state.get("collections") or []
+        rows.append(
+            {
+                "name": name,
+                "kind": cfg.kind,
+                "collection": cfg.collection,
+                "collections": sorted(
+                    {cfg.collection, *cfg.collections.values()}
+                    | {str(c) for c in known if isinstance(c, str)}
+                ),
+                "schedule": cfg.schedule,
+                "defined_in": origin,
+                "documents": len(state.get("docs") or {}),
+                "failure_count": len(failures),
+                "failures": [
+                    {"id": cut(f.get("id")) or "?", "reason": cut(f.get("reason")) or "?"}
+                    for f in failures[: max(0, max_failures)]
+                ],
+                "last_sync": cut(state.get("last_sync")),
+                "last_error": cut(state.get("last_error")),
+                "index_version": cut(state.get("index_version")),
+                "build_owed": bool(state.get("needs_build")),
+            }
+        )
+    return rows
+
+
 def _save_state(settings: Settings, name: str, state: dict[str, Any]) -> None:
     atomic_write_text(source_dir(settings, name) / STATE, json.dumps(state, indent=1))
 

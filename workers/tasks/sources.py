@@ -10,12 +10,13 @@ only turns its outcome into a result and its domain errors into statuses.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from lorebot import contracts
 from lorebot.errors import IndexBusyError, LorebotError
 from lorebot.settings import Settings
-from workers.tasks.ingest import TASK_TIME_LIMIT_S, _count_ingest
+from workers.tasks.ingest import TASK_TIME_LIMIT_S, StateProgress, _count_ingest
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,22 @@ BEAT_ENTRY = "sources-due"
 BUSY_RETRY_S = 120
 
 
-def sync_impl(settings: Settings, name: str | None = None) -> dict[str, Any]:
-    """Sync ``name`` (or every due source); one result per source, never raising for one."""
+def sync_impl(
+    settings: Settings,
+    name: str | None = None,
+    *,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Sync ``name`` (or every due source); one result per source, never raising for one.
+    ``on_progress`` gets each build's stages (the task's PROGRESS state, which the
+    console's job page shows)."""
     from ingest.connectors.sync import due_sources, sync_source
 
     names = [name] if name else due_sources(settings)
     results = []
     for n in names:
         try:
-            report = sync_source(settings, n)
+            report = sync_source(settings, n, on_progress=on_progress)
             result = report.to_dict()
             _count_ingest({"status": "ok", "report": report.build} if report.build else {})
         except IndexBusyError as exc:
@@ -71,7 +79,7 @@ def register(app: Any, settings: Settings) -> None:
         soft_time_limit=TASK_TIME_LIMIT_S - 60,
     )
     def source_sync(self: Any, name: str | None = None) -> dict:
-        result = sync_impl(settings, name)
+        result = sync_impl(settings, name, on_progress=StateProgress(self.update_state))
         if name and result["status"] == "busy" and self.request.retries < 5:
             raise self.retry(countdown=BUSY_RETRY_S)
         return result
