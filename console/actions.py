@@ -2,6 +2,8 @@
 
 * re-index: the ``lorebot.reindex`` task by name on the ``ingest`` queue (no reply target:
   the console follows the task's state in the result backend instead of a Slack thread);
+* sync one remote source: the ``lorebot.source_sync`` task by name on the ``ingest`` queue,
+  for a source the connectors' registry knows (followed like a re-index);
 * promote / rollback: the ``lorebot.adapters`` task on the ``control`` queue, so the
   registry is changed (and published to the fleet) by the worker that owns it;
 * channel mapping: :class:`bot.state.ChannelAccess`, the Redis hash ``/lorebot channel``
@@ -30,6 +32,7 @@ from lorebot.versioned import valid_name
 CHANNEL_RE = re.compile(r"^[CDG][A-Z0-9]{2,30}$")
 COLLECTION_RE = re.compile(rf"^{contracts.COLLECTION_NAME}$")
 QUESTION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
+SOURCE_NAME_RE = re.compile(rf"^{contracts.COLLECTION_NAME}$")  # what `source add` takes
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 MAX_ANSWER_CHARS = 4000
 MAX_COLLECTIONS = 50
@@ -73,6 +76,30 @@ def progress_text(meta: Any) -> str:
     return f"{label} {done:,}/{total:,} {unit} ({100 * done // total}%)"
 
 
+def _sync_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A ``lorebot.source_sync`` result as the job page shows it: the message, counts and
+    per-document failures (each ``{path: document id, reason}``) of its source(s)."""
+    sources = [r for r in (result.get("sources") or []) if isinstance(r, dict)][:20]
+    counts: dict[str, int] = {}
+    failed: list[dict[str, Any]] = []
+    for r in sources:
+        for key in ("fetched", "unchanged", "deleted"):
+            if isinstance(r.get(key), int):
+                counts[key] = counts.get(key, 0) + r[key]
+        for f in r.get("failures") or []:
+            if isinstance(f, dict) and len(failed) < 200:
+                failed.append({"path": f.get("id"), "reason": f.get("reason")})
+    if failed:
+        counts["failed"] = len(failed)
+    messages = [str(r.get("message") or r.get("status"))[:300] for r in sources]
+    return {
+        "status": result.get("status"),
+        "message": "; ".join(messages) or str(result.get("status") or "no source was due"),
+        "counts": counts,
+        "failed": failed,
+    }
+
+
 class Actions:
     """The console's changes; ``gateway`` submits tasks by name (bot.gateway.WorkerGateway)."""
 
@@ -101,22 +128,47 @@ class Actions:
                 who, "reindex", result="failed", collection=collection, error=exc.message
             )
             raise ActionError(exc.message, fix=exc.fix) from None
-        job = {
-            "id": task_id,
-            "kind": "reindex",
-            "collection": collection,
-            "by": who,
-            "at": time.time(),
-        }
+        self._remember_job({"id": task_id, "kind": "reindex", "collection": collection, "by": who})
+        self.audit.record(who, "reindex", collection=collection or "*", task=task_id)
+        return task_id
+
+    def _remember_job(self, job: dict[str, Any]) -> None:
         try:
             pipe = self.redis.pipeline()
-            pipe.lpush(JOBS_KEY, json.dumps(job))
+            pipe.lpush(JOBS_KEY, json.dumps(job | {"at": time.time()}))
             pipe.ltrim(JOBS_KEY, 0, MAX_JOBS - 1)
             pipe.expire(JOBS_KEY, JOBS_TTL_S)
             pipe.execute()
         except Exception:  # noqa: BLE001 - the job runs; only the console's list misses it
             pass
-        self.audit.record(who, "reindex", collection=collection or "*", task=task_id)
+
+    # -- sync one remote source ---------------------------------------------------------
+    def source_sync(self, who: str, name: str) -> str:
+        """Queue a sync of one remote source (``lorebot.source_sync``); returns the task id."""
+        from ingest.connectors.sync import all_sources
+
+        name = (name or "").strip()
+        if not SOURCE_NAME_RE.match(name):
+            self.audit.record(who, "source.sync", result="refused", source=name[:64])
+            raise ActionError(f"not a source name: {name[:64]!r}")
+        try:
+            known = name in all_sources(self.settings)
+        except LorebotError as exc:
+            self.audit.record(who, "source.sync", result="failed", source=name, error=exc.message)
+            raise ActionError(exc.message, fix=exc.fix) from None
+        if not known:
+            self.audit.record(who, "source.sync", result="refused", source=name)
+            raise ActionError(f"no source named {name}")
+        task_id = new_id()
+        try:
+            self.gateway.send(
+                contracts.TASK_SOURCE_SYNC, {"name": name}, contracts.QUEUE_INGEST, task_id
+            )
+        except LorebotError as exc:
+            self.audit.record(who, "source.sync", result="failed", source=name, error=exc.message)
+            raise ActionError(exc.message, fix=exc.fix) from None
+        self._remember_job({"id": task_id, "kind": "sync", "source": name, "by": who})
+        self.audit.record(who, "source.sync", source=name, task=task_id)
         return task_id
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -155,6 +207,10 @@ class Actions:
             out["message"] = "running on an ingest worker"
         elif state == "PROGRESS":
             out["message"] = progress_text(self._info(task_id))
+        elif state == "SUCCESS" and isinstance(result, dict) and "sources" in result:
+            out.update(_sync_result(result))
+        elif state == "RETRY":
+            out["message"] = "waiting: another build holds the index; it is tried again soon"
         elif state == "SUCCESS" and isinstance(result, dict):
             out["message"] = str(result.get("message") or result.get("status"))
             out["status"] = result.get("status")

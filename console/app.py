@@ -390,7 +390,17 @@ class Console:
             q=data.clean_query(p.get("q")),
             only=only,
             jobs=self.actions.jobs()[:10],
+            remote=data.connector_sources(self.settings, q=p.get("q", "")),
         )
+
+    def source_sync(self, request: Request) -> Response:
+        name = self.form(request).get("source", "")[:200]
+        try:
+            task_id = self.actions.source_sync(self.who(request), name)
+        except ActionError as exc:
+            self.flash(request, "error", exc.one_line())
+            return self.back(request, "/sources")
+        return self.back(request, f"/jobs/{task_id}")
 
     def reindex(self, request: Request) -> Response:
         collection = self.form(request).get("collection", "").strip() or None
@@ -518,6 +528,7 @@ def routes(c: Console) -> list:
         Route("/status/fragment", c.status_fragment, methods=["GET"]),
         Route("/sources", c.sources_page, methods=["GET"]),
         Route("/sources/reindex", c.reindex, methods=["POST"]),
+        Route("/sources/sync", c.source_sync, methods=["POST"]),
         Route("/jobs/{task_id}", c.job_page, methods=["GET"]),
         Route("/jobs/{task_id}/fragment", c.job_fragment, methods=["GET"]),
         Route("/answers", c.answers_page, methods=["GET"]),

@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.state import ALL, ChannelAccess, open_access_warnings
 from lorebot import contracts, feedback, sync
+from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,28 @@ def documents(settings: Settings, *, q: str = "", only: str = "", page: int = 0)
         "page": page,
         "pages": max(1, -(-len(files) // PAGE_SIZE)),
     }
+
+
+def connector_sources(settings: Settings, *, q: str = "") -> dict[str, Any]:
+    """Every remote source (settings and ``lorebot source add``) with its last sync and its
+    per-document failures, from the connectors' read API; ``q`` keeps the failures whose
+    document id or reason holds it."""
+    from ingest.connectors.sync import source_overview
+
+    q = clean_query(q).lower()
+    try:
+        rows = source_overview(settings)
+    except LorebotError as exc:  # a damaged source list is shown, not raised
+        return {"rows": [], "error": " ".join(exc.one_line().split())[:300]}
+    except Exception as exc:  # noqa: BLE001
+        log.warning("console: cannot read the remote sources: %r", exc)
+        return {"rows": [], "error": f"cannot read the remote sources: {type(exc).__name__}"}
+    if q:
+        for r in rows:
+            r["failures"] = [
+                f for f in r["failures"] if q in f["id"].lower() or q in f["reason"].lower()
+            ]
+    return {"rows": rows, "error": None}
 
 
 # --------------------------------------------------------------------------- answers

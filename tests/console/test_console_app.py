@@ -432,10 +432,18 @@ s = make_settings({str(console_settings.data_dir)!r}, {console_settings.redis.ur
                   console={{"password_hash": {pw!r}, "secret_key": "k" * 40}})
 c = TestClient(build_app(s, gateway=FakeGateway()), base_url="https://testserver")
 sign_in(c)
+from ingest.connectors.sync import add_source
+from lorebot.settings import SourceConfig
+add_source(s, "wiki", SourceConfig(kind="web", collection="hr", url="https://wiki.test/"))
+add_source(s, "bucket", SourceConfig(kind="s3", collection="hr", bucket="docs"))
 for p in ("/", "/sources", "/answers", "/models", "/access", "/audit"):
     assert c.get(p).status_code == 200, p
+assert "wiki" in c.get("/sources").text
 heavy = ("torch", "faiss", "llama_cpp", "unstructured", "sentence_transformers", "transformers",
-         "peft", "matplotlib", "onnxruntime")
+         "peft", "matplotlib", "onnxruntime", "boto3", "botocore", "celery",
+         "ingest.connectors.http", "ingest.connectors.s3", "ingest.connectors.web",
+         "ingest.connectors.git", "ingest.connectors.confluence", "ingest.connectors.sharepoint",
+         "ingest.connectors.gdrive", "ingest.connectors.notion")
 print(sorted(m for m in heavy if m in sys.modules))
 """
     out = subprocess.run(
