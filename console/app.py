@@ -430,7 +430,10 @@ class Console:
     def answers_page(self, request: Request) -> Response:
         p = request.query_params
         d = data.answers(self.settings, q=p.get("q", ""), page=self._int(p.get("page")))
-        return self.render(request, "answers.html", d=d, q=data.clean_query(p.get("q")))
+        latest = data.recent_answers(self.redis, channel=p.get("channel", ""))
+        return self.render(
+            request, "answers.html", d=d, q=data.clean_query(p.get("q")), recent=latest
+        )
 
     def correct(self, request: Request) -> Response:
         form = self.form(request)

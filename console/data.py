@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.state import ALL, ChannelAccess, open_access_warnings
-from lorebot import contracts, feedback, sync
+from lorebot import contracts, feedback, recent, sync
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 
@@ -223,6 +223,15 @@ def answers(settings: Settings, *, q: str = "", page: int = 0) -> dict[str, Any]
     for r in rows:
         r["created"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["created_at"]))
     return {"rows": rows, "counts": store.vote_counts(), "page": page}
+
+
+def recent_answers(redis, *, channel: str = "") -> dict[str, Any]:
+    """The newest questions from the workers' log (lorebot.recent), of one channel if given."""
+    channel = clean_query(channel)[:64]
+    try:
+        return {"rows": recent.read(redis, channel=channel), "error": None, "channel": channel}
+    except Exception as exc:  # noqa: BLE001 - the page says Redis is down; it must not fail
+        return {"rows": [], "error": type(exc).__name__, "channel": channel}
 
 
 # --------------------------------------------------------------------------- models

@@ -87,6 +87,14 @@ THREAD_TTL_S = 7 * 24 * 3600
 ANSWER_TTL_S = 24 * 3600
 #: Characters of each passage the answer kept for feedback holds (enough to recognise it).
 FEEDBACK_PASSAGE_CHARS = 100
+#: Stream of one compact entry per answered, abstained or failed question (newest last),
+#: written by the answer workers (workers.recent) and read by the console's Answers page.
+#: Capped by length (XADD MAXLEN ~), so it holds at most about RECENT_ANSWERS_MAX entries of
+#: at most about 2 kB each, whatever the rate; it also expires RECENT_ANSWERS_TTL_S after
+#: the last question.
+RECENT_ANSWERS = PREFIX + "answers:recent"
+RECENT_ANSWERS_MAX = 10_000
+RECENT_ANSWERS_TTL_S = 7 * 24 * 3600
 #: How long answer workers keep a task's result (the bot's watchdog and `lorebot ask`
 #: read it within minutes).
 ANSWER_RESULT_TTL_S = 3600

@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Celery
 
-from lorebot import contracts, logs, payloads, sync, telemetry
+from lorebot import contracts, logs, payloads, recent, sync, telemetry
 from lorebot.errors import InvalidPayloadError, LorebotError, TransientError
 from lorebot.settings import Settings
 from lorebot.types import Answer, Question, new_id
@@ -123,6 +123,25 @@ def scoped(settings: Settings, question: Question, reply: Any) -> Question:
             question.collections,
         )
     return result
+
+
+def log_recent(
+    settings: Settings,
+    question: Question,
+    reply: contracts.ReplyTarget | None,
+    *,
+    result: Answer | None = None,
+    error: str | None = None,
+) -> None:
+    """Append the question's entry to the console's log of recent answers (lorebot.recent)."""
+    import redis
+
+    url = settings.redis.effective_url
+    client = _access_redis.get(url)
+    if client is None:
+        client = _access_redis[url] = redis.Redis.from_url(url, socket_timeout=5)
+    fields = recent.entry(question, result, channel=reply.channel if reply else None, error=error)
+    recent.append(client, fields)
 
 
 def _serving_field() -> str:
@@ -302,12 +321,14 @@ def register(app: Celery, settings: Settings) -> None:
                 # A problem the asker can act on (no index, bad model...): a result, not a
                 # crash, so the CLI can print the one-line reason and its fix.
                 telemetry.record_answer("failed")
+                log_recent(settings, q, target, error=exc.one_line())
                 return error_result(q.question_id, exc)
             except Exception:
                 telemetry.record_answer("failed")
                 raise
         result.timings_ms.setdefault("task", (time.perf_counter() - started) * 1000)
         telemetry.record_answer("abstained" if result.abstained else "answered", result.timings_ms)
+        log_recent(settings, q, target, result=result)
         return task_result(result, target)
 
     @app.task(name=contracts.TASK_PING, shared=False)
