@@ -547,3 +547,44 @@ def test_a_job_in_progress_shows_its_stage(client, gateway):
     assert "parsing 12/40 files (30%)" in frag and "data-done" not in frag
     assert progress_text({"stage": "write"}) == "writing…"
     assert progress_text(None) == "running on an ingest worker"
+
+
+def test_the_answers_page_lists_recent_questions_from_the_log(client, redis_client):
+    from lorebot import recent
+    from lorebot.types import Answer, Citation, Question
+
+    for i, channel in enumerate(("C0HR", "C0ENG", "C0HR")):
+        q = Question(text=f"Recent question {i} <i>x</i>?", channel=channel, user=f"U{i}")
+        a = Answer(
+            question_id=q.question_id,
+            question=q.text,
+            answer=f"Recent answer {i}",
+            citations=[
+                Citation(
+                    n=1,
+                    chunk_id="leave.md#1",
+                    title="Leave policy",
+                    source="leave.md",
+                    collection="hr",
+                    score=0.5,
+                    text="t",
+                )
+            ],
+            index_version="v20261201-020000-abcd",
+            adapter="a20261201-020000-00a0",
+            timings_ms={"total": 4321.0},
+        )
+        assert recent.append(redis_client, recent.entry(q, a))
+    failed = Question(text="Recent question failed", channel="C0HR", user="U9")
+    recent.append(redis_client, recent.entry(failed, error="no index yet"))
+    assert client.get("/answers").status_code in (200, 303)
+    assert "Recent question" not in client.get("/answers", follow_redirects=False).text
+    sign_in(client)
+    page = client.get("/answers").text
+    assert "Recent questions" in page and "4321 ms" in page and "Leave policy" in page
+    # Newest first, escaped, failures shown with their reason.
+    assert page.index("Recent question failed") < page.index("Recent question 2")
+    assert page.index("Recent question 2") < page.index("Recent question 0")
+    assert "&lt;i&gt;x" in page and "failed: no index yet" in page
+    only = client.get("/answers", params={"channel": "C0ENG"}).text
+    assert "Recent question 1" in only and "Recent question 0" not in only
