@@ -2,8 +2,10 @@
 
 Each answer leaves, through the code that writes them in production: the worker's Celery
 task result, the delivered marker, the answer kept for the feedback buttons and the
-thread marker (workers.delivery.SlackDelivery._mark). Redis runs with the deployed
-settings (maxmemory 1gb, noeviction: at the limit every write fails, queues included).
+thread marker (workers.delivery.SlackDelivery._mark), which expire; and an entry in the
+log of recent answers (lorebot.recent), which is capped by length instead. Redis runs
+with the deployed settings (maxmemory 1gb, noeviction: at the limit every write fails,
+queues included).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import time
 
 import pytest
 
-from lorebot import contracts
-from lorebot.types import Answer, Citation
+from lorebot import contracts, recent
+from lorebot.types import Answer, Citation, Question
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +88,10 @@ def test_a_day_of_answers_stays_under_half_of_maxmemory_even_at_the_rate_cap(tmp
             except redis.ResponseError:  # OOM: Redis is full and refuses writes
                 refused += 1
             SlackDelivery(None, reply, redis=r)._mark(answer.question_id, answer)
+            question = Question(
+                question_id=answer.question_id, text=answer.question, channel=reply.channel
+            )
+            assert recent.append(r, recent.entry(question, answer))
         used = int(r.info("memory")["used_memory"]) - base
         byte_seconds = 0
         for i in range(ANSWERS_PER_DAY - 50, ANSWERS_PER_DAY):  # the keys one answer leaves
@@ -99,10 +105,17 @@ def test_a_day_of_answers_stays_under_half_of_maxmemory_even_at_the_rate_cap(tmp
                 ttl = r.ttl(key)
                 assert ttl > 0, f"{key} never expires"
                 byte_seconds += (r.memory_usage(key) or 0) * ttl / 50
-        at_cap = CAP_PER_DAY / 86400 * byte_seconds
+        # The log is capped by length: a busy day (more answers than the cap) already holds
+        # all it ever will.
+        assert ANSWERS_PER_DAY > contracts.RECENT_ANSWERS_MAX
+        assert r.xlen(contracts.RECENT_ANSWERS) <= contracts.RECENT_ANSWERS_MAX + 100
+        assert r.ttl(contracts.RECENT_ANSWERS) > 0
+        log_bytes = r.memory_usage(contracts.RECENT_ANSWERS, samples=0) or 0
+        at_cap = CAP_PER_DAY / 86400 * byte_seconds + log_bytes
         seconds = time.monotonic() - started
         r.close()
     print(f"{used / ANSWERS_PER_DAY:.0f} bytes per answer, {used / 2**20:.0f} MiB, {seconds:.0f} s")
+    print(f"{log_bytes / 2**20:.1f} MiB of recent answers, {at_cap / 2**20:.0f} MiB at the cap")
     assert refused == 0, f"Redis full after part of the day ({refused} results refused)"
     # Nothing has expired yet: everything the busy day wrote is still there.
     assert used < BOUND_BYTES / 4, f"{used / 2**20:.0f} MiB for a busy day"
