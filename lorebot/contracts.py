@@ -23,6 +23,9 @@ QUEUE_CONTROL = "control"
 ALL_QUEUES = (QUEUE_ANSWER, QUEUE_INGEST, QUEUE_TRAIN, QUEUE_CONTROL)
 #: Hard time limit of one control task.
 CONTROL_TIME_LIMIT_S = 60
+#: A refresh task's hard time limit is training.time_budget_s plus this (pairs, loading, the
+#: gate); training stops early rather than run past it.
+REFRESH_SLACK_S = 4 * 3600
 
 TASK_ANSWER = "lorebot.answer"
 TASK_REINDEX = "lorebot.reindex"

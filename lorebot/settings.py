@@ -344,7 +344,11 @@ class TrainingSettings(_Section):
     schedule: str = Field(
         "0 2 * * *", description="Cron expression (local time) of the nightly refresh."
     )
-    time_budget_s: int = Field(1800, ge=10, description="Wall-clock budget of LoRA training.")
+    time_budget_s: int = Field(
+        1800,
+        ge=10,
+        description="Wall-clock budget of LoRA optimiser steps (loading the model is not counted).",
+    )
     collections: list[str] | None = Field(
         None,
         description="Collections whose chunks may feed training at all; unset = no further "
@@ -412,6 +416,12 @@ class TrainingSettings(_Section):
         8, ge=1, description="Fewer usable pairs than this and the run stops before training."
     )
     max_steps: int = Field(200, ge=1, description="Most optimiser steps of one training run.")
+    min_steps: int = Field(
+        10,
+        ge=0,
+        description="Optimiser steps taken even past time_budget_s (at most max_steps), unless "
+        "the refresh's hard time limit would be passed.",
+    )
     batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(3e-4, gt=0)
     lora_rank: int = Field(8, ge=1)

@@ -74,7 +74,10 @@ class LoraConfig:
     batch_size: int = 4
     max_seq_len: int = 512
     max_steps: int = 200
+    #: Seconds of optimiser steps; the clock starts at the first step, not at the call.
     time_budget_s: float = 1800.0
+    #: Steps taken even past the budget (at most max_steps), deadline permitting.
+    min_steps: int = 10
     device: str = "auto"  # "cpu" | "cuda" | "auto"
     threads: int | None = None
 
@@ -95,11 +98,14 @@ class TrainResult:
     tokens_per_s: float
     final_loss: float
     losses: list[float]
-    stopped_by: str  # "steps" | "budget"
+    stopped_by: str  # "steps" | "budget" | "deadline"
     device: str = "cpu"
     examples_used: int = 0
     examples_skipped: int = 0
+    #: Before the first step: tokenising the examples, de-quantizing and wrapping the model.
     load_seconds: float = 0.0
+    #: The optimiser steps alone, what ``time_budget_s`` bounds.
+    train_seconds: float = 0.0
 
 
 @dataclass
@@ -339,21 +345,28 @@ def train_lora(
     out_dir: Path,
     config: LoraConfig,
     progress: Progress | None = None,
+    *,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``examples`` and save it (peft files + config.json) in ``out_dir``.
 
     Stops after ``config.max_steps`` optimizer steps or once ``config.time_budget_s`` of
-    wall-clock time (counted from the call, model loading included) is spent, whichever
-    comes first; at least one step is always taken so the adapter on disk is a trained one.
+    training is spent, whichever comes first. The budget clock starts at the first step:
+    tokenising and loading the model (``load_seconds``, ~20 s or far more on a loaded
+    machine) do not eat it. At least ``config.min_steps`` steps (bounded by ``max_steps``)
+    are taken whatever the budget, unless the next step would end past ``deadline`` (a
+    ``time.monotonic()`` value: the caller's hard limit); even then one step is taken, so
+    the adapter on disk is a trained one.
     """
     import torch
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
     device = resolve_device(config.device)
-    if config.batch_size < 1 or config.max_steps < 1 or config.rank < 1:
+    if config.batch_size < 1 or config.max_steps < 1 or config.rank < 1 or config.min_steps < 0:
         raise TrainingError(
-            "batch_size, max_steps and rank must be at least 1", fix="fix the training settings"
+            "batch_size, max_steps and rank must be at least 1, min_steps at least 0",
+            fix="fix the training settings",
         )
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -395,7 +408,9 @@ def train_lora(
         losses: list[float] = []
         tokens = 0
         stopped_by = "steps"
+        min_steps = min(config.min_steps, config.max_steps)
         loop_started = time.perf_counter()
+        step_end = time.monotonic()
         for step in range(1, config.max_steps + 1):
             batch = {k: v.to(device) for k, v in next(stream).items()}
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
@@ -414,7 +429,15 @@ def train_lora(
             if progress is not None:
                 progress(step, config.max_steps, value)
             log.debug("step %d/%d loss %.4f", step, config.max_steps, value)
-            if step < config.max_steps and time.perf_counter() - started >= config.time_budget_s:
+            if step == config.max_steps:
+                break
+            now = time.monotonic()
+            step_s, step_end = now - step_end, now
+            if deadline is not None and now + step_s > deadline:
+                stopped_by = "deadline"  # the next step would end past the hard limit
+                break
+            spent = time.perf_counter() - loop_started
+            if step >= min_steps and spent >= config.time_budget_s:
                 stopped_by = "budget"
                 break
         loop_seconds = time.perf_counter() - loop_started
@@ -438,11 +461,13 @@ def train_lora(
         examples_used=len(data),
         examples_skipped=skipped,
         load_seconds=load_seconds,
+        train_seconds=loop_seconds,
     )
     log.info(
-        "trained LoRA adapter %s: %d steps (%s), loss %.3f → %.3f, %.0f tokens/s, %.0f s",
+        "trained LoRA adapter %s: %d steps (%s), loss %.3f → %.3f, %.0f tokens/s, "
+        "%.0f s loading + %.0f s training",
         out_dir.name, result.steps, stopped_by, losses[0], losses[-1],
-        result.tokens_per_s, seconds,
+        result.tokens_per_s, load_seconds, loop_seconds,
     )  # fmt: skip
     return result
 

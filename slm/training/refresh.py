@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorebot import assets
+from lorebot import assets, contracts
 from lorebot.errors import LorebotError
 from lorebot.files import sha256_file as _sha256
 from lorebot.settings import Settings
@@ -55,6 +55,8 @@ STEPS = ("prepare", "pairs", "examples", "train", "export", "parity", "gate", "c
 #: progress(step, message, detail): ``detail`` marks a status line within a step (shown in
 #: the terminal, not posted to Slack) rather than a step starting.
 Progress = Callable[[str, str, bool], None]
+#: Room left after training for export, parity and the gate before the task's hard limit.
+AFTER_TRAINING_S = 3600
 #: Greedy tokens that llama.cpp + adapter and torch + peft must agree on (see the parity step).
 PARITY_GREEDY_TOKENS = 8
 
@@ -166,6 +168,9 @@ class RefreshReport:
         d = Table("step", "seconds", title="durations")
         for step, secs in self.durations_s.items():
             d.add_row(step, f"{secs:.1f}")
+            if step == "train" and "load_s" in self.training:
+                d.add_row("  loading the model", f"{self.training['load_s']:.1f}")
+                d.add_row("  optimiser steps", f"{self.training['train_s']:.1f}")
         d.add_row("total", f"{self.total_s:.1f}")
         p = Table("pairs", "count", title="pairs and filters")
         p.add_row(
@@ -259,6 +264,7 @@ def lora_config(settings: Settings) -> Any:
         batch_size=t.batch_size,
         max_seq_len=t.max_seq_len,
         max_steps=t.max_steps,
+        min_steps=t.min_steps,
         time_budget_s=float(t.time_budget_s),
         device=t.device,
         threads=settings.model.n_threads,
@@ -301,6 +307,13 @@ def run_refresh(
     process that has them).
     """
     run_id = run_id or new_run_id()
+    # The task's hard limit (workers.tasks.refresh) less room for the steps after training.
+    deadline = (
+        time.monotonic()
+        + settings.training.time_budget_s
+        + contracts.REFRESH_SLACK_S
+        - AFTER_TRAINING_S
+    )
     if plan is None:
         plan = plan_scopes(settings, overrides=overrides, embedder=embedder)
     if len(plan.scopes) > 1:
@@ -319,6 +332,7 @@ def run_refresh(
                     should_stop=should_stop,
                     teacher=teacher,
                     embedder=embedder,
+                    deadline=deadline,
                 )
             )
         except Exception:
@@ -376,6 +390,7 @@ def _run_scope(
     should_stop: Callable[[], bool] | None,
     teacher: Any | None,
     embedder: Any | None,
+    deadline: float | None = None,
 ) -> RefreshReport:
     """One scope's refresh (None: nothing to train on, the run is skipped)."""
     report = RefreshReport(run=run_id)
@@ -394,6 +409,7 @@ def _run_scope(
             embedder=embedder,
             closing=closing,
             scope=scope,
+            deadline=deadline,
         )
     except LorebotError as exc:
         report.status = "failed"
@@ -441,6 +457,8 @@ class _Run:
     build: Path | None = None
     config: Any = None
     adapter: Path | None = None
+    #: time.monotonic() past which training takes no further step (None: no limit).
+    deadline: float | None = None
 
 
 def _run(
@@ -452,6 +470,7 @@ def _run(
     embedder: Any,
     closing: list,
     scope: Scope | None = None,
+    deadline: float | None = None,
 ) -> None:
     """The steps in order; prepare and examples end the run early (skipped) when there is
     nothing to train on."""
@@ -463,6 +482,7 @@ def _run(
         embedder=embedder,
         closing=closing,
         scope=report.scope,
+        deadline=deadline,
     )
     run.collections = list(scope.collections) if scope is not None else []
     if not _prepare(run):
@@ -697,7 +717,8 @@ def _train(run: _Run) -> Any:
     t0 = steps.start(
         "train",
         f"LoRA rank {config.rank} on {len(run.examples)} examples, at most "
-        f"{config.max_steps} steps / {config.time_budget_s:.0f} s",
+        f"{config.max_steps} steps / {config.time_budget_s:.0f} s of training "
+        f"(at least {min(config.min_steps, config.max_steps)} steps)",
     )
     last_note = [0.0]
 
@@ -713,11 +734,16 @@ def _train(run: _Run) -> Any:
         run.build / "peft",
         config,
         progress=on_step,
+        deadline=run.deadline,
     )
     run.report.training = {
         "steps": result.steps,
         "tokens": result.tokens,
         "seconds": round(result.seconds, 1),
+        # Loading (tokenising, de-quantizing the model) apart from the optimiser steps,
+        # which alone the time budget bounds.
+        "load_s": round(result.load_seconds, 1),
+        "train_s": round(result.train_seconds, 1),
         "tokens_per_s": round(result.tokens_per_s, 1),
         "final_loss": round(result.final_loss, 4),
         "first_loss": round(result.losses[0], 4) if result.losses else None,

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def refresh_time_limit_s(settings: Settings) -> int:
     """Hard limit of one refresh task: the training budget plus room for pairs and the gate."""
-    return int(settings.training.time_budget_s) + 4 * 3600
+    return int(settings.training.time_budget_s) + contracts.REFRESH_SLACK_S
 
 
 class RefreshLock:

@@ -181,7 +181,9 @@ def test_parity_fails_for_a_wrongly_scaled_adapter(base: Path, trained) -> None:
 
 
 def test_time_budget_stops_training(base: Path, trained, tmp_path: Path) -> None:
-    config = lora.LoraConfig(**{**asdict(CONFIG), "max_steps": 500, "time_budget_s": 0.0})
+    config = lora.LoraConfig(
+        **{**asdict(CONFIG), "max_steps": 500, "time_budget_s": 0.0, "min_steps": 1}
+    )
     with lora.reuse_base_model():  # nested in the module's: reuses its loaded base
         result = lora.train_lora(base, examples()[:2], tmp_path / "peft", config)
     assert result.stopped_by == "budget"
