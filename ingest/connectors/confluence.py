@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -39,8 +37,7 @@ from ingest.connectors.base import (
     size_reason,
     wanted,
 )
-from ingest.connectors.http import Http, http_error_reason
-from lorebot.settings import SourceConfig
+from ingest.connectors.http import ApiConnector, Http, http_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -68,28 +65,12 @@ def restricted(page: dict[str, Any]) -> bool:
     return False
 
 
-class ConfluenceConnector:
+class ConfluenceConnector(ApiConnector):
     """Mirror the current pages of ``cfg.spaces`` from the site at ``cfg.url``."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: SourceConfig,
-        *,
-        user_agent: str,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.base = str(cfg.url).rstrip("/")
-        self.user_agent = user_agent
-        self.sleep = sleep
-        self.http: Http | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.readable: dict[str, str] = {}
-
-    @property
-    def requests(self) -> int:
-        return self.http.requests if self.http else 0
 
     def sync(self, sink: Sink, cursor: dict[str, Any]) -> dict[str, Any]:
         if not self.cfg.spaces:
@@ -147,7 +128,7 @@ class ConfluenceConnector:
                 "expand": LIST_EXPAND,
             }
         )
-        url: str | None = f"{self.base}/rest/api/content?{query}"
+        url: str | None = f"{self.api}/rest/api/content?{query}"
         for _ in range(MAX_LIST_PAGES):
             if url is None or sink.full():
                 break
@@ -161,8 +142,8 @@ class ConfluenceConnector:
 
     def _next(self, data: dict[str, Any]) -> str | None:
         nxt = (data.get("_links") or {}).get("next")
-        url = urllib.parse.urljoin(self.base + "/", nxt.lstrip("/")) if nxt else None
-        if url and not url.startswith(self.base + "/"):
+        url = urllib.parse.urljoin(self.api + "/", nxt.lstrip("/")) if nxt else None
+        if url and not url.startswith(self.api + "/"):
             return None  # never follow a link to another host
         return url
 
@@ -172,7 +153,7 @@ class ConfluenceConnector:
         query = urllib.parse.urlencode(
             {"cql": cql, "limit": PAGE_SIZE, "expand": "version,container"}
         )
-        url: str | None = f"{self.base}/rest/api/content/search?{query}"
+        url: str | None = f"{self.api}/rest/api/content/search?{query}"
         limit = int(self.cfg.max_document_mb * 2**20)
         for _ in range(MAX_LIST_PAGES):
             if url is None or sink.full():
@@ -207,8 +188,8 @@ class ConfluenceConnector:
 
     def _download(self, sink: Sink, att: dict[str, Any], doc: Doc) -> None:
         link = str((att.get("_links") or {}).get("download") or "")
-        url = urllib.parse.urljoin(self.base + "/", link.lstrip("/"))
-        if not link or not url.startswith(self.base + "/"):
+        url = urllib.parse.urljoin(self.api + "/", link.lstrip("/"))
+        if not link or not url.startswith(self.api + "/"):
             sink.failed(doc.id, "no download link on the site's host")
             return
         assert self.http is not None
@@ -246,7 +227,7 @@ class ConfluenceConnector:
             sink.unchanged(doc_id)
             return
         assert self.http is not None
-        url = f"{self.base}/rest/api/content/{page_id}?expand=body.storage,version"
+        url = f"{self.api}/rest/api/content/{page_id}?expand=body.storage,version"
         try:
             resp = self.http.get(url, {"Accept": "application/json"})
         except (httpx.HTTPError, TooLarge) as exc:
@@ -265,7 +246,7 @@ class ConfluenceConnector:
             sink.failed(doc_id, "corrupt: the page's body is missing from the API answer")
             return
         webui = ((full.get("_links") or {}).get("webui")) or ""
-        link = (self.base + webui) if webui.startswith("/") else None
+        link = (self.api + webui) if webui.startswith("/") else None
         html = (
             "---\n"
             + (f"url: {json.dumps(link)}\n" if link else "")

@@ -22,7 +22,6 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -37,8 +36,7 @@ from ingest.connectors.base import (
     size_reason,
     wanted,
 )
-from ingest.connectors.http import Http, http_error_reason
-from lorebot.settings import SourceConfig
+from ingest.connectors.http import ApiConnector, Http, http_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -81,28 +79,14 @@ def service_account_jwt(key: dict[str, Any], audience: str, now: float | None = 
     return signing_input + "." + _b64(signature)
 
 
-class DriveConnector:
+class DriveConnector(ApiConnector):
     """Mirror the Drive files a service account may read (or one shared drive's)."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: SourceConfig,
-        *,
-        user_agent: str,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.api = (cfg.url or API).rstrip("/")
-        self.user_agent = user_agent
-        self.sleep = sleep
-        self.http: Http | None = None
-        self.token = ""
+    default_url = API
 
-    @property
-    def requests(self) -> int:
-        return self.http.requests if self.http else 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.token = ""
 
     def _login(self) -> None:
         assert self.http is not None

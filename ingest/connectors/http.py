@@ -139,3 +139,32 @@ def http_error_reason(exc: BaseException) -> str:
     if isinstance(exc, httpx.TooManyRedirects):
         return "too many redirects"
     return f"network error: {type(exc).__name__}: {exc}"[:200]
+
+
+class ApiConnector:
+    """What the connectors of web APIs share: their source, the API's base URL
+    (``cfg.url``, else the vendor's :attr:`default_url`), the user agent, the sleep used
+    between retries, and the :class:`Http` client of the sync in progress."""
+
+    #: The vendor's API base when ``cfg.url`` is unset.
+    default_url: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: SourceConfig,
+        *,
+        user_agent: str,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.api = str(cfg.url or self.default_url).rstrip("/")
+        self.user_agent = user_agent
+        self.sleep = sleep
+        self.http: Http | None = None
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests this connector made in its last sync."""
+        return self.http.requests if self.http else 0

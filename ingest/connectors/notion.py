@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -28,8 +26,7 @@ from ingest.connectors.base import (
     resolve_secret,
     wanted,
 )
-from ingest.connectors.http import Http, http_error_reason
-from lorebot.settings import SourceConfig
+from ingest.connectors.http import ApiConnector, Http, http_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -66,28 +63,14 @@ def page_title(page: dict[str, Any]) -> str:
     return ""
 
 
-class NotionConnector:
+class NotionConnector(ApiConnector):
     """Mirror the pages shared with one Notion integration."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: SourceConfig,
-        *,
-        user_agent: str,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.api = (cfg.url or API).rstrip("/")
-        self.user_agent = user_agent
-        self.sleep = sleep
-        self.http: Http | None = None
-        self.headers: dict[str, str] = {}
+    default_url = API
 
-    @property
-    def requests(self) -> int:
-        return self.http.requests if self.http else 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.headers: dict[str, str] = {}
 
     def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         assert self.http is not None

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -38,8 +36,7 @@ from ingest.connectors.base import (
     size_reason,
     wanted,
 )
-from ingest.connectors.http import Http, http_error_reason
-from lorebot.settings import SourceConfig
+from ingest.connectors.http import ApiConnector, Http, http_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +45,14 @@ LOGIN = "https://login.microsoftonline.com"
 MAX_DELTA_PAGES = 5000
 
 
-class SharePointConnector:
+class SharePointConnector(ApiConnector):
     """Mirror the files of one drive (``cfg.drive``), incremental by delta link."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: SourceConfig,
-        *,
-        user_agent: str,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.graph = (cfg.url or GRAPH).rstrip("/")
-        self.user_agent = user_agent
-        self.sleep = sleep
-        self.http: Http | None = None
-        self.token = ""
+    default_url = GRAPH
 
-    @property
-    def requests(self) -> int:
-        return self.http.requests if self.http else 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.token = ""
 
     def _login(self) -> None:
         assert self.http is not None
@@ -105,7 +88,7 @@ class SharePointConnector:
 
     def _page(self, url: str) -> tuple[int, dict[str, Any]]:
         assert self.http is not None
-        if not url.startswith(self.graph + "/"):
+        if not url.startswith(self.api + "/"):
             raise SourceError(
                 f"source {self.name}: Graph sent a link to another host; stopped",
                 fix="check sources.*.url",
@@ -136,7 +119,7 @@ class SharePointConnector:
             self.http.close()
 
     def _delta(self, sink: Sink, cursor: dict[str, Any]) -> dict[str, Any]:
-        start = f"{self.graph}/drives/{urllib.parse.quote(str(self.cfg.drive))}/root/delta"
+        start = f"{self.api}/drives/{urllib.parse.quote(str(self.cfg.drive))}/root/delta"
         url: str | None = cursor.get("delta_link") or start
         incremental = url != start
         reported: set[str] = set()
@@ -196,7 +179,7 @@ class SharePointConnector:
             return
         assert self.http is not None
         drive = urllib.parse.quote(str(self.cfg.drive))
-        url = f"{self.graph}/drives/{drive}/items/{urllib.parse.quote(item_id)}/content"
+        url = f"{self.api}/drives/{drive}/items/{urllib.parse.quote(item_id)}/content"
         try:
             resp = self.http.get(url, {"Authorization": f"Bearer {self.token}"})
         except (httpx.HTTPError, TooLarge) as exc:
