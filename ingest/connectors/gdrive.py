@@ -101,20 +101,13 @@ class DriveConnector(ApiConnector):
                 fix="point secret_file at the key file downloaded from the Cloud console",
             ) from None
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
-        try:
-            resp = self.http.request("POST", token_url, data=form)
-            token = json.loads(resp.content).get("access_token") if resp.status == 200 else None
-        except (httpx.HTTPError, TooLarge, ValueError) as exc:
-            raise SourceError(
-                f"source {self.name}: cannot get a Google token: {type(exc).__name__}",
-                fix="check token_url and the network",
-            ) from None
-        if not token:
-            raise SourceError(
-                f"source {self.name}: Google refused the service account (HTTP {resp.status})",
-                fix="check the key, and that the Drive API is enabled for its project",
-            )
-        self.token = token
+        self.token = self._oauth_token(
+            token_url,
+            form,
+            vendor="Google",
+            network_fix="check token_url and the network",
+            refused="check the key, and that the Drive API is enabled for its project",
+        )
 
     def _common(self) -> dict[str, str]:
         q = {"supportsAllDrives": "true"}

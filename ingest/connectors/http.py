@@ -8,6 +8,7 @@ Authorization headers are passed in per request and never logged.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import urllib.parse
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ingest.connectors.base import TooLarge, size_reason, with_retries
+from ingest.connectors.base import SourceError, TooLarge, size_reason, with_retries
 from lorebot.settings import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -168,3 +169,28 @@ class ApiConnector:
     def requests(self) -> int:
         """HTTP requests this connector made in its last sync."""
         return self.http.requests if self.http else 0
+
+    def _oauth_token(
+        self, url: str, form: dict[str, str], *, vendor: str, network_fix: str, refused: str
+    ) -> str:
+        """An OAuth access token from the token endpoint ``url`` (a form POST).
+
+        A request that fails is a :class:`SourceError` naming the exception type only
+        (the form holds a secret); a refusal is one naming the HTTP status, ``refused``
+        being its fix.
+        """
+        assert self.http is not None
+        try:
+            resp = self.http.request("POST", url, data=form)
+            token = json.loads(resp.content).get("access_token") if resp.status == 200 else None
+        except (httpx.HTTPError, TooLarge, ValueError) as exc:
+            raise SourceError(
+                f"source {self.name}: cannot get a {vendor} token: {type(exc).__name__}",
+                fix=network_fix,
+            ) from None
+        if not token:
+            raise SourceError(
+                f"source {self.name}: the {vendor} token endpoint refused (HTTP {resp.status})",
+                fix=refused,
+            )
+        return str(token)

@@ -68,20 +68,13 @@ class SharePointConnector(ApiConnector):
             "client_secret": secret.get_secret_value(),
             "scope": "https://graph.microsoft.com/.default",
         }
-        try:
-            resp = self.http.request("POST", url, data=form)
-            token = json.loads(resp.content).get("access_token") if resp.status == 200 else None
-        except (httpx.HTTPError, TooLarge, ValueError) as exc:
-            raise SourceError(
-                f"source {self.name}: cannot get a Graph token: {type(exc).__name__}",
-                fix="check tenant, token_url and the network",
-            ) from None
-        if not token:
-            raise SourceError(
-                f"source {self.name}: the token endpoint refused the app (HTTP {resp.status})",
-                fix="check the client id, the client secret and the tenant",
-            )
-        self.token = token
+        self.token = self._oauth_token(
+            url,
+            form,
+            vendor="Graph",
+            network_fix="check tenant, token_url and the network",
+            refused="check the client id, the client secret and the tenant",
+        )
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}

@@ -77,5 +77,5 @@ def test_sharepoint_delta_sync(tmp_path, graph, embedder, parse_pool, caplog):
 
 
 def test_refused_client_secret_stops_the_sync(tmp_path, graph):
-    with pytest.raises(SourceError, match="refused the app"):
+    with pytest.raises(SourceError, match="token endpoint refused"):
         sync_source(_settings(tmp_path, graph, secret="wrong"), "sp")
