@@ -16,6 +16,7 @@ point leaves the previous version serving and the next build clears the litter.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import shutil
 import sqlite3
@@ -34,8 +35,7 @@ from ingest.report import IngestReport
 from ingest.sources import FoundFile, Source, discover_all
 from ingest.store import FileRecord
 from lorebot.assets import embedding_model_path
-from lorebot.errors import IngestError
-from lorebot.files import held_lock
+from lorebot.errors import IndexBusyError, IngestError
 from lorebot.settings import IndexSettings, Settings, cpu_count
 from lorebot.text import units
 
@@ -63,8 +63,19 @@ def build_lock(index_dir: Path) -> Iterator[None]:
             f"cannot write the index directory {index_dir}: {exc.strerror}",
             fix="set LOREBOT_DATA_DIR to a writable directory",
         ) from None
-    with held_lock(fh, f"another ingest is already building the index in {index_dir}"):
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise IndexBusyError(
+                    f"another ingest is already building the index in {index_dir}",
+                    fix="wait for it to finish, then run this again",
+                ) from None
+            raise
         yield
+    finally:
+        fh.close()
 
 
 def build_index(

@@ -6,17 +6,10 @@ over it, so a reader (or a crash) sees the old version or the new one, never hal
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
-
-from lorebot.errors import IndexBusyError
 
 
 def sha256_file(path: Path) -> str:
@@ -64,22 +57,3 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
-
-
-@contextmanager
-def held_lock(fh: IO[str], busy: str) -> Iterator[None]:
-    """Hold an exclusive flock on the open file ``fh`` for the block, then close it (the
-    lock goes with the process if it dies). Held elsewhere: :class:`IndexBusyError`
-    ``busy`` at once, no waiting."""
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise IndexBusyError(
-                    busy, fix="wait for it to finish, then run this again"
-                ) from None
-            raise
-        yield
-    finally:
-        fh.close()

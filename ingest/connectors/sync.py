@@ -14,6 +14,8 @@ the environment variables or files that hold them).
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -27,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest.connectors.base import Connector, Doc, SourceError, safe_relpath
-from lorebot.errors import ConfigError, IngestError
-from lorebot.files import atomic_write_text, held_lock
+from lorebot.errors import ConfigError, IndexBusyError, IngestError
+from lorebot.files import atomic_write_text
 from lorebot.settings import Settings, SourceConfig
 
 if TYPE_CHECKING:
@@ -209,8 +211,19 @@ def source_lock(settings: Settings, name: str) -> Iterator[None]:
     folder = source_dir(settings, name)
     folder.mkdir(parents=True, exist_ok=True)
     fh = open(folder / ".lock", "a+")
-    with held_lock(fh, f"a sync of source {name} is already running"):
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise IndexBusyError(
+                    f"a sync of source {name} is already running",
+                    fix="wait for it to finish, then run this again",
+                ) from None
+            raise
         yield
+    finally:
+        fh.close()
 
 
 # --- the report ---------------------------------------------------------------------------
