@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from ingest.connectors.base import (
+    GONE_STATUSES,
     Doc,
     Sink,
     SourceError,
@@ -191,8 +192,17 @@ class ConfluenceConnector(ApiConnector):
         if not link or not url.startswith(self.api + "/"):
             sink.failed(doc.id, "no download link on the site's host")
             return
-        resp = self._fetch_document(sink, doc.id, url)
-        if resp is not None:
+        assert self.http is not None
+        try:
+            resp = self.http.get(url)
+        except (httpx.HTTPError, TooLarge) as exc:
+            sink.failed(doc.id, http_error_reason(exc))
+            return
+        if resp.status in GONE_STATUSES:
+            sink.failed(doc.id, f"HTTP {resp.status}: no longer readable", gone=True)
+        elif resp.status != 200:
+            sink.failed(doc.id, f"HTTP {resp.status}")
+        else:
             sink.put(doc, resp.content)
 
     def _page(self, sink: Sink, space: str, collection: str, page: dict[str, Any]) -> None:
@@ -216,9 +226,18 @@ class ConfluenceConnector(ApiConnector):
         if old and old["version"] == version and old["collection"] == collection:
             sink.unchanged(doc_id)
             return
+        assert self.http is not None
         url = f"{self.api}/rest/api/content/{page_id}?expand=body.storage,version"
-        resp = self._fetch_document(sink, doc_id, url, {"Accept": "application/json"})
-        if resp is None:
+        try:
+            resp = self.http.get(url, {"Accept": "application/json"})
+        except (httpx.HTTPError, TooLarge) as exc:
+            sink.failed(doc_id, http_error_reason(exc))
+            return
+        if resp.status in GONE_STATUSES:
+            sink.failed(doc_id, f"HTTP {resp.status}: no longer readable", gone=True)
+            return
+        if resp.status != 200:
+            sink.failed(doc_id, f"HTTP {resp.status}")
             return
         try:
             full = json.loads(resp.content)

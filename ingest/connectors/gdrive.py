@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from ingest.connectors.base import (
+    GONE_STATUSES,
     Doc,
     Sink,
     SourceError,
@@ -232,8 +233,17 @@ class DriveConnector(ApiConnector):
             url = f"{self.api}/drive/v3/files/{file_id}?" + urllib.parse.urlencode(
                 q | {"alt": "media"}
             )
-        resp = self._fetch_document(sink, file_id, url, {"Authorization": f"Bearer {self.token}"})
-        if resp is None:
+        assert self.http is not None
+        try:
+            resp = self.http.get(url, {"Authorization": f"Bearer {self.token}"})
+        except (httpx.HTTPError, TooLarge) as exc:
+            sink.failed(file_id, http_error_reason(exc))
+            return
+        if resp.status in GONE_STATUSES:
+            sink.failed(file_id, f"HTTP {resp.status}: no longer readable", gone=True)
+            return
+        if resp.status != 200:
+            sink.failed(file_id, f"HTTP {resp.status}")
             return
         link = f.get("webViewLink")
         link = link if isinstance(link, str) and link.startswith("https://") else None

@@ -14,17 +14,10 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
-from ingest.connectors.base import (
-    GONE_STATUSES,
-    SourceError,
-    TooLarge,
-    size_reason,
-    with_retries,
-)
+from ingest.connectors.base import SourceError, TooLarge, size_reason, with_retries
 from lorebot.settings import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -176,25 +169,6 @@ class ApiConnector:
     def requests(self) -> int:
         """HTTP requests this connector made in its last sync."""
         return self.http.requests if self.http else 0
-
-    def _fetch_document(
-        self, sink: Any, doc_id: str, url: str, headers: dict[str, str] | None = None
-    ) -> Fetched | None:
-        """GET one document's content; on failure tell ``sink`` why (``gone`` when the
-        source says it was deleted or unshared) and return None."""
-        assert self.http is not None
-        try:
-            resp = self.http.get(url, headers)
-        except (httpx.HTTPError, TooLarge) as exc:
-            sink.failed(doc_id, http_error_reason(exc))
-            return None
-        if resp.status in GONE_STATUSES:
-            sink.failed(doc_id, f"HTTP {resp.status}: no longer readable", gone=True)
-            return None
-        if resp.status != 200:
-            sink.failed(doc_id, f"HTTP {resp.status}")
-            return None
-        return resp
 
     def _oauth_token(
         self, url: str, form: dict[str, str], *, vendor: str, network_fix: str, refused: str

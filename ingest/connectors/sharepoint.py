@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from ingest.connectors.base import (
+    GONE_STATUSES,
     Doc,
     Sink,
     SourceError,
@@ -172,8 +173,16 @@ class SharePointConnector(ApiConnector):
         assert self.http is not None
         drive = urllib.parse.quote(str(self.cfg.drive))
         url = f"{self.api}/drives/{drive}/items/{urllib.parse.quote(item_id)}/content"
-        resp = self._fetch_document(sink, item_id, url, {"Authorization": f"Bearer {self.token}"})
-        if resp is None:
+        try:
+            resp = self.http.get(url, {"Authorization": f"Bearer {self.token}"})
+        except (httpx.HTTPError, TooLarge) as exc:
+            sink.failed(item_id, http_error_reason(exc))
+            return
+        if resp.status in GONE_STATUSES:
+            sink.failed(item_id, f"HTTP {resp.status}: no longer readable", gone=True)
+            return
+        if resp.status != 200:
+            sink.failed(item_id, f"HTTP {resp.status}")
             return
         link = item.get("webUrl")
         link = link if isinstance(link, str) and link.startswith("https://") else None
