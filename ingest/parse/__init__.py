@@ -11,6 +11,7 @@ the worker's entry point: `parse_job` and what it takes and returns.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -25,6 +26,8 @@ from ingest.parse.detect import kind_of, unsupported_reason
 from ingest.parse.partition import partition_file
 from ingest.pool import memory_limit_mb
 from ingest.tokens import counter_for
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PARSER_VERSION",
@@ -102,6 +105,22 @@ def _pretty_stem(path: Path) -> str:
     return stem[:1].upper() + stem[1:] if stem else path.name
 
 
+def _partition_with_retry(path: Path, kind: str) -> tuple[list[Any], dict[str, Any]]:
+    """``partition_file``, tried once more after a MemoryError.
+
+    An allocation can fail because the machine is short of memory for a moment (other
+    processes beside the build), not only because the file needs more than the parser's
+    limit; the second try, after the first one's memory is collected, tells the two apart.
+    A file that really needs more fails twice and is refused.
+    """
+    try:
+        return partition_file(path, kind)
+    except MemoryError:
+        gc.collect()
+        log.info("parse: out of memory on %s, trying once more", path.name)
+        return partition_file(path, kind)
+
+
 def parse_job(job: ParseJob) -> ParseOutput | ParseFailure:
     """Parse and chunk one file; failures are returned (not raised) so they pickle cleanly."""
     started = time.perf_counter()
@@ -109,7 +128,7 @@ def parse_job(job: ParseJob) -> ParseOutput | ParseFailure:
     if path.resolve() != path:  # discovery resolved every path: it became a link since
         return ParseFailure("unsafe link: the file was replaced by a link after discovery")
     try:
-        elements, meta = partition_file(path, job.kind)
+        elements, meta = _partition_with_retry(path, job.kind)
     except ParseFailure as failure:
         return failure
     except MemoryError:
