@@ -94,15 +94,22 @@ class FreezeAtProgress:
                 continue
             state = json.loads(msg["data"])["status"]
             self.seen.append(state)
-            if state == "PROGRESS" and not self.frozen.is_set():
-                os.killpg(self.pgid, signal.SIGSTOP)
+            if state == "PROGRESS" and not self.frozen.is_set() and self._signal(signal.SIGSTOP):
                 self.frozen.set()
             if self.frozen.is_set() or state in ("SUCCESS", "FAILURE", "REVOKED"):
                 self.ended.set()
 
+    def _signal(self, sig: int) -> bool:
+        try:
+            os.killpg(self.pgid, sig)
+            return True
+        except ProcessLookupError:  # the worker is gone: its log tells why
+            self.ended.set()
+            return False
+
     def thaw(self) -> None:
         if self.frozen.is_set() and self.pgid is not None:
-            os.killpg(self.pgid, signal.SIGCONT)
+            self._signal(signal.SIGCONT)
 
     def close(self) -> None:
         self._stop.set()
