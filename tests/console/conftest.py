@@ -1,8 +1,9 @@
 """Fixtures of the console tests: settings with a password, seeded stores, a fake gateway.
 
-Redis is the real redis-server of the suite (tests/conftest.py). The worker side is a
-:class:`FakeGateway` that records the tasks the console submits and plays their states,
-so these tests need no model and no worker.
+Redis is the real redis-server of the suite (tests/conftest.py). For most tests the
+worker side is a :class:`FakeGateway` that records the tasks the console submits and
+plays their states, so they need no model and no worker; test_console_browser.py and
+test_console_worker.py use the real gateway and a real `lorebot worker` instead.
 """
 
 from __future__ import annotations
@@ -61,10 +62,16 @@ def seed(settings) -> None:
 
     vdir = settings.index_dir / "versions" / INDEX_VERSION
     vdir.mkdir(parents=True)
+    docs = Path(settings.data_dir).parent / "docs-hr"
+    docs.mkdir(exist_ok=True)
+    # Each entry has the keys a real build records (source, root), so a real re-index on
+    # a worker can plan against this version and replace it.
     files = {
         "hr/leave.md": {
             "collection": "hr",
             "path": "leave.md",
+            "source": "leave.md",
+            "root": str(docs),
             "status": "ok",
             "reason": None,
             "title": "Annual leave policy",
@@ -74,6 +81,8 @@ def seed(settings) -> None:
         "hr/secret.pdf": {
             "collection": "hr",
             "path": "secret.pdf",
+            "source": "secret.pdf",
+            "root": str(docs),
             "status": "failed",
             "reason": "encrypted: the PDF needs a password",
             "title": "",
@@ -82,6 +91,7 @@ def seed(settings) -> None:
         "eng/deploy.md": {
             "collection": "eng",
             "path": "deploy.md",
+            "source": "deploy.md",
             "status": "ok",
             "reason": None,
             "title": "Deploying <script>alert(1)</script>",
@@ -101,8 +111,6 @@ def seed(settings) -> None:
     from ingest.registry import record_sources
     from ingest.sources import Source
 
-    docs = Path(settings.data_dir).parent / "docs-hr"
-    docs.mkdir(exist_ok=True)
     record_sources(settings, [Source(docs, "hr", include=["*.md"])])
     for i, (status, score) in enumerate((("promoted", 0.21), ("rejected", 0.15))):
         version = f"a20261201-02000{i}-00a{i}"

@@ -176,6 +176,16 @@ class Element:
     def text(self) -> str:
         return self._e("GET", "/text")
 
+    def find(self, css: str) -> Element:
+        """The first element matching ``css`` inside this one."""
+        found = self._e("POST", "/element", {"using": "css selector", "value": css})
+        if not isinstance(found, dict) or ELEMENT not in found:
+            raise WebDriverError(f"no {css!r} in the element: {str(found)[:300]}")
+        return Element(self.b, found[ELEMENT])
+
+    def attr(self, name: str) -> str | None:
+        return self._e("GET", f"/attribute/{name}")
+
     def type(self, text: str) -> None:
         self._e("POST", "/clear", {})
         self._e("POST", "/value", {"text": text})
