@@ -246,6 +246,10 @@ def compile_for(
     return PermissionIndex(n, files, sources)
 
 
+#: The compiled index when no source answers as the asker.
+NOTHING_RESTRICTED = PermissionIndex(0, [], {})
+
+
 class Permissions:
     """The worker's view of who may read what: one compiled index per index version,
     recompiled when a store file changes (a sync) or ages past the limit."""
@@ -268,6 +272,8 @@ class Permissions:
 
     def for_index(self, reader: Any) -> PermissionIndex:
         stores = self._stores()
+        if not stores:
+            return NOTHING_RESTRICTED
         stamps = []
         for name, (_root, path) in sorted(stores.items()):
             try:
@@ -277,7 +283,7 @@ class Permissions:
         max_age = self.settings.sources.permissions_max_age_s
         # Recompile at least every tenth of the age limit, so a store goes stale on time.
         epoch = int(time.time() // max(1.0, max_age / 10))
-        key = (reader.version, id(reader), tuple(stamps), epoch)
+        key = (getattr(reader, "version", None), id(reader), tuple(stamps), epoch)
         with self._lock:
             if self._key == key and self._compiled is not None:
                 return self._compiled
