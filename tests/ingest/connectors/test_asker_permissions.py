@@ -269,3 +269,44 @@ def test_the_worker_asks_slack_for_the_e_mail_and_caches_it(asker_index):
         asker._emails.clear()
         slack.stop()
     assert isinstance(reader.n, int) and np is not None
+
+
+def test_the_answer_task_answers_as_the_payloads_user(asker_index, embedder):
+    """The worker's own path (workers.tasks.answer.answer_impl), with a generator that
+    repeats its prompt: the user id of the question decides, through users.info."""
+    from pydantic import SecretStr
+
+    from tests.support.fake_slack import FakeSlack
+    from tests.support.fakes import FakeGenerator
+    from workers import asker
+    from workers.runtime import Runtime, set_runtime
+    from workers.tasks.answer import answer_impl
+
+    settings, _, _ = asker_index
+    slack = FakeSlack().start()
+    try:
+        slack.user_emails = {"UALICE": ALICE, "UBOB": BOB}
+        wired = {"api_url": slack.api_url, "bot_token": SecretStr("xoxb-test")}
+        s = settings.model_copy(
+            update={
+                "slack": settings.slack.model_copy(update=wired),
+                "redis": settings.redis.model_copy(update={"url": "redis://127.0.0.1:9/0"}),
+                "retrieval": settings.retrieval.model_copy(update={"min_score": -1.0}),
+            }
+        )
+        echo = FakeGenerator(lambda messages: "\n".join(m.get("content", "") for m in messages))
+        runtime = Runtime(s, generator=echo)
+        runtime._embedder = embedder
+        set_runtime(runtime)
+        asker._emails.clear()
+        q = "Quote the salary review code."
+        as_alice = answer_impl(s, Question(text=q, user="UALICE"))
+        as_bob = answer_impl(s, Question(text=q, user="UBOB"))
+        as_nobody = answer_impl(s, Question(text=q))
+    finally:
+        set_runtime(None)
+        asker._emails.clear()
+        slack.stop()
+    assert CANARY in as_alice.model_dump_json()
+    assert CANARY not in as_bob.model_dump_json()
+    assert CANARY not in as_nobody.model_dump_json()
