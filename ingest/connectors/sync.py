@@ -477,6 +477,11 @@ def sync_source(
             log.info("source %s: %d mirror copies missing; full sync", name, len(missing))
             previous = {i: d for i, d in previous.items() if i not in set(missing)}
             cursor = {}
+        if cfg.permission_mode == "asker" and any("acl" not in d for d in previous.values()):
+            # Documents synced without their viewers (before asker mode, or by an older
+            # lorebot): a changes feed would never report them again, so walk it all.
+            log.info("source %s: documents without viewers; full sync", name)
+            cursor = {}
         mirror = _Mirror(root, previous, cfg.max_documents)
         count_requests: Callable[[], int] = lambda: 0  # noqa: E731
         if connector is None:
