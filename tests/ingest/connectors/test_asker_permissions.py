@@ -310,3 +310,36 @@ def test_the_answer_task_answers_as_the_payloads_user(asker_index, embedder):
     assert CANARY in as_alice.model_dump_json()
     assert CANARY not in as_bob.model_dump_json()
     assert CANARY not in as_nobody.model_dump_json()
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_the_mask_holds_inside_both_searches(index_type):
+    """Whatever k and candidates, a masked row is never returned, by the dense (flat scan
+    with a bitmap selector; HNSW searched exactly under the mask) or the keyword search."""
+    import bm25s
+
+    from ingest.search import HybridSearch
+    from ingest.store import build_faiss
+    from lorebot.types import Chunk
+
+    n = 3000
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((n, 384), dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    texts = [f"policy code{r % 50} leave travel word{r}" for r in range(n)]
+    bm25 = bm25s.BM25()
+    bm25.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    search = HybridSearch(build_faiss(vecs, index_type), bm25, n, index_type)
+    allowed = rng.random(n) < 0.1
+
+    def fetch(rows):
+        return {r: (Chunk(chunk_id=str(r), text=texts[r], title="t", source="s",
+                          collection="c"), str(r)) for r in rows}  # fmt: skip
+
+    for i in range(20):
+        q = vecs[i * 7]  # some of these rows are masked: their own vector must not win
+        hits = search.search(f"code{i} policy", q, [(0, n)], 50, 200, fetch, allowed)
+        assert hits and all(allowed[h.row] for h in hits)
+        some = search.search(f"code{i}", q, [(0, 1500)], 50, 200, fetch, allowed)
+        assert all(allowed[h.row] and h.row < 1500 for h in some)
+    assert search.search("policy", vecs[0], [(0, n)], 4, 20, fetch, np.zeros(n, bool)) == []
