@@ -85,19 +85,27 @@ class HybridSearch:
         k: int,
         candidates: int,
         fetch: FetchRows,
+        allowed: np.ndarray | None = None,
     ) -> list[SearchHit]:
         """The k best distinct chunks within ``ranges`` (non-empty), fused by reciprocal rank.
 
-        ``dense_score`` is the cosine similarity of every returned chunk (keyword-only
-        hits included); ``keyword_score`` is its BM25 score, or None when the query's
-        words do not occur in it. Chunks whose normalised text repeats one already
-        returned are skipped.
+        ``allowed`` (a bool per row: the asker's permission mask, ingest.permissions)
+        narrows the ranges further, inside both searches. ``dense_score`` is the cosine
+        similarity of every returned chunk (keyword-only hits included); ``keyword_score``
+        is its BM25 score, or None when the query's words do not occur in it. Chunks whose
+        normalised text repeats one already returned are skipped.
         """
-        allowed_n = sum(e - s for s, e in ranges)
+        if allowed is not None:
+            allowed = allowed & ranges_to_mask(self.n, ranges).astype(bool)
+            allowed_n = int(np.count_nonzero(allowed))
+            if allowed_n == 0:
+                return []
+        else:
+            allowed_n = sum(e - s for s, e in ranges)
         # Duplicates are removed after fusion; fetch a margin so k survive.
         pool = min(max(candidates, k) + k, allowed_n)
-        dense = self.dense(qvec, ranges, pool, allowed_n)
-        kw_scores = self.keyword_scores(query, ranges)
+        dense = self.dense(qvec, ranges, pool, allowed_n, allowed)
+        kw_scores = self.keyword_scores(query, ranges, allowed)
         keyword = top_scores(kw_scores, pool)
         fused = rrf_fuse(dense, keyword)
         rows = [row for row, _ in fused]
@@ -129,15 +137,34 @@ class HybridSearch:
         return hits
 
     def dense(
-        self, q: np.ndarray, ranges: list[tuple[int, int]], k: int, allowed_n: int
+        self,
+        q: np.ndarray,
+        ranges: list[tuple[int, int]],
+        k: int,
+        allowed_n: int,
+        allowed: np.ndarray | None = None,
     ) -> list[tuple[int, float]]:
-        """The k nearest rows to the unit vector ``q`` within ``ranges``, as (row, cosine)."""
+        """The k nearest rows to the unit vector ``q`` within ``ranges`` (and ``allowed``,
+        a bool per row, when given), as (row, cosine)."""
         import faiss
 
         x = q.reshape(1, -1).astype(np.float32)
         k = min(k, allowed_n)
         if k <= 0:
             return []
+        if allowed is not None:
+            if self.index_type == "hnsw" and allowed_n <= 200_000:
+                return _exact(self.index, x[0], ranges, k, allowed)
+            keep: list = []
+            sel = _bitmap(allowed, keep)
+            if self.index_type == "hnsw":
+                params = faiss.SearchParametersHNSW()
+                params.efSearch = max(hnsw_ef_search(self.n), 2 * k)
+                params.sel = sel
+            else:
+                params = faiss.SearchParameters(sel=sel)
+            dists, ids = self.index.search(x, k, params=params)
+            return [(int(i), float(d)) for i, d in zip(ids[0], dists[0]) if i >= 0]
         everything = ranges == [(0, self.n)]
         if self.index_type == "hnsw":
             if not everything and allowed_n <= 200_000:
@@ -157,8 +184,11 @@ class HybridSearch:
             dists, ids = self.index.search(x, k, params=params)
         return [(int(i), float(d)) for i, d in zip(ids[0], dists[0]) if i >= 0]
 
-    def keyword_scores(self, query: str, ranges: list[tuple[int, int]]) -> np.ndarray | None:
-        """BM25 score of every row (zero outside ``ranges``); None when the query has no terms."""
+    def keyword_scores(
+        self, query: str, ranges: list[tuple[int, int]], allowed: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """BM25 score of every row (zero outside ``ranges`` and ``allowed``); None when the
+        query has no terms."""
         import bm25s
 
         tokens = bm25s.tokenize(
@@ -167,9 +197,22 @@ class HybridSearch:
         if not tokens:
             return None
         scores = np.asarray(self.bm25.get_scores(tokens), dtype=np.float32)
-        if ranges != [(0, self.n)]:
+        if allowed is not None:
+            scores = np.where(allowed[: len(scores)], scores, np.float32(0.0))
+        elif ranges != [(0, self.n)]:
             scores = scores * ranges_to_mask(len(scores), ranges)
         return scores
+
+
+def _bitmap(allowed: np.ndarray, keep: list[Any]):
+    """A FAISS selector of the rows set in ``allowed``; `keep` holds its bits alive."""
+    import faiss
+
+    bits = np.packbits(allowed, bitorder="little")
+    keep.append(bits)
+    sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+    keep.append(sel)
+    return sel
 
 
 def _selector(ranges: list[tuple[int, int]], keep: list[Any]):
@@ -186,7 +229,11 @@ def _selector(ranges: list[tuple[int, int]], keep: list[Any]):
 
 
 def _exact(
-    index: Any, q: np.ndarray, ranges: list[tuple[int, int]], k: int
+    index: Any,
+    q: np.ndarray,
+    ranges: list[tuple[int, int]],
+    k: int,
+    allowed: np.ndarray | None = None,
 ) -> list[tuple[int, float]]:
     rows: list[np.ndarray] = []
     scores: list[np.ndarray] = []
@@ -194,8 +241,12 @@ def _exact(
         for s in range(start, end, 50_000):
             e = min(end, s + 50_000)
             vecs = index.reconstruct_n(s, e - s)
+            part = np.arange(s, e)
+            if allowed is not None:
+                keep = allowed[s:e]
+                vecs, part = vecs[keep], part[keep]
             scores.append(vecs @ q)
-            rows.append(np.arange(s, e))
+            rows.append(part)
     all_scores = np.concatenate(scores)
     all_rows = np.concatenate(rows)
     top = np.argsort(-all_scores, kind="stable")[:k]

@@ -755,11 +755,14 @@ class IndexReader:
         k: int = 4,
         collections: list[str] | None = None,
         candidates: int = 20,
+        allowed: np.ndarray | None = None,
     ) -> list[SearchHit]:
         """Hybrid search: dense (cosine) + BM25, fused by reciprocal rank, deduplicated.
 
-        The collection filter restricts both searches before ranking: no chunk of another
-        collection can be returned, however large k is. ``dense_score`` is the cosine
+        The collection filter (and ``allowed``, a bool per row: the asker's permission
+        mask from ingest.permissions) restricts both searches before ranking: no chunk of
+        another collection, nor one the asker may not read, can be returned, however
+        large k is. ``dense_score`` is the cosine
         similarity of every returned chunk (keyword-only hits included); ``keyword_score``
         is its BM25 score, or None when the query's words do not occur in it.
         """
@@ -769,7 +772,7 @@ class IndexReader:
         if not ranges:
             return []
         return self.searcher.search(
-            query, self.query_vector(query), ranges, k, candidates, self._fetch
+            query, self.query_vector(query), ranges, k, candidates, self._fetch, allowed
         )
 
     def _fetch(self, rows: list[int]) -> dict[int, tuple[Chunk, str]]:

@@ -137,6 +137,14 @@ class SlackSettings(_Section):
         ),
     )
     user_rate_per_min: int = Field(6, ge=1, description="Questions one user may ask per minute.")
+    email_cache_s: int = Field(
+        3600,
+        ge=0,
+        description=(
+            "How long a worker keeps an asker's e-mail from users.info (answer-as-the-asker "
+            "sources match viewers by e-mail); a lookup that found none is kept 60 s at most."
+        ),
+    )
     team_rate_per_min: int = Field(
         120, ge=1, description="Questions one workspace may ask per minute."
     )
@@ -620,6 +628,10 @@ class ConsoleSettings(_Section):
         return v
 
 
+#: Source kinds whose connector reads each document's viewers (``permissions = "asker"``).
+PERMISSION_KINDS = frozenset({"confluence", "gdrive", "sharepoint"})
+
+
 class SourceConfig(_Section):
     """One remote source of documents: where it is, what it feeds, when it syncs.
 
@@ -706,6 +718,22 @@ class SourceConfig(_Section):
     backoff_s: float = Field(
         1.0, ge=0, le=60, description="First retry wait; doubles each time (Retry-After wins)."
     )
+    permissions: Literal["collections", "asker"] | None = Field(
+        None,
+        description=(
+            "confluence/gdrive/sharepoint: `asker` (the default there) answers a question only "
+            "from documents the asking Slack user may read in the source (matched by e-mail); "
+            "`collections` maps spaces/prefixes to collections and lets the channel mapping "
+            "decide. Other kinds have no per-document viewers: `collections` only."
+        ),
+    )
+
+    @property
+    def permission_mode(self) -> str:
+        """``asker`` or ``collections``: the setting, else the kind's default."""
+        if self.permissions is not None:
+            return self.permissions
+        return "asker" if self.kind in PERMISSION_KINDS else "collections"
 
     @field_validator("collection")
     @classmethod
@@ -755,6 +783,10 @@ class SourceConfig(_Section):
                 raise ValueError(f"a {self.kind} source needs `{name}`")
         if self.kind == "sharepoint" and not (self.tenant or self.token_url):
             raise ValueError("a sharepoint source needs `tenant` (or `token_url`)")
+        if self.permissions == "asker" and self.kind not in PERMISSION_KINDS:
+            raise ValueError(
+                f"a {self.kind} source has no per-document viewers: permissions = collections"
+            )
         return self
 
 
@@ -773,6 +805,14 @@ class SourcesSettings(_Section):
     )
     user_agent: str = Field(
         "lorebot-connector/1.0", description="User-Agent of the web and API connectors."
+    )
+    permissions_max_age_s: int = Field(
+        86400,
+        ge=60,
+        description=(
+            "Viewers and group members of an `asker` source older than this (no successful "
+            "sync since) are not trusted: its restricted documents answer nobody until it syncs."
+        ),
     )
 
     @field_validator("defined")

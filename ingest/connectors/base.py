@@ -81,6 +81,15 @@ class Sink(Protocol):
     def full(self) -> bool:
         """Whether ``max_documents`` have been reported (the connector should stop)."""
 
+    def viewers(self, doc_id: str, acl: list[list[str]]) -> None:
+        """Who may read the document in the source (``permissions = "asker"``): clauses
+        that must all hold, each a list of principals (ingest.permissions). A document
+        never given viewers keeps those of the last sync; one with none answers nobody."""
+
+    def members(self, groups: dict[str, list[str]]) -> None:
+        """Members of the groups the viewers name (e-mails, or ``group:<key>`` for a nested
+        group), read this sync; they replace those of the last sync."""
+
 
 class Connector(Protocol):
     """A source kind: ``sync`` walks the source, reporting every document to the sink,

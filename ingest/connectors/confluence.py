@@ -9,12 +9,19 @@ versions; only new versions are downloaded, and only those of pages that may be 
 rather than a CQL ``lastmodified`` query, because a query for changes never reports a
 deleted page, and the listing is metadata only.
 
-Permissions: a space's pages go to the collection mapped to it (``collections``:
+Permissions, ``permissions = "asker"`` (the default): every page is indexed with its
+viewers: the space's (``/rest/api/space/{key}?expand=permissions``), then its own read
+restriction and each ancestor's (a child inherits them); attachments take their page's.
+Members of the named groups come from ``/rest/api/group/{name}/member``; a question only
+finds the pages its asker may view (ingest.permissions). ``permissions =
+"collections"``: a space's pages go to the collection mapped to it (``collections``:
 space key -> collection; unmapped spaces to ``collection``), so the channel mapping
-decides who may read them. A page with read restrictions is narrower than its space and
-is never indexed; a page that gains restrictions, or is deleted or archived, leaves the
-index on the next sync. Cloud authenticates with e-mail + API token (``username`` +
-secret, basic auth), Data Center with a personal access token (secret alone, bearer).
+decides who may read them; a page with read restrictions (its own or an ancestor's) is
+narrower than its space and is never indexed. Either way a page that is deleted or
+archived (or, in collections mode, gains restrictions) leaves the index on the next sync.
+
+Cloud authenticates with e-mail + API token (``username`` + secret, basic auth), Data
+Center with a personal access token (secret alone, bearer).
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 MAX_LIST_PAGES = 2000  # 100k pages per space at most
-LIST_EXPAND = "version,restrictions.read.restrictions.user,restrictions.read.restrictions.group"
+LIST_EXPAND = (
+    "version,ancestors,restrictions.read.restrictions.user,restrictions.read.restrictions.group"
+)
 
 
 class _Bearer(httpx.Auth):
@@ -53,6 +62,22 @@ class _Bearer(httpx.Auth):
     def auth_flow(self, request: httpx.Request):
         request.headers["Authorization"] = self._header
         yield request
+
+
+def restriction_clause(page: dict[str, Any]) -> list[str] | None:
+    """The page's own read restriction as one ACL clause (users by e-mail, groups by
+    name), or None when it has none. A restricted user whose e-mail the API does not show
+    cannot be matched: they simply do not count (closed)."""
+    if not restricted(page):
+        return None
+    from ingest.permissions import group, user
+
+    read = ((page.get("restrictions") or {}).get("read") or {}).get("restrictions") or {}
+    clause = {user(str(u["email"])) for u in (read.get("user") or {}).get("results") or []
+              if isinstance(u, dict) and u.get("email")}  # fmt: skip
+    clause |= {group(str(g["name"])) for g in (read.get("group") or {}).get("results") or []
+               if isinstance(g, dict) and g.get("name")}  # fmt: skip
+    return sorted(clause)
 
 
 def restricted(page: dict[str, Any]) -> bool:
@@ -71,6 +96,10 @@ class ConfluenceConnector(ApiConnector):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.readable: dict[str, str] = {}
+        self.asker = False
+        self.acls: dict[str, list[list[str]]] = {}  # viewers reported this sync
+        self.page_clauses: dict[str, list[str] | None] = {}  # page id -> its restriction
+        self.page_acl_by_id: dict[str, list[list[str]]] = {}
 
     def sync(self, sink: Sink, cursor: dict[str, Any]) -> dict[str, Any]:
         if not self.cfg.spaces:
@@ -85,12 +114,89 @@ class ConfluenceConnector(ApiConnector):
                 httpx.BasicAuth(self.cfg.username, token) if self.cfg.username else _Bearer(token)
             )
         self.http = Http(self.cfg, self.user_agent, auth=auth, sleep=self.sleep)
+        self.asker = self.cfg.permission_mode == "asker"
+        self.acls: dict[str, list[list[str]]] = {}
         try:
             for space in self.cfg.spaces:
                 self._space(sink, space)
+            if self.asker:
+                self._groups(sink)
         finally:
             self.http.close()
         return {}
+
+    # -- permissions (answer as the asker)
+    def _space_viewers(self, space: str) -> list[str]:
+        """Who may view the space (``GET /rest/api/space/{key}?expand=permissions``: the
+        subjects of its ``read``/``space`` permission), as one ACL clause."""
+        from ingest.permissions import ANYONE, group, user
+
+        data = self._json(
+            f"{self.api}/rest/api/space/{urllib.parse.quote(space)}?expand=permissions"
+        )
+        clause: set[str] = set()
+        for perm in data.get("permissions") or []:
+            op = perm.get("operation") or {}
+            if (op.get("operation"), op.get("targetType")) != ("read", "space"):
+                continue
+            if perm.get("anonymousAccess"):
+                clause.add(ANYONE)
+            subjects = perm.get("subjects") or {}
+            for u in (subjects.get("user") or {}).get("results") or []:
+                if isinstance(u, dict) and u.get("email"):
+                    clause.add(user(str(u["email"])))
+            for g in (subjects.get("group") or {}).get("results") or []:
+                if isinstance(g, dict) and g.get("name"):
+                    clause.add(group(str(g["name"])))
+        return sorted(clause)
+
+    def _page_acl(self, page: dict[str, Any], space_clause: list[str]) -> list[list[str]]:
+        """The space's viewers, then the page's restriction and each ancestor's (Confluence
+        applies a parent's view restriction to its children). An ancestor not in the
+        listing cannot be checked: the page answers nobody."""
+        acl = [space_clause]
+        own = restriction_clause(page)
+        if own is not None:
+            acl.append(own)
+        for anc in page.get("ancestors") or []:
+            aid = str((anc or {}).get("id", ""))
+            if aid not in self.page_clauses:
+                return [[]]
+            if self.page_clauses[aid] is not None:
+                acl.append(self.page_clauses[aid])
+        return acl
+
+    def _groups(self, sink: Sink) -> None:
+        """Members of every group the viewers name (``GET /rest/api/group/{name}/member``,
+        paged), by e-mail."""
+        names: set[str] = set()
+        for doc_id in set(sink.known_ids()) | set(self.acls):
+            acl = self.acls.get(doc_id)
+            if acl is None:
+                acl = (sink.known(doc_id) or {}).get("acl") or []
+            names |= {p[6:] for c in acl for p in c if p.startswith("group:")}
+        members: dict[str, list[str]] = {}
+        for name in sorted(names):
+            out: list[str] = []
+            url: str | None = (
+                f"{self.api}/rest/api/group/{urllib.parse.quote(name)}/member?limit={PAGE_SIZE}"
+            )
+            try:
+                for _ in range(MAX_LIST_PAGES):
+                    if url is None:
+                        break
+                    data = self._json(url)
+                    out += [
+                        str(u["email"]).lower()
+                        for u in data.get("results") or []
+                        if isinstance(u, dict) and u.get("email")
+                    ]
+                    url = self._next(data)
+            except SourceError as exc:
+                sink.failed(f"group:{name}", f"members not readable ({exc.message}): none")
+                out = []
+            members[name] = out
+        sink.members(members)
 
     def _json(self, url: str) -> dict[str, Any]:
         """A listing call: anything but 200 stops the sync (nothing is deleted)."""
@@ -129,15 +235,20 @@ class ConfluenceConnector(ApiConnector):
             }
         )
         url: str | None = f"{self.api}/rest/api/content?{query}"
+        pages: list[dict[str, Any]] = []
         for _ in range(MAX_LIST_PAGES):
-            if url is None or sink.full():
+            if url is None:
                 break
             data = self._json(url)
-            for page in data.get("results") or []:
-                if sink.full():
-                    break
-                self._page(sink, space, collection, page)
+            pages += [p for p in data.get("results") or [] if isinstance(p, dict)]
             url = self._next(data)
+        # Every page's restriction first: a child inherits its ancestors'.
+        self.page_clauses = {str(p.get("id", "")): restriction_clause(p) for p in pages}
+        space_clause = self._space_viewers(space) if self.asker else []
+        for page in pages:
+            if sink.full():
+                break
+            self._page(sink, space, collection, page, space_clause)
         self._attachments(sink, space, collection)
 
     def _next(self, data: dict[str, Any]) -> str | None:
@@ -174,6 +285,9 @@ class ConfluenceConnector(ApiConnector):
                 path = f"{folder}/{name}"
                 if not wanted(self.cfg, path):
                     continue
+                if self.asker:
+                    self.acls[doc_id] = self.page_acl_by_id.get(page_id) or [[]]
+                    sink.viewers(doc_id, self.acls[doc_id])
                 version = str((att.get("version") or {}).get("number", ""))
                 old = sink.known(doc_id)
                 if old and old["version"] == version and old["collection"] == collection:
@@ -205,13 +319,24 @@ class ConfluenceConnector(ApiConnector):
         else:
             sink.put(doc, resp.content)
 
-    def _page(self, sink: Sink, space: str, collection: str, page: dict[str, Any]) -> None:
+    def _page(
+        self,
+        sink: Sink,
+        space: str,
+        collection: str,
+        page: dict[str, Any],
+        space_clause: list[str],
+    ) -> None:
         page_id = str(page.get("id", ""))
         if not page_id.isdigit():
             return
         doc_id = f"{space}:{page_id}"
         title = str(page.get("title") or page_id)
-        if restricted(page):
+        inherited = any(
+            self.page_clauses.get(str((a or {}).get("id", ""))) is not None
+            for a in page.get("ancestors") or []
+        )
+        if not self.asker and (restricted(page) or inherited):
             # Narrower than its space: the space's collection must not show it.
             if sink.known(doc_id):
                 sink.failed(doc_id, "restricted: the page has read restrictions", gone=True)
@@ -221,6 +346,10 @@ class ConfluenceConnector(ApiConnector):
         path = folder + ".html"
         if not wanted(self.cfg, path):
             return
+        if self.asker:
+            self.acls[doc_id] = self._page_acl(page, space_clause)
+            self.page_acl_by_id[page_id] = self.acls[doc_id]
+            sink.viewers(doc_id, self.acls[doc_id])
         version = str((page.get("version") or {}).get("number", ""))
         old = sink.known(doc_id)
         if old and old["version"] == version and old["collection"] == collection:

@@ -51,14 +51,25 @@ EXPORTS = {
     "application/vnd.google-apps.presentation": ("text/plain", ".txt"),
 }
 MAX_PAGES = 5000
+#: Reading group members (Admin SDK Directory API), through domain-wide delegation.
+GROUPS_SCOPE = "https://www.googleapis.com/auth/admin.directory.group.member.readonly"
+PERMISSION_FIELDS = "nextPageToken,permissions(type,emailAddress,domain,role)"
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def service_account_jwt(key: dict[str, Any], audience: str, now: float | None = None) -> str:
-    """A signed JWT assertion for the OAuth jwt-bearer grant of a service account key."""
+def service_account_jwt(
+    key: dict[str, Any],
+    audience: str,
+    now: float | None = None,
+    *,
+    scope: str = SCOPE,
+    subject: str | None = None,
+) -> str:
+    """A signed JWT assertion for the OAuth jwt-bearer grant of a service account key
+    (``subject``: the user a domain-wide delegation acts as)."""
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import padding
 
@@ -68,11 +79,13 @@ def service_account_jwt(key: dict[str, Any], audience: str, now: float | None = 
         header["kid"] = key["private_key_id"]
     claims = {
         "iss": key["client_email"],
-        "scope": SCOPE,
+        "scope": scope,
         "aud": audience,
         "iat": int(now),
         "exp": int(now) + 3600,
     }
+    if subject:
+        claims["sub"] = subject
     signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
     private = serialization.load_pem_private_key(key["private_key"].encode(), password=None)
     signature = private.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr]
@@ -87,21 +100,24 @@ class DriveConnector(ApiConnector):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.token = ""
+        self.token_groups = ""
+        self.asker = False
+        self.acls: dict[str, list[list[str]]] = {}  # viewers reported this sync
 
-    def _login(self) -> None:
+    def _login(self, scope: str = SCOPE, subject: str | None = None) -> str:
         assert self.http is not None
         secret = resolve_secret(self.cfg, self.name)
         try:
             key = json.loads(secret.get_secret_value()) if secret else None
             token_url = self.cfg.token_url or key.get("token_uri") or TOKEN_URL  # type: ignore[union-attr]
-            assertion = service_account_jwt(key, token_url)  # type: ignore[arg-type]
+            assertion = service_account_jwt(key, token_url, scope=scope, subject=subject)  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError, AttributeError):
             raise SourceError(
                 f"source {self.name}: the secret is not a service account JSON key",
                 fix="point secret_file at the key file downloaded from the Cloud console",
             ) from None
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
-        self.token = self._oauth_token(
+        return self._oauth_token(
             token_url,
             form,
             vendor="Google",
@@ -139,13 +155,116 @@ class DriveConnector(ApiConnector):
 
     def sync(self, sink: Sink, cursor: dict[str, Any]) -> dict[str, Any]:
         self.http = Http(self.cfg, self.user_agent, sleep=self.sleep)
+        self.asker = self.cfg.permission_mode == "asker"
         try:
-            self._login()
+            self.token = self._login()
             if cursor.get("page_token"):
-                return self._changes(sink, cursor["page_token"])
-            return self._walk(sink)
+                out = self._changes(sink, cursor["page_token"])
+            else:
+                out = self._walk(sink)
+            if self.asker:
+                self._groups(sink)
+            return out
         finally:
             self.http.close()
+
+    # -- permissions (answer as the asker)
+    def _viewers(self, sink: Sink, file_id: str) -> None:
+        """The file's permissions (``permissions.list``, paged) as one ACL clause: users
+        and groups by e-mail, a domain, or anyone; any role may read. A failed read gives
+        no viewers (the file answers nobody until a sync reads them)."""
+        from ingest.permissions import ANYONE, domain, group, user
+
+        clause: set[str] = set()
+        page: str | None = None
+        for _ in range(100):
+            params = {"supportsAllDrives": "true", "pageSize": "100", "fields": PERMISSION_FIELDS}
+            if page:
+                params["pageToken"] = page
+            url = f"{self.api}/drive/v3/files/{file_id}/permissions?" + urllib.parse.urlencode(
+                params
+            )
+            assert self.http is not None
+            try:
+                resp = self.http.get(url, {"Authorization": f"Bearer {self.token}"})
+                data = json.loads(resp.content) if resp.status == 200 else None
+            except (httpx.HTTPError, TooLarge, ValueError):
+                data = None
+            if not isinstance(data, dict):
+                sink.failed(f"{file_id} (permissions)", "not readable: the file answers nobody")
+                self.acls[file_id] = []
+                sink.viewers(file_id, [])
+                return
+            for p in data.get("permissions") or []:
+                kind, email = p.get("type"), str(p.get("emailAddress") or "")
+                if kind == "user" and email:
+                    clause.add(user(email))
+                elif kind == "group" and email:
+                    clause.add(group(email))
+                elif kind == "domain" and p.get("domain"):
+                    clause.add(domain(str(p["domain"])))
+                elif kind == "anyone":
+                    clause.add(ANYONE)
+            page = data.get("nextPageToken")
+            if not page:
+                break
+        self.acls[file_id] = [sorted(clause)]
+        sink.viewers(file_id, self.acls[file_id])
+
+    def _groups(self, sink: Sink) -> None:
+        """Members of every group the files' viewers name (Admin SDK ``members.list``, as
+        the admin ``username`` through domain-wide delegation), nested groups followed."""
+        wanted_groups: set[str] = set()
+        for doc_id in set(sink.known_ids()) | set(self.acls):
+            acl = self.acls.get(doc_id)
+            if acl is None:
+                acl = (sink.known(doc_id) or {}).get("acl") or []
+            wanted_groups |= {p[6:] for c in acl for p in c if p.startswith("group:")}
+        members: dict[str, list[str]] = {}
+        if not wanted_groups:
+            sink.members(members)
+            return
+        if not self.cfg.username:
+            log.warning("source %s: no admin `username` to read group members as", self.name)
+            sink.members({g: [] for g in wanted_groups})
+            return
+        self.token_groups = self._login(GROUPS_SCOPE, subject=self.cfg.username)
+        todo, seen = sorted(wanted_groups), set()
+        while todo:
+            key = todo.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            members[key] = self._members(sink, key)
+            todo += [m[6:] for m in members[key] if m.startswith("group:") and m[6:] not in seen]
+        sink.members(members)
+
+    def _members(self, sink: Sink, key: str) -> list[str]:
+        out: list[str] = []
+        page: str | None = None
+        for _ in range(1000):
+            params = {"maxResults": "200"} | ({"pageToken": page} if page else {})
+            url = (
+                f"{self.api}/admin/directory/v1/groups/{urllib.parse.quote(key)}/members?"
+                + urllib.parse.urlencode(params)
+            )
+            assert self.http is not None
+            try:
+                resp = self.http.get(url, {"Authorization": f"Bearer {self.token_groups}"})
+                data = json.loads(resp.content) if resp.status == 200 else None
+            except (httpx.HTTPError, TooLarge, ValueError):
+                data = None
+            if not isinstance(data, dict):
+                sink.failed(f"group:{key}", "its members could not be read: counted as none")
+                return []
+            for m in data.get("members") or []:
+                email = str(m.get("email") or "").lower()
+                if email:
+                    out.append(("group:" + email) if m.get("type") == "GROUP" else email)
+            page = data.get("nextPageToken")
+            if not page:
+                break
+        return out
 
     def _walk(self, sink: Sink) -> dict[str, Any]:
         start = self._json("/drive/v3/changes/startPageToken", self._common())
@@ -215,6 +334,8 @@ class DriveConnector(ApiConnector):
         path = f"{name[:80]}~{file_id[:12]}{suffix}" if export else f"{file_id[:12]}~{name[:80]}"
         if not wanted(self.cfg, name):
             return
+        if self.asker:
+            self._viewers(sink, file_id)
         version = str(f.get("version") or f.get("md5Checksum") or "")
         old = sink.known(file_id)
         if old and old["version"] == version and old["collection"] == self.cfg.collection:

@@ -53,6 +53,8 @@ class SharePointConnector(ApiConnector):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.token = ""
+        self.asker = False
+        self.acls: dict[str, list[list[str]]] = {}  # viewers reported this sync
 
     def _login(self) -> None:
         assert self.http is not None
@@ -77,7 +79,11 @@ class SharePointConnector(ApiConnector):
         )
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if getattr(self, "asker", False):
+            # Items whose sharing changed come back in the delta too (content unchanged).
+            headers["Prefer"] = "deltashowsharingchanges, hierarchicalsharing"
+        return headers
 
     def _page(self, url: str) -> tuple[int, dict[str, Any]]:
         assert self.http is not None
@@ -105,11 +111,100 @@ class SharePointConnector(ApiConnector):
 
     def sync(self, sink: Sink, cursor: dict[str, Any]) -> dict[str, Any]:
         self.http = Http(self.cfg, self.user_agent, sleep=self.sleep)
+        self.asker = self.cfg.permission_mode == "asker"
+        self.acls: dict[str, list[list[str]]] = {}
         try:
             self._login()
-            return self._delta(sink, cursor)
+            out = self._delta(sink, cursor)
+            if self.asker:
+                self._groups(sink)
+            return out
         finally:
             self.http.close()
+
+    # -- permissions (answer as the asker)
+    def _get_json(self, url: str) -> dict[str, Any] | None:
+        assert self.http is not None
+        try:
+            resp = self.http.get(url, self._headers())
+            data = json.loads(resp.content) if resp.status == 200 else None
+        except (httpx.HTTPError, TooLarge, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _viewers(self, sink: Sink, item_id: str) -> None:
+        """The item's permissions (``/items/{id}/permissions``) as one ACL clause: users
+        by e-mail, groups by id (their members are read by :meth:`_groups`), anonymous
+        links as anyone. Organisation-wide links name no one we can match: they grant
+        nothing here (closed). A failed read gives no viewers."""
+        from ingest.permissions import ANYONE, group, user
+
+        drive = urllib.parse.quote(str(self.cfg.drive))
+        url: str | None = (
+            f"{self.api}/drives/{drive}/items/{urllib.parse.quote(item_id)}/permissions"
+        )
+        clause: set[str] = set()
+        for _ in range(100):
+            if url is None:
+                break
+            data = self._get_json(url) if url.startswith(self.api + "/") else None
+            if data is None:
+                sink.failed(f"{item_id} (permissions)", "not readable: the file answers nobody")
+                self.acls[item_id] = []
+                sink.viewers(item_id, [])
+                return
+            for perm in data.get("value") or []:
+                if "read" not in (perm.get("roles") or []) and not {"write", "owner"} & set(
+                    perm.get("roles") or []
+                ):
+                    continue
+                grants = [perm.get("grantedToV2") or {}] + list(
+                    perm.get("grantedToIdentitiesV2") or []
+                )
+                for g in grants:
+                    who = g.get("user") or {}
+                    if who.get("email"):
+                        clause.add(user(str(who["email"])))
+                    team = g.get("group") or {}
+                    if team.get("id"):
+                        clause.add(group(str(team["id"])))
+                if (perm.get("link") or {}).get("scope") == "anonymous":
+                    clause.add(ANYONE)
+            url = data.get("@odata.nextLink")
+        self.acls[item_id] = [sorted(clause)]
+        sink.viewers(item_id, self.acls[item_id])
+
+    def _groups(self, sink: Sink) -> None:
+        """Every named group's members (``/groups/{id}/transitiveMembers``: nested groups
+        already expanded by Graph), by mail or user principal name."""
+        names: set[str] = set()
+        for doc_id in set(sink.known_ids()) | set(self.acls):
+            acl = self.acls.get(doc_id)
+            if acl is None:
+                acl = (sink.known(doc_id) or {}).get("acl") or []
+            names |= {p[6:] for c in acl for p in c if p.startswith("group:")}
+        members: dict[str, list[str]] = {}
+        for gid in sorted(names):
+            out: list[str] = []
+            url: str | None = (
+                f"{self.api}/groups/{urllib.parse.quote(gid)}/transitiveMembers"
+                "?$select=mail,userPrincipalName"
+            )
+            for _ in range(1000):
+                if url is None:
+                    break
+                data = self._get_json(url) if url.startswith(self.api + "/") else None
+                if data is None:
+                    sink.failed(f"group:{gid}", "its members could not be read: counted as none")
+                    out = []
+                    break
+                for m in data.get("value") or []:
+                    mail = m.get("mail") or m.get("userPrincipalName")
+                    if isinstance(mail, str) and "@" in mail:
+                        out.append(mail.lower())
+                url = data.get("@odata.nextLink")
+            members[gid] = out
+        sink.members(members)
 
     def _delta(self, sink: Sink, cursor: dict[str, Any]) -> dict[str, Any]:
         start = f"{self.api}/drives/{urllib.parse.quote(str(self.cfg.drive))}/root/delta"
@@ -160,6 +255,8 @@ class SharePointConnector(ApiConnector):
             if sink.known(item_id):
                 sink.failed(item_id, "excluded by the source's globs", gone=True)
             return
+        if self.asker:
+            self._viewers(sink, item_id)
         version = str(item.get("cTag") or item.get("eTag") or "")
         coll = collection_for(self.cfg, path)
         old = sink.known(item_id)

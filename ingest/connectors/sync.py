@@ -279,6 +279,8 @@ class _Mirror:
         self._paths: dict[str, str] = {
             f"{d['collection']}/{d['path']}": i for i, d in previous.items()
         }
+        self.acls: dict[str, list[list[str]]] = {}
+        self.groups: dict[str, list[str]] | None = None
 
     # Sink
     def known(self, doc_id: str) -> dict[str, Any] | None:
@@ -289,6 +291,12 @@ class _Mirror:
 
     def full(self) -> bool:
         return len(self.docs) >= self.max_documents
+
+    def viewers(self, doc_id: str, acl: list[list[str]]) -> None:
+        self.acls[doc_id] = acl
+
+    def members(self, groups: dict[str, list[str]]) -> None:
+        self.groups = {str(k): [str(m) for m in v] for k, v in groups.items()}
 
     def unchanged(self, doc_id: str) -> None:
         old = self.previous.get(doc_id)
@@ -325,6 +333,8 @@ class _Mirror:
             "url": doc.url,
             "extra": doc.extra,
         }
+        if old and "acl" in old:
+            self.docs[doc.id]["acl"] = old["acl"]
         self.fetched += 1
 
     def failed(self, doc_id: str, reason: str, *, gone: bool = False) -> None:
@@ -367,6 +377,9 @@ class _Mirror:
                 if (old["collection"], old["path"]) not in taken:  # else another doc's now
                     self._remove(old)
                 gone += 1
+        for doc_id, acl in self.acls.items():
+            if doc_id in self.docs:
+                self.docs[doc_id] = {**self.docs[doc_id], "acl": acl}
         if self.dropped:
             self.failures.append(
                 {
@@ -464,6 +477,11 @@ def sync_source(
             log.info("source %s: %d mirror copies missing; full sync", name, len(missing))
             previous = {i: d for i, d in previous.items() if i not in set(missing)}
             cursor = {}
+        if cfg.permission_mode == "asker" and any("acl" not in d for d in previous.values()):
+            # Documents synced without their viewers (before asker mode, or by an older
+            # lorebot): a changes feed would never report them again, so walk it all.
+            log.info("source %s: documents without viewers; full sync", name)
+            cursor = {}
         mirror = _Mirror(root, previous, cfg.max_documents)
         count_requests: Callable[[], int] = lambda: 0  # noqa: E731
         if connector is None:
@@ -496,6 +514,7 @@ def sync_source(
             needs_build=needs_build,
         )
         _save_state(settings, name, state)
+        _save_permissions(settings, name, cfg, state, mirror.groups)
         if needs_build:
             build = _build(settings, name, root, collections, embedder, pool, on_progress)
             report.built = build.new_version
@@ -511,6 +530,33 @@ def sync_source(
     report.message = report.summary()
     log.info("%s (%d requests)", report.message, report.requests)
     return report
+
+
+def _save_permissions(
+    settings: Settings,
+    name: str,
+    cfg: SourceConfig,
+    state: dict[str, Any],
+    groups: dict[str, list[str]] | None,
+) -> None:
+    """Write the source's permission store (ingest.permissions) after a listing that
+    succeeded: every document's viewers by mirror path, and the group members read now
+    (the last sync's when the connector read none)."""
+    from ingest import permissions
+
+    folder = source_dir(settings, name)
+    if cfg.permission_mode != "asker":
+        (folder / permissions.PERMISSIONS).unlink(missing_ok=True)
+        return
+    docs = {
+        f"{d['collection']}/{d['path']}": permissions.clean_acl(d.get("acl"))
+        for d in (state.get("docs") or {}).values()
+    }
+    if groups is None:
+        groups = state.get("groups") or {}
+    state["groups"] = groups
+    _save_state(settings, name, state)
+    permissions.write_store(folder, docs, groups, time.time())
 
 
 def _build(

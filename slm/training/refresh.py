@@ -523,8 +523,14 @@ def _prepare(run: _Run) -> bool:
         from ingest.embed import Embedder
 
         run.embedder = Embedder.from_settings(settings, exclusive=True)
-    reader = run.reader = open_index(settings, embedder=run.embedder)
-    run.closing.append(reader.close)
+    from ingest.permissions import AskerRetriever, Permissions
+
+    base = open_index(settings, embedder=run.embedder)
+    run.closing.append(base.close)
+    # An adapter answers everyone in its scope: documents of answer-as-the-asker sources
+    # that not everyone may read never enter its pairs, nor its retrieval.
+    mask = Permissions(settings).for_index(base).mask(None)
+    reader = run.reader = base if mask is None else AskerRetriever(base, mask)
     available = set(reader.collections())
     collections = [c for c in run.collections if c in available]
     report.collections = run.collections = collections

@@ -66,6 +66,8 @@ class FakeSlack:
         self.uploads: dict[str, bytes] = {}  # file id -> bytes sent to its upload URL
         self.uploaded: list[dict[str, Any]] = []  # files_upload_v2: id, title, channel_id, data
         self.files: dict[str, dict[str, Any]] = {}  # file id -> files.info record + content
+        # users.info: user id -> e-mail ("" = no e-mail); when set, other ids are not found
+        self.user_emails: dict[str, str] = {}
         self._ratelimit: dict[str, list[float]] = {}
         self._fail: dict[str, list[str]] = {}
         self._ts = 0
@@ -290,7 +292,13 @@ class FakeSlack:
         return {"ok": True, "bot": {"id": BOT_ID, "user_id": BOT_USER_ID, "name": "lorebot"}}
 
     def _api_users_info(self, args):
-        return {"ok": True, "user": {"id": args.get("user"), "name": "someone", "is_bot": False}}
+        uid = args.get("user")
+        if self.user_emails and uid not in self.user_emails:
+            return {"ok": False, "error": "user_not_found"}
+        user = {"id": uid, "name": "someone", "is_bot": False, "profile": {}}
+        if self.user_emails.get(uid):
+            user["profile"]["email"] = self.user_emails[uid]  # needs users:read.email
+        return {"ok": True, "user": user}
 
     def _api_apps_connections_open(self, args):
         if not self.ws_url:

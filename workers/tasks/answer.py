@@ -57,9 +57,13 @@ def answer_impl(
             adapter_version=getattr(runtime.generator, "adapter", None) or "base",
         )
         announce(settings, runtime, index)
+        from workers.asker import asker_view
+
+        # Documents of answer-as-the-asker sources: only those this user may read there.
+        retriever = asker_view(settings, index, question, contracts.ReplyTarget.from_dict(reply))
         result = answer_question(
             question,
-            index,
+            retriever,
             runtime.generator,
             retrieval=settings.retrieval,
             model=settings.model,

@@ -34,3 +34,10 @@ def chunks(settings: Settings) -> list:
 def texts(settings: Settings) -> str:
     """Every chunk's text in the serving version, joined (to look for a fact)."""
     return "\n".join(c.text for c in chunks(settings))
+
+
+def load_state_docs(settings: Settings, name: str) -> dict[str, dict]:
+    """The documents a source's last sync recorded (id -> version, path, acl...)."""
+    from ingest.connectors.sync import load_state
+
+    return load_state(settings, name).get("docs") or {}

@@ -25,6 +25,8 @@ class FakeConfluence:
         self.broken: set[str] = set()  # page ids whose body answer is not JSON
         self.attachments: dict[str, dict] = {}  # id -> {page, name, body, version}
         self.calls: list[str] = []
+        self.space_viewers: dict[str, list[str]] = {}  # key -> e-mails and group:<name>
+        self.groups: dict[str, list[str]] = {}  # group name -> member e-mails
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/wiki"
         app = Starlette(
@@ -33,6 +35,8 @@ class FakeConfluence:
                 Route("/wiki/rest/api/content/search", self.search),
                 Route("/wiki/download/attachments/{page}/{name}", self.download),
                 Route("/wiki/rest/api/content/{page_id}", self.content),
+                Route("/wiki/rest/api/space/{key}", self.space),
+                Route("/wiki/rest/api/group/{name}/member", self.members),
             ]
         )
         self.server = uvicorn.Server(
@@ -40,9 +44,40 @@ class FakeConfluence:
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def page(self, pid, space, title, body, version=1, restricted=False):
+    def page(self, pid, space, title, body, version=1, restricted=False, parent=None):
+        """``restricted``: True (an account without a visible e-mail) or a list of
+        e-mails and ``group:<name>`` entries."""
         self.pages[pid] = dict(space=space, title=title, body=body, version=version,
-                               restricted=restricted)  # fmt: skip
+                               restricted=restricted, parent=parent)  # fmt: skip
+
+    async def space(self, request: Request) -> Response:
+        if (denied := self._gate(request)) is not None:
+            return denied
+        viewers = self.space_viewers.get(request.path_params["key"], [])
+        users = [{"type": "known", "email": v} for v in viewers if not v.startswith("group:")]
+        groups = [{"type": "group", "name": v[6:]} for v in viewers if v.startswith("group:")]
+        perms = [
+            {"operation": {"operation": "read", "targetType": "space"},
+             "subjects": {"user": {"results": users}, "group": {"results": groups}}},
+            {"operation": {"operation": "administer", "targetType": "space"},
+             "subjects": {"user": {"results": [{"email": "root@example.com"}]}}},
+        ]  # fmt: skip
+        return JSONResponse({"key": request.path_params["key"], "permissions": perms})
+
+    async def members(self, request: Request) -> Response:
+        if (denied := self._gate(request)) is not None:
+            return denied
+        found = self.groups.get(request.path_params["name"])
+        if found is None:
+            return JSONResponse({"message": "no such group"}, status_code=404)
+        start = int(request.query_params.get("start", 0))
+        out = {"results": [{"type": "known", "email": e} for e in found[start : start + 2]]}
+        links = {}
+        if start + 2 < len(found):
+            links["next"] = (
+                f"/rest/api/group/{request.path_params['name']}/member?start={start + 2}"
+            )
+        return JSONResponse(out | {"_links": links})
 
     def attach(self, aid, page, name, body, version=1):
         self.attachments[aid] = dict(page=page, name=name, body=body.encode(), version=version)
@@ -95,14 +130,23 @@ class FakeConfluence:
         return None
 
     def _summary(self, pid: str, p: dict) -> dict:
-        users = {"results": [{"accountId": "u1"}], "size": 1} if p["restricted"] else {
-            "results": [], "size": 0}  # fmt: skip
+        r = p["restricted"]
+        names = [] if r is True or not r else r
+        people = [{"accountId": "u1"}] if r is True else [
+            {"accountId": e, "email": e} for e in names if not e.startswith("group:")]  # fmt: skip
+        users = {"results": people, "size": len(people)}
+        groups = {"results": [{"name": e[6:]} for e in names if e.startswith("group:")]}
+        ancestors, at = [], p.get("parent")
+        while at:
+            ancestors.insert(0, {"id": at})
+            at = self.pages.get(at, {}).get("parent")
         return {
             "id": pid,
             "type": "page",
             "title": p["title"],
             "version": {"number": p["version"]},
-            "restrictions": {"read": {"restrictions": {"user": users, "group": {"results": []}}}},
+            "ancestors": ancestors,
+            "restrictions": {"read": {"restrictions": {"user": users, "group": groups}}},
             "_links": {"webui": f"/spaces/{p['space']}/pages/{pid}"},
         }
 

@@ -1,7 +1,9 @@
 """A local server speaking the subset of the Google Drive v3 API (and Google's OAuth token
 endpoint) the Drive connector uses: a service-account JWT checked against the key's
 public half, paged files.list, changes.list with removed files, exports of Google Docs
-and Sheets, downloads, 429 storms. Every request is recorded."""
+and Sheets, downloads, 429 storms; for answer-as-the-asker a file's paged
+permissions.list and the Admin SDK's group members.list (a token for a delegated admin
+only). Every request is recorded."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from starlette.routing import Route
 from lorebot.cli.stack import free_port
 
 ACCESS = "ya29.fake-drive-access"
+DIRECTORY = "ya29.fake-directory-access"
 
 
 def _unb64(part: str) -> bytes:
@@ -32,6 +35,8 @@ class FakeDrive:
         self.files: dict[str, dict] = {}
         self.events: list[tuple[str, bool]] = []  # (file id, removed for this account)
         self.storm = 0
+        self.groups: dict[str, list[dict]] = {}  # group e-mail -> members {email, type}
+        self.directory_subjects: list[str] = []  # whom the directory tokens act as
         self.calls: list[str] = []
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
@@ -43,6 +48,8 @@ class FakeDrive:
                 Route("/drive/v3/changes", self.changes),
                 Route("/drive/v3/files", self.listing),
                 Route("/drive/v3/files/{fid}/export", self.export),
+                Route("/drive/v3/files/{fid}/permissions", self.permissions),
+                Route("/admin/directory/v1/groups/{gkey}/members", self.members),
                 Route("/drive/v3/files/{fid}", self.media),
             ]
         )
@@ -51,10 +58,20 @@ class FakeDrive:
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def put(self, fid: str, name: str, mime: str, body: str) -> None:
+    def put(self, fid: str, name: str, mime: str, body: str, perms: list | None = None) -> None:
         old = self.files.get(fid)
         version = (old["version"] + 1) if old else 1
-        self.files[fid] = dict(name=name, mime=mime, body=body.encode(), version=version)
+        if perms is None:
+            perms = old["perms"] if old else [{"type": "domain", "domain": "example.com"}]
+        self.files[fid] = dict(
+            name=name, mime=mime, body=body.encode(), version=version, perms=perms
+        )
+        self.events.append((fid, False))
+
+    def share(self, fid: str, perms: list) -> None:
+        """New permissions: Drive bumps the version and the changes feed reports the file."""
+        self.files[fid]["perms"] = perms
+        self.files[fid]["version"] += 1
         self.events.append((fid, False))
 
     def unshare(self, fid: str) -> None:
@@ -99,9 +116,36 @@ class FakeDrive:
             body = json.loads(_unb64(claims))
         except (KeyError, ValueError, InvalidSignature):
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        if body["aud"] != self.token_url or "drive.readonly" not in body["scope"]:
+        if body["aud"] != self.token_url:
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        if "admin.directory.group.member.readonly" in body["scope"] and body.get("sub"):
+            self.directory_subjects.append(body["sub"])
+            return JSONResponse({"access_token": DIRECTORY, "expires_in": 3599})
+        if "drive.readonly" not in body["scope"]:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
         return JSONResponse({"access_token": ACCESS, "expires_in": 3599})
+
+    async def permissions(self, request: Request) -> Response:
+        if (denied := self._gate(request)) is not None:
+            return denied
+        f = self.files.get(request.path_params["fid"])
+        if f is None:
+            return JSONResponse({"error": "notFound"}, status_code=404)
+        perms = [{"kind": "drive#permission", "role": "reader", **p} for p in f["perms"]]
+        start = int(request.query_params.get("pageToken", 0))
+        out: dict = {"permissions": perms[start : start + 2]}
+        if start + 2 < len(perms):
+            out["nextPageToken"] = str(start + 2)
+        return JSONResponse(out)
+
+    async def members(self, request: Request) -> Response:
+        self.calls.append(request.url.path)
+        if request.headers.get("authorization") != f"Bearer {DIRECTORY}":
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        found = self.groups.get(request.path_params["gkey"])
+        if found is None:
+            return JSONResponse({"error": "notFound"}, status_code=404)
+        return JSONResponse({"members": found})
 
     async def start_token(self, request: Request) -> Response:
         if (denied := self._gate(request)) is not None:

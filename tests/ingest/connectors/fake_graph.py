@@ -26,6 +26,9 @@ class FakeGraph:
         self.items: dict[str, dict] = {}  # id -> {name, folder, body, ctag}
         self.events: list[str] = []  # ids, in the order they changed or went
         self.expired = False
+        self.sharing_events: list[int] = []  # positions in events that only changed sharing
+        self.groups: dict[str, list[str]] = {"g-all": []}  # group id -> member mails
+        self.prefer: list[str | None] = []  # Prefer headers of delta calls
         self.storm = 0
         self.calls: list[tuple[str, str | None]] = []  # (path, authorization)
         self.port = free_port()
@@ -36,6 +39,8 @@ class FakeGraph:
                 Route("/tenant-1/oauth2/v2.0/token", self.token, methods=["POST"]),
                 Route("/v1.0/drives/{drive}/root/delta", self.delta),
                 Route("/v1.0/drives/{drive}/items/{item}/content", self.content),
+                Route("/v1.0/drives/{drive}/items/{item}/permissions", self.permissions),
+                Route("/v1.0/groups/{gid}/transitiveMembers", self.members),
                 Route("/download/{item}", self.download),
             ]
         )
@@ -44,11 +49,50 @@ class FakeGraph:
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def put(self, item_id: str, folder: str, name: str, body: str) -> None:
+    def put(
+        self, item_id: str, folder: str, name: str, body: str, perms: list | None = None
+    ) -> None:
         old = self.items.get(item_id)
         ctag = f"c{(int(old['ctag'][1:]) + 1) if old else 1}"
-        self.items[item_id] = dict(folder=folder, name=name, body=body.encode(), ctag=ctag)
+        if perms is None:
+            perms = (
+                old["perms"]
+                if old
+                else [{"roles": ["read"], "grantedToV2": {"group": {"id": "g-all"}}}]
+            )
+        self.items[item_id] = dict(
+            folder=folder, name=name, body=body.encode(), ctag=ctag, perms=perms
+        )
         self.events.append(item_id)
+
+    def share(self, item_id: str, perms: list) -> None:
+        """New permissions, same content (same cTag): the delta reports the item only when
+        asked with ``Prefer: deltashowsharingchanges``."""
+        self.items[item_id]["perms"] = perms
+        self.sharing_events.append(len(self.events))
+        self.events.append(item_id)
+
+    async def permissions(self, request: Request) -> Response:
+        self._record(request)
+        if request.headers.get("authorization") != f"Bearer {ACCESS}":
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        it = self.items.get(request.path_params["item"])
+        if it is None:
+            return JSONResponse({"error": "itemNotFound"}, status_code=404)
+        page = int(request.query_params.get("page", 0))
+        out: dict = {"value": it["perms"][page * 2 : page * 2 + 2]}
+        if (page + 1) * 2 < len(it["perms"]):
+            out["@odata.nextLink"] = str(request.url).split("?")[0] + f"?page={page + 1}"
+        return JSONResponse(out)
+
+    async def members(self, request: Request) -> Response:
+        self._record(request)
+        if request.headers.get("authorization") != f"Bearer {ACCESS}":
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        found = self.groups.get(request.path_params["gid"])
+        if found is None:
+            return JSONResponse({"error": "Request_ResourceNotFound"}, status_code=404)
+        return JSONResponse({"value": [{"mail": m} for m in found]})
 
     def delete(self, item_id: str) -> None:
         del self.items[item_id]
@@ -91,7 +135,14 @@ class FakeGraph:
             if self.expired:
                 return JSONResponse({"error": "resyncRequired"}, status_code=410)
             since = int(q["token"])
-            ids = list(dict.fromkeys(self.events[since:]))
+            sharing = "deltashowsharingchanges" in (request.headers.get("prefer") or "")
+            ids = list(
+                dict.fromkeys(
+                    e
+                    for n, e in enumerate(self.events)
+                    if n >= since and (sharing or n not in self.sharing_events)
+                )
+            )
         else:
             ids = sorted(self.items)
             folders = [{"id": "root", "root": {}, "folder": {}}]

@@ -49,6 +49,7 @@ def test_confluence_spaces_versions_restrictions(
             "username": "bot@example.org",
             "secret_env": "WIKI_TOKEN",
             "backoff_s": 0.01,
+            "permissions": "collections",
         },
     )
     wiki.storm = 3
@@ -128,7 +129,63 @@ def test_data_center_personal_access_token_is_a_bearer_token():
     with FakeConfluence("Bearer dc-pat-123") as w:
         w.page("7", "OPS", "Runbook", "<p>Restart the pager with pagerctl.</p>")
         cfg = SourceConfig(kind="confluence", url=w.base, spaces=["OPS"], collection="ops",
-                           secret="dc-pat-123")  # fmt: skip
+                           secret="dc-pat-123", permissions="collections")  # fmt: skip
         sink = Sink()
         ConfluenceConnector("dc", cfg, user_agent="t").sync(sink, {})
     assert sink.put_ids == ["OPS:7"] and not sink.failures
+
+
+def test_confluence_answer_as_the_asker(tmp_path, wiki, embedder, parse_pool):
+    """Asker mode (the default): every page with its viewers (the space's, its own
+    restriction, its ancestors'), attachments with their page's, group members paged; a
+    restriction added later takes the page from the others' results at the next sync."""
+    from connector_helpers import load_state_docs
+
+    from ingest import open_index
+    from ingest.permissions import AskerRetriever, Permissions
+
+    wiki.space_viewers = {"HR": ["group:staff", "ext@partner.org"]}
+    wiki.groups = {"staff": ["ann@example.org", "bo@example.org", "cy@example.org"]}
+    wiki.pages["103"]["restricted"] = ["ann@example.org", "group:payroll"]
+    wiki.groups["payroll"] = ["cy@example.org"]
+    wiki.page("104", "HR", "Bonus", "<p>The bonus pool code is POOL-5521.</p>", parent="103")
+    settings = settings_with(
+        tmp_path,
+        wiki={
+            "kind": "confluence",
+            "url": wiki.base,
+            "spaces": ["HR"],
+            "collection": "hr",
+            "username": "bot@example.org",
+            "secret": TOKEN,
+        },  # fmt: skip
+    )
+    first = sync_source(settings, "wiki", embedder=embedder, pool=parse_pool)
+    assert not first.failures, first.to_dict()
+    docs = load_state_docs(settings, "wiki")
+    space = ["group:staff", "user:ext@partner.org"]
+    salary = ["group:payroll", "user:ann@example.org"]
+    assert docs["HR:101"]["acl"] == [space]
+    assert docs["HR:103"]["acl"] == [space, salary]
+    assert docs["HR:104"]["acl"] == [space, salary]  # inherited from its parent
+    assert docs["HR:103:a3"]["acl"] == [space, salary]  # the page's attachment
+
+    def hits(email, q):
+        with open_index(settings, embedder=embedder) as reader:
+            view = AskerRetriever(reader, Permissions(settings).for_index(reader).mask(email))
+            return "\n".join(h.chunk.text for h in view.search(q, k=8))
+
+    for who in ("ann@example.org", "cy@example.org"):
+        assert "CEO" in hits(who, "CEO salary") and "POOL-5521" in hits(who, "bonus pool code")
+        assert "Band 7" in hits(who, "salary bands")
+    for who in ("bo@example.org", "ext@partner.org", "zed@example.org"):
+        assert "CEO" not in hits(who, "CEO salary"), who
+        assert "POOL-5521" not in hits(who, "bonus pool code"), who
+        assert "Band 7" not in hits(who, "salary bands"), who
+    assert "31 days" in hits("bo@example.org", "annual leave")
+    assert "31 days" not in hits("zed@example.org", "annual leave")
+
+    wiki.pages["101"]["restricted"] = ["cy@example.org"]
+    sync_source(settings, "wiki", embedder=embedder, pool=parse_pool)
+    assert "31 days" not in hits("bo@example.org", "annual leave")
+    assert "31 days" in hits("cy@example.org", "annual leave")

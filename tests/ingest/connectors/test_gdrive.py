@@ -101,3 +101,55 @@ def test_a_key_that_is_not_json_stops_the_sync(tmp_path, drive):
     )
     with pytest.raises(SourceError, match="not a service account JSON key"):
         sync_source(settings, "gd")
+
+
+def _hits(settings, embedder, email, question):
+    from ingest import open_index
+    from ingest.permissions import AskerRetriever, Permissions
+
+    with open_index(settings, embedder=embedder) as reader:
+        mask = Permissions(settings).for_index(reader).mask(email)
+        return "\n".join(h.chunk.text for h in AskerRetriever(reader, mask).search(question, k=8))
+
+
+def test_drive_viewers_groups_and_unsharing(tmp_path, key, drive, embedder, parse_pool):
+    """Answer as the asker: each file's permissions (paged), group members through the
+    directory (nested), and a file unshared from a user leaves that user's results at the
+    next sync."""
+    keyfile = tmp_path / "sa.json"
+    account = {"client_email": "lorebot@p.iam.gserviceaccount.com", "private_key": key[1]}
+    keyfile.write_text(json.dumps(account))
+    secret = {"kind": "gdrive", "url": drive.api, "token_url": drive.token_url}
+    settings = settings_with(
+        tmp_path,
+        gd=secret
+        | {"secret_file": str(keyfile), "collection": "hr", "username": "admin@example.com"},
+    )
+    drive.put("pay1", "pay.md", "text/markdown", "# Pay\n\nThe pay review code is PAY-3391.\n",
+              perms=[{"type": "user", "emailAddress": "ann@example.com"},
+                     {"type": "user", "emailAddress": "Bo@example.com"},
+                     {"type": "group", "emailAddress": "finance@example.com"}])  # fmt: skip
+    drive.groups = {
+        "finance@example.com": [{"email": "leads@example.com", "type": "GROUP"}],
+        "leads@example.com": [{"email": "cy@example.com", "type": "USER"}],
+    }
+    first = sync_source(settings, "gd", embedder=embedder, pool=parse_pool)
+    assert not first.failures, first.to_dict()
+    state = load_state(settings, "gd")
+    assert state["docs"]["pay1"]["acl"] == [
+        ["group:finance@example.com", "user:ann@example.com", "user:bo@example.com"]
+    ]
+    assert drive.directory_subjects == ["admin@example.com"]
+    q = "What is the pay review code?"
+    for who in ("ann@example.com", "bo@example.com", "cy@example.com"):
+        assert "PAY-3391" in _hits(settings, embedder, who, q), who
+    assert "PAY-3391" not in _hits(settings, embedder, "dee@example.com", q)
+    assert "31 days" in _hits(settings, embedder, "dee@example.com", "annual leave days")
+
+    drive.calls.clear()
+    drive.share("pay1", [{"type": "user", "emailAddress": "ann@example.com"}])
+    after = sync_source(settings, "gd", embedder=embedder, pool=parse_pool)
+    assert not after.failures, after.to_dict()
+    assert "PAY-3391" in _hits(settings, embedder, "ann@example.com", q)
+    for who in ("bo@example.com", "cy@example.com"):
+        assert "PAY-3391" not in _hits(settings, embedder, who, q), who

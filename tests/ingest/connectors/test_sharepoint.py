@@ -79,3 +79,38 @@ def test_sharepoint_delta_sync(tmp_path, graph, embedder, parse_pool, caplog):
 def test_refused_client_secret_stops_the_sync(tmp_path, graph):
     with pytest.raises(SourceError, match="token endpoint refused"):
         sync_source(_settings(tmp_path, graph, secret="wrong"), "sp")
+
+
+def test_sharepoint_viewers_groups_and_unsharing(tmp_path, graph, embedder, parse_pool):
+    """Answer as the asker: each item's permissions (paged: users, groups, links), group
+    members from transitiveMembers, and a sharing change that the delta reports (Prefer:
+    deltashowsharingchanges) without new content: no download, the viewers change."""
+    from ingest import open_index
+    from ingest.permissions import AskerRetriever, Permissions
+
+    graph.put("B1", "Board", "minutes.md", "# Minutes\n\nThe merger codename is HERON-88.\n",
+              perms=[{"roles": ["read"], "grantedToV2": {"user": {"email": "Ann@contoso.com"}}},
+                     {"roles": ["write"], "grantedToV2": {"group": {"id": "g-board"}}},
+                     {"roles": ["read"], "link": {"scope": "organization"}}])  # fmt: skip
+    graph.groups["g-board"] = ["bo@contoso.com"]
+    settings = _settings(tmp_path, graph)
+    first = sync_source(settings, "sp", embedder=embedder, pool=parse_pool)
+    assert not first.failures, first.to_dict()
+    assert load_state(settings, "sp")["docs"]["B1"]["acl"] == [
+        ["group:g-board", "user:ann@contoso.com"]
+    ]
+
+    def hits(email: str) -> str:
+        with open_index(settings, embedder=embedder) as reader:
+            view = AskerRetriever(reader, Permissions(settings).for_index(reader).mask(email))
+            return "\n".join(h.chunk.text for h in view.search("merger codename", k=8))
+
+    assert "HERON-88" in hits("ann@contoso.com") and "HERON-88" in hits("bo@contoso.com")
+    assert "HERON-88" not in hits("cy@contoso.com")  # an organisation link grants nothing
+
+    graph.share("B1", [{"roles": ["read"], "grantedToV2": {"user": {"email": "ann@contoso.com"}}}])
+    graph.calls.clear()
+    after = sync_source(settings, "sp", embedder=embedder, pool=parse_pool)
+    assert after.fetched == 0 and not after.failures, after.to_dict()
+    assert not any("/content" in p for p, _ in graph.calls)
+    assert "HERON-88" in hits("ann@contoso.com") and "HERON-88" not in hits("bo@contoso.com")

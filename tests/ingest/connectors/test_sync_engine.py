@@ -147,3 +147,34 @@ def test_documents_over_max_documents_are_counted_in_the_report(tmp_path):
         m.put(Doc(str(i), "1", f"{i}.md", "c"), b"x")
     m.finish()
     assert m.failures[-1]["reason"].endswith("2 more documents not taken")
+
+
+def test_documents_without_viewers_start_an_asker_source_over(tmp_path):
+    """A Drive or Graph changes feed never reports an unchanged document again: documents
+    synced before their viewers were read would answer nobody for ever, so the cursor is
+    dropped and the whole source listed (unchanged documents are still not fetched)."""
+    from ingest.connectors.sync import _save_state, load_state, sync_source
+
+    settings = settings_with(
+        tmp_path, gd={"kind": "gdrive", "collection": "c"}, gd2={"kind": "gdrive",
+        "collection": "c", "permissions": "collections"})  # fmt: skip
+    seen = []
+
+    class Feed:
+        def sync(self, sink, cursor):
+            seen.append(dict(cursor))
+            for doc_id in sink.known_ids():
+                sink.viewers(doc_id, [["anyone"]])
+                sink.unchanged(doc_id)
+            return {"page_token": "9"}
+
+    for name in ("gd", "gd2"):
+        root = source_dir(settings, name) / "docs"
+        _save_state(settings, name, {"cursor": {"page_token": "5"}, "needs_build": False,
+                                     "docs": _previous(root, old="body")})  # fmt: skip
+        sync_source(settings, name, connector=Feed())
+    assert seen[0] == {} and seen[1] == {"page_token": "5"}
+    assert load_state(settings, "gd")["docs"]["old"]["acl"] == [["anyone"]]
+    seen.clear()
+    sync_source(settings, "gd", connector=Feed())  # viewers known now: incremental again
+    assert seen == [{"page_token": "9"}]
