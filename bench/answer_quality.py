@@ -5,6 +5,7 @@ by the generating path (the baseline) and the reader, in one run.
     python bench/answer_quality.py --set staff --split test  # staff questions, test half
     python bench/answer_quality.py --set staff --split tune --index-dir /tmp/staff-index
     python bench/answer_quality.py --adapter data/adapters/versions/<v>/adapter.gguf
+    python bench/answer_quality.py --neighbours 0 1          # without / with the neighbours
 
 ``--set sample`` builds a temporary index of the packaged sample handbook and asks
 tests/fixtures/sample_qa.json; ``--set staff`` indexes the two real handbooks of
@@ -110,6 +111,13 @@ def main() -> int:
         help="staff: one handbook only (its questions, an index of it alone: quicker)",
     )
     ap.add_argument("--modes", nargs="+", default=["generate", "read"])
+    ap.add_argument(
+        "--neighbours",
+        nargs="+",
+        type=int,
+        default=None,
+        help="retrieval.neighbours values to compare in the same run (default: the setting)",
+    )
     ap.add_argument("--index-dir", type=Path, default=None, help="staff index kept here")
     ap.add_argument("--adapter", type=Path, default=None, help="A GGUF LoRA adapter to serve.")
     ap.add_argument("--threads", type=int, default=min(2, cpu_count()))
@@ -144,8 +152,12 @@ def main() -> int:
             adapter=args.adapter.parent.name if args.adapter else None,
         )
         results = {}
-        for mode in args.modes:
+        neighbours = args.neighbours or [settings.retrieval.neighbours]
+        variants = [(m, nb) for m in args.modes for nb in neighbours]
+        for mode, nb in variants:
             model = settings.model.model_copy(update={"answer_mode": mode})
+            retrieval = settings.retrieval.model_copy(update={"neighbours": nb})
+            label = mode if len(neighbours) == 1 else f"{mode} nb={nb}"
             row = {
                 "top_doc": 0,
                 "key_fact": 0,
@@ -162,7 +174,7 @@ def main() -> int:
                     Question(text=item["question"]),
                     index,
                     generator,
-                    retrieval=settings.retrieval,
+                    retrieval=retrieval,
                     model=model,
                 )
                 row["ms"].append(a.timings_ms.get("total", 0.0))
@@ -186,7 +198,7 @@ def main() -> int:
                 row["wrongly_refused"] += a.abstained
                 if args.verbose:
                     console.print(
-                        escape(f"[{mode}] {'OK ' if hit else '-- '}{item['question']}\n")
+                        escape(f"[{label}] {'OK ' if hit else '-- '}{item['question']}\n")
                         + escape(f"    {a.answer[:200]!r}")
                     )
             for item in unanswerable:
@@ -194,7 +206,7 @@ def main() -> int:
                     Question(text=item["question"]),
                     index,
                     generator,
-                    retrieval=settings.retrieval,
+                    retrieval=retrieval,
                     model=model,
                 )
                 row["refused_unanswerable"] += a.abstained
@@ -203,7 +215,7 @@ def main() -> int:
                 sorted(row["first"])[len(row["first"]) // 2] if row["first"] else None
             )
             del row["ms"], row["first"]
-            results[mode] = row
+            results[label] = row
         index.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -217,9 +229,10 @@ def main() -> int:
         + (f", adapter {args.adapter.parent.name}" if args.adapter else ", base model")
     )
     table.add_column("measure")
-    base = args.modes[0]
-    for mode in args.modes:
-        table.add_column(mode, justify="right")
+    labels = list(results)
+    base = labels[0]
+    for label in labels:
+        table.add_column(label, justify="right")
     measures = (
         ("right doc cited first", "top_doc", n_ans),
         ("key fact in the answer", "key_fact", n_ans),
@@ -228,19 +241,19 @@ def main() -> int:
         ("answerable refused", "wrongly_refused", n_ans),
         ("unanswerable refused", "refused_unanswerable", n_un),
     )
-    for label, key, total in measures:
+    for measure, key, total in measures:
         cells = []
-        for mode in args.modes:
-            r = results[mode]
+        for label in labels:
+            r = results[label]
             cells.append(f"{r[key]}/{total if total is not None else r['yes_no']}")
-        table.add_row(label, *cells)
-    for label, key in (("p50 answer ms", "p50_ms"), ("p50 first token ms", "p50_first_token_ms")):
+        table.add_row(measure, *cells)
+    for measure, key in (("p50 answer ms", "p50_ms"), ("p50 first token ms", "p50_first_token_ms")):
         cells = []
-        for mode in args.modes:
-            v, b = results[mode][key], results[base][key]
-            ratio = f" ({v / b:.2f}×)" if mode != base and v and b else ""
+        for label in labels:
+            v, b = results[label][key], results[base][key]
+            ratio = f" ({v / b:.2f}×)" if label != base and v and b else ""
             cells.append("–" if v is None else f"{v:.0f}{ratio}")
-        table.add_row(label, *cells)
+        table.add_row(measure, *cells)
     console.print(table)
     out = save(
         "answer-quality"
@@ -248,6 +261,7 @@ def main() -> int:
         + (f"-{args.corpus}" if args.set == "staff" and args.corpus else ""),
         {
             "adapter": str(args.adapter) if args.adapter else None,
+            "neighbours": args.neighbours,
             "results": results,
             "answerable": n_ans,
             "unanswerable": n_un,

@@ -186,6 +186,15 @@ class Embedder:
                     self._model.max_seq_length = self.max_seq_length
             return self._model
 
+    def load(self) -> None:
+        """Load what a question's encode runs (the model, and its ONNX graph for this
+        backend) now rather than at the first question; nothing once loaded."""
+        if self.backend != "torch" or self.onnx_dir is not None:
+            if self._onnx is None:
+                self._onnx_session()
+        else:
+            self._load()
+
     def encode(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         """Vectors of shape (len(texts), 384), float32, each of unit length."""
         if not texts:

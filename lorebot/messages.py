@@ -42,9 +42,10 @@ def answer_text(answer: Answer) -> Text:
     return out
 
 
-def answer_json(answer: Answer) -> dict[str, Any]:
-    """The stable JSON shape of `lorebot ask --json`."""
-    return {
+def answer_json(answer: Answer, timings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The stable JSON shape of `lorebot ask --json` (``timings``: where its wall time went,
+    in seconds, see :func:`lorebot.cli.ask.ask_timings`)."""
+    out = {
         "question_id": answer.question_id,
         "question": answer.question,
         "answer": answer.answer,
@@ -69,6 +70,9 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "timings_ms": {k: round(v, 1) for k, v in answer.timings_ms.items()},
         "tokens": {"prompt": answer.prompt_tokens, "completion": answer.completion_tokens},
     }
+    if timings is not None:
+        out["timings"] = timings
+    return out
 
 
 def ingest_done(report: Any) -> str:

@@ -297,7 +297,10 @@ class RetrievalSettings(_Section):
         1,
         ge=0,
         le=3,
-        description="Chunks before and after the top passage that the reader also reads.",
+        description=(
+            "Chunks before and after the top passage, in its document, whose sentences also "
+            "compete for the quote (generate) and the short answer (read)."
+        ),
     )
 
 

@@ -23,7 +23,7 @@ from lorebot import contracts, payloads, telemetry
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings
 from workers import client
-from workers.runtime import get_runtime
+from workers.runtime import get_runtime, load_now
 from workers.tasks import answer, ingest, refresh, sources, uploads
 from workers.tasks.ingest import _count_ingest  # noqa: F401 - tests/ops/test_metrics imports it
 
@@ -91,7 +91,9 @@ def create_app(
         answer.start_heartbeat(settings, runtime)
         runtime.sync(force=True)  # a fresh machine fetches the published versions first
         try:
-            runtime.generator  # noqa: B018 - warm the lazy property
+            # The generator object alone is lazy: load the weights too, or the first
+            # question pays for it (~0.4 s on two cores).
+            load_now(runtime.generator)
             # Load MiniLM now too: the first question paid ~7 s for it otherwise.
             runtime.index().encode(["warm up"])
         except LorebotError as exc:

@@ -93,20 +93,26 @@ def wait_for_worker(
     while time.monotonic() < deadline:
         if poll is not None:
             poll()
-        if client.control.ping(timeout=1.0):
+        if client.control.ping(timeout=1.0, limit=1):
             return True
     return False
 
 
 def ask(settings: Settings, question: Question, timeout: float) -> Answer:
-    """Send a question through Redis to a worker and wait for the answer."""
+    """Send a question through Redis to a worker and wait for the answer.
+
+    The answer's ``timings_ms`` gain ``roundtrip``: task submitted -> result received.
+    """
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     client = make_client(settings.redis.effective_url)
-    if not client.control.ping(timeout=1.5):
+    # A broadcast ping collects replies until its timeout unless told how many to expect:
+    # without limit=1 every question waited the whole 1.5 s even with a worker up.
+    if not client.control.ping(timeout=1.5, limit=1):
         raise ServiceUnavailableError(
             "no lorebot worker is running", fix="start one with `lorebot up` or `lorebot worker`"
         )
+    submitted = time.perf_counter()
     result = client.send_task(
         TASK_ANSWER,
         kwargs={"question": question.model_dump(mode="json"), "reply": None},
@@ -120,10 +126,13 @@ def ask(settings: Settings, question: Question, timeout: float) -> Answer:
             f"no answer within {timeout:.0f} s (question id {question.question_id})",
             fix="check `lorebot doctor` and the worker log; raise LOREBOT_WORKER__ASK_TIMEOUT_S",
         ) from None
+    roundtrip = (time.perf_counter() - submitted) * 1000
     if isinstance(payload, dict) and "error" in payload:
         err = payload["error"]
         raise LorebotError(err["message"], fix=err.get("fix"))
-    return Answer.model_validate(payload)
+    answer = Answer.model_validate(payload)
+    answer.timings_ms["roundtrip"] = roundtrip
+    return answer
 
 
 def enqueue_refresh(settings: Settings) -> str:

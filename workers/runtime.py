@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -148,6 +149,19 @@ class Runtime:
         from slm.training.registry import serving_adapters
 
         return any(ref.version == version for ref in serving_adapters(self.settings))
+
+
+def load_now(part: Any) -> float:
+    """Load a lazy part (the model, the embedder) now when it has a ``load``; the ms taken.
+
+    Near zero once loaded: the answer task reports it, so a question that paid for a
+    load (the first after a start, an adapter change) shows it in its timings.
+    """
+    load = getattr(part, "load", None)
+    started = time.perf_counter()
+    if callable(load):
+        load()
+    return (time.perf_counter() - started) * 1000
 
 
 _RUNTIME: Runtime | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,9 @@ from rich.console import Console
 
 from lorebot.errors import LorebotError
 from lorebot.settings import Settings, load_settings
+
+#: When this module was imported: the fallback start of :func:`process_age_s`.
+_IMPORTED = time.perf_counter()
 
 app = typer.Typer(
     name="lorebot",
@@ -32,6 +36,10 @@ err_console = Console(stderr=True)
 class State:
     config_file: Path | None = None
     settings: Settings | None = None
+    #: Set by a command with nothing left to clean up (`ask`): :func:`main` then ends the
+    #: process without the interpreter's teardown of every imported module (0.3-0.7 s
+    #: on two cores, after the answer is printed).
+    exit_fast: bool = False
 
 
 def settings() -> Settings:
@@ -40,6 +48,21 @@ def settings() -> Settings:
         State.settings = load_settings(State.config_file)
         _setup_logging(State.settings)
     return State.settings
+
+
+def process_age_s() -> float:
+    """Seconds since this process started: the interpreter and every import included.
+
+    Linux gives the start time (/proc, 10 ms ticks); elsewhere this counts from the
+    import of this module, which misses the interpreter's own start.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _IMPORTED
 
 
 def _setup_logging(s: Settings) -> None:
@@ -63,7 +86,21 @@ def _root(
 ) -> None:
     State.config_file = config
     State.settings = None
+    State.exit_fast = False
     _offline_env()
+
+
+def _exit_now(code: int) -> None:
+    """Exit after what a normal exit does that matters (atexit handlers, logging, flushed
+    output), skipping the teardown of the interpreter's modules."""
+    import atexit
+    import logging
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main() -> None:
@@ -71,7 +108,10 @@ def main() -> None:
     try:
         # Without standalone mode click returns the code of typer.Exit instead of exiting.
         code = app(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
+        code = code if isinstance(code, int) else 0
+        if State.exit_fast:
+            _exit_now(code)
+        sys.exit(code)
     except LorebotError as exc:
         from lorebot.logs import redact
 

@@ -6,7 +6,6 @@ before starting anything; the processes themselves come from workers.cli and bot
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
@@ -101,9 +100,7 @@ def demo_cmd(
         console.rule("3/3 ask through Redis → Celery worker → local model")
         for q in questions or messages.DEMO_QUESTIONS:
             console.print(f"\n[bold]Q:[/] {q}")
-            started = time.perf_counter()
             answer = submit_question(s, Question(text=q), s.worker.ask_timeout_s)
-            answer.timings_ms["roundtrip"] = (time.perf_counter() - started) * 1000
             console.print(messages.answer_text(answer))
 
 

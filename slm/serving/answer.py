@@ -20,12 +20,20 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from lorebot.settings import ModelSettings, RetrievalSettings
 from lorebot.types import Answer, Question, SearchHit, Turn
 from slm.serving.citations import fallback_citations, select_citations
-from slm.serving.evidence import Encode, Evidence, compose, rank_evidence, select_evidence
+from slm.serving.evidence import (
+    EVIDENCE_PASSAGES,
+    Encode,
+    Evidence,
+    compose,
+    rank_evidence,
+    select_evidence,
+)
 from slm.serving.generator import Generator
 from slm.serving.grounding import GroundingCheck
 from slm.serving.prompt import build_messages, is_not_found
@@ -220,10 +228,27 @@ def _sentence_scoring(question: Question, retriever: Retriever, encode: Encode |
 
 
 def _evidence(
-    question: Question, used: Sequence[SearchHit], retriever: Retriever, encode: Encode | None
+    question: Question,
+    used: Sequence[SearchHit],
+    retriever: Retriever,
+    encode: Encode | None,
+    extra: Sequence[SearchHit] = (),
 ) -> Evidence | None:
-    """The evidence quote, from the index's stored sentence vectors where it has them."""
-    return select_evidence(question.text, used, **_sentence_scoring(question, retriever, encode))
+    """The evidence quote, from the index's stored sentence vectors where it has them.
+
+    Its sentences come from the first passages of the prompt and from ``extra`` (the top
+    passage's neighbours), whose numbers follow the prompt's: ``[*used, *extra]``.
+    """
+    first = list(used[:EVIDENCE_PASSAGES])
+    evidence = select_evidence(
+        question.text,
+        [*first, *extra],
+        passages=len(first) + len(extra),
+        **_sentence_scoring(question, retriever, encode),
+    )
+    if evidence is not None and evidence.passage > len(first):  # a neighbour's sentence
+        evidence = replace(evidence, passage=evidence.passage - len(first) + len(used))
+    return evidence
 
 
 def answer_question(
@@ -312,7 +337,8 @@ def answer_question(
     t_evidence = time.perf_counter()
     if quote_evidence is None:
         quote_evidence = model.quote_evidence
-    evidence = _evidence(question, used, retriever, encode) if quote_evidence else None
+    extra = _neighbours(used, retriever, retrieval.neighbours) if quote_evidence else []
+    evidence = _evidence(question, used, retriever, encode, extra) if quote_evidence else None
     timings["evidence"] = (time.perf_counter() - t_evidence) * 1000
 
     raw_text, refusal = _review(question.question_id, generation.text, grounding)
@@ -337,7 +363,8 @@ def answer_question(
 
     if evidence is not None:
         raw_text = compose(raw_text, evidence, question.text)
-    text, citations = select_citations(raw_text, used)
+    quoted_neighbour = evidence is not None and evidence.passage > len(used)
+    text, citations = select_citations(raw_text, [*used, *extra] if quoted_neighbour else used)
     timings["total"] = (time.perf_counter() - started) * 1000
     log.info(
         "question %s answered index=%s adapter=%s passages=%d cited=%s prompt_tokens=%d "
@@ -366,14 +393,23 @@ def answer_question(
     )
 
 
-def _with_neighbours(hits: list[SearchHit], retriever: Retriever, count: int) -> list[SearchHit]:
-    """The hits, then the top hit's neighbouring chunks that are not hits already."""
+def _neighbours(hits: Sequence[SearchHit], retriever: Retriever, count: int) -> list[SearchHit]:
+    """The ``count`` chunks before and after the top hit in its document, less the hits.
+
+    The answer often sits next to the chunk that matched (a list of incidents in one, the
+    hotline to call in the next): these are read as candidates too, and cited as
+    themselves when the answer comes from one.
+    """
     neighbours = getattr(retriever, "neighbours", None)
     if not count or neighbours is None or not hits:
-        return hits
+        return []
     seen = {h.chunk.chunk_id for h in hits}
-    extra = [n for n in neighbours(hits[0], count, count) if n.chunk.chunk_id not in seen]
-    return [*hits, *extra]
+    return [n for n in neighbours(hits[0], count, count) if n.chunk.chunk_id not in seen]
+
+
+def _with_neighbours(hits: list[SearchHit], retriever: Retriever, count: int) -> list[SearchHit]:
+    """The hits, then the top hit's neighbouring chunks that are not hits already."""
+    return [*hits, *_neighbours(hits, retriever, count)]
 
 
 def _answer_by_reading(

@@ -4,6 +4,7 @@ the real SmolLM2 model and MiniLM embeddings, over an index of the sample handbo
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,7 @@ def test_cli_ask_json_shape(worker, sample_data_dir, redis_server):
 
     from tests.conftest import child_env
 
+    started = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "lorebot", "ask", "--json", QA["answerable"][0]["question"]],
         env=child_env(sample_data_dir, redis_server.url),
@@ -80,6 +82,7 @@ def test_cli_ask_json_shape(worker, sample_data_dir, redis_server):
         text=True,
         timeout=300,
     )
+    wall = time.perf_counter() - started
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
     assert set(payload) >= {
@@ -93,3 +96,19 @@ def test_cli_ask_json_shape(worker, sample_data_dir, redis_server):
     assert set(payload["timings_ms"]) >= {"retrieve", "generate", "total"}
     first = payload["citations"][0]
     assert set(first) >= {"source", "title", "chunk_id", "score", "text"}
+    assert_timings_add_up(payload["timings"], wall)
+
+
+def assert_timings_add_up(t: dict, wall: float) -> None:
+    """`ask --json`'s timings split the process's own wall time (no speed is asserted)."""
+    top = ["startup_s", "settings_s", "connect_s", "queue_s", "worker_s", "other_s"]
+    inside = ["index_load_s", "embedder_load_s", "model_load_s", "retrieve_s", "generate_s"]
+    assert set(t) == {*top, *inside, "first_token_s", "total_s"}, t
+    assert all(t[k] >= 0 for k in top[:-1] + inside), t
+    # total_s is measured on its own (process start -> answer ready); the parts explain it.
+    assert sum(t[k] for k in top) == pytest.approx(t["total_s"], abs=0.005)
+    assert abs(t["other_s"]) <= 0.05 + 0.1 * t["total_s"], t
+    assert 0 < t["total_s"] <= wall, (t, wall)
+    assert t["startup_s"] > 0 and t["worker_s"] > 0
+    assert sum(t[k] for k in inside) <= t["worker_s"] + 0.005, t
+    assert t["first_token_s"] is not None and t["first_token_s"] <= t["worker_s"], t

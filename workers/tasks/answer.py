@@ -21,7 +21,7 @@ from lorebot import contracts, logs, payloads, recent, sync, telemetry
 from lorebot.errors import InvalidPayloadError, LorebotError, TransientError
 from lorebot.settings import Settings
 from lorebot.types import Answer, Question, new_id
-from workers.runtime import get_runtime
+from workers.runtime import get_runtime, load_now
 
 # The answer lines keep the logger name they have always had ("answered index=..." under
 # workers.app): operators filter on it and the fleet test reads it.
@@ -51,7 +51,13 @@ def answer_impl(
         runtime.sync()  # a newer index / adapter from the shared location, if any
         # Only an adapter trained on collections this question may search (issue 14, item 3).
         runtime.refresh_adapter(question.collections)
+        # What this question paid for loading (index reopened after a re-index, the
+        # embedder or the model after a start or an adapter change); ~0 once warm.
+        t_index = time.perf_counter()
         index = runtime.index()
+        loads = {"index_load": (time.perf_counter() - t_index) * 1000}
+        loads["embedder_load"] = load_now(getattr(index, "embedder", None))
+        loads["model_load"] = load_now(runtime.generator)
         logs.update(
             index_version=index.version,
             adapter_version=getattr(runtime.generator, "adapter", None) or "base",
@@ -80,6 +86,7 @@ def answer_impl(
         if delivery:
             delivery.fail(f"internal error ({type(exc).__name__})", ref)
         raise
+    result.timings_ms.update(loads)
     if delivery:
         delivery.finish(result)
     log.info(

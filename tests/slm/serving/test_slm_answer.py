@@ -390,3 +390,90 @@ def test_a_model_sentence_contradicting_the_quote_is_dropped() -> None:
 def test_the_model_saying_not_found_still_abstains_with_a_quote_available() -> None:
     answer = quote_ask("How many days of annual leave do staff get?", NOT_FOUND)
     assert answer.abstained and answer.answer == ABSTAIN_TEXT
+
+
+# ----------------------------------------------------------------------------- neighbours
+class NeighbourRetriever(StaticRetriever):
+    """The hits, plus each hit's neighbouring chunks in its document (the index's API)."""
+
+    def __init__(self, hits, around):
+        super().__init__(hits)
+        self.around = around  # chunk_id -> the chunks next to it
+        self.asked: list[tuple[str, int, int]] = []
+
+    def neighbours(self, hit, before=1, after=1):
+        self.asked.append((hit.chunk.chunk_id, before, after))
+        return self.around.get(hit.chunk.chunk_id, [])
+
+
+def laptop_retriever():
+    top = make_hit(
+        "Incidents include a stolen laptop and a phishing email.",
+        title="Security",
+        chunk_id="incidents",
+        dense_score=0.6,
+    )
+    other = make_hit("Expenses are claimed monthly.", title="Expenses", chunk_id="exp")
+    hotline = make_hit(
+        "If your laptop is stolen, contact the security hotline on extension 4999.",
+        title="Security",
+        chunk_id="how-to-report",
+        dense_score=None,
+    )
+    return NeighbourRetriever([top, other], {"incidents": [hotline]})
+
+
+@pytest.mark.parametrize("neighbours", [0, 1])
+def test_the_quote_may_come_from_the_top_passages_neighbour_and_cites_it(neighbours) -> None:
+    retriever = laptop_retriever()
+    answer = answer_question(
+        Question(text="Who do I contact if my laptop is stolen?"),
+        retriever,
+        FakeGenerator(["The answer to this question is."]),
+        retrieval=RETRIEVAL.model_copy(update={"neighbours": neighbours}),
+        model=MODEL,
+    )
+    cited = [(c.n, c.chunk_id) for c in answer.citations if c.cited]
+    if neighbours:
+        assert retriever.asked == [("incidents", 1, 1)]  # the top hit's only
+        assert "extension 4999" in answer.answer and answer.answer.endswith("[3]")
+        assert cited == [(3, "how-to-report")]  # numbered after the prompt's passages
+    else:
+        assert retriever.asked == [] and "4999" not in answer.answer
+        assert cited == [(1, "incidents")]
+
+
+def test_a_neighbour_that_is_a_hit_already_is_not_read_twice() -> None:
+    retriever = laptop_retriever()
+    retriever.around["incidents"] = [retriever.hits[1]]  # "exp" is a hit and a neighbour
+    answer = answer_question(
+        Question(text="Who do I contact if my laptop is stolen?"),
+        retriever,
+        FakeGenerator(["The answer to this question is."]),
+        retrieval=RETRIEVAL,
+        model=MODEL,
+    )
+    assert [c.chunk_id for c in answer.citations if c.cited] == ["incidents"]
+
+
+def test_read_mode_reads_the_neighbour_too_and_cites_it() -> None:
+    class Scorer:
+        adapter = None
+
+        def score_answers(self, messages, answers):
+            return [0.0] * len(answers)
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+    answer = answer_question(
+        Question(text="Who do I contact if my laptop is stolen?"),
+        laptop_retriever(),
+        Scorer(),  # type: ignore[arg-type]
+        retrieval=RETRIEVAL.model_copy(update={"neighbours": 1, "min_confidence": 0.0}),
+        model=ModelSettings(answer_mode="read"),
+    )
+    assert "> If your laptop is stolen, contact the security hotline on extension 4999. [3]" in (
+        answer.answer
+    )
+    assert [(c.n, c.chunk_id) for c in answer.citations if c.cited] == [(3, "how-to-report")]
