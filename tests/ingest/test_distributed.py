@@ -159,3 +159,15 @@ def test_a_batch_done_twice_is_merged_once_and_a_bad_result_is_redone(
         ids = [c.chunk_id for c in reader.iter_chunks()]
     assert len(ids) == len(set(ids)) == report.chunks_total
     assert report.failed == 0
+
+
+def test_the_fleet_stage_reads_as_text_in_slack_and_the_console():
+    from console.actions import progress_text
+    from workers.tasks.ingest import stage_text
+
+    assert (
+        stage_text("fleet", 3, 12) == "parsing and embedding on the ingest workers 3/12 files (25%)"
+    )
+    assert progress_text({"stage": "fleet", "done": 3, "total": 12}) == (
+        "parsing and embedding on the ingest workers 3/12 files (25%)"
+    )
