@@ -10,7 +10,8 @@ warms them with a small build (the parser process and the model load once per wo
 as in a long-running fleet), then times a full distributed build of the corpus from a
 fresh coordinator data directory. The coordinator (this process) uploads the inputs,
 merges the batches and writes the version; its write time is the same for every row.
-Rounds alternate the configurations. Prints a table with the speedup over one worker,
+Rounds alternate the configurations; every run must give the first run's chunks (ids,
+texts, sources). Prints a table with the speedup over one worker,
 the load average before and after each run, and writes JSON to bench/results/.
 """
 
@@ -33,7 +34,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ingest import Source, build_index  # noqa: E402
+from ingest import Source, build_index, open_index  # noqa: E402
 from lorebot import assets, contracts, sync  # noqa: E402
 from lorebot.cli.stack import RedisServer, free_port  # noqa: E402
 from lorebot.settings import Settings, cpu_count  # noqa: E402
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> None:
     for f in sorted(assets.sample_docs_dir().glob("*.md"))[:4]:
         shutil.copy(f, warm_docs / f.name)
     rows: list[dict] = []
+    first: dict = {}
     try:
         order = [n for _ in range(args.rounds) for n in args.workers]
         for i, n in enumerate(order):
@@ -134,9 +136,13 @@ def run(args: argparse.Namespace) -> None:
                 p.read_text(errors="replace")[o:].count("chunks in ")
                 for p, o in zip(logs, offsets, strict=True)
             ]
+            with open_index(settings) as reader:
+                chunks = {c.chunk_id: (c.text, c.source) for c in reader.iter_chunks()}
+            first = first or chunks
             rows.append(
                 {
                     "workers": n,
+                    "same_chunks_as_first_run": chunks == first,
                     "wall_s": round(wall, 1),
                     "batches_s": round(report.timings_s.get("batches", 0.0), 1),
                     "write_s": round(wall - report.timings_s.get("batches", 0.0), 1),
@@ -167,6 +173,7 @@ def run(args: argparse.Namespace) -> None:
         "chunks/s",
         "speedup",
         "batches per worker",
+        "same chunks",
         "load before/after",
     ):
         table.add_column(col, justify="right")
@@ -180,6 +187,7 @@ def run(args: argparse.Namespace) -> None:
             f"{r['chunks_per_s']:.2f}",
             f"{one / r['wall_s']:.2f}×",
             " + ".join(str(b) for b in r["batches_per_worker"]),
+            "yes" if r["same_chunks_as_first_run"] else "NO",
             f"{r['load_before']} / {r['load_after']}",
         )
     console.print(table)
