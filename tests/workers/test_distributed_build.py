@@ -146,6 +146,11 @@ def cluster(tmp_path_factory):
         server.stop()
 
 
+def published(cluster) -> list[str]:
+    """The index versions complete in the shared location (what the fleet can pull)."""
+    return sync.Location(f"file://{cluster['shared']}/index").complete_versions()
+
+
 def _batches_run(w: WorkerProcess) -> int:
     return w.log().count("chunks in ")
 
@@ -154,6 +159,7 @@ def test_two_workers_build_what_one_process_builds(cluster):
     from ingest import build_index, store
 
     settings = cluster["coordinator"]("coord-a")
+    before = published(cluster)
     stages: list[tuple[str, int, int]] = []
     report = build_index(
         settings,
@@ -164,6 +170,7 @@ def test_two_workers_build_what_one_process_builds(cluster):
     assert report.new_version and report.failed == 0
     assert chunks_of(settings) == cluster["reference"]
     assert store.list_versions(settings) == [report.version]
+    assert sorted(set(published(cluster)) - set(before)) == [report.version]
     # Both workers took batches; the fleet's progress went through the callback.
     runs = {n: _batches_run(w) for n, w in cluster["workers"].items()}
     assert all(runs.values()), runs
@@ -178,6 +185,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(cluster, caplog):
     from ingest import build_index, store
 
     settings = cluster["coordinator"]("coord-b")
+    before = published(cluster)
     workers = cluster["workers"]
     r = redis.Redis.from_url(cluster["redis"])
     outcome: dict = {}
@@ -215,8 +223,9 @@ def test_a_worker_killed_mid_batch_loses_nothing(cluster, caplog):
     assert report.new_version and report.failed == 0
     got = chunks_of(settings)
     assert got == cluster["reference"]
-    # One version, published once; the redo was the coordinator's doing.
+    # One version, published once (here and to the fleet); the redo was the coordinator's.
     assert store.list_versions(settings) == [report.version]
+    assert sorted(set(published(cluster)) - set(before)) == [report.version]
     assert any("b00000" in m and "queued again" in m for m in caplog.messages), caplog.messages
     survivor = next(w for n, w in workers.items() if n != killed)
     assert f"batch b00000 of build {build_id}: " in survivor.log()
