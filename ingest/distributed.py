@@ -417,41 +417,12 @@ def build_batches(
     # are not run.
     alive = _Claim(r, contracts.build_alive(build), holder_name(), lease)
     alive.acquire()
-
-    specs: dict[str, dict[str, Any]] = {}
-    members: dict[str, list[FileRecord]] = {}
-    for n, group in enumerate(split_batches(plan.to_parse, settings.index.batch_files)):
-        files = []
-        for f, entry in group:
-            data = Path(entry.path).read_bytes()
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != entry.content_hash:  # changed since it was planned: index what is read
-                entry.content_hash = digest
-            store.put(data, build, "inputs", digest)
-            files.append(
-                {
-                    "path": entry.path,
-                    "source": f.source,
-                    "collection": f.collection,
-                    "kind": entry.kind,
-                    "content_hash": digest,
-                    "modified": entry.modified,
-                }
-            )
-        batch = f"b{n:05d}"
-        spec = {
-            "build": build,
-            "batch": batch,
-            "store": store.name,
-            "lease_s": lease,
-            "chunk_tokens": settings.index.chunk_tokens,
-            "overlap_tokens": settings.index.chunk_overlap_tokens,
-            "variant": variant,
-            "files": files,
-        }
-        spec["key"] = batch_key(files, spec["chunk_tokens"], spec["overlap_tokens"], variant)
-        specs[batch] = spec
-        members[batch] = [entry for _, entry in group]
+    try:
+        specs, members = _upload(plan, settings, store, build, variant, lease)
+    except BaseException:
+        alive.release()
+        store.remove(build)
+        raise
     stats.batches = len(specs)
     total_files = sum(len(m) for m in members.values())
     for spec in specs.values():
@@ -572,6 +543,56 @@ def build_batches(
         stats.by_coordinator,
     )
     return stats
+
+
+def _upload(
+    plan: Plan, settings: Settings, store: BatchStore, build: str, variant: str, lease: float
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[FileRecord]]]:
+    """Copy the files to parse into the store and make the batches' specs (and members)."""
+    from ingest.build import record_failed
+
+    specs: dict[str, dict[str, Any]] = {}
+    members: dict[str, list[FileRecord]] = {}
+    for n, group in enumerate(split_batches(plan.to_parse, settings.index.batch_files)):
+        files, entries = [], []
+        for f, entry in group:
+            try:
+                data = Path(entry.path).read_bytes()
+            except OSError as exc:  # gone or unreadable since it was planned
+                record_failed(plan, entry, "failed", f"unreadable: {exc.strerror or exc}")
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != entry.content_hash:  # changed since it was planned: index what is read
+                entry.content_hash = digest
+            store.put(data, build, "inputs", digest)
+            files.append(
+                {
+                    "path": entry.path,
+                    "source": f.source,
+                    "collection": f.collection,
+                    "kind": entry.kind,
+                    "content_hash": digest,
+                    "modified": entry.modified,
+                }
+            )
+            entries.append(entry)
+        if not files:
+            continue
+        batch = f"b{n:05d}"
+        spec = {
+            "build": build,
+            "batch": batch,
+            "store": store.name,
+            "lease_s": lease,
+            "chunk_tokens": settings.index.chunk_tokens,
+            "overlap_tokens": settings.index.chunk_overlap_tokens,
+            "variant": variant,
+            "files": files,
+        }
+        spec["key"] = batch_key(files, spec["chunk_tokens"], spec["overlap_tokens"], variant)
+        specs[batch] = spec
+        members[batch] = entries
+    return specs, members
 
 
 def _merge(
