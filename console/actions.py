@@ -62,7 +62,13 @@ def parse_collections(text: str) -> list[str] | None:
     return sorted(set(names))
 
 
-STAGES = {"parse": ("parsing", "files"), "embed": ("embedding", "chunks"), "write": ("writing", "")}
+STAGES = {
+    "parse": ("parsing", "files"),
+    # A distributed build (index.distributed): files parsed and embedded by the ingest workers.
+    "fleet": ("parsing and embedding on the ingest workers", "files"),
+    "embed": ("embedding", "chunks"),
+    "write": ("writing", ""),
+}
 
 
 def progress_text(meta: Any) -> str:

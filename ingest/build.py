@@ -90,6 +90,7 @@ def build_index(
     index_type: str | None = None,
     pool: TimeoutPool | None = None,
     on_progress: ProgressFn | None = None,
+    dispatch: Callable[[dict[str, Any]], None] | None = None,
 ) -> IngestReport:
     """Ingest `sources` into a new index version and make it current.
 
@@ -104,6 +105,11 @@ def build_index(
     parsers' start-up (~4 s per worker) once instead of on every build. ``on_progress``
     is called as ``(stage, done, total)`` with stage "parse", "embed" or "write" (a Celery
     task reports it back with update_state).
+
+    With ``index.distributed`` set, the new and changed files are parsed and embedded by
+    the fleet's ingest workers in batches (ingest.distributed; progress stage "fleet");
+    ``dispatch`` queues one batch's task (default: by name on the ingest queue). This
+    process merges the batches and publishes the version, once, as a local build does.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -137,16 +143,35 @@ def build_index(
 
         with _progress(progress) as bar:
             t = time.perf_counter()
-            _parse_all(plan, settings, model_dir, n_workers, timeout, bar, pool, progress_cb)
-            timings["parse"] = time.perf_counter() - t
-            t = time.perf_counter()
-            report.chunks_new = _embed_all(plan.records, embedder, bar, progress_cb)
-            timings["embed"] = time.perf_counter() - t
-            if variant_of(embedder) != planned:
+            if settings.index.distributed and plan.to_parse:
+                from ingest.distributed import build_batches
+
+                stats = build_batches(
+                    plan,
+                    settings,
+                    embedder,
+                    variant=planned,
+                    bar=bar,
+                    progress_cb=progress_cb,
+                    dispatch=dispatch,
+                    pool=pool,
+                )
+                report.chunks_new = stats.chunks
+                timings["batches"] = time.perf_counter() - t
+                used = stats.variants or {planned}
+            else:
+                _parse_all(plan, settings, model_dir, n_workers, timeout, bar, pool, progress_cb)
+                timings["parse"] = time.perf_counter() - t
+                t = time.perf_counter()
+                report.chunks_new = _embed_all(plan.records, embedder, bar, progress_cb)
+                timings["embed"] = time.perf_counter() - t
+                used = {variant_of(embedder)}
+            if used != {planned}:
                 # The graph was refused and torch embedded instead: say so in the version,
                 # so that the next build embeds everything again with one variant.
-                log.warning("ingest: embedded with %s, not %s", variant_of(embedder), planned)
-                rules = fingerprint(settings, model_dir, variant_of(embedder))
+                other = sorted(used - {planned})[0]
+                log.warning("ingest: embedded with %s, not %s", ", ".join(sorted(used)), planned)
+                rules = fingerprint(settings, model_dir, other)
                 plan.fingerprint = {**rules, "mixed_variants": True}
 
         total = plan.total_chunks()
@@ -258,8 +283,7 @@ def _parse_all(
     """Parse and chunk the planned files in worker processes; record each outcome."""
     if not plan.to_parse:
         return
-    from ingest.parse import ParseFailure, ParseJob, ParseOutput
-    from ingest.pool import TaskTimeout, WorkerDied
+    from ingest.parse import ParseJob, ParseOutput
 
     by_path = {}
     jobs = []
@@ -291,34 +315,65 @@ def _parse_all(
             pool.imap_unordered(jobs, timeout_s=timeout), start=1
         ):
             entry = by_path[(job.collection, job.path)]
-            res = plan.results[entry.key]
             if ok and isinstance(value, ParseOutput):
-                # Front matter is the document author's: only allowed hosts become links.
-                entry.title = value.title
-                entry.url = citation_url(value.url, settings.index.link_hosts)
-                if entry.url:
-                    entry.source = entry.url
-                entry.new_chunks = value.chunks
-                entry.chunks = len(value.chunks)
-                plan.records[entry.key] = entry
-                res.status, res.chunks, res.seconds = "ok", entry.chunks, value.seconds
-            elif ok and isinstance(value, ParseFailure):
-                res.status, res.reason = value.status, value.reason
-            elif isinstance(value, TaskTimeout):
-                res.status, res.reason, res.seconds = "failed", f"timeout: parsing {value}", timeout
-            elif isinstance(value, WorkerDied):
-                res.status, res.reason = "failed", f"crashed: {value}"
+                record_parsed(plan, entry, settings, value.title, value.url, value.chunks)
+                plan.results[entry.key].seconds = value.seconds
             else:
-                res.status, res.reason = "failed", f"parse error: {value}"
-            if res.status != "ok":
-                entry.status, entry.reason, entry.chunks = res.status, res.reason, 0
-                plan.records[entry.key] = entry
-                log.info("ingest: %s %s: %s", res.status, job.path, res.reason)
+                status, reason, seconds = parse_outcome(ok, value, timeout)
+                record_failed(plan, entry, status, reason, seconds)
             bar.advance(task)
             progress_cb("parse", done, len(jobs))
     finally:
         if own:
             pool.close()
+
+
+def parse_outcome(ok: bool, value: Any, timeout: float) -> tuple[str, str, float]:
+    """(status, reason, seconds) of a parse that gave no chunks (a pool's failed outcome)."""
+    from ingest.parse import ParseFailure
+    from ingest.pool import TaskTimeout, WorkerDied
+
+    if ok and isinstance(value, ParseFailure):
+        return value.status, value.reason, 0.0
+    if isinstance(value, TaskTimeout):
+        return "failed", f"timeout: parsing {value}", timeout
+    if isinstance(value, WorkerDied):
+        return "failed", f"crashed: {value}", 0.0
+    return "failed", f"parse error: {value}", 0.0
+
+
+def record_parsed(
+    plan: Plan,
+    entry: FileRecord,
+    settings: Settings,
+    title: str,
+    url: str | None,
+    chunks: list[dict[str, Any]],
+) -> None:
+    """A file parsed into ``chunks`` joins the new version (vectors come later)."""
+    # Front matter is the document author's: only allowed hosts become links.
+    entry.title = title
+    entry.url = citation_url(url, settings.index.link_hosts)
+    if entry.url:
+        entry.source = entry.url
+    entry.new_chunks = chunks
+    entry.chunks = len(chunks)
+    plan.records[entry.key] = entry
+    res = plan.results[entry.key]
+    res.status, res.chunks = "ok", entry.chunks
+
+
+def record_failed(
+    plan: Plan, entry: FileRecord, status: str, reason: str | None, seconds: float = 0.0
+) -> None:
+    """A file that gave no chunks: its failure (or skip) is recorded in the new version."""
+    res = plan.results[entry.key]
+    res.status, res.reason = status, reason
+    if seconds:
+        res.seconds = seconds
+    entry.status, entry.reason, entry.chunks = status, reason, 0
+    plan.records[entry.key] = entry
+    log.info("ingest: %s %s: %s", status, entry.path, reason)
 
 
 def make_parse_pool(
@@ -373,9 +428,33 @@ def _embed_all(
     chunks = [c for e in fresh for c in e.new_chunks or []]
     if not chunks:
         return 0
+    task = bar.add_task("embedding", total=len(chunks), unit="chunks")
+
+    def advance(done: int, total: int, group: int) -> None:
+        bar.advance(task, group)
+        progress_cb("embed", done, total)
+
+    vectors, pooled = embed_chunks(chunks, embedder, advance)
+    at = 0
+    for e in fresh:
+        n = len(e.new_chunks or [])
+        e.vectors = vectors[at : at + n]
+        e.sentence_vectors = pooled[at : at + n]
+        at += n
+    return len(chunks)
+
+
+def embed_chunks(
+    chunks: list[dict[str, Any]],
+    embedder: Embedder,
+    on_group: Callable[[int, int, int], None] | None = None,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The chunks' vectors and each chunk's sentence-unit vectors, in groups of EMBED_GROUP.
+
+    ``on_group(done, total, group)`` follows each group.
+    """
     texts = [c["embed_text"] for c in chunks]
     spans = [unit_spans(c["text"], c["embed_text"]) for c in chunks]
-    task = bar.add_task("embedding", total=len(texts), unit="chunks")
     parts = []
     pooled: list[np.ndarray] = []
     for start in range(0, len(texts), EMBED_GROUP):
@@ -383,16 +462,9 @@ def _embed_all(
         vectors, sentence_vectors = embedder.encode_with_spans(texts[group], spans[group])
         parts.append(vectors)
         pooled += sentence_vectors
-        bar.advance(task, len(texts[group]))
-        progress_cb("embed", min(start + EMBED_GROUP, len(texts)), len(texts))
-    vectors = np.concatenate(parts)
-    at = 0
-    for e in fresh:
-        n = len(e.new_chunks or [])
-        e.vectors = vectors[at : at + n]
-        e.sentence_vectors = pooled[at : at + n]
-        at += n
-    return len(texts)
+        if on_group is not None:
+            on_group(min(start + EMBED_GROUP, len(texts)), len(texts), len(texts[group]))
+    return np.concatenate(parts), pooled
 
 
 def unit_spans(text: str, embed_text: str) -> list[tuple[int, int]]:

@@ -27,6 +27,8 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -253,11 +255,16 @@ class Embedder:
         import onnxruntime as ort
 
         fp32 = self.onnx_path()
-        if not fp32.is_file():
-            self._export_onnx(model, fp32)
         path = self.graph_path()
-        if path != fp32 and not path.is_file():
-            quantize_int8(fp32, path)
+        if not fp32.is_file() or not path.is_file():
+            # Processes sharing the folder (ingest workers of one machine, a test run's
+            # workers) make the graphs one at a time: quantize_dynamic writes a scratch
+            # "-inferred" file beside its input that a second writer would clobber.
+            with graphs_lock(fp32.parent):
+                if not fp32.is_file():
+                    self._export_onnx(model, fp32)
+                if path != fp32 and not path.is_file():
+                    quantize_int8(fp32, path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -443,6 +450,20 @@ def pool_spans(
         if inside.any():
             rows[j] = tokens[inside].mean(axis=0)
     return unit_rows(rows)
+
+
+@contextmanager
+def graphs_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on ``folder``'s graph lock file, waited for (released on exit)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".graphs.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def quantize_int8(fp32: Path, path: Path) -> None:

@@ -34,6 +34,8 @@ TASK_PING = "lorebot.ping"
 TASK_STATUS = "lorebot.status"
 TASK_ADAPTERS = "lorebot.adapters"
 TASK_INGEST_FILES = "lorebot.ingest_files"
+#: One batch of a distributed build: parse, chunk and embed some files (ingest.distributed).
+TASK_INGEST_BATCH = "lorebot.ingest_batch"
 #: Sync one remote source (``name``), or every source whose schedule is due (no name).
 TASK_SOURCE_SYNC = "lorebot.source_sync"
 
@@ -43,6 +45,7 @@ TASK_QUEUES = {
     TASK_STATUS: QUEUE_ANSWER,
     TASK_REINDEX: QUEUE_INGEST,
     TASK_INGEST_FILES: QUEUE_INGEST,
+    TASK_INGEST_BATCH: QUEUE_INGEST,
     TASK_SOURCE_SYNC: QUEUE_INGEST,
     TASK_REFRESH: QUEUE_TRAIN,
     # Neither train nor ingest: an admin's promote/rollback must not wait behind a training
@@ -156,6 +159,25 @@ REINDEX_LOCK_TTL_S = 6 * 3600
 def reindex_lock(collection: str | None) -> str:
     """One build per collection at a time; ``None`` is a build of every collection."""
     return f"{PREFIX}lock:reindex:{collection or '*'}"
+
+
+#: A distributed build (ingest.distributed) keeps its Redis state this long at most.
+BUILD_TTL_S = 24 * 3600
+
+
+def build_alive(build: str) -> str:
+    """Set (with a short expiry, renewed) while a distributed build's coordinator waits."""
+    return f"{PREFIX}build:{build}:alive"
+
+
+def build_claim(build: str, batch: str) -> str:
+    """The worker running a batch ("host:pid"), expiring unless the worker renews it."""
+    return f"{PREFIX}build:{build}:claim:{batch}"
+
+
+def build_done(build: str) -> str:
+    """Hash: batch id -> JSON {key, digest, worker, seconds} of the stored result."""
+    return f"{PREFIX}build:{build}:done"
 
 
 # --- The Slack reply target ---------------------------------------------------------------

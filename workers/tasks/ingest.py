@@ -32,6 +32,7 @@ STATE_INTERVAL_S = 1.0
 
 STAGES = {
     "parse": ("parsing", "files"),
+    "fleet": ("parsing and embedding on the ingest workers", "files"),
     "embed": ("embedding", "chunks"),
     "write": ("writing the new index version", None),
 }
@@ -254,8 +255,53 @@ def reindex_impl(
             pass
 
 
+#: This process's parse pool and embedder for batch tasks, made on the first batch.
+_BATCH_TOOLS: dict[str, Any] = {}
+
+
+def ingest_batch_impl(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one batch of a distributed build (ingest.distributed.run_batch) in this process."""
+    import redis
+
+    from ingest.distributed import run_batch
+
+    def embedder():
+        if "embedder" not in _BATCH_TOOLS:
+            from ingest.embed import Embedder
+
+            _BATCH_TOOLS["embedder"] = Embedder.from_settings(settings, exclusive=True)
+        return _BATCH_TOOLS["embedder"]
+
+    def pool():
+        if "pool" not in _BATCH_TOOLS:
+            from ingest.build import make_parse_pool
+
+            _BATCH_TOOLS["pool"] = make_parse_pool(
+                settings.index.parse_workers or 1,
+                settings.index.file_timeout_s,
+                memory_mb=settings.index.parse_memory_mb,
+            )
+        return _BATCH_TOOLS["pool"]
+
+    r = redis.Redis.from_url(settings.redis.effective_url)
+    try:
+        return run_batch(settings, spec, redis_client=r, embedder=embedder, pool=pool)
+    finally:
+        r.close()
+
+
 def register(app: Any, settings: Settings) -> None:
-    """Register the ``reindex`` task (ingest queue) on ``app``, with the builds' time limit."""
+    """Register the ``reindex`` and ``ingest_batch`` tasks (ingest queue) on ``app``."""
+
+    @app.task(
+        name=contracts.TASK_INGEST_BATCH,
+        shared=False,
+        ignore_result=True,
+        time_limit=TASK_TIME_LIMIT_S,
+        soft_time_limit=TASK_TIME_LIMIT_S - 60,
+    )
+    def ingest_batch(spec: dict) -> dict:
+        return ingest_batch_impl(settings, spec)
 
     @app.task(
         bind=True,
