@@ -43,6 +43,8 @@ SHARED = REPO.parent / "shared" if (REPO.parent / "shared").is_dir() else Path("
 PAGES = SHARED / "data" / "corpora" / "18f-handbook" / "pages"
 PUBLIC_DIR = "getting-started"
 HR_DIR = "hiring-staying-or-changing-jobs"
+FIGURE = REPO / "bench" / "figures" / "adapter-scopes.png"
+MODELS = ("base", "intersection", "scope")
 
 
 def main() -> None:
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15, help="LoRA optimiser steps per adapter")
     ap.add_argument("--chunks", type=int, default=400, help="new chunks read per refresh")
     ap.add_argument("--eval", type=int, default=12, help="held-out questions per collection")
+    ap.add_argument("--png", type=Path, default=FIGURE, help="where the bar chart goes")
     ap.add_argument("--keep", type=Path, default=None, help="keep the data dir here")
     ap.add_argument(
         "--reuse", action="store_true", help="with --keep: reuse its index and pair pool"
@@ -89,6 +92,7 @@ def main() -> None:
         embedder = Embedder(None)
         t0 = time.perf_counter()
         if not (args.reuse and (data / "index" / "CURRENT").is_file()):
+            _say(f"indexing {PUBLIC_DIR}/ as public and {HR_DIR}/ as hr into {data}")
             build_index(
                 Settings(data_dir=data),
                 [
@@ -113,7 +117,8 @@ def main() -> None:
                 console.print(f"{name}: reusing {done.version}")
                 continue
             t0 = time.perf_counter()
-            report = run_refresh(s, embedder=embedder)
+            _say(f"refresh {name}: training on {collections}")
+            report = run_refresh(s, embedder=embedder, progress=_refresh_progress(name))
             durations[f"refresh {name}"] = round(time.perf_counter() - t0, 1)
             console.print(report.one_line())
             if report.status != "promoted":
@@ -144,6 +149,7 @@ def main() -> None:
             pairs = [p for p in heldout if chunks[p.chunk_id].collection == collection]
             pairs = sorted(pairs, key=lambda p: p.pair_id)[: args.eval]
             t0 = time.perf_counter()
+            _say(f"eval: {len(pairs)} held-out {collection} questions to base, intersection, scope")
             scores = run_gate(
                 s,
                 GateInputs(heldout=probes_from_pairs(pairs), no_gold=[], injection=False),
@@ -151,6 +157,7 @@ def main() -> None:
                 retriever=reader,
                 embedder=embedder,
                 collections=["public", "hr"],
+                progress=lambda label, c=collection: _say(f"eval {c}: asking {label}"),
             )
             durations[f"eval {collection}"] = round(time.perf_counter() - t0, 1)
             results[collection] = {
@@ -168,7 +175,7 @@ def main() -> None:
         )
         for collection, by_model in results.items():
             cells = []
-            for label in ("base", "intersection", "scope"):
+            for label in MODELS:
                 m = by_model[label]
                 f1, sim = m.get("heldout_f1"), m.get("heldout_similarity")
                 if f1 is None:
@@ -178,6 +185,8 @@ def main() -> None:
             table.add_row(collection, str(by_model["base"]["n"]), *cells)
         console.print(table)
         console.print(durations)
+        png = plot(results, args.png)
+        console.print(f"[dim]wrote {png}[/]")
         save(
             "adapter_scopes",
             {
@@ -185,6 +194,7 @@ def main() -> None:
                 "training": training,
                 "results": results,
                 "durations_s": durations,
+                "plot": str(png.relative_to(REPO) if png.is_relative_to(REPO) else png),
                 "reports": {
                     k: {
                         "version": r.version,
@@ -202,6 +212,59 @@ def main() -> None:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def plot(results: dict[str, dict[str, dict]], png: Path) -> Path:
+    """Token F1 and cosine per collection of the HR channel's questions, one bar per model."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    collections = list(results)
+    width = 0.8 / len(MODELS)
+    for ax, key, label in zip(
+        fig.subplots(1, 2),
+        ("heldout_f1", "heldout_similarity"),
+        ("token F1", "cosine to the reference answer"),
+        strict=True,
+    ):
+        for i, model in enumerate(MODELS):
+            values = [results[c][model].get(key) or 0.0 for c in collections]
+            xs = [j + (i - (len(MODELS) - 1) / 2) * width for j in range(len(collections))]
+            bars = ax.bar(xs, values, width, label=f"{model} adapter" if i else model)
+            ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax.set_xticks(
+            range(len(collections)),
+            [f"{c} (n={results[c]['base']['n']})" for c in collections],
+        )
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1.0 if key == "heldout_similarity" else 0.6)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle("HR channel's held-out questions: intersection vs per-scope adapter", fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    return png
+
+
+def _say(message: str) -> None:
+    """One progress line with the time and the load (the bench runs for an hour or more)."""
+    load = loadavg()
+    console.print(f"[dim]{time.strftime('%H:%M:%S')} load {load[0] if load else '?'}[/] {message}")
+
+
+def _refresh_progress(name: str, every_s: float = 30.0):
+    """The refresh's step lines: each step starting, and a detail at most every ``every_s``."""
+    last = {"at": 0.0}
+
+    def progress(step: str, message: str, detail: bool) -> None:
+        if detail and time.monotonic() - last["at"] < every_s:
+            return
+        last["at"] = time.monotonic()
+        _say(f"refresh {name}: {step}{'  ' if detail else ' — '}{message}")
+
+    return progress
 
 
 def _trained(settings, collections: list[str]):
