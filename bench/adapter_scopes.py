@@ -56,7 +56,16 @@ def main() -> None:
     ap.add_argument("--png", type=Path, default=FIGURE, help="where the bar chart goes")
     ap.add_argument("--keep", type=Path, default=None, help="keep the data dir here")
     ap.add_argument(
-        "--reuse", action="store_true", help="with --keep: reuse its index and pair pool"
+        "--reuse",
+        action="store_true",
+        help="with --keep: reuse its index, pair pool, trained adapters and answered evals",
+    )
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=list(MODELS),
+        help="evaluate only these (a refresh runs only for the adapters named)",
     )
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
@@ -106,6 +115,8 @@ def main() -> None:
 
         reports = {}
         for name, collections in (("intersection", ["public"]), ("scope", ["public", "hr"])):
+            if name not in args.models:
+                continue
             s = Settings(
                 data_dir=data,
                 training={**training, "collections": collections},
@@ -138,31 +149,54 @@ def main() -> None:
             for p in load_pool(s)
             if p.chunk_id in chunks and _held_out(p, t.heldout_share, t.seed)
         ]
-        models = []
+        models = [("base", _generator_factory(s, None, None), "base")]
         for name in ("intersection", "scope"):
-            version = reports[name].version
-            path = registry.version_dir(s, version) / registry.ADAPTER_FILE
-            models.append((name, _generator_factory(s, path, version)))
-        models.insert(0, ("base", _generator_factory(s, None, None)))
-        results: dict[str, dict[str, dict]] = {}
-        for collection in ("public", "hr"):
+            if name in args.models:
+                version = reports[name].version
+                path = registry.version_dir(s, version) / registry.ADAPTER_FILE
+                models.append((name, _generator_factory(s, path, version), version))
+        models = [m for m in models if m[0] in args.models]
+        cache = data / "bench-eval"
+        cache.mkdir(parents=True, exist_ok=True)
+        results: dict[str, dict[str, dict]] = {"public": {}, "hr": {}}
+        # The HR collection first: its questions are where the two designs should differ most.
+        for collection in ("hr", "public"):
             pairs = [p for p in heldout if chunks[p.chunk_id].collection == collection]
             pairs = sorted(pairs, key=lambda p: p.pair_id)[: args.eval]
-            t0 = time.perf_counter()
-            _say(f"eval: {len(pairs)} held-out {collection} questions to base, intersection, scope")
-            scores = run_gate(
-                s,
-                GateInputs(heldout=probes_from_pairs(pairs), no_gold=[], injection=False),
-                models,
-                retriever=reader,
-                embedder=embedder,
-                collections=["public", "hr"],
-                progress=lambda label, c=collection: _say(f"eval {c}: asking {label}"),
-            )
-            durations[f"eval {collection}"] = round(time.perf_counter() - t0, 1)
-            results[collection] = {
-                label: {"n": len(pairs), **sc.flat()} for label, sc in scores.items()
-            }
+            ids = [p.pair_id for p in pairs]
+            for label, make, version in models:
+                # Each (collection, model) answer set is kept, so a rerun with --reuse asks
+                # only what is missing (and two processes can share the work).
+                saved = cache / f"{collection}-{label}-{version}.json"
+                if args.reuse and saved.is_file():
+                    done = json.loads(saved.read_text(encoding="utf-8"))
+                    if done["pair_ids"] == ids:
+                        _say(f"eval {collection}: {label} already asked ({saved.name})")
+                        results[collection][label] = done["scores"]
+                        durations[f"eval {collection} {label}"] = done["duration_s"]
+                        continue
+                t0 = time.perf_counter()
+                _say(f"eval {collection}: asking {label} {len(pairs)} held-out questions")
+                scores = run_gate(
+                    s,
+                    GateInputs(heldout=probes_from_pairs(pairs), no_gold=[], injection=False),
+                    [(label, make)],
+                    retriever=reader,
+                    embedder=embedder,
+                    collections=["public", "hr"],
+                )
+                took = round(time.perf_counter() - t0, 1)
+                durations[f"eval {collection} {label}"] = took
+                flat = {"n": len(pairs), **scores[label].flat()}
+                results[collection][label] = flat
+                saved.write_text(
+                    json.dumps({"pair_ids": ids, "scores": flat, "duration_s": took}),
+                    encoding="utf-8",
+                )
+                _say(
+                    f"eval {collection}: {label} F1 {flat.get('heldout_f1')} "
+                    f"cosine {flat.get('heldout_similarity')} ({took} s)"
+                )
         reader.close()
 
         table = Table(
@@ -176,19 +210,20 @@ def main() -> None:
         for collection, by_model in results.items():
             cells = []
             for label in MODELS:
-                m = by_model[label]
+                m = by_model.get(label, {})
                 f1, sim = m.get("heldout_f1"), m.get("heldout_similarity")
                 if f1 is None:
                     cells.append("-")
                 else:
                     cells.append(f"{f1:.3f}" + (f" / {sim:.3f}" if sim is not None else ""))
-            table.add_row(collection, str(by_model["base"]["n"]), *cells)
+            n = next((m["n"] for m in by_model.values()), 0)
+            table.add_row(collection, str(n), *cells)
         console.print(table)
         console.print(durations)
         png = plot(results, args.png)
         console.print(f"[dim]wrote {png}[/]")
         save(
-            "adapter_scopes",
+            "adapter_scopes" if set(args.models) == set(MODELS) else "adapter_scopes_partial",
             {
                 "args": {k: str(v) for k, v in vars(args).items()},
                 "training": training,
@@ -230,13 +265,13 @@ def plot(results: dict[str, dict[str, dict]], png: Path) -> Path:
         strict=True,
     ):
         for i, model in enumerate(MODELS):
-            values = [results[c][model].get(key) or 0.0 for c in collections]
+            values = [results[c].get(model, {}).get(key) or 0.0 for c in collections]
             xs = [j + (i - (len(MODELS) - 1) / 2) * width for j in range(len(collections))]
             bars = ax.bar(xs, values, width, label=f"{model} adapter" if i else model)
             ax.bar_label(bars, fmt="%.3f", fontsize=7)
         ax.set_xticks(
             range(len(collections)),
-            [f"{c} (n={results[c]['base']['n']})" for c in collections],
+            [f"{c} (n={next((m['n'] for m in results[c].values()), 0)})" for c in collections],
         )
         ax.set_ylabel(label)
         ax.set_ylim(0, 1.0 if key == "heldout_similarity" else 0.6)
