@@ -308,7 +308,8 @@ def _trained(settings, collections: list[str]):
     from slm.training.refresh import RefreshReport, refresh_dir
 
     for card in reversed(registry.list_adapters(settings)):
-        if card.get("collections") == collections and card.get("status") in (
+        # The card lists the collections sorted (["hr", "public"]).
+        if sorted(card.get("collections") or []) == sorted(collections) and card.get("status") in (
             "promoted",
             "retired",
         ):
