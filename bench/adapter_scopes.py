@@ -1,7 +1,7 @@
 """One adapter per access scope, or one adapter over the intersection: which answers better?
 
     python bench/adapter_scopes.py                      # 18F handbook, two collections
-    python bench/adapter_scopes.py --steps 15 --chunks 400 --eval 12
+    python bench/adapter_scopes.py --steps 20 --chunks 400 --eval 15 --keep DIR  # README figures
 
 Two collections of the 18F handbook: ``public`` (getting-started/) and ``hr``
 (hiring-staying-or-changing-jobs/). Two channel scopes: a public channel {public} and an
