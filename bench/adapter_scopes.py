@@ -1,7 +1,7 @@
 """One adapter per access scope, or one adapter over the intersection: which answers better?
 
     python bench/adapter_scopes.py                      # 18F handbook, two collections
-    python bench/adapter_scopes.py --steps 15 --chunks 400 --eval 12
+    python bench/adapter_scopes.py --steps 20 --chunks 400 --eval 15 --keep DIR  # README figures
 
 Two collections of the 18F handbook: ``public`` (getting-started/) and ``hr``
 (hiring-staying-or-changing-jobs/). Two channel scopes: a public channel {public} and an
@@ -43,6 +43,8 @@ SHARED = REPO.parent / "shared" if (REPO.parent / "shared").is_dir() else Path("
 PAGES = SHARED / "data" / "corpora" / "18f-handbook" / "pages"
 PUBLIC_DIR = "getting-started"
 HR_DIR = "hiring-staying-or-changing-jobs"
+FIGURE = REPO / "bench" / "figures" / "adapter-scopes.png"
+MODELS = ("base", "intersection", "scope")
 
 
 def main() -> None:
@@ -51,9 +53,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15, help="LoRA optimiser steps per adapter")
     ap.add_argument("--chunks", type=int, default=400, help="new chunks read per refresh")
     ap.add_argument("--eval", type=int, default=12, help="held-out questions per collection")
+    ap.add_argument("--png", type=Path, default=FIGURE, help="where the bar chart goes")
     ap.add_argument("--keep", type=Path, default=None, help="keep the data dir here")
     ap.add_argument(
-        "--reuse", action="store_true", help="with --keep: reuse its index and pair pool"
+        "--reuse",
+        action="store_true",
+        help="with --keep: reuse its index, pair pool, trained adapters and answered evals",
+    )
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=list(MODELS),
+        help="evaluate only these (a refresh runs only for the adapters named)",
     )
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
@@ -89,6 +101,7 @@ def main() -> None:
         embedder = Embedder(None)
         t0 = time.perf_counter()
         if not (args.reuse and (data / "index" / "CURRENT").is_file()):
+            _say(f"indexing {PUBLIC_DIR}/ as public and {HR_DIR}/ as hr into {data}")
             build_index(
                 Settings(data_dir=data),
                 [
@@ -102,6 +115,8 @@ def main() -> None:
 
         reports = {}
         for name, collections in (("intersection", ["public"]), ("scope", ["public", "hr"])):
+            if name not in args.models:
+                continue
             s = Settings(
                 data_dir=data,
                 training={**training, "collections": collections},
@@ -113,7 +128,8 @@ def main() -> None:
                 console.print(f"{name}: reusing {done.version}")
                 continue
             t0 = time.perf_counter()
-            report = run_refresh(s, embedder=embedder)
+            _say(f"refresh {name}: training on {collections}")
+            report = run_refresh(s, embedder=embedder, progress=_refresh_progress(name))
             durations[f"refresh {name}"] = round(time.perf_counter() - t0, 1)
             console.print(report.one_line())
             if report.status != "promoted":
@@ -133,29 +149,54 @@ def main() -> None:
             for p in load_pool(s)
             if p.chunk_id in chunks and _held_out(p, t.heldout_share, t.seed)
         ]
-        models = []
+        models = [("base", _generator_factory(s, None, None), "base")]
         for name in ("intersection", "scope"):
-            version = reports[name].version
-            path = registry.version_dir(s, version) / registry.ADAPTER_FILE
-            models.append((name, _generator_factory(s, path, version)))
-        models.insert(0, ("base", _generator_factory(s, None, None)))
-        results: dict[str, dict[str, dict]] = {}
-        for collection in ("public", "hr"):
+            if name in args.models:
+                version = reports[name].version
+                path = registry.version_dir(s, version) / registry.ADAPTER_FILE
+                models.append((name, _generator_factory(s, path, version), version))
+        models = [m for m in models if m[0] in args.models]
+        cache = data / "bench-eval"
+        cache.mkdir(parents=True, exist_ok=True)
+        results: dict[str, dict[str, dict]] = {"public": {}, "hr": {}}
+        # The HR collection first: its questions are where the two designs should differ most.
+        for collection in ("hr", "public"):
             pairs = [p for p in heldout if chunks[p.chunk_id].collection == collection]
             pairs = sorted(pairs, key=lambda p: p.pair_id)[: args.eval]
-            t0 = time.perf_counter()
-            scores = run_gate(
-                s,
-                GateInputs(heldout=probes_from_pairs(pairs), no_gold=[], injection=False),
-                models,
-                retriever=reader,
-                embedder=embedder,
-                collections=["public", "hr"],
-            )
-            durations[f"eval {collection}"] = round(time.perf_counter() - t0, 1)
-            results[collection] = {
-                label: {"n": len(pairs), **sc.flat()} for label, sc in scores.items()
-            }
+            ids = [p.pair_id for p in pairs]
+            for label, make, version in models:
+                # Each (collection, model) answer set is kept, so a rerun with --reuse asks
+                # only what is missing (and two processes can share the work).
+                saved = cache / f"{collection}-{label}-{version}.json"
+                if args.reuse and saved.is_file():
+                    done = json.loads(saved.read_text(encoding="utf-8"))
+                    if done["pair_ids"] == ids:
+                        _say(f"eval {collection}: {label} already asked ({saved.name})")
+                        results[collection][label] = done["scores"]
+                        durations[f"eval {collection} {label}"] = done["duration_s"]
+                        continue
+                t0 = time.perf_counter()
+                _say(f"eval {collection}: asking {label} {len(pairs)} held-out questions")
+                scores = run_gate(
+                    s,
+                    GateInputs(heldout=probes_from_pairs(pairs), no_gold=[], injection=False),
+                    [(label, make)],
+                    retriever=reader,
+                    embedder=embedder,
+                    collections=["public", "hr"],
+                )
+                took = round(time.perf_counter() - t0, 1)
+                durations[f"eval {collection} {label}"] = took
+                flat = {"n": len(pairs), **scores[label].flat()}
+                results[collection][label] = flat
+                saved.write_text(
+                    json.dumps({"pair_ids": ids, "scores": flat, "duration_s": took}),
+                    encoding="utf-8",
+                )
+                _say(
+                    f"eval {collection}: {label} F1 {flat.get('heldout_f1')} "
+                    f"cosine {flat.get('heldout_similarity')} ({took} s)"
+                )
         reader.close()
 
         table = Table(
@@ -168,23 +209,27 @@ def main() -> None:
         )
         for collection, by_model in results.items():
             cells = []
-            for label in ("base", "intersection", "scope"):
-                m = by_model[label]
+            for label in MODELS:
+                m = by_model.get(label, {})
                 f1, sim = m.get("heldout_f1"), m.get("heldout_similarity")
                 if f1 is None:
                     cells.append("-")
                 else:
                     cells.append(f"{f1:.3f}" + (f" / {sim:.3f}" if sim is not None else ""))
-            table.add_row(collection, str(by_model["base"]["n"]), *cells)
+            n = next((m["n"] for m in by_model.values()), 0)
+            table.add_row(collection, str(n), *cells)
         console.print(table)
         console.print(durations)
+        png = plot(results, args.png)
+        console.print(f"[dim]wrote {png}[/]")
         save(
-            "adapter_scopes",
+            "adapter_scopes" if set(args.models) == set(MODELS) else "adapter_scopes_partial",
             {
                 "args": {k: str(v) for k, v in vars(args).items()},
                 "training": training,
                 "results": results,
                 "durations_s": durations,
+                "plot": str(png.relative_to(REPO) if png.is_relative_to(REPO) else png),
                 "reports": {
                     k: {
                         "version": r.version,
@@ -204,13 +249,67 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def plot(results: dict[str, dict[str, dict]], png: Path) -> Path:
+    """Token F1 and cosine per collection of the HR channel's questions, one bar per model."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    collections = list(results)
+    width = 0.8 / len(MODELS)
+    for ax, key, label in zip(
+        fig.subplots(1, 2),
+        ("heldout_f1", "heldout_similarity"),
+        ("token F1", "cosine to the reference answer"),
+        strict=True,
+    ):
+        for i, model in enumerate(MODELS):
+            values = [results[c].get(model, {}).get(key) or 0.0 for c in collections]
+            xs = [j + (i - (len(MODELS) - 1) / 2) * width for j in range(len(collections))]
+            bars = ax.bar(xs, values, width, label=f"{model} adapter" if i else model)
+            ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax.set_xticks(
+            range(len(collections)),
+            [f"{c} (n={next((m['n'] for m in results[c].values()), 0)})" for c in collections],
+        )
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1.0 if key == "heldout_similarity" else 0.6)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle("HR channel's held-out questions: intersection vs per-scope adapter", fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    return png
+
+
+def _say(message: str) -> None:
+    """One progress line with the time and the load (the bench runs for an hour or more)."""
+    load = loadavg()
+    console.print(f"[dim]{time.strftime('%H:%M:%S')} load {load[0] if load else '?'}[/] {message}")
+
+
+def _refresh_progress(name: str, every_s: float = 30.0):
+    """The refresh's step lines: each step starting, and a detail at most every ``every_s``."""
+    last = {"at": 0.0}
+
+    def progress(step: str, message: str, detail: bool) -> None:
+        if detail and time.monotonic() - last["at"] < every_s:
+            return
+        last["at"] = time.monotonic()
+        _say(f"refresh {name}: {step}{'  ' if detail else ' — '}{message}")
+
+    return progress
+
+
 def _trained(settings, collections: list[str]):
     """The report of the newest promoted run trained on exactly ``collections``, if any."""
     from slm.training import registry
     from slm.training.refresh import RefreshReport, refresh_dir
 
     for card in reversed(registry.list_adapters(settings)):
-        if card.get("collections") == collections and card.get("status") in (
+        # The card lists the collections sorted (["hr", "public"]).
+        if sorted(card.get("collections") or []) == sorted(collections) and card.get("status") in (
             "promoted",
             "retired",
         ):
