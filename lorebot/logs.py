@@ -64,10 +64,13 @@ def bind(**fields: Any) -> Iterator[None]:
 
 
 def update(**fields: Any) -> None:
-    """Add fields to the current context (e.g. versions learned halfway through a task)."""
-    _context.set(
-        {**(_context.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}}
-    )
+    """Add fields to the enclosing :func:`bind` block (e.g. versions learned halfway
+    through a task); they end with it. Outside any block there is no task to describe,
+    so nothing is added: a field set there would stay on every later line of the thread.
+    """
+    current = _context.get()
+    if current is not None:
+        current.update({k: str(v) for k, v in fields.items() if v is not None})
 
 
 def current() -> dict[str, str]:

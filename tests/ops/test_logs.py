@@ -126,6 +126,23 @@ def test_context_is_per_task_and_does_not_leak(tmp_path, captured):
     assert "question_id" not in other and "question_id" not in after
 
 
+def test_fields_added_outside_a_task_do_not_stick_to_later_lines(tmp_path, captured):
+    # A task body run in-process without its bind block (a test, a script) must not leave
+    # its versions on every later line of the thread.
+    out = io.StringIO()
+    logs.setup(make_settings(tmp_path / "d", logging={"json": True}), stream=out)
+    log = logging.getLogger("workers.app")
+    logs.update(index_version="v-stale", adapter_version="base")
+    with logs.bind(question_id="q-2"):
+        logs.update(index_version="v2")
+        log.info("inside")
+    log.info("after")
+    inside, after = (json.loads(line) for line in out.getvalue().splitlines())
+    assert inside["index_version"] == "v2" and inside["question_id"] == "q-2"
+    assert "adapter_version" not in inside
+    assert "index_version" not in after and "question_id" not in after
+
+
 @pytest.mark.parametrize("as_json", ["false", "true"], ids=["text", "json"])
 def test_cli_error_path_masks_the_redis_password(tmp_path, as_json):
     """`lorebot bot` with tokens set and a password Redis it cannot reach: one line, no secret."""
