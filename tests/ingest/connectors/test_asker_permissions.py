@@ -6,7 +6,7 @@ The index is built by the real sync engine from a scripted connector (the viewer
 reports are what the Confluence, Drive and Graph connectors report; their own tests
 check the reading of each API). Fast: no model, an echoing generator stands in for it
 (the worst case: it repeats every passage it is shown). The real model's run is
-test_asker_canary_real_model.py (slow).
+test_asker_canary_real_model.py (in the default run too).
 """
 
 from __future__ import annotations
