@@ -6,6 +6,16 @@ payload says about permissions): ``users.info`` gives the e-mail (the bot token 
 the documents of ``permissions = "asker"`` sources the user may read in the source
 (ingest.permissions); with no user id, no e-mail, a Slack error, or a question and reply
 target naming different users, the asker reads no restricted document.
+
+An answer is read by everyone where it is posted, not only by the asker: documents
+restricted to some people are searched only when the answer goes to the asker alone,
+which the worker derives from the reply target itself (the conversation the answer is
+posted in): a direct message with the bot (a Slack IM id, ``D...``) whose target names
+the asker. In a channel (public or private, ``C...``/``G...``), a group DM, or with no
+reply target at all (where the answer goes is unknown), the question is answered as
+nobody: only documents every reader may read in the source (``anyone``) are searched.
+The bot posts answers as messages (never ephemerally), so there is no other private
+target to recognise.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import time
 from typing import Any
 
 from ingest.permissions import AskerRetriever, Permissions
+from lorebot.access import is_direct_message
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +80,38 @@ def permissions(settings: Any) -> Permissions:
     return found
 
 
+def private_to_asker(question: Any, reply: Any) -> bool:
+    """Whether the answer is read by the asker alone: it is posted in a direct message
+    with the bot (an IM id, ``D...``) and the target names the question's user."""
+    if reply is None:
+        return False
+    if isinstance(reply, dict):
+        channel, target_user = reply.get("channel"), reply.get("user")
+    else:
+        channel, target_user = getattr(reply, "channel", None), getattr(reply, "user", None)
+    if not isinstance(channel, str) or not is_direct_message(channel):
+        return False
+    return bool(question.user) and target_user == question.user
+
+
 def asker_view(settings: Any, index: Any, question: Any, reply: Any = None) -> Any:
-    """The index as the question's asker may read it (the index itself when no source
-    restricts anything)."""
+    """The index as the question's asker may read it where the answer is posted (the
+    index itself when no source restricts anything)."""
     compiled = permissions(settings).for_index(index)
     if compiled.restricted_rows == 0:
         return index
     user_id = question.user
-    target_user = getattr(reply, "user", None)
+    target_user = reply.get("user") if isinstance(reply, dict) else getattr(reply, "user", None)
     if target_user and user_id and target_user != user_id:
         log.warning("question=%s names two users; answered as nobody", question.question_id)
+        user_id = None
+    elif user_id and not private_to_asker(question, reply):
+        # Posted where others read it (or nobody knows where): what everyone may read.
+        log.info(
+            "question=%s asker=%s not answered in their DM; restricted documents left out",
+            question.question_id,
+            user_id,
+        )
         user_id = None
     email = asker_email(settings, user_id)
     log.info(

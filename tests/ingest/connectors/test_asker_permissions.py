@@ -6,7 +6,7 @@ The index is built by the real sync engine from a scripted connector (the viewer
 reports are what the Confluence, Drive and Graph connectors report; their own tests
 check the reading of each API). Fast: no model, an echoing generator stands in for it
 (the worst case: it repeats every passage it is shown). The real model's run is
-test_asker_canary_real_model.py (slow).
+test_asker_canary_real_model.py (in the default run too).
 """
 
 from __future__ import annotations
@@ -257,13 +257,11 @@ def test_the_worker_asks_slack_for_the_e_mail_and_caches_it(asker_index):
         assert asker.asker_email(s, "UALICE") == ALICE  # cached
         assert len([c for c in slack.calls if c.method == "users.info"]) == n
         q = "What is the salary review code?"
-        as_alice = asker.asker_view(s, reader, Question(text=q, user="UALICE"))
+        as_alice = asker.asker_view(s, reader, Question(text=q, user="UALICE"), dm("UALICE"))
         assert CANARY in texts(as_alice.search(q, k=10))
-        as_ghost = asker.asker_view(s, reader, Question(text=q, user="UGHOST"))
+        as_ghost = asker.asker_view(s, reader, Question(text=q, user="UGHOST"), dm("UGHOST"))
         assert CANARY not in texts(as_ghost.search(q, k=10))
-        forged = asker.asker_view(
-            s, reader, Question(text=q, user="UALICE"), type("R", (), {"user": "UBOB"})()
-        )
+        forged = asker.asker_view(s, reader, Question(text=q, user="UALICE"), dm("UBOB"))
         assert CANARY not in texts(forged.search(q, k=10))
     finally:
         asker._emails.clear()
@@ -271,11 +269,24 @@ def test_the_worker_asks_slack_for_the_e_mail_and_caches_it(asker_index):
     assert isinstance(reader.n, int) and np is not None
 
 
-def test_the_answer_task_answers_as_the_payloads_user(asker_index, embedder):
+def dm(user: str, channel: str = "D0ALICE"):
+    """The reply target of a question asked in a direct message with the bot."""
+    from lorebot.contracts import ReplyTarget
+
+    return ReplyTarget(channel=channel, message_ts="1.000100", user=user)
+
+
+def test_the_answer_task_answers_as_the_payloads_user_only_where_they_alone_read_it(
+    asker_index, embedder, redis_server
+):
     """The worker's own path (workers.tasks.answer.answer_impl), with a generator that
-    repeats its prompt: the user id of the question decides, through users.info."""
+    repeats its prompt: the user id of the question decides, through users.info, and only
+    when the answer goes to the asker alone (their DM with the bot). Asked in a channel,
+    whose members all read the answer, even Alice gets only what everyone may read; with
+    no reply target (where the answer goes is unknown) nobody gets a restricted document."""
     from pydantic import SecretStr
 
+    from lorebot.contracts import ReplyTarget
     from tests.support.fake_slack import FakeSlack
     from tests.support.fakes import FakeGenerator
     from workers import asker
@@ -286,11 +297,16 @@ def test_the_answer_task_answers_as_the_payloads_user(asker_index, embedder):
     slack = FakeSlack().start()
     try:
         slack.user_emails = {"UALICE": ALICE, "UBOB": BOB}
-        wired = {"api_url": slack.api_url, "bot_token": SecretStr("xoxb-test")}
+        wired = {
+            "api_url": slack.api_url,
+            "bot_token": SecretStr("xoxb-test"),
+            "dm_collections": ["docs"],
+            "channel_collections": {"CGENERAL": ["docs"], "GPRIVATE": ["docs"]},
+        }
         s = settings.model_copy(
             update={
                 "slack": settings.slack.model_copy(update=wired),
-                "redis": settings.redis.model_copy(update={"url": "redis://127.0.0.1:9/0"}),
+                "redis": settings.redis.model_copy(update={"url": redis_server.url}),
                 "retrieval": settings.retrieval.model_copy(update={"min_score": -1.0}),
             }
         )
@@ -300,16 +316,49 @@ def test_the_answer_task_answers_as_the_payloads_user(asker_index, embedder):
         set_runtime(runtime)
         asker._emails.clear()
         q = "Quote the salary review code."
-        as_alice = answer_impl(s, Question(text=q, user="UALICE"))
-        as_bob = answer_impl(s, Question(text=q, user="UBOB"))
-        as_nobody = answer_impl(s, Question(text=q))
+
+        def ask(user, reply):
+            before = len(slack.calls)
+            ans = answer_impl(s, Question(text=q, user=user), reply)
+            posted = json.dumps([c.args for c in slack.calls[before:]], default=str)
+            return ans.model_dump_json() + posted
+
+        in_dm = ask("UALICE", dm("UALICE"))
+        in_channel = ask("UALICE", ReplyTarget(channel="CGENERAL", message_ts="1.1", user="UALICE"))
+        in_private = ask("UALICE", ReplyTarget(channel="GPRIVATE", message_ts="1.2", user="UALICE"))
+        bob_dm = ask("UBOB", dm("UBOB", "D0BOB"))
+        no_target = answer_impl(s, Question(text=q, user="UALICE")).model_dump_json()
+        nobody = answer_impl(s, Question(text=q)).model_dump_json()
     finally:
         set_runtime(None)
         asker._emails.clear()
         slack.stop()
-    assert CANARY in as_alice.model_dump_json()
-    assert CANARY not in as_bob.model_dump_json()
-    assert CANARY not in as_nobody.model_dump_json()
+    assert CANARY in in_dm  # found by Alice in her DM with the bot
+    assert CANARY not in in_channel  # not by Alice asking where others read the answer
+    assert CANARY not in in_private  # a private channel has members too
+    assert CANARY not in bob_dm
+    assert CANARY not in no_target
+    assert CANARY not in nobody
+
+
+def test_only_the_askers_dm_is_private():
+    from lorebot.contracts import ReplyTarget
+    from lorebot.types import Question
+    from workers.asker import private_to_asker
+
+    q = Question(text="x", user="UALICE")
+    assert private_to_asker(q, dm("UALICE"))
+    assert private_to_asker(q, dm("UALICE").to_dict())
+    for reply in (
+        None,
+        dm("UBOB"),  # a target naming another user
+        dm(None),  # a target naming nobody
+        ReplyTarget(channel="CGENERAL", message_ts="1", user="UALICE"),
+        ReplyTarget(channel="GPRIVATE", message_ts="1", user="UALICE"),  # private channel
+        ReplyTarget(channel="", message_ts="1", user="UALICE"),
+    ):
+        assert not private_to_asker(q, reply), reply
+    assert not private_to_asker(Question(text="x"), dm("UALICE"))
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw"])
