@@ -46,6 +46,8 @@ BOT_EVENTS = ("app_mention", "message.channels", "message.groups", "message.im")
 COMMANDS = ("/ask", "/lorebot")
 #: Block action ids (interactivity).
 ACTIONS = render.FEEDBACK_ACTIONS
+#: Modal callback ids whose submissions the app handles (interactivity too).
+VIEWS = (render.VIEW_SUGGEST,)
 #: Bot token scopes the handlers need, and why:
 BOT_SCOPES = (
     "app_mentions:read",  # app_mention
@@ -213,6 +215,17 @@ def register(app: App, core: BotCore, dedupe: Deduper) -> None:
         def on_feedback(ack, body, action, client):
             ack()
             guarded("feedback", lambda: feedback.on_feedback(client, body, action))
+
+    @app.view(render.VIEW_SUGGEST)
+    def on_suggest(ack, body, view, client):
+        try:
+            feedback.on_suggest(ack, client, body, view)
+        except Exception:
+            ref = new_id()
+            log.exception("suggestion failed ref=%s", ref)
+            if getattr(ack, "response", None) is None:
+                text = f"Sorry, something went wrong on my side (reference `{ref}`)."
+                ack(response_action="errors", errors={render.BLOCK_SUGGESTION: text})
 
     @app.error
     def on_error(error, body):

@@ -54,6 +54,23 @@ CHANNEL_SET_USAGE = (
     "Tell me which collections: `/lorebot channel set [#channel] handbook,it` (or `all`)."
 )
 FEEDBACK_MISSING = "Thanks, but I couldn't find that answer any more, so the vote was not recorded."
+#: The optional "suggest the right answer" modal a 👎 opens (title ≤ 24 characters).
+SUGGEST_TITLE = "Suggest the right answer"[:24]
+SUGGEST_SUBMIT = "Send"
+SUGGEST_CLOSE = "Skip"
+SUGGEST_INTRO = (
+    "Optional: if you know the right answer, write it here. An admin reviews it before "
+    "I learn from it."
+)
+SUGGEST_LABEL = "The right answer"
+SUGGEST_PLACEHOLDER = (
+    "e.g. Full-time staff get 27 days of annual leave a year (Annual Leave Policy)."
+)
+SUGGEST_THANKS = "Thanks! An admin will review your suggested answer before I learn from it."
+SUGGEST_EMPTY = "Write the right answer, or press Skip."
+SUGGEST_TOO_LONG = "Please keep it under {limit} characters."
+SUGGEST_NO_VOTE = "I couldn't find your 👎 on that answer any more, so I can't keep this."
+SUGGEST_FULL = "Too many suggestions are waiting for an admin right now; please try again later."
 
 INTERNAL_ERROR = "something went wrong on my side"
 NO_WORKER = "no lorebot worker is running, so nobody could answer"

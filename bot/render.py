@@ -12,6 +12,7 @@ message, and ``&``, ``<``, ``>`` must be escaped so that model output can never 
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from typing import Any
@@ -27,6 +28,10 @@ SNIPPET_CHARS = 200
 ACTION_FEEDBACK_UP = "feedback_up"
 ACTION_FEEDBACK_DOWN = "feedback_down"
 FEEDBACK_ACTIONS = (ACTION_FEEDBACK_UP, ACTION_FEEDBACK_DOWN)
+#: The 👎 modal: its callback id, and the block / action ids of its one text input.
+VIEW_SUGGEST = "feedback_suggest"
+BLOCK_SUGGESTION = "suggestion"
+ACTION_SUGGESTION = "text"
 TRUNCATION_NOTE = "\n_…the answer was too long for one Slack message and was cut here._"
 
 _ENTITY_TAIL = re.compile(r"&[a-z]{0,4}$")
@@ -211,6 +216,48 @@ def feedback_buttons(question_id: str) -> dict[str, Any]:
                 "value": question_id,
             },
         ],
+    }
+
+
+def suggest_modal(
+    question_id: str,
+    *,
+    question: str | None,
+    channel: str | None,
+    thread_ts: str | None,
+    max_chars: int,
+) -> dict[str, Any]:
+    """The optional "suggest the right answer" modal a 👎 opens (``views.open``).
+
+    ``private_metadata`` carries the question id and where to thank the user; Slack sends
+    it back untouched with the submission (which bolt has verified as signed by Slack).
+    """
+    blocks: list[dict[str, Any]] = [_section(messages.SUGGEST_INTRO)]
+    if question:
+        blocks.append(_context(f"*Question:* {escape(question)}"[:SECTION_LIMIT]))
+    blocks.append(
+        {
+            "type": "input",
+            "block_id": BLOCK_SUGGESTION,
+            "label": {"type": "plain_text", "text": messages.SUGGEST_LABEL},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": ACTION_SUGGESTION,
+                "multiline": True,
+                "max_length": max_chars,
+                "placeholder": {"type": "plain_text", "text": messages.SUGGEST_PLACEHOLDER},
+            },
+        }
+    )
+    meta = {"q": question_id, "c": channel, "t": thread_ts}
+    return {
+        "type": "modal",
+        "callback_id": VIEW_SUGGEST,
+        "title": {"type": "plain_text", "text": messages.SUGGEST_TITLE},
+        "submit": {"type": "plain_text", "text": messages.SUGGEST_SUBMIT},
+        "close": {"type": "plain_text", "text": messages.SUGGEST_CLOSE},
+        "private_metadata": json.dumps(meta, separators=(",", ":")),
+        "blocks": blocks,
     }
 
 

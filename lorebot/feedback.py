@@ -12,6 +12,11 @@ The table, its schema and every query of it live here: the bot records votes
 (:meth:`FeedbackStore.recent`) and stores an admin's right answer to a question
 (:meth:`FeedbackStore.correct`); corrections come first in :func:`liked_answers`, so they
 join the gate's feedback suite, and :func:`corrections` hands them to training.
+
+A user who clicks 👎 may suggest the right answer (the bot's modal,
+:meth:`FeedbackStore.suggest`): the suggestion is kept with its provenance (who, when, the
+question, the answer shown, the index and adapter versions) in the ``review`` table, bounded
+in length and in how many may wait, until an admin decides on it (``lorebot feedback review``).
 """
 
 from __future__ import annotations
@@ -71,10 +76,27 @@ CREATE TABLE IF NOT EXISTS review (
     PRIMARY KEY (question_id, user)
 );
 """
+#: Provenance a suggestion keeps of the answer it corrects, copied from the vote when it is
+#: made (a later vote or an expired answer does not change what the suggestion was about).
+REVIEW_PROVENANCE = (
+    ("question", "TEXT"),
+    ("shown_answer", "TEXT"),
+    ("index_version", "TEXT"),
+    ("adapter", "TEXT"),
+    ("channel", "TEXT"),
+    ("source", "TEXT"),
+)
+#: Longest suggested answer kept (the modal's input says the same to Slack).
+MAX_SUGGESTION_CHARS = 1000
+#: Suggestions that may wait for review, per user and in all; past them new ones are refused
+#: (an unreviewed queue must not grow without end, nor one user fill it).
+MAX_PENDING_PER_USER = 50
+MAX_PENDING = 5000
 
 #: What ``lorebot feedback review`` writes for each vote awaiting review, and reads back.
 REVIEW_FIELDS = (
-    "question_id", "user", "vote", "question", "answer", "suggestion", "decision", "reviewer"
+    "question_id", "user", "vote", "question", "answer", "suggestion", "decision", "reviewer",
+    "suggested_at", "index_version", "adapter",
 )  # fmt: skip
 
 COLUMNS = (
@@ -99,6 +121,10 @@ class FeedbackReadError(LorebotError):
     """The feedback file exists but cannot be read (corrupt, locked, not SQLite)."""
 
 
+class ReviewQueueFull(LorebotError):
+    """Too many suggestions wait for review (this user's, or everyone's)."""
+
+
 def feedback_path(settings: Settings) -> Path:
     return settings.data_dir / "feedback.sqlite"
 
@@ -118,6 +144,11 @@ class FeedbackStore:
                 have = {row[1] for row in db.execute("PRAGMA table_info(feedback)")}
                 if "latency_ms" not in have:
                     db.execute("ALTER TABLE feedback ADD COLUMN latency_ms REAL")
+                # Stores from before suggestions kept their provenance get the columns.
+                have = {row[1] for row in db.execute("PRAGMA table_info(review)")}
+                for name, kind in REVIEW_PROVENANCE:
+                    if name not in have:
+                        db.execute(f"ALTER TABLE review ADD COLUMN {name} {kind}")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"cannot open the feedback database {path}: {exc}",
@@ -184,36 +215,105 @@ class FeedbackStore:
                 yield d
 
     def suggest(
-        self, *, question_id: str, user: str, suggestion: str, created_at: float | None = None
-    ) -> None:
-        """Store a user's suggested right answer for a question they voted on (the 👎
-        modal); it waits for an admin's review before anything learns from it."""
+        self,
+        *,
+        question_id: str,
+        user: str,
+        suggestion: str,
+        created_at: float | None = None,
+        source: str = "slack",
+        max_pending_per_user: int = MAX_PENDING_PER_USER,
+        max_pending: int = MAX_PENDING,
+    ) -> bool:
+        """Store a user's suggested right answer to a question they voted on (the 👎
+        modal); it waits for an admin's review before anything learns from it.
+
+        The vote's question, answer, channel and versions are copied beside it. False when
+        the user has no vote on ``question_id`` (nothing to attach it to); ``ValueError``
+        for an empty suggestion or one over :data:`MAX_SUGGESTION_CHARS`;
+        :class:`ReviewQueueFull` when too many wait already. A second suggestion on the
+        same question replaces the first (and does not count against the limits).
+        """
         text = " ".join(suggestion.split())
         if not text:
             raise ValueError("an empty suggestion")
+        if len(text) > MAX_SUGGESTION_CHARS:
+            raise ValueError(f"a suggestion longer than {MAX_SUGGESTION_CHARS} characters")
+        at = created_at if created_at is not None else time.time()
         with self._lock, closing(self._connect()) as db, db:
+            vote = db.execute(
+                "SELECT question, answer, index_version, adapter, channel FROM feedback"
+                " WHERE question_id = ? AND user = ?",
+                (question_id, user),
+            ).fetchone()
+            if vote is None:
+                return False
+            waiting = "decision = 'pending' AND suggestion IS NOT NULL"
+            again = db.execute(
+                f"SELECT 1 FROM review WHERE question_id = ? AND user = ? AND {waiting}",
+                (question_id, user),
+            ).fetchone()
+            if not again:
+                mine = db.execute(
+                    f"SELECT COUNT(*) FROM review WHERE user = ? AND {waiting}", (user,)
+                ).fetchone()[0]
+                everyone = db.execute(f"SELECT COUNT(*) FROM review WHERE {waiting}").fetchone()[0]
+                if mine >= max_pending_per_user or everyone >= max_pending:
+                    raise ReviewQueueFull(
+                        f"{mine if mine >= max_pending_per_user else everyone} suggestions "
+                        "already wait for review",
+                        fix="an admin runs `lorebot feedback review --out FILE` then --apply",
+                    )
             db.execute(
-                "INSERT INTO review (question_id, user, suggestion, created_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (question_id, user) DO UPDATE SET"
-                " suggestion = excluded.suggestion, decision = 'pending',"
-                " answer = NULL, reviewer = NULL, reviewed_at = NULL",
-                (question_id, user, text, created_at if created_at is not None else time.time()),
+                "INSERT INTO review (question_id, user, suggestion, created_at, question,"
+                " shown_answer, index_version, adapter, channel, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (question_id, user) DO UPDATE"
+                " SET suggestion = excluded.suggestion, decision = 'pending', answer = NULL,"
+                " reviewer = NULL, reviewed_at = NULL, created_at = excluded.created_at,"
+                " question = excluded.question, shown_answer = excluded.shown_answer,"
+                " index_version = excluded.index_version, adapter = excluded.adapter,"
+                " channel = excluded.channel, source = excluded.source",
+                (question_id, user, text, at, *vote, source),
             )
-        log.info("feedback suggestion question=%s user=%s", question_id, user)
+        log.info("feedback suggestion question=%s user=%s chars=%d", question_id, user, len(text))
+        return True
+
+    def suggestions(self) -> list[dict[str, Any]]:
+        """Every stored suggestion with its provenance and review state, oldest first."""
+        cols = "question_id, user, suggestion, decision, answer, reviewer, reviewed_at, created_at"
+        extra = ", ".join(name for name, _ in REVIEW_PROVENANCE)
+        with closing(self._connect()) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(
+                f"SELECT {cols}, {extra} FROM review WHERE suggestion IS NOT NULL"
+                " ORDER BY created_at, rowid"
+            ).fetchall()
+        return [dict(r) for r in rows]
 
     def pending_review(self) -> list[dict[str, Any]]:
         """Votes an admin has not decided on: 👎 with a suggestion, and 👍 on real answers."""
         with closing(self._connect()) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute(
-                "SELECT f.question_id, f.user, f.vote, f.question, f.answer, r.suggestion"
+                "SELECT f.question_id, f.user, f.vote,"
+                " COALESCE(r.question, f.question) AS question,"
+                " COALESCE(r.shown_answer, f.answer) AS answer, r.suggestion,"
+                " r.created_at AS suggested_at,"
+                " COALESCE(r.index_version, f.index_version) AS index_version,"
+                " COALESCE(r.adapter, f.adapter) AS adapter"
                 " FROM feedback f LEFT JOIN review r USING (question_id, user)"
                 " WHERE f.question IS NOT NULL AND COALESCE(r.decision, 'pending') = 'pending'"
                 " AND ((f.vote = -1 AND r.suggestion IS NOT NULL)"
                 "      OR (f.vote = 1 AND COALESCE(f.abstained, 0) = 0 AND f.answer IS NOT NULL))"
                 " ORDER BY f.created_at, f.rowid"
             ).fetchall()
-        return [dict(r) | {"decision": None, "reviewer": None} for r in rows]
+        out = []
+        for r in rows:
+            d = dict(r) | {"decision": None, "reviewer": None}
+            if d["suggested_at"] is not None:
+                d["suggested_at"] = datetime.fromtimestamp(d["suggested_at"], tz=UTC).isoformat()
+            out.append(d)
+        return out
 
     def decide(
         self, *, question_id: str, user: str, accept: bool, reviewer: str, answer: str | None

@@ -15,6 +15,11 @@ DEMO_QUESTIONS = [
     "How many days of annual leave do I get per year?",
     "Who do I contact if my laptop is stolen?",
 ]
+#: ``lorebot demo --learn`` asks these before and after its refresh.
+LEARN_QUESTIONS = [
+    *DEMO_QUESTIONS,
+    "How much is the one-off home office allowance?",
+]
 
 
 def answer_text(answer: Answer) -> Text:
@@ -92,3 +97,49 @@ def stack_up(settings: Settings, stack: Any) -> str:
     return (
         f"lorebot is up: redis {redis}; {names}. Logs in {stack.log_dir}. Ctrl-C stops everything."
     )
+
+
+def learn_table(result: Any) -> Any:
+    """The same questions answered before and after the demo's refresh (a rich Table)."""
+    from rich.table import Table
+
+    before = f"before ({result.before_adapter or 'base model'})"
+    after = f"after (adapter {result.after_adapter})" if result.after_adapter else "after"
+    t = Table("question", before, after, show_lines=True)
+    for q, a, b in zip(result.questions, result.before, result.after, strict=True):
+        t.add_row(q, _short(a), _short(b))
+    return t
+
+
+def _short(answer: Answer, limit: int = 240) -> str:
+    text = " ".join((answer.answer or "").split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return ("(abstained) " if answer.abstained else "") + text
+
+
+def learn_verdict(result: Any, total_s: float) -> str:
+    """The gate's verdict, its scores and what the run did, in a few lines."""
+    r = result.report
+    m = r.metrics or {}
+    scores = ", ".join(
+        f"{label} {m[label]['score']:.3f}"
+        for label in ("candidate", "current", "base")
+        if m.get(label, {}).get("score") is not None
+    )
+    verdict = {
+        "promoted": "[bold green]PROMOTED[/]: the new adapter now serves",
+        "rejected": "[bold yellow]REJECTED[/]: what served before still serves",
+        "skipped": "[bold]SKIPPED[/]: nothing was trained",
+    }.get(r.status, f"[bold red]{r.status.upper()}[/]")
+    tr = r.training or {}
+    lines = [
+        f"gate: {verdict} — {r.reason}",
+        f"gate scores (mean token F1 on held-out questions): {scores or '-'}",
+        f"pairs kept {r.pairs.get('kept', 0)}, training examples {r.examples.get('train', 0)}, "
+        f"{tr.get('steps', 0)} LoRA steps in {tr.get('train_s', 0)} s "
+        f"(loss {tr.get('first_loss', '-')} → {tr.get('final_loss', '-')})",
+        f"done in {total_s / 60:.1f} min (refresh {result.seconds.get('refresh', 0):.0f} s: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in r.durations_s.items())
+        + ")",
+    ]
+    return "\n".join(lines)

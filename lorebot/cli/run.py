@@ -6,7 +6,8 @@ before starting anything; the processes themselves come from workers.cli and bot
 
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from typing import Annotated, Any
 
 import typer
 
@@ -82,6 +83,18 @@ def demo_cmd(
     questions: Annotated[
         list[str] | None, typer.Argument(help="Questions to ask (default: two samples).")
     ] = None,
+    learn: Annotated[
+        bool,
+        typer.Option(
+            "--learn",
+            help="Also run one small refresh on the sample handbook and show the same "
+            "questions answered before and after, with the gate's verdict (a few minutes).",
+        ),
+    ] = False,
+    budget_s: Annotated[
+        int,
+        typer.Option("--budget-s", min=1, help="--learn: seconds of LoRA training steps."),
+    ] = 60,
 ) -> None:
     """Ingest the sample handbook, start the stack, ask sample questions, stop."""
     from lorebot import assets
@@ -91,9 +104,13 @@ def demo_cmd(
     s = settings()
     from ingest.cli import ingest_sample
 
+    started = time.perf_counter()
     console.rule("1/3 ingest the sample handbook")
     report = ingest_sample(s, assets.sample_docs_dir())
     console.print(messages.ingest_done(report))
+    if learn:
+        learn_demo(s, questions or messages.LEARN_QUESTIONS, budget_s, started)
+        return
     console.rule("2/3 start Redis and a worker")
     with Stack(s, config_file=State.config_file, beat=False, bot=False, console=False) as stack:
         wait_for_worker(s, stack)
@@ -102,6 +119,37 @@ def demo_cmd(
             console.print(f"\n[bold]Q:[/] {q}")
             answer = submit_question(s, Question(text=q), s.worker.ask_timeout_s)
             console.print(messages.answer_text(answer))
+
+
+def learn_demo(s: Settings, questions: list[str], budget_s: int, started: float) -> None:
+    """``demo --learn`` after the ingest: before answers, one small refresh, after answers
+    and the verdict (in this process: no Redis or worker needed)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from slm.training.learn_demo import run_learn_demo
+
+    console.rule(f"2/3 one small refresh ({budget_s} s of training), questions before and after")
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        current: dict[str, Any] = {}
+
+        def progress(step: str, message: str, detail: bool) -> None:
+            if not detail or step not in current:
+                if current.get("task") is not None:
+                    bar.update(current["task"], completed=1, total=1)
+                    bar.stop_task(current["task"])
+                current.clear()
+                current[step] = True
+                current["task"] = bar.add_task(f"[bold]{step}[/]: {message}", total=None)
+            else:
+                bar.update(current["task"], description=f"[bold]{step}[/]: {message}")
+
+        result = run_learn_demo(s, questions, budget_s=budget_s, progress=progress)
+        if current.get("task") is not None:
+            bar.update(current["task"], completed=1, total=1)
+    console.rule("3/3 the same questions, before and after")
+    console.print(messages.learn_table(result))
+    console.print(messages.learn_verdict(result, time.perf_counter() - started))
 
 
 def wait_for_worker(s: Settings, stack, timeout: float = 180.0) -> None:

@@ -22,6 +22,7 @@ from tests.support.fake_slack import (
     event_body,
     post,
     sign,
+    view_submission_body,
 )
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -153,7 +154,15 @@ class BotHarness:
             channel=channel,
             message=message,
             response_url=self.fake.response_url("act"),
+            trigger_id=self.fake.new_trigger(),
         )
+        return self.post_signed("/slack/actions", body, "application/x-www-form-urlencoded", **kw)
+
+    def submit_view(
+        self, view: dict[str, Any], values: dict[str, dict[str, str]], *, user: str = USER, **kw
+    ) -> HttpResult:
+        """Submit a modal the bot opened, as Slack posts it to the interactivity URL."""
+        body = view_submission_body(view, values, user=user)
         return self.post_signed("/slack/actions", body, "application/x-www-form-urlencoded", **kw)
 
     def wait_queued(

@@ -7,6 +7,8 @@ method with an HTTP 429 and a ``Retry-After`` header. ``response_url`` posts (sl
 command follow-ups) land on ``/response/<id>`` and are recorded too. Files added with
 ``add_file`` are described by ``files.info`` and served at their ``url_private_download``
 (to the bot token only; without it, Slack's HTML sign-in page), recorded as ``files.download``.
+``views.open`` takes a trigger id the fake issued (:meth:`FakeSlack.new_trigger`, as a click
+payload carries one) once, within Slack's 3 seconds, and keeps the opened modal in ``views``.
 
 Also here: signing a request exactly as Slack does, and posting it.
 """
@@ -21,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +71,8 @@ class FakeSlack:
         self.files: dict[str, dict[str, Any]] = {}  # file id -> files.info record + content
         # users.info: user id -> e-mail ("" = no e-mail); when set, other ids are not found
         self.user_emails: dict[str, str] = {}
+        self.views: list[dict[str, Any]] = []  # modals opened by views.open, with their id
+        self._triggers: dict[str, float | None] = {}  # trigger id -> when issued; None: used
         self._ratelimit: dict[str, list[float]] = {}
         self._fail: dict[str, list[str]] = {}
         self._ts = 0
@@ -240,6 +245,13 @@ class FakeSlack:
             self.files[file_id] = {**info, "content": content}
         return dict(info)
 
+    def new_trigger(self) -> str:
+        """A trigger id as Slack puts in an interaction payload (good once, for 3 s)."""
+        with self._lock:
+            trigger = f"{len(self._triggers) + 1}.{int(time.time())}.{uuid.uuid4().hex[:12]}"
+            self._triggers[trigger] = time.monotonic()
+        return trigger
+
     def add_thread_message(
         self, channel: str, thread_ts: str, ts: str, text: str, user: str
     ) -> None:
@@ -361,6 +373,25 @@ class FakeSlack:
 
     def _api_reactions_add(self, args):
         return {"ok": True}
+
+    def _api_views_open(self, args):
+        trigger = args.get("trigger_id") or ""
+        view = args.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if trigger not in self._triggers:
+            return {"ok": False, "error": "invalid_trigger_id"}
+        issued = self._triggers[trigger]
+        if issued is None:
+            return {"ok": False, "error": "exchanged_trigger_id"}
+        if time.monotonic() - issued > 3.0:
+            return {"ok": False, "error": "expired_trigger_id"}
+        self._triggers[trigger] = None
+        if not isinstance(view, dict) or view.get("type") != "modal" or not view.get("title"):
+            return {"ok": False, "error": "invalid_arguments"}
+        opened = {**view, "id": f"V{len(self.views) + 1:08d}", "team_id": TEAM_ID}
+        self.views.append(opened)
+        return {"ok": True, "view": opened}
 
     def _api_files_info(self, args):
         record = self.files.get(args.get("file", ""))
@@ -512,6 +543,7 @@ def action_body(
     message: dict[str, Any],
     response_url: str,
     team: str = TEAM_ID,
+    trigger_id: str = "1.2.3",
 ) -> str:
     """A block_actions payload (button click), form-encoded as ``payload=<json>``."""
     payload = {
@@ -521,7 +553,7 @@ def action_body(
         "api_app_id": "A0000APP",
         "token": "legacy-verification-token",
         "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel},
-        "trigger_id": "1.2.3",
+        "trigger_id": trigger_id,
         "channel": {"id": channel, "name": "general"},
         "message": message,
         "response_url": response_url,
@@ -534,5 +566,38 @@ def action_body(
                 "action_ts": str(time.time()),
             }
         ],
+    }
+    return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
+
+def view_submission_body(
+    view: dict[str, Any], values: dict[str, dict[str, str]], *, user: str, team: str = TEAM_ID
+) -> str:
+    """A modal's ``view_submission`` payload, form-encoded as ``payload=<json>``: the view as
+    opened (``FakeSlack.views``) with ``values[block_id][action_id]`` typed into its inputs."""
+    state = {
+        block: {
+            action: {"type": "plain_text_input", "value": value} for action, value in acts.items()
+        }
+        for block, acts in values.items()
+    }
+    payload = {
+        "type": "view_submission",
+        "team": {"id": team, "domain": "example"},
+        "user": {"id": user, "username": "someone", "name": "someone", "team_id": team},
+        "api_app_id": "A0000APP",
+        "token": "legacy-verification-token",
+        "trigger_id": f"9.{int(time.time())}.{uuid.uuid4().hex[:12]}",
+        "view": {
+            **view,
+            "state": {"values": state},
+            "hash": uuid.uuid4().hex[:16],
+            "app_id": "A0000APP",
+            "bot_id": BOT_ID,
+            "root_view_id": view.get("id"),
+            "previous_view_id": None,
+        },
+        "response_urls": [],
+        "is_enterprise_install": False,
     }
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
