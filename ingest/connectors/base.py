@@ -98,6 +98,18 @@ class Connector(Protocol):
     def sync(self, sink: Sink, cursor: dict[str, Any]) -> dict[str, Any]: ...
 
 
+def named_groups(sink: Sink, acls: dict[str, list[list[str]]]) -> set[str]:
+    """The groups (``group:<key>`` principals) that any document's viewers name: this
+    sync's ``acls`` first, else what the last sync recorded for the document."""
+    names: set[str] = set()
+    for doc_id in set(sink.known_ids()) | set(acls):
+        acl = acls.get(doc_id)
+        if acl is None:
+            acl = (sink.known(doc_id) or {}).get("acl") or []
+        names |= {p[6:] for clause in acl for p in clause if p.startswith("group:")}
+    return names
+
+
 def resolve_secret(cfg: SourceConfig, name: str) -> SecretStr | None:
     """The source's secret: the value, else the named environment variable, else the file.
 

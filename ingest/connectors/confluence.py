@@ -39,6 +39,7 @@ from ingest.connectors.base import (
     Sink,
     SourceError,
     TooLarge,
+    named_groups,
     resolve_secret,
     safe_relpath,
     size_reason,
@@ -169,12 +170,7 @@ class ConfluenceConnector(ApiConnector):
     def _groups(self, sink: Sink) -> None:
         """Members of every group the viewers name (``GET /rest/api/group/{name}/member``,
         paged), by e-mail."""
-        names: set[str] = set()
-        for doc_id in set(sink.known_ids()) | set(self.acls):
-            acl = self.acls.get(doc_id)
-            if acl is None:
-                acl = (sink.known(doc_id) or {}).get("acl") or []
-            names |= {p[6:] for c in acl for p in c if p.startswith("group:")}
+        names = named_groups(sink, self.acls)
         members: dict[str, list[str]] = {}
         for name in sorted(names):
             out: list[str] = []

@@ -32,6 +32,7 @@ from ingest.connectors.base import (
     Sink,
     SourceError,
     TooLarge,
+    named_groups,
     resolve_secret,
     size_reason,
     wanted,
@@ -214,12 +215,7 @@ class DriveConnector(ApiConnector):
     def _groups(self, sink: Sink) -> None:
         """Members of every group the files' viewers name (Admin SDK ``members.list``, as
         the admin ``username`` through domain-wide delegation), nested groups followed."""
-        wanted_groups: set[str] = set()
-        for doc_id in set(sink.known_ids()) | set(self.acls):
-            acl = self.acls.get(doc_id)
-            if acl is None:
-                acl = (sink.known(doc_id) or {}).get("acl") or []
-            wanted_groups |= {p[6:] for c in acl for p in c if p.startswith("group:")}
+        wanted_groups = named_groups(sink, self.acls)
         members: dict[str, list[str]] = {}
         if not wanted_groups:
             sink.members(members)

@@ -32,6 +32,7 @@ from ingest.connectors.base import (
     SourceError,
     TooLarge,
     collection_for,
+    named_groups,
     resolve_secret,
     size_reason,
     wanted,
@@ -177,12 +178,7 @@ class SharePointConnector(ApiConnector):
     def _groups(self, sink: Sink) -> None:
         """Every named group's members (``/groups/{id}/transitiveMembers``: nested groups
         already expanded by Graph), by mail or user principal name."""
-        names: set[str] = set()
-        for doc_id in set(sink.known_ids()) | set(self.acls):
-            acl = self.acls.get(doc_id)
-            if acl is None:
-                acl = (sink.known(doc_id) or {}).get("acl") or []
-            names |= {p[6:] for c in acl for p in c if p.startswith("group:")}
+        names = named_groups(sink, self.acls)
         members: dict[str, list[str]] = {}
         for gid in sorted(names):
             out: list[str] = []
