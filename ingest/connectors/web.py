@@ -22,11 +22,9 @@ import hashlib
 import io
 import json
 import logging
-import time
 import urllib.parse
 import urllib.robotparser
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -42,7 +40,7 @@ from ingest.connectors.base import (
     resolve_secret,
     wanted,
 )
-from ingest.connectors.http import Http, http_error_reason
+from ingest.connectors.http import ApiConnector, Http, http_error_reason
 from lorebot.settings import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -147,22 +145,11 @@ def parse_html(data: bytes, base: str) -> tuple[list[str], str | None, bool, boo
     return links[:MAX_LINKS], canonical, "noindex" in robots, "nofollow" in robots
 
 
-class WebConnector:
+class WebConnector(ApiConnector):
     """Crawl one site and mirror its pages."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: SourceConfig,
-        *,
-        user_agent: str,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.user_agent = user_agent
-        self.sleep = sleep
-        self.http: Http | None = None
+    def __init__(self, name: str, cfg: SourceConfig, **kwargs: Any) -> None:
+        super().__init__(name, cfg, **kwargs)
         start = normalize(str(cfg.url))
         if start is None:
             raise SourceError(
@@ -175,10 +162,6 @@ class WebConnector:
         self.prefixes = [p if p.startswith("/") else "/" + p for p in cfg.path_prefixes] or [folder]
         self.robots: urllib.robotparser.RobotFileParser | None = None
         self.delay = 0.0
-
-    @property
-    def requests(self) -> int:
-        return self.http.requests if self.http else 0
 
     def in_scope(self, url: str) -> bool:
         if origin(url) != self.origin:
