@@ -161,6 +161,8 @@ class IngestReport:
 # --------------------------------------------------------------------------- fleet progress
 #: How a batch run by the building process itself is named (ingest.distributed's holder).
 COORDINATOR_SUFFIX = ":coordinator"
+#: A progress line names at most this many workers (then "and N more").
+MAX_WORKERS_NAMED = 8
 
 
 def worker_label(holder: str) -> str:
@@ -168,6 +170,13 @@ def worker_label(holder: str) -> str:
     if holder.endswith(COORDINATOR_SUFFIX):
         return holder[: -len(COORDINATOR_SUFFIX)] + " (coordinator)"
     return holder
+
+
+def _named(labels: list[str]) -> str:
+    """'a, b, c' or 'a, …, h and 4 more' for a long fleet."""
+    if len(labels) <= MAX_WORKERS_NAMED:
+        return ", ".join(labels)
+    return ", ".join(labels[:MAX_WORKERS_NAMED]) + f" and {len(labels) - MAX_WORKERS_NAMED} more"
 
 
 @dataclass
@@ -187,13 +196,16 @@ class FleetSnapshot:
         """'h:12 ×2, h:13 ×1' (most batches first), then who is working now."""
         parts = []
         if self.done_by:
-            by = sorted(self.done_by.items(), key=lambda kv: (-kv[1], kv[0]))
-            parts.append("done by " + ", ".join(f"{worker_label(w)} ×{n}" for w, n in by))
+            parts.append("done by " + self._by())
         if self.running:
-            parts.append("running on " + ", ".join(worker_label(w) for w in self.running))
+            parts.append("running on " + _named([worker_label(w) for w in self.running]))
         if self.queued_again:
             parts.append(f"{self.queued_again} queued again")
         return "; ".join(parts)
+
+    def _by(self) -> str:
+        by = sorted(self.done_by.items(), key=lambda kv: (-kv[1], kv[0]))
+        return _named([f"{worker_label(w)} ×{n}" for w, n in by])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: batches, done, done_by {worker: batches}, running, queued_again."""
@@ -208,10 +220,8 @@ class FleetSnapshot:
     def summary(self) -> str:
         """'3 batches on 2 ingest workers (h:12 ×2, h:13 ×1)' for the end of a build."""
         n = len(self.done_by)
-        by = sorted(self.done_by.items(), key=lambda kv: (-kv[1], kv[0]))
-        who = ", ".join(f"{worker_label(w)} ×{k}" for w, k in by)
         text = f"{self.done} batch{'es' if self.done != 1 else ''} on {n} worker{'s' * (n != 1)}"
-        text += f" ({who})" if who else ""
+        text += f" ({self._by()})" if self.done_by else ""
         if self.queued_again:
             text += f", {self.queued_again} queued again"
         return text

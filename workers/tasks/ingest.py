@@ -191,7 +191,8 @@ def fleet_stage_text(fleet: FleetProgress | None) -> Callable[[str, int, int], s
     def describe(stage: str, done: int, total: int) -> str:
         if stage != "fleet" or fleet is None:
             return stage_text(stage, done, total)
-        return f"{STAGES['fleet'][0]}: {fleet.line(done, total)}"
+        # Worker names come from Redis records: escaped like any text from outside.
+        return f"{STAGES['fleet'][0]}: {render.escape(fleet.line(done, total))}"
 
     return describe
 
@@ -280,13 +281,14 @@ def reindex_impl(
         )
         log.info("reindex collection=%s %s", collection, summary)
         built_by = fleet.last if fleet is not None and fleet.last.done else None
-        if built_by is not None:
-            summary += f"; built by the fleet: {built_by.summary()}"
+        by_text = render.escape(built_by.summary()) if built_by is not None else ""
+        if by_text:
+            summary += f"; built by the fleet: {by_text}"
         if progress:
             progress.finish(
                 f"done in {report.duration_s:.0f} s"
                 + ("" if report.new_version else " (nothing changed)")
-                + (f": {built_by.summary()}" if built_by is not None else "")
+                + (f": {by_text}" if by_text else "")
             )
         if delivery:
             delivery.update(summary)
