@@ -12,8 +12,9 @@ Web API, where the thread's progress message and the headline are read back.
   the batches. The coordinator runs them itself (no deadlock), and the batch messages
   left on the queue do nothing once the build is over.
 
-In-process, without Celery (default run, fast): the fleet's progress line and the CLI's
-fleet lines against a real Redis, with batches run by ingest.distributed.run_batch.
+In-process (default run; the two above are ``slow``): the re-index task's body with no
+ingest worker (the builder runs every batch and says so in the thread), and the fleet's
+progress line and the CLI's fleet lines with batches run under two worker names.
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ def batch_lines(log: str) -> list[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_reindex_on_two_workers_shows_the_fleet_and_publishes_once(fleet):
     from ingest import Source, store
 
@@ -266,6 +268,7 @@ def test_reindex_on_two_workers_shows_the_fleet_and_publishes_once(fleet):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_reindex_on_a_single_worker_finishes_by_running_the_batches_itself(fleet):
     """Concurrency 1: the re-index task holds the only process that takes batches."""
     from ingest import Source, store
@@ -300,6 +303,68 @@ def test_reindex_on_a_single_worker_finishes_by_running_the_batches_itself(fleet
 
 
 # --------------------------------------------------------------- in-process, default run
+@pytest.mark.integration
+def test_reindex_task_with_no_ingest_worker_names_the_coordinator_in_its_thread(
+    tmp_path, redis_server, redis_client, fake_slack, monkeypatch
+):
+    """The re-index task's body with ``index.distributed`` and no ingest worker running:
+    its batches go to the ingest queue, the builder runs them itself, and the thread and
+    the headline say so. (The real workers: the two slow tests above.)"""
+    from ingest import Source, distributed
+    from ingest.registry import record_sources
+    from tests.bot.conftest import queued
+    from workers.tasks import ingest as ingest_tasks
+
+    monkeypatch.setattr(distributed, "HELP_AFTER_S", 0.0)  # nobody will claim a batch
+    settings = slack_settings_for(tmp_path, redis_server.url, fake_slack.api_url)
+    settings.index.distributed = True
+    settings.index.batch_files = BATCH_FILES
+    settings.index.parse_workers = 1
+    record_sources(settings, [Source(write_pages(tmp_path / "docs"), "facilities")])
+    headline = fake_slack._api_chat_postMessage({"channel": CHANNEL, "text": "started"})
+    reply = {
+        "channel": CHANNEL,
+        "thread_ts": headline["ts"],
+        "message_ts": headline["ts"],
+        "user": ADMIN,
+        "started_at": time.time(),
+    }
+    result = ingest_tasks.reindex_impl(settings, collection="facilities", reply=reply)
+    assert result["status"] == "ok", result
+
+    n = len(PAGES) // BATCH_FILES
+    me = f"{socket.gethostname()}:{os.getpid()}:coordinator"
+    assert result["fleet"] == {
+        "batches": n,
+        "done": n,
+        "done_by": {me: n},
+        "running": [],
+        "queued_again": 0,
+    }
+    label = f"{socket.gethostname()}:{os.getpid()} (coordinator)"
+    with fake_slack._lock:
+        (progress_ts,) = [
+            m.ts for m in fake_slack.messages.values() if m.thread_ts == headline["ts"]
+        ]
+    edits = [
+        c.args["text"] for c in fake_slack.calls_to("chat.update") if c.args["ts"] == progress_ts
+    ]
+    want = f"{n}/{n} batches, {len(PAGES)}/{len(PAGES)} files (100%); done by {label} ×{n}"
+    assert any(want in t for t in edits), edits
+    last = fake_slack.message(CHANNEL, progress_ts).text
+    assert f"{n} batches on 1 worker ({label} ×{n})" in last, last
+    top = fake_slack.message(CHANNEL, headline["ts"]).text
+    assert f"{len(PAGES)} files ok" in top and f"built by the fleet: {n} batches" in top, top
+    # The batches' messages still wait on the ingest queue: a worker taking one now
+    # finds the build over and does nothing.
+    tasks = queued(redis_client, contracts.QUEUE_INGEST)
+    assert [t["task"] for t in tasks] == [contracts.TASK_INGEST_BATCH] * n
+    late = distributed.run_batch(
+        settings, tasks[0]["kwargs"]["spec"], redis_client=redis_client, embedder=None, pool=None
+    )
+    assert late == {"status": "stale"}
+
+
 def test_the_fleet_line_counts_batches_and_names_their_workers(
     tmp_path, redis_server, redis_client
 ):
