@@ -23,6 +23,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import pytest
 
 from lorebot import contracts, sync
 from tests.bot.conftest import ADMIN, CHANNEL, BotHarness, slack_settings_for
-from tests.conftest import WorkerProcess, make_settings
+from tests.conftest import WorkerProcess, child_env, make_settings
 from tests.support.fake_slack import FakeSlack
 
 BATCH_FILES = 2
@@ -263,6 +264,36 @@ def test_reindex_on_two_workers_shows_the_fleet_and_publishes_once(fleet):
         headline = fleet.fake.message(CHANNEL, headline_ts).text
         assert headline.startswith(f"Index {version}: {len(PAGES)} files ok, 0 failed"), headline
         assert f"built by the fleet: {n} batches on 1 worker ({runner} ×{n})" in headline
+
+        # `lorebot ingest` as the builder, the same two workers taking its batches: its
+        # output names them and sums up.
+        more = fleet.tmp / "more"
+        more.mkdir()
+        for name, text in PAGES.items():
+            (more / f"more-{name}").write_text(text.replace("# ", "# More on ", 1))
+        out = subprocess.run(
+            [sys.executable, "-m", "lorebot", "ingest", str(more), "--collection", "more"],
+            env=child_env(
+                fleet.tmp / "cli",
+                fleet.redis_server.url,
+                LOREBOT_SYNC__URL=f"file://{fleet.shared}",
+                LOREBOT_SYNC__SIGNING_KEY=str(fleet.keys / "sync.key"),
+                LOREBOT_INDEX__DISTRIBUTED="true",
+                LOREBOT_INDEX__BATCH_FILES=str(BATCH_FILES),
+                LOREBOT_MODEL_CACHE_DIR=os.environ["LOREBOT_MODEL_CACHE_DIR"],
+            ),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr + fleet.logs()
+        said = [line for line in out.stderr.splitlines() if line.startswith("fleet: ")]
+        names = {f"{socket.gethostname()}:{p}" for w in workers for p in pool_children(w)}
+        taking = [
+            line.removeprefix("fleet: ").removesuffix(" is taking batches") for line in said[:-1]
+        ]
+        assert taking and set(taking) <= names, said
+        assert said[-1].startswith(f"fleet: {n} batches on {len(taking)} worker"), said
     finally:
         fleet.stop_workers()
 
