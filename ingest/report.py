@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from lorebot import contracts
 
 Status = Literal["ok", "failed", "skipped", "unchanged"]
 
@@ -152,6 +156,145 @@ class IngestReport:
                     f.reason or "",
                 )
         return table
+
+
+# --------------------------------------------------------------------------- fleet progress
+#: How a batch run by the building process itself is named (ingest.distributed's holder).
+COORDINATOR_SUFFIX = ":coordinator"
+#: A progress line names at most this many workers (then "and N more").
+MAX_WORKERS_NAMED = 8
+
+
+def worker_label(holder: str) -> str:
+    """'host:pid' of a batch's worker; the building process's own runs say so."""
+    if holder.endswith(COORDINATOR_SUFFIX):
+        return holder[: -len(COORDINATOR_SUFFIX)] + " (coordinator)"
+    return holder
+
+
+def _named(labels: list[str]) -> str:
+    """'a, b, c' or 'a, …, h and 4 more' for a long fleet."""
+    if len(labels) <= MAX_WORKERS_NAMED:
+        return ", ".join(labels)
+    return ", ".join(labels[:MAX_WORKERS_NAMED]) + f" and {len(labels) - MAX_WORKERS_NAMED} more"
+
+
+@dataclass
+class FleetSnapshot:
+    """Where a distributed build's batches are: done (by whom), running (where), queued."""
+
+    batches: int = 0
+    done_by: Counter = field(default_factory=Counter)  # worker holder -> batches done
+    running: list[str] = field(default_factory=list)  # holders running a batch now
+    queued_again: int = 0
+
+    @property
+    def done(self) -> int:
+        return sum(self.done_by.values())
+
+    def workers_text(self) -> str:
+        """'h:12 ×2, h:13 ×1' (most batches first), then who is working now."""
+        parts = []
+        if self.done_by:
+            parts.append("done by " + self._by())
+        if self.running:
+            parts.append("running on " + _named([worker_label(w) for w in self.running]))
+        if self.queued_again:
+            parts.append(f"{self.queued_again} queued again")
+        return "; ".join(parts)
+
+    def _by(self) -> str:
+        by = sorted(self.done_by.items(), key=lambda kv: (-kv[1], kv[0]))
+        return _named([f"{worker_label(w)} ×{n}" for w, n in by])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: batches, done, done_by {worker: batches}, running, queued_again."""
+        return {
+            "batches": self.batches,
+            "done": self.done,
+            "done_by": dict(sorted(self.done_by.items())),
+            "running": list(self.running),
+            "queued_again": self.queued_again,
+        }
+
+    def summary(self) -> str:
+        """'3 batches on 2 ingest workers (h:12 ×2, h:13 ×1)' for the end of a build."""
+        n = len(self.done_by)
+        text = f"{self.done} batch{'es' if self.done != 1 else ''} on {n} worker{'s' * (n != 1)}"
+        text += f" ({self._by()})" if self.done_by else ""
+        if self.queued_again:
+            text += f", {self.queued_again} queued again"
+        return text
+
+
+class FleetProgress:
+    """Follows a distributed build's batches across the fleet, for progress lines.
+
+    Hand :meth:`dispatch` to ``build_index(dispatch=...)``: it learns the build's id and
+    batches from the specs it queues (through ``queue``, the real dispatch), then
+    :meth:`snapshot` reads the batches' claims and results from Redis, where every
+    worker records them (``contracts.build_claim`` / ``build_done``). Reading never
+    raises: a progress line is not worth a failed build.
+    """
+
+    def __init__(self, redis_client: Any, queue: Callable[[dict[str, Any]], None]) -> None:
+        self.redis = redis_client
+        self.queue = queue
+        self.build: str | None = None
+        self.batches: list[str] = []
+        self.dispatched = 0
+        self.last = FleetSnapshot()
+
+    def dispatch(self, spec: dict[str, Any]) -> None:
+        if spec.get("build") != self.build:  # a new build: forget the last one
+            self.build, self.batches, self.dispatched = spec.get("build"), [], 0
+            self.last = FleetSnapshot()
+        if spec.get("batch") not in self.batches:
+            self.batches.append(spec.get("batch"))
+        self.dispatched += 1
+        self.queue(spec)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """A build_index progress callback: at the end of the fleet stage, a last snapshot
+        (the build clears the batches' records in Redis right after)."""
+        if stage == "fleet" and 0 < total <= done:
+            self.snapshot()
+
+    def snapshot(self) -> FleetSnapshot:
+        """The batches now (the last snapshot when Redis cannot be read)."""
+        if self.build is None:
+            return self.last
+        try:
+            done = self.redis.hgetall(contracts.build_done(self.build))
+            pipe = self.redis.pipeline()
+            for b in self.batches:
+                pipe.get(contracts.build_claim(self.build, b))
+            claims = pipe.execute()
+        except Exception:  # noqa: BLE001 - the previous snapshot still says something
+            return self.last
+        snap = FleetSnapshot(
+            batches=len(self.batches), queued_again=self.dispatched - len(self.batches)
+        )
+        for raw in done.values():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "name" in record:  # a result, not an error
+                snap.done_by[str(record.get("worker"))] += 1
+        snap.running = sorted({c.decode() if isinstance(c, bytes) else str(c) for c in claims if c})
+        self.last = snap
+        return snap
+
+    def line(self, files_done: int, files_total: int) -> str:
+        """'3/5 batches, 9/14 files (64%); done by h:12 ×2, h:13 ×1; running on h:13'."""
+        snap = self.snapshot()
+        pct = int(100 * files_done / files_total) if files_total > 0 else 100
+        text = (
+            f"{snap.done:,}/{snap.batches:,} batches, {files_done:,}/{files_total:,} files ({pct}%)"
+        )
+        who = snap.workers_text()
+        return f"{text}; {who}" if who else text
 
 
 def _short_reason(reason: str) -> str:

@@ -6,6 +6,10 @@ place (parsing n/N files, embedding, writing the version), at most once every fe
 seconds, so a long build shows it is alive without flooding the thread. The same
 stages go into the task's result as a ``PROGRESS`` state (:class:`StateProgress`, at
 most once a second), which the console's job page shows.
+
+A distributed build (``index.distributed``) shows the fleet: batches done of all, which
+workers did them and which are at work now (ingest.report.FleetProgress reads that from
+Redis); the end of that stage and the last line name the workers whatever the throttle.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import render
 from lorebot import contracts
 from lorebot.errors import IngestError, LorebotError
 from lorebot.settings import Settings
 from workers.delivery import retry_after_s
+
+if TYPE_CHECKING:
+    from ingest.report import FleetProgress
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +73,10 @@ class StageProgress:
         ts: str | None = None,
         min_interval_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        describe: Callable[[str, int, int], str] = stage_text,
     ) -> None:
         self.web = web_client
+        self.describe = describe
         self.channel = channel
         self.thread_ts = thread_ts
         self.headline = headline
@@ -88,12 +97,15 @@ class StageProgress:
         self._send(self._compose(None))
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        self.report(stage_text(stage, done, total))
+        # The end of the fleet stage says which workers built the version: never dropped.
+        last_of_fleet = stage == "fleet" and 0 < total <= done
+        self.report(self.describe(stage, done, total), force=last_of_fleet)
 
-    def report(self, line: str) -> None:
+    def report(self, line: str, *, force: bool = False) -> None:
         text = self._compose(line)
         self.pending = text
-        if self.clock() >= self._next_allowed:
+        # Forced past the interval, never into a Retry-After that Slack asked for.
+        if (force and not self._failures) or self.clock() >= self._next_allowed:
             self._send(text)
 
     def finish(self, line: str) -> None:
@@ -173,12 +185,32 @@ def _both(*callbacks: Callable[[str, int, int], None] | None):
     return report
 
 
-def stage_progress(delivery, headline: str) -> StageProgress | None:
+def fleet_stage_text(fleet: FleetProgress | None) -> Callable[[str, int, int], str]:
+    """:func:`stage_text`, with the fleet's batches and workers in the "fleet" stage."""
+
+    def describe(stage: str, done: int, total: int) -> str:
+        if stage != "fleet" or fleet is None:
+            return stage_text(stage, done, total)
+        # Worker names come from Redis records: escaped like any text from outside.
+        return f"{STAGES['fleet'][0]}: {render.escape(fleet.line(done, total))}"
+
+    return describe
+
+
+def stage_progress(
+    delivery, headline: str, fleet: FleetProgress | None = None
+) -> StageProgress | None:
     """A StageProgress in the thread of a SlackDelivery (None without one)."""
     if delivery is None:
         return None
     thread_ts = delivery.reply.thread
-    return StageProgress(delivery.web, delivery.channel, thread_ts, headline=headline)
+    return StageProgress(
+        delivery.web,
+        delivery.channel,
+        thread_ts,
+        headline=headline,
+        describe=fleet_stage_text(fleet),
+    )
 
 
 def reindex_impl(
@@ -220,12 +252,24 @@ def reindex_impl(
                 fix="ingest once with `lorebot ingest PATH --collection NAME`",
             )
         what = collection or "all collections"
-        progress = stage_progress(delivery, f"Re-indexing {len(sources)} source(s) of {what}…")
+        fleet = None
+        if settings.index.distributed:
+            from ingest.distributed import celery_dispatch
+            from ingest.report import FleetProgress
+
+            fleet = FleetProgress(r, celery_dispatch(settings))
+        progress = stage_progress(
+            delivery, f"Re-indexing {len(sources)} source(s) of {what}…", fleet
+        )
         if progress:
             progress.start()
         try:
             report = build_index(
-                settings, sources, progress=False, on_progress=_both(progress, on_stage)
+                settings,
+                sources,
+                progress=False,
+                on_progress=_both(fleet, progress, on_stage),
+                dispatch=fleet.dispatch if fleet else None,
             )
         except LorebotError as exc:
             if progress:
@@ -236,14 +280,22 @@ def reindex_impl(
             f"{report.skipped} skipped, {report.chunks_total} chunks in {report.duration_s:.0f} s"
         )
         log.info("reindex collection=%s %s", collection, summary)
+        built_by = fleet.last if fleet is not None and fleet.last.done else None
+        by_text = render.escape(built_by.summary()) if built_by is not None else ""
+        if by_text:
+            summary += f"; built by the fleet: {by_text}"
         if progress:
             progress.finish(
                 f"done in {report.duration_s:.0f} s"
                 + ("" if report.new_version else " (nothing changed)")
+                + (f": {by_text}" if by_text else "")
             )
         if delivery:
             delivery.update(summary)
-        return {"status": "ok", "message": summary, "report": report.to_dict()}
+        result = {"status": "ok", "message": summary, "report": report.to_dict()}
+        if built_by is not None:
+            result["fleet"] = built_by.to_dict()
+        return result
     except LorebotError as exc:
         if delivery:
             delivery.update(f"Re-index failed: {exc.one_line()}")
