@@ -28,10 +28,11 @@ abstention; its threshold is calibrated on questions whose passage is not in the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from lorebot.types import SearchHit
 from slm.serving import spans
 from slm.serving.evidence import Evidence
 from slm.serving.prompt import reader_messages
@@ -52,6 +53,10 @@ MODEL_WEIGHT = 1.0
 SENTENCE_WEIGHT = 4.0
 #: Prior for "No" when the sentence is negated, for "Yes" when it is not.
 YES_NO_PRIOR = 0.5
+#: Whose neighbouring chunks are read too: "top" (the top hit's) or "all" (every hit's).
+NEIGHBOURS_OF = "top"
+
+Neighbours = Callable[[SearchHit, int, int], list[Any]]
 
 
 class AnswerScorer(Protocol):
@@ -70,6 +75,33 @@ class Reading:
     evidence: Evidence
     confidence: float  # the chosen sentence's match with the question (its evidence score)
     model_score: float  # mean log-probability per token the model gave the short answer
+
+
+def reading_passages(
+    hits: Sequence[SearchHit],
+    neighbours: Neighbours | None,
+    count: int,
+    of: str = NEIGHBOURS_OF,
+) -> tuple[list[SearchHit], list[tuple[int, bool]]]:
+    """The passages whose sentences the reader ranks, and where each comes from.
+
+    The hits first, then the ``count`` chunks before and after the top hit (``of="top"``)
+    or every hit (``of="all"``), less any already there: the answer often sits next to the
+    chunk that matched. The origins are (retrieval rank of the hit, whether a neighbour).
+    """
+    passages = list(hits)
+    origins = [(rank, False) for rank in range(1, len(hits) + 1)]
+    if not count or neighbours is None or not hits:
+        return passages, origins
+    seen = {h.chunk.chunk_id for h in hits}
+    anchors = hits[:1] if of == "top" else hits
+    for rank, hit in enumerate(anchors, start=1):
+        for n in neighbours(hit, count, count):
+            if n.chunk.chunk_id not in seen:
+                seen.add(n.chunk.chunk_id)
+                passages.append(n)
+                origins.append((rank, True))
+    return passages, origins
 
 
 def read(
