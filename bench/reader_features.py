@@ -280,6 +280,23 @@ def grid(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The README demo's questions over the sample handbook, with the fact each answer needs.
+DEMO = [
+    {
+        "question": "How many days of annual leave do I get?",
+        "document": "annual_leave.md",
+        "key_facts": ["27"],
+        "demo": True,
+    },
+    {
+        "question": "Who do I contact if my laptop is stolen?",
+        "document": "security_incident_reporting.md",
+        "key_facts": ["4999"],
+        "demo": True,
+    },
+]
+
+
 def _gold(text: str, facts: list[str]) -> bool:
     flat = " ".join(text.lower().split())
     return any(" ".join(f.lower().split()) in flat for f in facts)
@@ -398,6 +415,7 @@ def sentence_dump(args: argparse.Namespace) -> int:
                 )
             )
             answerable = [{**q, "document": q["source"]} for q in qa["answerable"]]
+            answerable += DEMO  # the README's demo questions, counted apart by ``rank``
             unanswerable = qa["unanswerable"]
         else:
             if args.index_dir is None:
@@ -423,6 +441,7 @@ def sentence_dump(args: argparse.Namespace) -> int:
                     "golds": q["key_facts"],
                     "document": q["document"],
                     "collections": None,
+                    "demo": q.get("demo", False),
                 }
             )
         for q in unanswerable:
@@ -606,14 +625,18 @@ def rank(args: argparse.Namespace) -> int:
     for nb in ("top", "all"):
         for name, qs in sets.items():
             shortlists[nb, name] = [
-                (q["kind"], shortlist(q, neighbours=nb, size=args.shortlist)) for q in qs
+                (
+                    "demo" if q.get("demo") else q["kind"],
+                    shortlist(q, neighbours=nb, size=args.shortlist),
+                )
+                for q in qs
             ]
 
     def measure(nb: str, w: dict | None) -> dict:
         row: dict = {"neighbours": nb, "weights": w}
         vec = None if w is None else np.array([w[k] for k in sentence_rank.FEATURES])
         for name in names:
-            top1 = inshort = n = 0
+            top1 = inshort = n = demo = 0
             conf_a, conf_h = [], []
             for kind, (sents, s1, feats) in shortlists[nb, name]:
                 if not sents:
@@ -624,7 +647,9 @@ def rank(args: argparse.Namespace) -> int:
                     s2 = feats @ vec
                     j = int(np.argmax(s2))
                     best, conf = sents[j], float(s2[j])
-                if kind == "answerable":
+                if kind == "demo":
+                    demo += bool(best and best["gold"])
+                elif kind == "answerable":
                     n += 1
                     top1 += bool(best and best["gold"])
                     inshort += any(s["gold"] for s in sents)
@@ -638,6 +663,7 @@ def rank(args: argparse.Namespace) -> int:
                 "shortlist": inshort / max(1, n),
                 "threshold": cut,
                 "hidden_refused": float(np.mean([h < cut for h in conf_h])) if conf_h else None,
+                "demo": demo,
             }
         return row
 
@@ -666,7 +692,8 @@ def rank(args: argparse.Namespace) -> int:
                 x
                 for n in names
                 for x in (
-                    f"{r[n]['top1']:.3f} ({r[n]['shortlist']:.2f})",
+                    f"{r[n]['top1']:.3f} ({r[n]['shortlist']:.2f})"
+                    + (f" demo {r[n]['demo']}/2" if "sample" in n else ""),
                     "-" if r[n]["hidden_refused"] is None else f"{r[n]['hidden_refused']:.2f}",
                 )
             ],
