@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -79,8 +79,9 @@ class Evidence:
     text: str
     score: float
     #: MiniLM cosine of the question and this sentence embedded on its own (None when it was
-    #: ranked without embeddings); the reader's re-ranking starts from it.
-    cosine: float | None = None
+    #: ranked without embeddings); the reader's re-ranking starts from it. Not part of
+    #: equality: two evidences are the same quote of the same passage with the same score.
+    cosine: float | None = field(default=None, compare=False)
 
 
 def units(text: str) -> list[str]:

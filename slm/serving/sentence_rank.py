@@ -249,8 +249,10 @@ def rerank(
     it is a neighbouring chunk). Each returned evidence's ``score`` is its re-ranking score,
     which the reader's abstention reads.
     """
+    # Without embeddings (a retriever that offers none) the shortlist's own score, words and
+    # numbers, stands in for the cosine.
     candidates = [
-        Candidate(e.text, e.cosine if e.cosine is not None else 0.0, *origin(e.passage))
+        Candidate(e.text, e.cosine if e.cosine is not None else e.score, *origin(e.passage))
         for e in ranked
     ]
     s = scores(question, candidates, weights)
