@@ -752,6 +752,9 @@ def main() -> int:
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
     if args.action == "sentences":
+        if args.set == "xquad" and not args.qa.is_file():
+            console.print(f"error: {args.qa} not found (fix: pass --qa FILE)")
+            return 2
         return sentence_dump(args)
     if args.action == "rank":
         return rank(args)

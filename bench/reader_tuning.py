@@ -115,6 +115,9 @@ def main() -> int:
                             "ms": (time.perf_counter() - t0) * 1000,
                             "confidence": getattr(reading, "confidence", None),
                             "model_score": getattr(reading, "model_score", None),
+                            "sentence_score": (
+                                reading.evidence.score if reading is not None else None
+                            ),
                             "abstained_before_reading": reading is None,
                         }
                     )
@@ -146,9 +149,9 @@ def main() -> int:
                 for w in (0.0, 0.05, 0.1, 0.2, 0.4):
 
                     def value(r: dict, w: float = w) -> float | None:
-                        if r["confidence"] is None:
+                        if r["sentence_score"] is None:
                             return None
-                        return r["confidence"] + w * (r["model_score"] or 0.0)
+                        return r["sentence_score"] + w * (r["model_score"] or 0.0)
 
                     a_vals = sorted(v for v in map(value, ans) if v is not None)
                     cut = a_vals[int(0.05 * len(a_vals))] if a_vals else 0.0

@@ -53,6 +53,9 @@ MODEL_WEIGHT = 1.0
 SENTENCE_WEIGHT = 4.0
 #: Prior for "No" when the sentence is negated, for "Yes" when it is not.
 YES_NO_PRIOR = 0.5
+#: Weight of the model's mean log-probability of the chosen phrase in the reading's
+#: confidence, next to the sentence's re-ranking score (abstention reads the sum).
+CONFIDENCE_MODEL_WEIGHT = 0.0
 #: Whose neighbouring chunks are read too: "top" (the top hit's) or "all" (every hit's).
 NEIGHBOURS_OF = "top"
 
@@ -73,7 +76,7 @@ class Reading:
 
     short: str
     evidence: Evidence
-    confidence: float  # the chosen sentence's match with the question (its evidence score)
+    confidence: float  # the sentence's re-ranking score (+ a share of the model's, see above)
     model_score: float  # mean log-probability per token the model gave the short answer
 
 
@@ -141,6 +144,6 @@ def read(
     return Reading(
         short=text,
         evidence=evidence,
-        confidence=evidence.score,
+        confidence=evidence.score + CONFIDENCE_MODEL_WEIGHT * model,
         model_score=model,
     )
