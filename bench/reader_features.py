@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import XQUAD, console, exit_cleanly_on_sigterm, save
 
 DUMP = Path(tempfile.gettempdir()) / "lorebot-reader-features.json"
+#: retrieval.min_score's default: below it the answer path abstains before reading.
+MIN_SCORE = 0.37
 
 
 def dump(args: argparse.Namespace) -> int:
@@ -627,6 +629,8 @@ def rank(args: argparse.Namespace) -> int:
             shortlists[nb, name] = [
                 (
                     "demo" if q.get("demo") else q["kind"],
+                    # refused before reading, as served: the best passage is too far
+                    q["top_dense"] is None or q["top_dense"] < MIN_SCORE,
                     shortlist(q, neighbours=nb, size=args.shortlist),
                 )
                 for q in qs
@@ -638,8 +642,8 @@ def rank(args: argparse.Namespace) -> int:
         for name in names:
             top1 = inshort = n = demo = 0
             conf_a, conf_h = [], []
-            for kind, (sents, s1, feats) in shortlists[nb, name]:
-                if not sents:
+            for kind, far, (sents, s1, feats) in shortlists[nb, name]:
+                if not sents or far:
                     best, conf = None, -9.0
                 elif vec is None:
                     best, conf = sents[0], float(s1[0])
