@@ -711,15 +711,83 @@ def rank(args: argparse.Namespace) -> int:
     }
     add(current)
     console.print(table)
+    abstain = abstention(args, names, shortlists, rows_sorted[1] if args.best else current)
     save(
         "reader-sentences",
         {
             "rows": rows_sorted[:100],
             "current": current,
+            "abstention": abstain,
             "sets": {n: len(v) for n, v in sets.items()},
         },
     )
     return 0
+
+
+def abstention(args: argparse.Namespace, names: list[str], shortlists: dict, ranking: dict):
+    """Abstention on the chosen sentence's features under ``ranking``'s weights: for each
+    confidence weighting, the threshold that refuses at most 5 % of the FIRST dump's
+    answerable questions, applied unchanged to every dump (as one setting would be)."""
+    import numpy as np
+    from rich.table import Table
+
+    from slm.serving import sentence_rank
+
+    nb = ranking["neighbours"]
+    vec = np.array([ranking["weights"][k] for k in sentence_rank.FEATURES])
+    chosen = {}  # per set: (kind, features of the chosen sentence or None)
+    for name in names:
+        rows = []
+        for kind, far, (sents, _, feats) in shortlists[nb, name]:
+            if kind == "demo":
+                continue
+            rows.append((kind, None if far or not sents else feats[int(np.argmax(feats @ vec))]))
+        chosen[name] = rows
+    grid = {
+        "cosine": (1.0,),
+        "lexical": (0.0, 0.5, 1.0),
+        "rare": (0.0, 0.5, 1.0),
+        "answer_type": (0.0, 0.1, 0.2, 0.4),
+        "intro": (0.0,),
+        "neighbour": (0.0,),
+        "rank": (0.0, 0.2),
+    }
+    out = []
+    for combo in itertools.product(*grid.values()):
+        w = np.array(combo)
+        res: dict = {"weights": dict(zip(grid, combo))}
+        first = [(k, -9.0 if f is None else float(f @ w)) for k, f in chosen[names[0]]]
+        answerable = sorted(c for k, c in first if k == "answerable")
+        cut = answerable[int(0.05 * len(answerable))] if answerable else 0.0
+        res["threshold"] = cut
+        for name in names:
+            vals = [(k, -9.0 if f is None else float(f @ w)) for k, f in chosen[name]]
+            a = [c < cut for k, c in vals if k == "answerable"]
+            h = [c < cut for k, c in vals if k == "heldout"]
+            res[name] = (float(np.mean(a)) if a else None, float(np.mean(h)) if h else None)
+        out.append(res)
+    out.sort(key=lambda r: -(r[names[0]][1] or 0.0))
+    table = Table(
+        title=f"abstention on the chosen sentence (threshold: <=5% of {names[0]}'s answerable)"
+    )
+    table.add_column("confidence weights " + "/".join(grid))
+    table.add_column("threshold", justify="right")
+    for n in names:
+        table.add_column(f"{n} answerable / hidden refused", justify="right")
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    same = {k: ranking["weights"][k] for k in grid}
+    as_ranked = next(
+        (r for r in out if all(abs(r["weights"][k] - same[k]) < 1e-9 for k in grid)), None
+    )
+    for r in out[: args.top] + ([as_ranked] if as_ranked else []):
+        table.add_row(
+            "/".join(f"{r['weights'][k]:g}" for k in grid)
+            + (" (= ranking)" if r is as_ranked else ""),
+            f"{r['threshold']:.3f}",
+            *[f"{fmt(r[n][0])} / {fmt(r[n][1])}" for n in names],
+        )
+    console.print(table)
+    return out[:30]
 
 
 def main() -> int:
@@ -740,6 +808,9 @@ def main() -> int:
     ap.add_argument("--offset", type=int, default=0, help="sentences xquad: skip this many")
     ap.add_argument(
         "--hidden-seed", type=int, default=1, help="sentences xquad: seed of hidden passages (1, 2)"
+    )
+    ap.add_argument(
+        "--best", action="store_true", help="rank: abstention under the best row, not WEIGHTS"
     )
     ap.add_argument("--weights", type=Path, default=None, help="rank: fitted weights (JSON)")
     ap.add_argument(
