@@ -518,6 +518,40 @@ def sentence_dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo(args: argparse.Namespace) -> int:
+    """The README demo's questions, answered in read mode over the sample handbook."""
+    from answer_quality import build_sample_index
+
+    from lorebot import assets
+    from lorebot.types import Question
+    from slm.serving.answer import answer_question
+    from slm.serving.generator import LlamaGenerator
+
+    settings, index = build_sample_index(
+        Path(tempfile.mkdtemp(prefix="lorebot-bench-demo-")), threads=1
+    )
+    generator = LlamaGenerator(
+        assets.answer_model_path(settings.model.path), n_threads=1, n_ctx=settings.model.n_ctx
+    )
+    model = settings.model.model_copy(update={"answer_mode": "read"})
+    found = 0
+    for item in DEMO:
+        a = answer_question(
+            Question(text=item["question"]),
+            index,
+            generator,
+            retrieval=settings.retrieval,
+            model=model,
+        )
+        fact = any(f.lower() in a.answer.lower() for f in item["key_facts"])
+        found += fact
+        console.print(
+            f"{item['question']}\n  short: {a.short_answer!r}, key fact: {fact}\n  {a.answer}"
+        )
+    console.print(f"demo: key fact in {found} of {len(DEMO)} answers")
+    return 0
+
+
 def shortlist(q: dict, *, neighbours: str, size: int):
     """The reader's shortlist on one recorded question: (sentences best first by stage 1,
     their stage-1 scores, their sentence_rank features).
@@ -792,7 +826,7 @@ def abstention(args: argparse.Namespace, names: list[str], shortlists: dict, ran
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=("dump", "grid", "sentences", "rank", "fit"))
+    ap.add_argument("action", choices=("dump", "grid", "sentences", "rank", "fit", "demo"))
     ap.add_argument("dumps", nargs="*", help="rank: sentence dumps to replay")
     ap.add_argument("--set", choices=("xquad", "sample", "staff"), default="xquad")
     ap.add_argument("--corpus", default="18f-handbook", help="staff: the handbook")
@@ -835,6 +869,8 @@ def main() -> int:
         return rank(args)
     if args.action == "fit":
         return fit(args)
+    if args.action == "demo":
+        return demo(args)
     if args.action == "dump":
         if not args.qa.is_file():
             console.print(f"error: {args.qa} not found (fix: pass --qa FILE)")
