@@ -59,18 +59,23 @@ SHORTLIST = 8
 _Q_NUMBER = re.compile(
     r"^\s*how (?:many|much|far|old|big|large|tall|high|fast|heavy|often)\b"
     r"|\bwhat (?:number|percentage|percent|amount|size|age|proportion|fraction|extension)\b"
-    r"|\bhow much\b|\bhow many\b",
+    r"|\bhow much\b|\bhow many\b|\b(?:budget|cost|price|fee|allowance|stipend|limit)\b",
     re.IGNORECASE,
 )
 _Q_DURATION = re.compile(r"\bhow (?:long|soon|quickly|fast)\b|\bhow much time\b", re.IGNORECASE)
+# "when" asks for a time at the start of a question or before its verb ("when is", "by
+# when"), not as a conjunction ("what do I use when I travel?").
 _Q_DATE = re.compile(
-    r"\bwhen\b|\b(?:what|which) (?:year|date|day|month|century|time|period|decade|era)\b"
-    r"|\bwhat time\b|\bby when\b|\bdeadline\b",
+    r"^\W*when\b|\bwhen (?:is|are|was|were|do|does|did|can|could|should|will|would|must|"
+    r"has|have|had)\b|\b(?:what|which) (?:year|date|day|month|century|time|period|decade|era)\b"
+    r"|\bby when\b|\bdeadline\b",
     re.IGNORECASE,
 )
 _Q_CONTACT = re.compile(
-    r"\bwho\b|\bwhom\b|\bwhose\b|\b(?:contact|call|email|e-mail|phone|ask|reach|tell|notify|"
-    r"report (?:it )?to)\b|\bwhich (?:team|person|group|office|department)\b",
+    r"\bwho\b|\bwhom\b|\bwhose\b|\bcontact\b|\breach out\b|\bnotify\b|\bhelp ?desk\b"
+    r"|\b(?:which|what) (?:team|person|group|office|department|e-?mail address|address|"
+    r"phone number|number|channel) (?:do|should|can|to|is)\b"
+    r"|\bhow (?:do|can|should) (?:i|we) (?:report|reach|contact|get in touch)\b",
     re.IGNORECASE,
 )
 _Q_PLACE = re.compile(
