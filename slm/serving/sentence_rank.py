@@ -59,7 +59,10 @@ SHORTLIST = 8
 _Q_NUMBER = re.compile(
     r"^\s*how (?:many|much|far|old|big|large|tall|high|fast|heavy|often)\b"
     r"|\bwhat (?:number|percentage|percent|amount|size|age|proportion|fraction|extension)\b"
-    r"|\bhow much\b|\bhow many\b|\b(?:budget|cost|price|fee|allowance|stipend|limit)\b",
+    r"|\bhow much\b|\bhow many\b|\b(?:budget|cost|price|fee|allowance|stipend|limit)\b"
+    r"|\b(?:number|extension)\b|\bwhat(?:'s| is) the (?:most|max(?:imum)?|min(?:imum)?|least)\b"
+    r"|\bmax(?:imum)? (?:value|amount|number)\b"
+    r"|\bper (?:km|mile|day|night|hour|week|month|year|person)\b",
     re.IGNORECASE,
 )
 _Q_DURATION = re.compile(r"\bhow (?:long|soon|quickly|fast)\b|\bhow much time\b", re.IGNORECASE)
@@ -68,14 +71,15 @@ _Q_DURATION = re.compile(r"\bhow (?:long|soon|quickly|fast)\b|\bhow much time\b"
 _Q_DATE = re.compile(
     r"^\W*when\b|\bwhen (?:is|are|was|were|do|does|did|can|could|should|will|would|must|"
     r"has|have|had)\b|\b(?:what|which) (?:year|date|day|month|century|time|period|decade|era)\b"
-    r"|\bby when\b|\bdeadline\b",
+    r"|\bby when\b|\bdeadline\b|\bhow (?:early|late)\b|\bwhat time\b",
     re.IGNORECASE,
 )
 _Q_CONTACT = re.compile(
     r"\bwho\b|\bwhom\b|\bwhose\b|\bcontact\b|\breach out\b|\bnotify\b|\bhelp ?desk\b"
     r"|\b(?:which|what) (?:team|person|group|office|department|e-?mail address|address|"
     r"phone number|number|channel) (?:do|should|can|to|is)\b"
-    r"|\bhow (?:do|can|should) (?:i|we) (?:report|reach|contact|get in touch)\b",
+    r"|\bhow (?:do|can|should) (?:i|we) (?:report|reach|contact|get in touch)\b"
+    r"|\b(?:i|we) (?:can |should |could |do )?(?:call|phone|ring|email|e-mail)\b",
     re.IGNORECASE,
 )
 _Q_PLACE = re.compile(
