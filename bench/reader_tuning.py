@@ -162,6 +162,14 @@ def main() -> int:
                             "answerable_refused": float(
                                 np.mean([r["abstained"] or (value(r) or -9) < cut for r in ans])
                             ),
+                            "f1": float(
+                                np.mean(
+                                    [
+                                        0.0 if r["abstained"] or (value(r) or -9) < cut else r["f1"]
+                                        for r in ans
+                                    ]
+                                )
+                            ),
                             "heldout_refused": float(
                                 np.mean(
                                     [
@@ -206,7 +214,7 @@ def main() -> int:
         console.print(
             f"read, abstain below sentence score + {c['model_weight']:g} x model score "
             f"{c['threshold']:.3f}: answerable refused {c['answerable_refused']:.3f}, "
-            f"hidden-passage refused {c['heldout_refused']:.3f}"
+            f"hidden-passage refused {c['heldout_refused']:.3f}, short F1 {c['f1']:.3f}"
         )
     console.print(f"load average {os.getloadavg()[0]:.2f} at the end")
     save(
