@@ -592,7 +592,11 @@ def shortlist(q: dict, *, neighbours: str, size: int):
     short.sort(key=lambda i: -float(score[i]))
     rc = [
         sentence_rank.Candidate(
-            cands[i][1]["text"], cands[i][1]["alone"], cands[i][0]["rank"], cands[i][0]["neighbour"]
+            cands[i][1]["text"],
+            cands[i][1]["alone"],
+            float(score[i]),
+            cands[i][0]["rank"],
+            cands[i][0]["neighbour"],
         )
         for i in short
     ]
@@ -649,9 +653,10 @@ def rank(args: argparse.Namespace) -> int:
     names = list(sets)
     chosen_on = [Path(p).stem for p in args.dumps]  # --check dumps are measured, not chosen on
     grid_axes = {
-        "cosine": (1.0,),
-        "lexical": (0.25, 0.5, 1.0),
-        "rare": (0.0, 0.5, 1.0),
+        "first": (1.0,),
+        "cosine": (0.0,),
+        "lexical": (-0.25, 0.0, 0.25),
+        "rare": (0.0, 0.25, 0.5),
         "answer_type": (0.0, 0.05, 0.1, 0.2),
         "intro": (0.0, -0.1, -0.3),
         "neighbour": (0.0, -0.05, -0.15),
@@ -778,8 +783,9 @@ def abstention(args: argparse.Namespace, names: list[str], shortlists: dict, ran
             rows.append((kind, None if far or not sents else feats[int(np.argmax(feats @ vec))]))
         chosen[name] = rows
     grid = {
-        "cosine": (1.0,),
-        "lexical": (0.0, 0.5, 1.0),
+        "first": (0.0, 1.0),
+        "cosine": (0.0, 1.0),
+        "lexical": (0.0, 0.5),
         "rare": (0.0, 0.5, 1.0),
         "answer_type": (0.0, 0.1, 0.2, 0.4),
         "intro": (0.0,),

@@ -10,6 +10,8 @@ of the steps below:") beats the step that holds the fact.
 This module re-scores the shortlist with features that say whether a sentence could
 *answer*, each cheap and general (no rule names a question):
 
+- ``first``: the first stage's own score (cosine + half the word share + a bonus for a
+  digit when a quantity is asked), so that weights of 0 elsewhere keep its order;
 - ``cosine``: MiniLM cosine of the question and the sentence embedded on its own;
 - ``lexical``: share of the question's content words in the sentence (of the best share);
 - ``rare``: the same share, each word weighted by how few of the shortlisted sentences
@@ -40,12 +42,13 @@ from lorebot.text import content_words
 from slm.serving.evidence import Evidence
 
 #: Feature names, in the order of :func:`features`' columns.
-FEATURES = ("cosine", "lexical", "rare", "answer_type", "intro", "neighbour", "rank")
+FEATURES = ("first", "cosine", "lexical", "rare", "answer_type", "intro", "neighbour", "rank")
 
 #: Weights of the features (see the module docstring and the README for how they were chosen).
 WEIGHTS: dict[str, float] = {
-    "cosine": 1.0,
-    "lexical": 0.5,
+    "first": 1.0,
+    "cosine": 0.0,
+    "lexical": 0.0,
     "rare": 0.0,
     "answer_type": 0.0,
     "intro": 0.0,
@@ -204,6 +207,7 @@ class Candidate:
 
     text: str
     cosine: float  # MiniLM cosine with the question, the sentence embedded on its own
+    first: float = 0.0  # its first-stage score (rank_evidence's: cosine, word share, digits)
     rank: int = 1  # retrieval rank of the hit it comes from (1 = top)
     neighbour: bool = False  # from a chunk next to a hit, not from a hit
 
@@ -226,6 +230,7 @@ def features(question: str, candidates: Sequence[Candidate]) -> np.ndarray:
     rows = np.zeros((n, len(FEATURES)), dtype=np.float32)
     for i, c in enumerate(candidates):
         rows[i] = (
+            c.first,
             c.cosine,
             lexical[i],
             rare[i],
@@ -261,7 +266,9 @@ def rerank(
     # Without embeddings (a retriever that offers none) the shortlist's own score, words and
     # numbers, stands in for the cosine.
     candidates = [
-        Candidate(e.text, e.cosine if e.cosine is not None else e.score, *origin(e.passage))
+        Candidate(
+            e.text, e.cosine if e.cosine is not None else e.score, e.score, *origin(e.passage)
+        )
         for e in ranked
     ]
     s = scores(question, candidates, weights)
