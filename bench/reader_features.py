@@ -657,7 +657,7 @@ def rank(args: argparse.Namespace) -> int:
         "cosine": (0.0,),
         "lexical": (-0.25, 0.0, 0.25),
         "rare": (0.0, 0.25, 0.5),
-        "answer_type": (0.0, 0.05, 0.1, 0.2),
+        "answer_type": (0.0, 0.05, 0.1, 0.2, 0.4),
         "intro": (0.0, -0.1, -0.3),
         "neighbour": (0.0, -0.05, -0.15),
         "rank": (0.0, 0.1),
@@ -744,6 +744,7 @@ def rank(args: argparse.Namespace) -> int:
 
     for r in rows_sorted[: args.top + 1]:
         add(r)
+    console.width = max(console.width, 220)  # the weights must be readable in a log
     current = {
         "label": "sentence_rank.WEIGHTS",
         **measure(args.neighbours_now, dict(sentence_rank.WEIGHTS)),
