@@ -699,13 +699,17 @@ def rank(args: argparse.Namespace) -> int:
                     conf_a.append(conf)
                 else:
                     conf_h.append(conf)
-            cut = sorted(conf_a)[int(0.05 * len(conf_a))] if conf_a else 0.0
+            # the 5 % quantile of the answerable questions that reached the reader (those
+            # refused before it, by min_score, are refused whatever the threshold)
+            reached = sorted(c for c in conf_a if c > -9.0)
+            cut = reached[int(0.05 * len(reached))] if reached else 0.0
             row[name] = {
                 "top1": top1 / max(1, n),
                 "n": n,
                 "shortlist": inshort / max(1, n),
                 "threshold": cut,
                 "hidden_refused": float(np.mean([h < cut for h in conf_h])) if conf_h else None,
+                "answerable_refused": float(np.mean([c < cut for c in conf_a])) if conf_a else None,
                 "demo": demo,
             }
         return row
@@ -798,7 +802,7 @@ def abstention(args: argparse.Namespace, names: list[str], shortlists: dict, ran
         w = np.array(combo)
         res: dict = {"weights": dict(zip(grid, combo))}
         first = [(k, -9.0 if f is None else float(f @ w)) for k, f in chosen[names[0]]]
-        answerable = sorted(c for k, c in first if k == "answerable")
+        answerable = sorted(c for k, c in first if k == "answerable" and c > -9.0)
         cut = answerable[int(0.05 * len(answerable))] if answerable else 0.0
         res["threshold"] = cut
         for name in names:

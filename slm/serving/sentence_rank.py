@@ -48,12 +48,12 @@ FEATURES = ("first", "cosine", "lexical", "rare", "answer_type", "intro", "neigh
 WEIGHTS: dict[str, float] = {
     "first": 1.0,
     "cosine": 0.0,
-    "lexical": 0.0,
+    "lexical": -0.25,
     "rare": 0.0,
-    "answer_type": 0.0,
+    "answer_type": 0.05,
     "intro": 0.0,
-    "neighbour": 0.0,
-    "rank": 0.0,
+    "neighbour": -0.15,
+    "rank": 0.1,
 }
 
 #: Sentences of the first-stage ranking that are re-scored here.
