@@ -749,6 +749,10 @@ def rank(args: argparse.Namespace) -> int:
     for r in rows_sorted[: args.top + 1]:
         add(r)
     console.width = max(console.width, 220)  # the weights must be readable in a log
+    if args.weights is not None:
+        fitted = json.loads(args.weights.read_text(encoding="utf-8"))
+        for nb in ("top", "all"):
+            add({"label": f"fitted {args.weights.name}, neighbours {nb}", **measure(nb, fitted)})
     current = {
         "label": "sentence_rank.WEIGHTS",
         **measure(args.neighbours_now, dict(sentence_rank.WEIGHTS)),
