@@ -6,7 +6,8 @@ all more often than it gets it right, and a quoted sentence leaves the reader to
 fact in it. The reader does the finding:
 
 1. the passage sentences of every retrieved passage (and of the top passage's neighbours)
-   are ranked against the question (:func:`slm.serving.evidence.rank_evidence`);
+   are ranked against the question (:func:`slm.serving.evidence.rank_evidence`), and the
+   best few re-ranked by whether they could answer it (:mod:`slm.serving.sentence_rank`);
 2. the phrases of the best ``SENTENCES`` sentences are proposed as candidates
    (:mod:`slm.serving.spans`), "Yes" and "No" too for a yes/no question;
 3. the answer model scores each candidate as its whole reply to "Sentence: … Question: …"
@@ -21,8 +22,8 @@ holding the answer about half as often as the MiniLM ranking's first choice does
 
 The short answer is therefore always a phrase of a passage (or yes/no decided on one), and
 the nightly adapter, trained on the same prompt, sharpens exactly this choice. The
-reading's ``confidence`` (the chosen sentence's match with the question) decides
-abstention; its threshold is calibrated on questions whose passage is not in the index
+reading's ``confidence`` (the chosen sentence's re-ranking score) decides abstention; its
+threshold is calibrated on questions whose passage is not in the index
 (``retrieval.min_confidence``, figures in the README).
 """
 
