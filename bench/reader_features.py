@@ -2,6 +2,18 @@
 
     python bench/reader_features.py dump --qa ../shared/data/qa/xquad-en/xquad.en.json
     python bench/reader_features.py grid                    # weights, on the dump only
+    python bench/reader_features.py sentences --set xquad -n 300 --out /tmp/s-xquad.json
+    python bench/reader_features.py rank --out /tmp/s-xquad.json /tmp/s-sample.json
+
+``sentences`` records, without the answer model, every candidate sentence the reader could
+read for each tuning question (the units of every hit and of every hit's neighbours, with
+their stored and their own MiniLM cosines and whether each holds the gold answer); ``rank``
+replays the reader's sentence choice on those records for each candidate ranking
+(shortlist order as before, the re-ranking of slm/serving/sentence_rank.py with a grid of
+weights, neighbours of the top hit or of every hit) and the abstention each score allows.
+Sets: ``xquad`` (tuning questions as below, and hidden-passage ones), ``sample`` (the
+sample handbook's questions) and ``staff`` (the staff questions' tune half of one
+handbook, ``--index-dir`` holding its index).
 
 ``dump`` asks XQuAD-en tuning questions (NOT in the reported seed-0 sample of 200, nor on
 a passage that sample's abstention check hides) through the real retrieval of the answer
@@ -34,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import XQUAD, console, exit_cleanly_on_sigterm, save
 
 DUMP = Path(tempfile.gettempdir()) / "lorebot-reader-features.json"
+#: retrieval.min_score's default: below it the answer path abstains before reading.
+MIN_SCORE = 0.37
 
 
 def dump(args: argparse.Namespace) -> int:
@@ -268,9 +282,589 @@ def grid(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The README demo's questions over the sample handbook, with the fact each answer needs.
+DEMO = [
+    {
+        "question": "How many days of annual leave do I get?",
+        "document": "annual_leave.md",
+        "key_facts": ["27"],
+        "demo": True,
+    },
+    {
+        "question": "Who do I contact if my laptop is stolen?",
+        "document": "security_incident_reporting.md",
+        "key_facts": ["4999"],
+        "demo": True,
+    },
+]
+
+
+def _gold(text: str, facts: list[str]) -> bool:
+    flat = " ".join(text.lower().split())
+    return any(" ".join(f.lower().split()) in flat for f in facts)
+
+
+def _drop_words(question: str, share: float, rng: random.Random) -> str:
+    """The question less ``share`` of its content words (never its wh-phrase): staff ask
+    with fewer of a sentence's own words than a sentence with a hole has."""
+    from lorebot.text import content_words
+
+    keep_always = {"what", "who", "whose", "when", "where", "how", "many", "much", "year"}
+    words = question.rstrip("?").split()
+    kept = [
+        w
+        for w in words
+        if w.lower() in keep_always or not content_words(w) or rng.random() >= share
+    ]
+    return " ".join(kept) + "?"
+
+
+def index_pairs(index, args: argparse.Namespace) -> list[dict]:
+    """Answer-first pairs of the index's chunks (the nightly refresh's, no model), as
+    questions whose gold sentence is the pair's: training data drawn from the index only."""
+    from slm.training.pairs import answer_first_pairs
+
+    collections = ["eval"] if args.set == "xquad" else None
+    pairs = [p for c in index.iter_chunks(collections) for p in answer_first_pairs(c, limit=2)]
+    rng = random.Random(7)
+    pairs = rng.sample(pairs, min(args.pairs, len(pairs)))
+    return [
+        {
+            "kind": "answerable",
+            "question": _drop_words(p.question, args.dropout, rng),
+            "golds": [p.sentence or p.answer],
+            "chunk_id": p.chunk_id,
+            "collections": collections,
+        }
+        for p in pairs
+    ]
+
+
+def sentence_dump(args: argparse.Namespace) -> int:
+    """Record every candidate sentence of each tuning question (no answer model)."""
+    import numpy as np
+
+    from slm.serving.evidence import looks_like_instruction, units
+
+    questions: list[dict] = []  # kind, question, golds (answer strings), document or None
+    closers = []
+    if args.set == "xquad":
+        from lorebot.settings import Settings
+        from slm.evals import evalset, runner, squad
+
+        settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="lorebot-bench-sent-")))
+        _, items = squad.load_squad(args.qa)
+        passages, _ = squad.load_squad(args.qa)
+        reported = {q.qid for q in squad.sample_questions(items, 200, 0)}
+        reported_hidden = {q.pid for q in squad.choose_heldout(passages, items, 40, 0)}
+        embedder = runner._default_embedder(settings)
+        es = evalset.prepare_eval(
+            settings,
+            args.qa,
+            seed=args.hidden_seed,
+            abstain=args.heldout,
+            embedder=embedder,
+            progress=False,
+        )
+        closers.append(es.close)
+        # Passages hidden with seeds 0 (the reported check), 1 and 2 never give answerable
+        # tuning questions, so the --offset slices of one draw never overlap.
+        hidden = reported_hidden | {
+            q.pid
+            for seed in (1, 2)
+            for q in squad.choose_heldout(passages, items, args.heldout, seed)
+        }
+        earlier = (
+            set()
+            if args.hidden_seed == 1
+            else {q.pid for q in squad.choose_heldout(passages, items, args.heldout, 1)}
+        )
+        hidden_tune = [
+            q for q in es.heldout if q.pid not in reported_hidden and q.pid not in earlier
+        ]
+        pool = [q for q in items if q.qid not in reported and q.pid not in hidden]
+        draw = random.Random(42).sample(pool, min(args.offset + args.n, len(pool)))
+        tune = draw[args.offset :]
+        index = es.retriever
+        for q in tune:
+            questions.append(
+                {
+                    "kind": "answerable",
+                    "question": q.question,
+                    "golds": list(q.answers),
+                    "collections": None,
+                }
+            )
+        for q in hidden_tune:
+            questions.append(
+                {
+                    "kind": "heldout",
+                    "question": q.question,
+                    "golds": list(q.answers),
+                    "collections": [evalset.EVAL_COLLECTION],
+                }
+            )
+    else:
+        from answer_quality import build_sample_index, staff_index
+
+        if args.set == "sample":
+            settings, index = build_sample_index(
+                Path(tempfile.mkdtemp(prefix="lorebot-bench-sent-")), threads=1
+            )
+            qa = json.loads(
+                (Path(__file__).resolve().parents[1] / "tests/fixtures/sample_qa.json").read_text(
+                    encoding="utf-8"
+                )
+            )
+            answerable = [{**q, "document": q["source"]} for q in qa["answerable"]]
+            answerable += DEMO  # the README's demo questions, counted apart by ``rank``
+            unanswerable = qa["unanswerable"]
+        else:
+            if args.index_dir is None:
+                console.print("error: --set staff needs --index-dir (the handbook's index)")
+                return 2
+            settings, index = staff_index(args.index_dir, threads=1, corpora=(args.corpus,))
+            qa = json.loads(
+                (
+                    Path(__file__).resolve().parents[1] / "tests/fixtures/staff_questions.json"
+                ).read_text(encoding="utf-8")
+            )
+            answerable = [
+                q for q in qa["answerable"] if q["split"] == "tune" and q["corpus"] == args.corpus
+            ]
+            unanswerable = [
+                q for q in qa["unanswerable"] if q["split"] == "tune" and q["corpus"] == args.corpus
+            ]
+        for q in answerable:
+            questions.append(
+                {
+                    "kind": "answerable",
+                    "question": q["question"],
+                    "golds": q["key_facts"],
+                    "document": q["document"],
+                    "collections": None,
+                    "demo": q.get("demo", False),
+                }
+            )
+        for q in unanswerable:
+            q = q if isinstance(q, dict) else {"question": q}
+            questions.append(
+                {"kind": "heldout", "question": q["question"], "golds": [], "collections": None}
+            )
+    if args.pairs:
+        questions = index_pairs(index, args)
+    r = settings.retrieval
+    out = []
+    t0 = time.perf_counter()
+    for item in questions:
+        hits = index.search(
+            item["question"], k=r.top_k, collections=item["collections"], candidates=r.candidates
+        )
+        if not hits:
+            out.append({**item, "top_dense": None, "chunks": []})
+            continue
+        chunks = [(h, rank, False) for rank, h in enumerate(hits, start=1)]
+        seen = {h.chunk.chunk_id for h in hits}
+        for rank, h in enumerate(hits, start=1):
+            for nb in index.neighbours(h, 1, 1):
+                if nb.chunk.chunk_id not in seen:
+                    seen.add(nb.chunk.chunk_id)
+                    chunks.append((nb, rank, True))
+        qv = np.asarray(index.query_vector(item["question"]), dtype=np.float32)
+        recorded = []
+        for h, rank, is_nb in chunks:
+            texts = units(h.chunk.text)
+            stored = index.sentence_vectors(h)
+            if stored is not None and len(stored) != len(texts):
+                stored = None
+            alone = np.asarray(index.encode(texts), dtype=np.float32) @ qv if texts else []
+            doc = item.get("document")
+            src = h.chunk.source
+            right_doc = (
+                doc is None or src == doc or src.endswith("/" + doc) or (Path(src).name == doc)
+            ) and item.get("chunk_id") in (None, h.chunk.chunk_id)
+            recorded.append(
+                {
+                    "rank": rank,
+                    "neighbour": is_nb,
+                    "source": src,
+                    "sentences": [
+                        {
+                            "text": t,
+                            "instruction": looks_like_instruction(t),
+                            "pooled": None if stored is None else float(stored[i] @ qv),
+                            "alone": float(alone[i]),
+                            "gold": bool(item["golds"]) and right_doc and _gold(t, item["golds"]),
+                        }
+                        for i, t in enumerate(texts)
+                    ],
+                }
+            )
+        out.append(
+            {
+                **item,
+                "top_dense": max(
+                    (h.dense_score for h in hits if h.dense_score is not None), default=None
+                ),
+                "chunks": recorded,
+            }
+        )
+        if len(out) % 25 == 0:
+            console.print(f"{len(out)} questions, {time.perf_counter() - t0:.0f} s")
+    for close in closers:
+        close()
+    args.out.write_text(json.dumps({"set": args.set, "questions": out}), encoding="utf-8")
+    console.print(f"wrote {args.out}: {len(out)} questions in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The README demo's questions, answered in read mode over the sample handbook."""
+    from answer_quality import build_sample_index
+
+    from lorebot import assets
+    from lorebot.types import Question
+    from slm.serving.answer import answer_question
+    from slm.serving.generator import LlamaGenerator
+
+    settings, index = build_sample_index(
+        Path(tempfile.mkdtemp(prefix="lorebot-bench-demo-")), threads=1
+    )
+    generator = LlamaGenerator(
+        assets.answer_model_path(settings.model.path), n_threads=1, n_ctx=settings.model.n_ctx
+    )
+    model = settings.model.model_copy(update={"answer_mode": "read"})
+    found = 0
+    for item in DEMO:
+        a = answer_question(
+            Question(text=item["question"]),
+            index,
+            generator,
+            retrieval=settings.retrieval,
+            model=model,
+        )
+        fact = any(f.lower() in a.answer.lower() for f in item["key_facts"])
+        found += fact
+        console.print(
+            f"{item['question']}\n  short: {a.short_answer!r}, key fact: {fact}\n  {a.answer}"
+        )
+    console.print(f"demo: key fact in {found} of {len(DEMO)} answers")
+    return 0
+
+
+def shortlist(q: dict, *, neighbours: str, size: int):
+    """The reader's shortlist on one recorded question: (sentences best first by stage 1,
+    their stage-1 scores, their sentence_rank features).
+
+    ``neighbours``: "none", "top" (the top hit's, as served before) or "all" (every hit's).
+    Stage 1 is rank_evidence's score (stored cosine + half the word share + the number
+    bonus), its best ``max(RERANK, size)`` re-scored on their own cosine, as served.
+    """
+    import numpy as np
+
+    from lorebot.text import content_words
+    from slm.serving import sentence_rank
+    from slm.serving.evidence import LEXICAL_WEIGHT, NUMBER_BONUS, RERANK, asks_for_number
+
+    cands = []
+    for c in q["chunks"]:
+        if c["neighbour"] and (neighbours == "none" or (neighbours == "top" and c["rank"] != 1)):
+            continue
+        for s in c["sentences"]:
+            if not s["instruction"]:
+                cands.append((c, s))
+    if not cands:
+        return [], np.zeros(0), np.zeros((0, len(sentence_rank.FEATURES)))
+    wanted = content_words(q["question"])
+    lex = np.array([len(content_words(s["text"]) & wanted) for _, s in cands], dtype=np.float32)
+    lex = lex / max(1.0, float(lex.max()))
+    bonus = np.zeros(len(cands), dtype=np.float32)
+    if asks_for_number(q["question"]):
+        bonus += np.array(
+            [NUMBER_BONUS if any(ch.isdigit() for ch in s["text"]) else 0.0 for _, s in cands],
+            dtype=np.float32,
+        )
+    first = np.array([s["alone"] if s["pooled"] is None else s["pooled"] for _, s in cands])
+    score = first + LEXICAL_WEIGHT * lex + bonus
+    short = [int(i) for i in np.argsort(-score, kind="stable")[: max(RERANK, size)]]
+    for i in short:
+        score[i] = cands[i][1]["alone"] + LEXICAL_WEIGHT * lex[i] + bonus[i]
+    short.sort(key=lambda i: -float(score[i]))
+    rc = [
+        sentence_rank.Candidate(
+            cands[i][1]["text"],
+            cands[i][1]["alone"],
+            float(score[i]),
+            cands[i][0]["rank"],
+            cands[i][0]["neighbour"],
+        )
+        for i in short
+    ]
+    return (
+        [cands[i][1] for i in short],
+        np.array([score[i] for i in short]),
+        sentence_rank.features(q["question"], rc),
+    )
+
+
+def fit(args: argparse.Namespace) -> int:
+    """A logistic regression over sentence_rank's features, fitted pairwise (answering
+    sentence against each other shortlisted one) on dumps of index pairs; writes its weights,
+    scaled to a cosine weight of 1, to ``--weights``."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from slm.serving import sentence_rank
+
+    x, y = [], []
+    used = 0
+    for path in args.dumps:
+        for q in json.loads(Path(path).read_text(encoding="utf-8"))["questions"]:
+            sents, _, feats = shortlist(q, neighbours=args.neighbours_now, size=args.shortlist)
+            gold = [i for i, s in enumerate(sents) if s["gold"]]
+            if not gold or len(gold) == len(sents):
+                continue
+            used += 1
+            g = gold[0]
+            for j in range(len(sents)):
+                if j not in gold:
+                    x += [feats[g] - feats[j], feats[j] - feats[g]]
+                    y += [1, 0]
+    model = LogisticRegression(fit_intercept=False, C=1.0, max_iter=1000).fit(np.array(x), y)
+    coef = model.coef_[0]
+    scale = coef[0] if coef[0] > 0 else 1.0
+    weights = {k: round(float(c / scale), 4) for k, c in zip(sentence_rank.FEATURES, coef)}
+    args.weights.write_text(json.dumps(weights), encoding="utf-8")
+    console.print(f"{used} pair questions with the answering sentence shortlisted: {weights}")
+    return 0
+
+
+def rank(args: argparse.Namespace) -> int:
+    """Sentence choice and abstention of each candidate ranking on sentence dumps."""
+    import numpy as np
+    from rich.table import Table
+
+    from slm.serving import sentence_rank
+
+    sets = {}
+    for path in [*args.dumps, *args.check]:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        sets[Path(path).stem] = d["questions"]
+    names = list(sets)
+    chosen_on = [Path(p).stem for p in args.dumps]  # --check dumps are measured, not chosen on
+    grid_axes = {
+        "first": (1.0,),
+        "cosine": (0.0,),
+        "lexical": (-0.25, 0.0, 0.25),
+        "rare": (0.0, 0.25, 0.5),
+        "answer_type": (0.0, 0.05, 0.1, 0.2, 0.4),
+        "intro": (0.0, -0.1, -0.3),
+        "neighbour": (0.0, -0.05, -0.15),
+        "rank": (0.0, 0.1),
+    }
+    shortlists = {}
+    for nb in ("top", "all"):
+        for name, qs in sets.items():
+            shortlists[nb, name] = [
+                (
+                    "demo" if q.get("demo") else q["kind"],
+                    # refused before reading, as served: the best passage is too far
+                    q["top_dense"] is None or q["top_dense"] < MIN_SCORE,
+                    shortlist(q, neighbours=nb, size=args.shortlist),
+                )
+                for q in qs
+            ]
+
+    def measure(nb: str, w: dict | None) -> dict:
+        row: dict = {"neighbours": nb, "weights": w}
+        vec = None if w is None else np.array([w[k] for k in sentence_rank.FEATURES])
+        for name in names:
+            top1 = inshort = n = demo = 0
+            conf_a, conf_h = [], []
+            for kind, far, (sents, s1, feats) in shortlists[nb, name]:
+                if not sents or far:
+                    best, conf = None, -9.0
+                elif vec is None:
+                    best, conf = sents[0], float(s1[0])
+                else:
+                    s2 = feats @ vec
+                    j = int(np.argmax(s2))
+                    best, conf = sents[j], float(s2[j])
+                if kind == "demo":
+                    demo += bool(best and best["gold"])
+                elif kind == "answerable":
+                    n += 1
+                    top1 += bool(best and best["gold"])
+                    inshort += any(s["gold"] for s in sents)
+                    conf_a.append(conf)
+                else:
+                    conf_h.append(conf)
+            # the 5 % quantile of the answerable questions that reached the reader (those
+            # refused before it, by min_score, are refused whatever the threshold)
+            reached = sorted(c for c in conf_a if c > -9.0)
+            cut = reached[int(0.05 * len(reached))] if reached else 0.0
+            row[name] = {
+                "top1": top1 / max(1, n),
+                "n": n,
+                "shortlist": inshort / max(1, n),
+                "threshold": cut,
+                "hidden_refused": float(np.mean([h < cut for h in conf_h])) if conf_h else None,
+                "answerable_refused": float(np.mean([c < cut for c in conf_a])) if conf_a else None,
+                "demo": demo,
+            }
+        return row
+
+    rows = [{"label": "stage 1 only (as served before)", **measure("top", None)}]
+    for nb in ("top", "all"):
+        for combo in itertools.product(*grid_axes.values()):
+            weights = dict(zip(grid_axes, combo))
+            rows.append({"label": f"re-rank, neighbours {nb}", **measure(nb, weights)})
+    rows_sorted = [rows[0]] + sorted(rows[1:], key=lambda r: -sum(r[n]["top1"] for n in chosen_on))
+    table = Table(
+        title=f"sentence choice on tuning dumps (shortlist {args.shortlist}; best first by "
+        f"top-1 summed over {', '.join(chosen_on)})"
+    )
+    table.add_column("ranking")
+    table.add_column("weights " + "/".join(sentence_rank.FEATURES))
+    for n in names:
+        table.add_column(f"{n} top-1 (n={rows[0][n]['n']}; in shortlist)", justify="right")
+        table.add_column(f"{n} hidden refused at <=5% answerable", justify="right")
+
+    def add(r: dict) -> None:
+        w = r["weights"]
+        table.add_row(
+            r["label"],
+            "-" if w is None else "/".join(f"{w[k]:g}" for k in sentence_rank.FEATURES),
+            *[
+                x
+                for n in names
+                for x in (
+                    f"{r[n]['top1']:.3f} ({r[n]['shortlist']:.2f})"
+                    + (f" demo {r[n]['demo']}/2" if "sample" in n else ""),
+                    "-" if r[n]["hidden_refused"] is None else f"{r[n]['hidden_refused']:.2f}",
+                )
+            ],
+        )
+
+    for r in rows_sorted[: args.top + 1]:
+        add(r)
+    console.width = max(console.width, 220)  # the weights must be readable in a log
+    if args.weights is not None:
+        fitted = json.loads(args.weights.read_text(encoding="utf-8"))
+        for nb in ("top", "all"):
+            add({"label": f"fitted {args.weights.name}, neighbours {nb}", **measure(nb, fitted)})
+    current = {
+        "label": "sentence_rank.WEIGHTS",
+        **measure(args.neighbours_now, dict(sentence_rank.WEIGHTS)),
+    }
+    add(current)
+    console.print(table)
+    abstain = abstention(args, names, shortlists, rows_sorted[1] if args.best else current)
+    save(
+        "reader-sentences",
+        {
+            "rows": rows_sorted[:100],
+            "current": current,
+            "abstention": abstain,
+            "sets": {n: len(v) for n, v in sets.items()},
+        },
+    )
+    return 0
+
+
+def abstention(args: argparse.Namespace, names: list[str], shortlists: dict, ranking: dict):
+    """Abstention on the chosen sentence's features under ``ranking``'s weights: for each
+    confidence weighting, the threshold that refuses at most 5 % of the FIRST dump's
+    answerable questions, applied unchanged to every dump (as one setting would be)."""
+    import numpy as np
+    from rich.table import Table
+
+    from slm.serving import sentence_rank
+
+    nb = ranking["neighbours"]
+    vec = np.array([ranking["weights"][k] for k in sentence_rank.FEATURES])
+    chosen = {}  # per set: (kind, features of the chosen sentence or None)
+    for name in names:
+        rows = []
+        for kind, far, (sents, _, feats) in shortlists[nb, name]:
+            if kind == "demo":
+                continue
+            rows.append((kind, None if far or not sents else feats[int(np.argmax(feats @ vec))]))
+        chosen[name] = rows
+    grid = {
+        "first": (0.0, 1.0),
+        "cosine": (0.0, 1.0),
+        "lexical": (0.0, 0.5),
+        "rare": (0.0, 0.5, 1.0),
+        "answer_type": (0.0, 0.1, 0.2, 0.4),
+        "intro": (0.0,),
+        "neighbour": (0.0,),
+        "rank": (0.0, 0.2),
+    }
+    out = []
+    for combo in itertools.product(*grid.values()):
+        w = np.array(combo)
+        res: dict = {"weights": dict(zip(grid, combo))}
+        first = [(k, -9.0 if f is None else float(f @ w)) for k, f in chosen[names[0]]]
+        answerable = sorted(c for k, c in first if k == "answerable" and c > -9.0)
+        cut = answerable[int(0.05 * len(answerable))] if answerable else 0.0
+        res["threshold"] = cut
+        for name in names:
+            vals = [(k, -9.0 if f is None else float(f @ w)) for k, f in chosen[name]]
+            a = [c < cut for k, c in vals if k == "answerable"]
+            h = [c < cut for k, c in vals if k == "heldout"]
+            res[name] = (float(np.mean(a)) if a else None, float(np.mean(h)) if h else None)
+        out.append(res)
+    out.sort(key=lambda r: -(r[names[0]][1] or 0.0))
+    table = Table(
+        title=f"abstention on the chosen sentence (threshold: <=5% of {names[0]}'s answerable)"
+    )
+    table.add_column("confidence weights " + "/".join(grid))
+    table.add_column("threshold", justify="right")
+    for n in names:
+        table.add_column(f"{n} answerable / hidden refused", justify="right")
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    same = {k: ranking["weights"][k] for k in grid}
+    as_ranked = next(
+        (r for r in out if all(abs(r["weights"][k] - same[k]) < 1e-9 for k in grid)), None
+    )
+    for r in out[: args.top] + ([as_ranked] if as_ranked else []):
+        table.add_row(
+            "/".join(f"{r['weights'][k]:g}" for k in grid)
+            + (" (= ranking)" if r is as_ranked else ""),
+            f"{r['threshold']:.3f}",
+            *[f"{fmt(r[n][0])} / {fmt(r[n][1])}" for n in names],
+        )
+    console.print(table)
+    return out[:30]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=("dump", "grid"))
+    ap.add_argument("action", choices=("dump", "grid", "sentences", "rank", "fit", "demo"))
+    ap.add_argument("dumps", nargs="*", help="rank: sentence dumps to replay")
+    ap.add_argument("--set", choices=("xquad", "sample", "staff"), default="xquad")
+    ap.add_argument("--corpus", default="18f-handbook", help="staff: the handbook")
+    ap.add_argument("--index-dir", type=Path, default=None, help="staff: its index")
+    ap.add_argument("--shortlist", type=int, default=8, help="rank: sentences re-scored")
+    ap.add_argument(
+        "--pairs", type=int, default=0, help="sentences: N answer-first pairs of the index instead"
+    )
+    ap.add_argument(
+        "--dropout", type=float, default=0.5, help="sentences --pairs: question words dropped"
+    )
+    ap.add_argument("--check", nargs="*", default=[], help="rank: dumps measured but not chosen on")
+    ap.add_argument("--offset", type=int, default=0, help="sentences xquad: skip this many")
+    ap.add_argument(
+        "--hidden-seed", type=int, default=1, help="sentences xquad: seed of hidden passages (1, 2)"
+    )
+    ap.add_argument(
+        "--best", action="store_true", help="rank: abstention under the best row, not WEIGHTS"
+    )
+    ap.add_argument("--weights", type=Path, default=None, help="rank: fitted weights (JSON)")
+    ap.add_argument(
+        "--neighbours-now", default="top", help="rank: neighbours of the served weights' row"
+    )
     ap.add_argument("--qa", type=Path, default=XQUAD, help="SQuAD v1.1 file")
     ap.add_argument("--out", type=Path, default=DUMP, help="where the dump is written/read")
     ap.add_argument("-n", type=int, default=150, help="answerable tuning questions")
@@ -281,6 +875,17 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=15, help="grid rows printed")
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
+    if args.action == "sentences":
+        if args.set == "xquad" and not args.qa.is_file():
+            console.print(f"error: {args.qa} not found (fix: pass --qa FILE)")
+            return 2
+        return sentence_dump(args)
+    if args.action == "rank":
+        return rank(args)
+    if args.action == "fit":
+        return fit(args)
+    if args.action == "demo":
+        return demo(args)
     if args.action == "dump":
         if not args.qa.is_file():
             console.print(f"error: {args.qa} not found (fix: pass --qa FILE)")

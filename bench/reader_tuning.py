@@ -22,6 +22,7 @@ bench/results/reader-tuning.json.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -113,6 +114,11 @@ def main() -> int:
                             "abstained": float(row.abstained),
                             "ms": (time.perf_counter() - t0) * 1000,
                             "confidence": getattr(reading, "confidence", None),
+                            "model_score": getattr(reading, "model_score", None),
+                            "sentence_score": (
+                                reading.evidence.score if reading is not None else None
+                            ),
+                            "abstained_before_reading": reading is None,
                         }
                     )
             ans = [r for r in rows if r["kind"] == "answerable"]
@@ -136,6 +142,46 @@ def main() -> int:
                     }
                     for t in np.quantile(conf, [0.02, 0.05, 0.1])
                 ]
+                # Abstention on the sentence score plus a share of the model's score of its
+                # span, at the threshold refusing at most 5 % of the answerable questions
+                # that reached the reader (tuning runs choose min_confidence from this).
+                summary["combined"] = []
+                for w in (0.0, 0.05, 0.1, 0.2, 0.4):
+
+                    def value(r: dict, w: float = w) -> float | None:
+                        if r["sentence_score"] is None:
+                            return None
+                        return r["sentence_score"] + w * (r["model_score"] or 0.0)
+
+                    a_vals = sorted(v for v in map(value, ans) if v is not None)
+                    cut = a_vals[int(0.05 * len(a_vals))] if a_vals else 0.0
+                    summary["combined"].append(
+                        {
+                            "model_weight": w,
+                            "threshold": cut,
+                            "answerable_refused": float(
+                                np.mean([r["abstained"] or (value(r) or -9) < cut for r in ans])
+                            ),
+                            "f1": float(
+                                np.mean(
+                                    [
+                                        0.0 if r["abstained"] or (value(r) or -9) < cut else r["f1"]
+                                        for r in ans
+                                    ]
+                                )
+                            ),
+                            "heldout_refused": float(
+                                np.mean(
+                                    [
+                                        r["abstained"] or value(r) is None or value(r) < cut
+                                        for r in held
+                                    ]
+                                )
+                            )
+                            if held
+                            else None,
+                        }
+                    )
             results[mode] = summary
     finally:
         answer_path.read = original_read
@@ -164,6 +210,13 @@ def main() -> int:
             f"read, min_confidence {t['min_confidence']:.3f}: answerable refused "
             f"{t['answerable_refused']:.3f}, hidden-passage refused {t['heldout_refused']:.3f}"
         )
+    for c in results.get("read", {}).get("combined", []):
+        console.print(
+            f"read, abstain below sentence score + {c['model_weight']:g} x model score "
+            f"{c['threshold']:.3f}: answerable refused {c['answerable_refused']:.3f}, "
+            f"hidden-passage refused {c['heldout_refused']:.3f}, short F1 {c['f1']:.3f}"
+        )
+    console.print(f"load average {os.getloadavg()[0]:.2f} at the end")
     save(
         "reader-reported" if args.reported else "reader-tuning",
         {"modes": results, "questions": len(tune), "heldout": len(heldout)},

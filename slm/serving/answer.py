@@ -37,7 +37,8 @@ from slm.serving.evidence import (
 from slm.serving.generator import Generator
 from slm.serving.grounding import GroundingCheck
 from slm.serving.prompt import build_messages, is_not_found
-from slm.serving.reader import SENTENCES, read
+from slm.serving.reader import SENTENCES, read, reading_passages
+from slm.serving.sentence_rank import SHORTLIST, rerank
 
 log = logging.getLogger(__name__)
 
@@ -432,14 +433,17 @@ def _answer_by_reading(
     timings, started = common["timings"], common["started"]
     index_version, adapter = common["index_version"], common["adapter"]
     t_read = time.perf_counter()
-    passages = _with_neighbours(hits, retriever, retrieval.neighbours)
+    passages, origins = reading_passages(
+        hits, getattr(retriever, "neighbours", None), retrieval.neighbours
+    )
     ranked = rank_evidence(
         question.text,
         passages,
         passages=len(passages),
-        keep=SENTENCES,
+        keep=max(SENTENCES, SHORTLIST),
         **_sentence_scoring(question, retriever, encode),
     )
+    ranked = rerank(question.text, ranked, lambda n: origins[n - 1])
     timings["evidence"] = (time.perf_counter() - t_read) * 1000
     t_model = time.perf_counter()
     reading = read(question.text, ranked, generator)  # type: ignore[arg-type]

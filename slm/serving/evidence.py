@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -78,6 +78,10 @@ class Evidence:
     passage: int
     text: str
     score: float
+    #: MiniLM cosine of the question and this sentence embedded on its own (None when it was
+    #: ranked without embeddings); the reader's re-ranking starts from it. Not part of
+    #: equality: two evidences are the same quote of the same passage with the same score.
+    cosine: float | None = field(default=None, compare=False)
 
 
 def units(text: str) -> list[str]:
@@ -171,6 +175,7 @@ def rank_evidence(
     if q is None or any(v is None for v in vectors):
         score = lexical + bonus  # no embeddings to be had: words and numbers decide
         order = [int(i) for i in np.argsort(-score, kind="stable")]
+        cosine: dict[int, float] = {}
     else:
         q = np.asarray(q, dtype=np.float32)
         dense = np.stack(vectors).astype(np.float32) @ q  # type: ignore[arg-type]
@@ -179,18 +184,20 @@ def rank_evidence(
         # but blurs the sentences of one passage together: the few best are embedded on
         # their own and decide among themselves (see RERANK).
         shortlist = [int(i) for i in np.argsort(-score, kind="stable")[: max(RERANK, keep)]]
+        cosine = {i: float(dense[i]) for i in shortlist if fresh[i]}
         pooled = [i for i in shortlist if not fresh[i]]
         if pooled and encode is not None:
             alone = np.asarray(encode([candidates[i][1] for i in pooled]), dtype=np.float32) @ q
             for j, i in enumerate(pooled):
                 score[i] = alone[j] + LEXICAL_WEIGHT * lexical[i] + bonus[i]
+                cosine[i] = float(alone[j])
         order = sorted(shortlist, key=lambda i: -float(score[i]))
     out = []
     for i in order[:keep]:
         n, text = candidates[i]
         if len(text) > MAX_QUOTE_CHARS:
             text = text[: MAX_QUOTE_CHARS - 1].rsplit(" ", 1)[0] + "…"
-        out.append(Evidence(passage=n, text=text, score=float(score[i])))
+        out.append(Evidence(passage=n, text=text, score=float(score[i]), cosine=cosine.get(i)))
     return out
 
 

@@ -6,7 +6,8 @@ all more often than it gets it right, and a quoted sentence leaves the reader to
 fact in it. The reader does the finding:
 
 1. the passage sentences of every retrieved passage (and of the top passage's neighbours)
-   are ranked against the question (:func:`slm.serving.evidence.rank_evidence`);
+   are ranked against the question (:func:`slm.serving.evidence.rank_evidence`), and the
+   best few re-ranked by whether they could answer it (:mod:`slm.serving.sentence_rank`);
 2. the phrases of the best ``SENTENCES`` sentences are proposed as candidates
    (:mod:`slm.serving.spans`), "Yes" and "No" too for a yes/no question;
 3. the answer model scores each candidate as its whole reply to "Sentence: … Question: …"
@@ -21,17 +22,18 @@ holding the answer about half as often as the MiniLM ranking's first choice does
 
 The short answer is therefore always a phrase of a passage (or yes/no decided on one), and
 the nightly adapter, trained on the same prompt, sharpens exactly this choice. The
-reading's ``confidence`` (the chosen sentence's match with the question) decides
-abstention; its threshold is calibrated on questions whose passage is not in the index
+reading's ``confidence`` (the chosen sentence's re-ranking score) decides abstention; its
+threshold is calibrated on questions whose passage is not in the index
 (``retrieval.min_confidence``, figures in the README).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from lorebot.types import SearchHit
 from slm.serving import spans
 from slm.serving.evidence import Evidence
 from slm.serving.prompt import reader_messages
@@ -52,6 +54,13 @@ MODEL_WEIGHT = 1.0
 SENTENCE_WEIGHT = 4.0
 #: Prior for "No" when the sentence is negated, for "Yes" when it is not.
 YES_NO_PRIOR = 0.5
+#: Weight of the model's mean log-probability of the chosen phrase in the reading's
+#: confidence, next to the sentence's re-ranking score (abstention reads the sum).
+CONFIDENCE_MODEL_WEIGHT = 0.0
+#: Whose neighbouring chunks are read too: "top" (the top hit's) or "all" (every hit's).
+NEIGHBOURS_OF = "top"
+
+Neighbours = Callable[[SearchHit, int, int], list[Any]]
 
 
 class AnswerScorer(Protocol):
@@ -68,8 +77,35 @@ class Reading:
 
     short: str
     evidence: Evidence
-    confidence: float  # the chosen sentence's match with the question (its evidence score)
+    confidence: float  # the sentence's re-ranking score (+ a share of the model's, see above)
     model_score: float  # mean log-probability per token the model gave the short answer
+
+
+def reading_passages(
+    hits: Sequence[SearchHit],
+    neighbours: Neighbours | None,
+    count: int,
+    of: str = NEIGHBOURS_OF,
+) -> tuple[list[SearchHit], list[tuple[int, bool]]]:
+    """The passages whose sentences the reader ranks, and where each comes from.
+
+    The hits first, then the ``count`` chunks before and after the top hit (``of="top"``)
+    or every hit (``of="all"``), less any already there: the answer often sits next to the
+    chunk that matched. The origins are (retrieval rank of the hit, whether a neighbour).
+    """
+    passages = list(hits)
+    origins = [(rank, False) for rank in range(1, len(hits) + 1)]
+    if not count or neighbours is None or not hits:
+        return passages, origins
+    seen = {h.chunk.chunk_id for h in hits}
+    anchors = hits[:1] if of == "top" else hits
+    for rank, hit in enumerate(anchors, start=1):
+        for n in neighbours(hit, count, count):
+            if n.chunk.chunk_id not in seen:
+                seen.add(n.chunk.chunk_id)
+                passages.append(n)
+                origins.append((rank, True))
+    return passages, origins
 
 
 def read(
@@ -109,6 +145,6 @@ def read(
     return Reading(
         short=text,
         evidence=evidence,
-        confidence=evidence.score,
+        confidence=evidence.score + CONFIDENCE_MODEL_WEIGHT * model,
         model_score=model,
     )

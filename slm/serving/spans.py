@@ -70,6 +70,15 @@ _ASKS = (
         ),
         {"date", "number"},
     ),
+    (
+        # "Who do I contact/call/ask ...": a team or person, or the number or address to use
+        "contact",
+        re.compile(
+            r"\b(?:who|whom)\b.*\b(?:contact|call|phone|ring|e-?mail|reach|notify|ask|tell)\b",
+            re.IGNORECASE,
+        ),
+        {"name", "number"},
+    ),
     ("name", re.compile(r"\bwho\b|\bwhom\b|\bwhose\b", re.IGNORECASE), {"name"}),
     (
         "place",
@@ -91,6 +100,8 @@ _NEGATION = re.compile(
     re.IGNORECASE,
 )
 
+_CAPITAL_AFTER_FIRST = re.compile(r"\s[A-Z]")
+
 #: Most words in a candidate phrase.
 MAX_WORDS = 8
 
@@ -111,8 +122,8 @@ def words(text: str) -> set[str]:
 
 
 def asks_for(question: str) -> tuple[str | None, set[str]]:
-    """What the question asks for ("number", "date", "name", "place" or None) and the
-    kinds of phrase that answer it."""
+    """What the question asks for ("number", "date", "contact", "name", "place" or None)
+    and the kinds of phrase that answer it."""
     for name, rx, kinds in _ASKS:
         if rx.search(question):
             return name, kinds
@@ -168,6 +179,8 @@ def candidates(question: str, sentence: str, limit: int = 16) -> list[Span]:
             if not own:
                 continue
             kind = kind_of(text)
+            if kind == "name" and start == 0 and not _CAPITAL_AFTER_FIRST.search(text):
+                kind = "phrase"  # only capitalised because it opens the sentence
             prior = 0.0
             if wanted:
                 prior += 1.5 if kind in wanted else -1.0

@@ -115,3 +115,12 @@ def test_read_mode_hands_the_whole_answer_to_the_stream_at_once() -> None:
         on_token=pieces.append,
     )
     assert pieces == [answer.answer] and answer.timings_ms["first_token"] > 0
+
+
+def test_a_contact_question_prefers_the_number_or_name_to_call() -> None:
+    question = "Who do I contact if my laptop is stolen?"
+    found = spans.candidates(question, "Call the security hotline on extension 4999.")
+    assert spans.asks_for(question)[0] == "contact"
+    assert found[0].text in ("4999", "extension 4999") and found[0].kind == "number"
+    # a sentence's own first word is capitalised, which does not make it a name
+    assert all(c.kind != "name" for c in found if c.text.startswith("Call"))
