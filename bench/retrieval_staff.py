@@ -31,12 +31,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import XQUAD, console, exit_cleanly_on_sigterm, loadavg, save
+from common import REPO, XQUAD, console, exit_cleanly_on_sigterm, loadavg, save
 from rich.table import Table
 
 from lorebot.settings import Settings, cpu_count
 
-STAFF_QA = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "staff_questions.json"
+STAFF_QA = REPO / "tests" / "fixtures" / "staff_questions.json"
+if not XQUAD.is_file():  # a worktree beside the main checkout
+    XQUAD = REPO.parent.parent / "shared" / "data" / "qa" / "xquad-en" / "xquad.en.json"
 MRR_DEPTH = 20
 
 
