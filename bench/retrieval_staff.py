@@ -91,7 +91,7 @@ def xquad_recall(eval_set, candidates: int) -> dict:
     return {f"recall@{k}": round(v / n, 3) for k, v in found.items()}
 
 
-def misses(index, items: list[dict], candidates: int) -> None:
+def misses(index, items: list[dict], top_k: int, candidates: int) -> None:
     """Where each question's gold page stands in each signal alone, and what came first."""
     from ingest.rank import best_sentence_cosines
 
@@ -101,7 +101,7 @@ def misses(index, items: list[dict], candidates: int) -> None:
     everything = [(0, index.n)]
     for item in items:
         gold = _gold(item)
-        hits = index.search(item["question"], k=1, candidates=candidates)
+        hits = index.search(item["question"], k=top_k, candidates=candidates)
         if hits and _doc(hits[0].chunk) == gold:
             continue
         qvec = index.query_vector(item["question"])
@@ -184,7 +184,7 @@ def main() -> int:
                     row["xquad"] = xquad_recall(eval_set, cand)
                 rows.append(row)
         if args.misses:
-            misses(index, items, candidates[-1])
+            misses(index, items, top_k, candidates[-1])
     finally:
         if eval_set is not None:
             eval_set.close()
