@@ -4,6 +4,7 @@
     python bench/retrieval_staff.py --index-dir DIR --candidates 10 20 40 --fusion rrf score
     python bench/retrieval_staff.py --index-dir DIR --xquad 200         # and XQuAD-en recall
     python bench/retrieval_staff.py --index-dir DIR --split test        # report once, at the end
+    python bench/retrieval_staff.py --set sample                        # the sample handbook
 
 ``DIR`` is a lorebot data dir holding an index of both handbooks, e.g. the one
 ``bench/answer_quality.py --set staff --index-dir DIR`` builds; it is only read. Each
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +33,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, XQUAD, console, exit_cleanly_on_sigterm, loadavg, save
+from common import (
+    REPO,
+    SAMPLE_QA,
+    XQUAD,
+    build_sample_index,
+    console,
+    exit_cleanly_on_sigterm,
+    loadavg,
+    save,
+)
 from rich.table import Table
 
 from lorebot.settings import Settings, cpu_count
@@ -48,6 +59,15 @@ def _doc(chunk) -> str:
 
 def _gold(item: dict) -> str:
     return f"{item['corpus']}::{item['document']}"
+
+
+def _questions(which: str, split: str) -> list[dict]:
+    """Answerable items with ``corpus`` (the collection) and ``document`` (its source)."""
+    if which == "sample":
+        qa = json.loads(SAMPLE_QA.read_text(encoding="utf-8"))
+        return [{**q, "corpus": "handbook", "document": q["source"]} for q in qa["answerable"]]
+    qa = json.loads(STAFF_QA.read_text(encoding="utf-8"))
+    return [q for q in qa["answerable"] if split == "all" or q["split"] == split]
 
 
 def use(index, retrieval) -> None:
@@ -124,7 +144,8 @@ def misses(index, items: list[dict], top_k: int, candidates: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index-dir", type=Path, required=True, help="data dir of the staff index")
+    ap.add_argument("--set", choices=("staff", "sample"), default="staff")
+    ap.add_argument("--index-dir", type=Path, default=None, help="data dir of the staff index")
     ap.add_argument("--split", choices=("tune", "test", "all"), default="tune")
     ap.add_argument("--candidates", nargs="+", type=int, default=None)
     ap.add_argument("--fusion", nargs="+", choices=("rrf", "score"), default=["rrf", "score"])
@@ -135,21 +156,30 @@ def main() -> int:
     exit_cleanly_on_sigterm()
     started_load = loadavg()
 
+    import tempfile
+
     from ingest import open_index
     from ingest.embed import Embedder
     from lorebot.errors import LorebotError
 
-    settings = Settings(data_dir=args.index_dir)
-    embedder = Embedder(
-        settings.index.embedding_model, threads=args.threads, onnx_dir=settings.models_dir
-    )
-    try:
-        index = open_index(settings, embedder=embedder)
-    except LorebotError as exc:
-        console.print(f"error: {exc.one_line()}")
+    if args.set == "staff" and args.index_dir is None:
+        console.print("error: --set staff needs --index-dir (fix: a data dir with both handbooks)")
         return 2
-    qa = json.loads(STAFF_QA.read_text(encoding="utf-8"))
-    items = [q for q in qa["answerable"] if args.split == "all" or q["split"] == args.split]
+    tmp = Path(tempfile.mkdtemp(prefix="lorebot-bench-rank-"))
+    if args.set == "sample":
+        settings, index = build_sample_index(tmp, threads=args.threads)
+        embedder = index._embedder
+    else:
+        settings = Settings(data_dir=args.index_dir)
+        embedder = Embedder(
+            settings.index.embedding_model, threads=args.threads, onnx_dir=settings.models_dir
+        )
+        try:
+            index = open_index(settings, embedder=embedder)
+        except LorebotError as exc:
+            console.print(f"error: {exc.one_line()}")
+            return 2
+    items = _questions(args.set, args.split)
     top_k = settings.retrieval.top_k
     candidates = args.candidates or [settings.retrieval.candidates]
 
@@ -189,10 +219,10 @@ def main() -> int:
         if eval_set is not None:
             eval_set.close()
         index.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    table = Table(
-        title=f"staff questions, {args.split} half: the gold page ({len(items)} questions)"
-    )
+    half = f"{args.split} half" if args.set == "staff" else "answerable"
+    table = Table(title=f"{args.set} questions, {half}: the gold page ({len(items)} questions)")
     for col in ("fusion", "candidates", "doc@1", f"doc@{top_k}", "MRR", "XQuAD r@1 / r@5", "ms"):
         table.add_column(col)
     for r in rows:
@@ -211,8 +241,14 @@ def main() -> int:
     console.print(f"load average before {started_load}, after {load}")
     ranking = {k: getattr(settings.retrieval, k) for k in ("dense_weight", "sentence_weight")}
     save(
-        f"retrieval-staff-{args.split}",
-        {"split": args.split, "index_dir": str(args.index_dir), "ranking": ranking, "rows": rows},
+        f"retrieval-staff-{args.split}" if args.set == "staff" else "retrieval-sample",
+        {
+            "set": args.set,
+            "split": args.split,
+            "index_dir": str(args.index_dir),
+            "ranking": ranking,
+            "rows": rows,
+        },  # fmt: skip
         started_load=started_load,
     )
     return 0
