@@ -7,7 +7,7 @@ returns.
 
 Two orders are offered (``retrieval.fusion``):
 
-``rrf``
+``rrf`` (the default)
     Reciprocal-rank fusion (ingest.search.rrf_fuse): each list adds 1 / (60 + rank).
     It ignores how far apart the scores are, so a chunk in the middle of both lists beats
     one that is first by a wide margin in one list only. Staff questions share few words
@@ -15,13 +15,15 @@ Two orders are offered (``retrieval.fusion``):
     a "Network troubleshooting" section), and there it loses the right page: measured by
     bench/retrieval_staff.py (README, "Answers").
 
-``score`` (the default)
+``score``
     A weighted sum of the two scores, each scaled to 0..1 over the candidates: the dense
     side is min-max scaled (cosines of unrelated text are far from 0), the BM25 side is
     divided by its best score (0 stays "no shared word"). The dense side is a blend of
     the chunk's cosine and the cosine of its best sentence, from the sentence vectors
     the index stores (ingest.store): a chunk of a long page about many things matches a
-    question with one of its sentences, and the chunk-level vector dilutes that.
+    question with one of its sentences, and the chunk-level vector dilutes that. Better
+    on the staff questions and XQuAD-en, worse on the sample handbook: measured, not yet
+    the default.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Ranker:
     stored sentence vectors (an index of an older format) the chunk cosine stands alone.
     """
 
-    fusion: str = "score"
+    fusion: str = "rrf"
     dense_weight: float = 0.75
     sentence_weight: float = 0.8
     sentences: SentenceVectors | None = None

@@ -32,7 +32,7 @@ def test_a_wide_dense_lead_survives_score_fusion_but_not_rrf():
     # The keyword side still decides between near-equal cosines...
     assert ranked[1][1] > ranked[2][1] - 1e-9
     # ...and with all weight on it, the dense leader drops to last.
-    kw_only = Ranker(dense_weight=0.0, sentence_weight=0.0).order(
+    kw_only = Ranker(fusion="score", dense_weight=0.0, sentence_weight=0.0).order(
         dense, keyword, cosine, kw, np.zeros(4, np.float32)
     )
     assert [r for r, _ in kw_only][:2] == [3, 2]
@@ -58,12 +58,12 @@ def test_the_best_sentence_lifts_a_chunk_whose_one_sentence_answers():
     assert best[1] == pytest.approx(1.0, abs=1e-3) and best[0] < 0.3 and np.isnan(best[2])
     dense = [(0, 0.60), (1, 0.55), (2, 0.20)]
     args = (dense, [], dict(dense), None, q)
-    blended = Ranker(sentence_weight=0.8, sentences=(offsets, vectors)).order(*args)
+    blended = Ranker("score", sentence_weight=0.8, sentences=(offsets, vectors)).order(*args)
     assert blended[0][0] == 1
-    chunk_only = Ranker(sentence_weight=0.0, sentences=(offsets, vectors)).order(*args)
+    chunk_only = Ranker("score", sentence_weight=0.0, sentences=(offsets, vectors)).order(*args)
     assert chunk_only[0][0] == 0
     # Without stored sentence vectors the chunk cosine stands alone.
-    assert Ranker(sentence_weight=0.8).order(*args)[0][0] == 0
+    assert Ranker("score", sentence_weight=0.8).order(*args)[0][0] == 0
 
 
 def test_bad_ranking_settings_are_refused():
@@ -75,7 +75,8 @@ def test_bad_ranking_settings_are_refused():
         RetrievalSettings(sentence_weight=-0.1)
     with pytest.raises(ValidationError):
         RetrievalSettings(fusion="sum")
-    assert Ranker.from_settings(RetrievalSettings(fusion="rrf")).fusion == "rrf"
+    assert Ranker.from_settings(RetrievalSettings()).fusion == "rrf"  # the default
+    assert Ranker.from_settings(RetrievalSettings(fusion="score")).fusion == "score"
 
 
 def test_hybrid_search_returns_the_dense_leader_first_with_the_ranker():
@@ -107,7 +108,7 @@ def test_hybrid_search_returns_the_dense_leader_first_with_the_ranker():
     query = "offsite budget per person"
     plain = HybridSearch(build_faiss(vecs, "flat"), bm25, n, "flat")
     assert plain.search(query, q, [(0, n)], 4, 20, fetch)[0].row != 7
-    ranked = HybridSearch(build_faiss(vecs, "flat"), bm25, n, "flat", ranker=Ranker())
+    ranked = HybridSearch(build_faiss(vecs, "flat"), bm25, n, "flat", ranker=Ranker(fusion="score"))
     hits = ranked.search(query, q, [(0, n)], 4, 20, fetch)
     assert hits[0].row == 7
     assert {h.row for h in hits[1:]} <= set(range(10, 15))  # the word matches follow
