@@ -137,8 +137,8 @@ def misses(index, items: list[dict], top_k: int, candidates: int) -> None:
 
         first = _doc(hits[0].chunk).split("::", 1)[1] if hits else "-"
         console.print(
-            f"{item.get('id') or item['question']}: page rank by cosine {page_rank(cos)}, by best sentence "
-            f"{page_rank(sent)}, by BM25 {page_rank(kw)}; first: {first}"
+            f"{item.get('id') or item['question']}: page rank by cosine {page_rank(cos)}, "
+            f"by best sentence {page_rank(sent)}, by BM25 {page_rank(kw)}; first: {first}"
         )
 
 
