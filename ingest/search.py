@@ -71,11 +71,15 @@ def top_scores(scores: np.ndarray | None, k: int) -> list[tuple[int, float]]:
 class HybridSearch:
     """Dense and keyword search over rows 0..n of one version, and their fusion."""
 
-    def __init__(self, dense_index: Any, bm25: Any, n: int, index_type: str) -> None:
+    def __init__(
+        self, dense_index: Any, bm25: Any, n: int, index_type: str, ranker: Any = None
+    ) -> None:
         self.index = dense_index
         self.bm25 = bm25
         self.n = n
         self.index_type = index_type
+        # Orders the candidates (ingest.rank.Ranker); None = reciprocal-rank fusion.
+        self.ranker = ranker
 
     def search(
         self,
@@ -107,14 +111,17 @@ class HybridSearch:
         dense = self.dense(qvec, ranges, pool, allowed_n, allowed)
         kw_scores = self.keyword_scores(query, ranges, allowed)
         keyword = top_scores(kw_scores, pool)
-        fused = rrf_fuse(dense, keyword)
-        rows = [row for row, _ in fused]
-        meta = fetch(rows) if rows else {}
         dense_by_row = dict(dense)
-        missing = [r for r in rows if r not in dense_by_row]
+        missing = [r for r, _ in keyword if r not in dense_by_row]
         if missing:
             vecs = np.stack([self.index.reconstruct(int(r)) for r in missing])
             dense_by_row.update(zip(missing, (vecs @ qvec).tolist()))
+        if self.ranker is None:
+            fused = rrf_fuse(dense, keyword)
+        else:
+            fused = self.ranker.order(dense, keyword, dense_by_row, kw_scores, qvec)
+        rows = [row for row, _ in fused]
+        meta = fetch(rows) if rows else {}
         hits: list[SearchHit] = []
         seen: set[str] = set()
         for row, score in fused:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ingest.rank import Ranker
 from ingest.search import BM25_STOPWORDS, HybridSearch, hnsw_ef_search
 
 # Read through ingest.store by the store's unit tests; they live in ingest.search.
@@ -611,7 +612,11 @@ class IndexReader:
         self._queries: dict[str, np.ndarray] = {}
         self._queries_lock = threading.Lock()
         self.searcher: HybridSearch | None = HybridSearch(
-            self.index, self.bm25, self.n, self.index_type
+            self.index,
+            self.bm25,
+            self.n,
+            self.index_type,
+            ranker=Ranker.from_settings(settings.retrieval, self._sentences),
         )
 
     # -- embedder

@@ -293,6 +293,29 @@ class RetrievalSettings(_Section):
     candidates: int = Field(
         20, ge=1, description="Candidates from each of dense and keyword search before fusion."
     )
+    # Weights chosen on the tune half of tests/fixtures/staff_questions.json over both
+    # handbooks (bench/retrieval_staff.py): right page first 19/30 with rrf, 26/30 with
+    # score. Not the default: on the test half 20 -> 21/30 only, and on the sample
+    # handbook 27 -> 24/27 (README, "The right page first").
+    fusion: Literal["score", "rrf"] = Field(
+        "rrf",
+        description=(
+            "How dense and keyword candidates are merged: 'score' = a weighted sum of their "
+            "scaled scores (ingest.rank), 'rrf' = reciprocal-rank fusion."
+        ),
+    )
+    dense_weight: float = Field(
+        0.75, ge=0.0, le=1.0, description="fusion=score: the dense side's share of the score."
+    )
+    sentence_weight: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "fusion=score: the share of a chunk's best-matching stored sentence in its dense "
+            "score (the chunk's own cosine has the rest)."
+        ),
+    )
     # Measured (bench/context_budget.py, bench/answer_quality.py --context-tokens): answer
     # quality is flat from 150 to 900 tokens, while every 100 tokens cost ~0.35 s before the
     # first streamed token on two cores; 200 keeps the first token under a second.
