@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import math
 from array import array
-from collections import Counter
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -54,24 +54,28 @@ def write_bm25(out_dir: Path, texts: Iterable[str], scratch: Path) -> int:
 
             def flush() -> None:
                 nonlocal n_pairs, df
-                tokens = bm25s.tokenize(
-                    batch, stopwords=BM25_STOPWORDS, return_ids=False, show_progress=False
+                # bm25s numbers a batch's tokens in order of first occurrence; mapping
+                # them in that order keeps the whole corpus's first-occurrence order.
+                local = bm25s.tokenize(
+                    batch, stopwords=BM25_STOPWORDS, return_ids=True, show_progress=False
                 )
-                docs, terms, tfs = [], [], []
-                for doc_tokens in tokens:
-                    doc = len(lengths)
-                    lengths.append(len(doc_tokens))
-                    ids = [vocab.setdefault(t, len(vocab)) for t in doc_tokens]
-                    counts = Counter(ids)
-                    docs.extend([doc] * len(counts))
-                    terms.extend(counts.keys())
-                    tfs.extend(counts.values())
+                to_global = np.fromiter(
+                    (vocab.setdefault(t, len(vocab)) for t in local.vocab),
+                    dtype=np.int64,
+                    count=len(local.vocab),
+                )
+                sizes = np.fromiter((len(d) for d in local.ids), np.int64, count=len(batch))
+                flat = np.fromiter(chain.from_iterable(local.ids), np.int64, int(sizes.sum()))
+                docs = np.repeat(np.arange(len(lengths), len(lengths) + len(batch)), sizes)
+                lengths.extend(sizes.tolist())
+                # One (document, term) pair per distinct term of a document, with its count.
+                keys, tf = np.unique((docs << 32) | to_global[flat], return_counts=True)
                 if len(vocab) > len(df):
                     grown = np.zeros(max(len(vocab), 2 * len(df)), dtype=df.dtype)
                     grown[: len(df)] = df
                     df = grown
-                pairs = np.empty(len(terms), dtype=PAIR)
-                pairs["doc"], pairs["term"], pairs["tf"] = docs, terms, tfs
+                pairs = np.empty(len(keys), dtype=PAIR)
+                pairs["doc"], pairs["term"], pairs["tf"] = keys >> 32, keys & 0xFFFFFFFF, tf
                 np.add.at(df, pairs["term"], 1)
                 fh.write(pairs.tobytes())
                 n_pairs += len(pairs)
