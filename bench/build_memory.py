@@ -83,6 +83,18 @@ if args["embed"] == "real":
     embedder = Embedder.from_settings(settings, exclusive=True)
 else:
     embedder = StandIn()
+marks = {}
+from ingest import store as _store
+
+if hasattr(_store, "write_faiss"):  # a streaming build: mark the peak before FAISS
+    _write_faiss = _store.write_faiss
+
+    def _marked(*a, **k):
+        marks.setdefault("before_faiss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        _write_faiss(*a, **k)
+        marks.setdefault("after_faiss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+    _store.write_faiss = _marked
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 started = time.perf_counter()
 report = build_index(
@@ -119,6 +131,7 @@ One more closing paragraph, added for the re-run.
         page.write_bytes(original)
 print("RESULT " + json.dumps({
     "incremental": incremental,
+    "marks": marks,
     "wall_s": wall,
     "chunks": report.chunks_total,
     "files_ok": report.ok,
@@ -351,6 +364,7 @@ def show(rows: list[dict[str, Any]]) -> None:
         "chunks/s",
         "parse / embed / write s",
         "peak RSS (builder)",
+        "before FAISS",
         "peak anon",
         "peak tree RSS",
         "largest parse worker",
@@ -370,6 +384,7 @@ def show(rows: list[dict[str, Any]]) -> None:
             f"{r['chunks_per_s']:.0f}",
             stages,
             mib(r["peak_rss"]),
+            mib(r["marks"]["before_faiss"]) if "before_faiss" in r["marks"] else "",
             mib(r["peak_anon_sampled"]),
             mib(r["peak_tree_rss_sampled"]),
             mib(r["ru_maxrss_children"]),
@@ -391,6 +406,21 @@ def show(rows: list[dict[str, Any]]) -> None:
                 f"{ref}: {hi['chunks']:,} vs {lo['chunks']:,} chunks: peak RSS "
                 f"{hi['peak_rss'] / lo['peak_rss']:.2f}x, peak anon "
                 f"{hi['peak_anon_sampled'] / max(1, lo['peak_anon_sampled']):.2f}x"
+                + (
+                    f", peak before FAISS {hi['marks']['before_faiss'] / b:.2f}x"
+                    if (b := lo["marks"].get("before_faiss")) and "before_faiss" in hi["marks"]
+                    else ""
+                )
+            )
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_size.setdefault(r["corpus_chunks"], []).append(r)
+    for size, rs in sorted(by_size.items()):
+        if len(rs) > 1:
+            print(
+                f"~{size:,} chunks: peak RSS "
+                + ", ".join(f"{Path(r['ref']).name} {mib(r['peak_rss'])}" for r in rs)
+                + f" ({rs[0]['peak_rss'] / rs[1]['peak_rss']:.2f}x)"
             )
 
 
@@ -438,6 +468,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="parse processes per build")
     ap.add_argument("--index-type", choices=["flat", "hnsw"], default=None)
     ap.add_argument("--file-chars", type=int, default=40_000, help="size of a generated page")
+    ap.add_argument(
+        "--chunks-per-file", type=float, default=None, help="skip measuring it on a sample"
+    )
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lorebot-bm")
     ap.add_argument("--keep", action="store_true", help="keep the generated corpora")
     ap.add_argument(
@@ -458,7 +491,7 @@ def main() -> None:
             raise SystemExit(f"error: {ref} is not a lorebot checkout (no ingest/build.py)")
     args.work.mkdir(parents=True, exist_ok=True)
     heads, paras = handbook_parts()
-    per_file = chunks_per_file(args.work, heads, paras, args.file_chars)
+    per_file = args.chunks_per_file or chunks_per_file(args.work, heads, paras, args.file_chars)
     print(f"{len(paras):,} handbook paragraphs; {per_file:.1f} chunks per generated page")
     rows = []
     try:
@@ -467,6 +500,7 @@ def main() -> None:
             for ref in refs:
                 print(f"building {chunks:,} chunks with {ref} …", flush=True)
                 rows.append(run_build(ref, corpus, args.work, args))
+                rows[-1]["corpus_chunks"] = chunks
                 r = rows[-1]
                 print(
                     f"  {r['chunks']:,} chunks in {r['wall_s']:.0f} s, "
