@@ -174,9 +174,11 @@ def build_index(
 
 def _open_spool(settings: Settings, previous: str | None) -> Spool:
     """The build's spool in tmp/ (a full disk becomes the usual IngestError)."""
+    path = store.tmp_dir(settings) / "spool"
     try:
-        return Spool(store.tmp_dir(settings) / "spool")
+        return Spool(path)
     except (OSError, sqlite3.Error) as exc:
+        shutil.rmtree(path, ignore_errors=True)
         if not disk_full(exc):
             raise
         raise _disk_full_error(settings, "spooling chunks", previous) from None

@@ -239,6 +239,10 @@ class Spool:
             yield read_rows(self.path / SPOOL_UNITS, s, e, cols=DIM, dtype=np.float16)
 
     def close(self) -> None:
+        """Let go of the files (a failed build, a full disk: nothing left to save)."""
         for fh in (self._vectors, self._units, self._counts):
-            fh.close()
+            try:
+                fh.close()
+            except OSError:
+                pass
         self.db.close()
