@@ -113,10 +113,7 @@ if args["incremental"]:
     page = sorted(Path(args["corpus"]).rglob("*.md"))[0]
     original = page.read_bytes()
     try:
-        page.write_bytes(original + b"
-
-One more closing paragraph, added for the re-run.
-")
+        page.write_bytes(original + b"\n\nOne more closing paragraph, added for the re-run.\n")
         t = time.perf_counter()
         again = build_index(settings, [Source(Path(args["corpus"]), "bench")], progress=False,
                             embedder=embedder, workers=args["workers"],
