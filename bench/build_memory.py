@@ -521,6 +521,8 @@ def main() -> None:
                 print(f"building {chunks:,} chunks with {ref} …", flush=True)
                 rows.append(run_build(ref, corpus, args.work, args))
                 rows[-1]["corpus_chunks"] = chunks
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps({"args": sys.argv[1:], "runs": rows}, indent=1))
                 r = rows[-1]
                 print(
                     f"  {r['chunks']:,} chunks in {r['wall_s']:.0f} s, "
