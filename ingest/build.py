@@ -11,6 +11,10 @@ two models or two chunkings must never be mixed).
 The run takes a lock on the index directory (one build at a time per data dir), builds in
 ``tmp/`` and publishes atomically (the format is ingest.store's); a build killed at any
 point leaves the previous version serving and the next build clears the litter.
+
+Memory does not grow with the corpus: each parsed file's chunks go straight to the build's
+spool on disk (ingest.spool), the embedding pass reads them back EMBED_GROUP at a time and
+appends the vectors there, and the version is written from the spool slice by slice.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ingest.markup import citation_url
 from ingest.plan import Plan, fingerprint, plan_build
 from ingest.report import IngestReport
 from ingest.sources import FoundFile, Source, discover_all
+from ingest.spool import Spool
 from ingest.store import FileRecord
 from lorebot.assets import embedding_model_path
 from lorebot.errors import IndexBusyError, IngestError
@@ -141,6 +146,74 @@ def build_index(
             log.info("ingest: nothing changed; index %s still current", plan.previous)
             return report
 
+        spool = _open_spool(settings, plan.previous)
+        try:
+            return _build_spooled(
+                settings,
+                plan,
+                report,
+                spool,
+                files=files,
+                started=started,
+                timings=timings,
+                progress=progress,
+                embedder=embedder,
+                planned=planned,
+                n_workers=n_workers,
+                timeout=timeout,
+                index_type=index_type,
+                pool=pool,
+                progress_cb=progress_cb,
+                dispatch=dispatch,
+                model_dir=model_dir,
+            )
+        finally:
+            spool.close()
+            shutil.rmtree(spool.path, ignore_errors=True)
+
+
+def _open_spool(settings: Settings, previous: str | None) -> Spool:
+    """The build's spool in tmp/ (a full disk becomes the usual IngestError)."""
+    path = store.tmp_dir(settings) / "spool"
+    try:
+        return Spool(path)
+    except (OSError, sqlite3.Error) as exc:
+        shutil.rmtree(path, ignore_errors=True)
+        if not disk_full(exc):
+            raise
+        raise _disk_full_error(settings, "spooling chunks", previous) from None
+
+
+def _disk_full_error(settings: Settings, doing: str, previous: str | None) -> IngestError:
+    return IngestError(
+        f"the disk holding {settings.index_dir} is full ({doing})"
+        + (f"; version {previous} keeps serving" if previous else ""),
+        fix="free disk space, or set LOREBOT_DATA_DIR to a larger disk",
+    )
+
+
+def _build_spooled(
+    settings: Settings,
+    plan: Plan,
+    report: IngestReport,
+    spool: Spool,
+    *,
+    files: list[FoundFile],
+    started: float,
+    timings: dict[str, float],
+    progress: bool,
+    embedder: Embedder,
+    planned: str,
+    n_workers: int,
+    timeout: float,
+    index_type: str | None,
+    pool: TimeoutPool | None,
+    progress_cb: ProgressFn,
+    dispatch: Callable[[dict[str, Any]], None] | None,
+    model_dir: Path,
+) -> IngestReport:
+    """Parse and embed into ``spool``, then write and publish the version (under the lock)."""
+    try:
         with _progress(progress) as bar:
             t = time.perf_counter()
             if settings.index.distributed and plan.to_parse:
@@ -155,41 +228,48 @@ def build_index(
                     progress_cb=progress_cb,
                     dispatch=dispatch,
                     pool=pool,
+                    spool=spool,
                 )
                 report.chunks_new = stats.chunks
                 timings["batches"] = time.perf_counter() - t
                 used = stats.variants or {planned}
             else:
-                _parse_all(plan, settings, model_dir, n_workers, timeout, bar, pool, progress_cb)
+                _parse_all(
+                    plan, settings, model_dir, n_workers, timeout, bar, pool, progress_cb, spool
+                )
                 timings["parse"] = time.perf_counter() - t
                 t = time.perf_counter()
-                report.chunks_new = _embed_all(plan.records, embedder, bar, progress_cb)
+                report.chunks_new = _embed_all(spool, embedder, bar, progress_cb)
                 timings["embed"] = time.perf_counter() - t
                 used = {variant_of(embedder)}
-            if used != {planned}:
-                # The graph was refused and torch embedded instead: say so in the version,
-                # so that the next build embeds everything again with one variant.
-                other = sorted(used - {planned})[0]
-                log.warning("ingest: embedded with %s, not %s", ", ".join(sorted(used)), planned)
-                rules = fingerprint(settings, model_dir, other)
-                plan.fingerprint = {**rules, "mixed_variants": True}
+    except (OSError, sqlite3.Error) as exc:
+        if not disk_full(exc):
+            raise
+        raise _disk_full_error(settings, "spooling chunks", plan.previous) from None
+    if used != {planned}:
+        # The graph was refused and torch embedded instead: say so in the version,
+        # so that the next build embeds everything again with one variant.
+        other = sorted(used - {planned})[0]
+        log.warning("ingest: embedded with %s, not %s", ", ".join(sorted(used)), planned)
+        rules = fingerprint(settings, model_dir, other)
+        plan.fingerprint = {**rules, "mixed_variants": True}
 
-        total = plan.total_chunks()
-        if total == 0:
-            report.duration_s = time.perf_counter() - started
-            err = IngestError(
-                f"nothing to index: none of the {len(files)} files produced any text",
-                fix="check the reasons in the report (lorebot ingest --json shows each file)",
-            )
-            err.report = report  # type: ignore[attr-defined]
-            raise err
+    total = plan.total_chunks()
+    if total == 0:
+        report.duration_s = time.perf_counter() - started
+        err = IngestError(
+            f"nothing to index: none of the {len(files)} files produced any text",
+            fix="check the reasons in the report (lorebot ingest --json shows each file)",
+        )
+        err.report = report  # type: ignore[attr-defined]
+        raise err
 
-        t = time.perf_counter()
-        progress_cb("write", 0, 1)
-        chosen = index_type or store.choose_index_type(total)
-        version, manifest = _write_and_publish(settings, plan, chosen, model_dir)
-        timings["write"] = time.perf_counter() - t
-        progress_cb("write", 1, 1)
+    t = time.perf_counter()
+    progress_cb("write", 0, 1)
+    chosen = index_type or store.choose_index_type(total)
+    version, manifest = _write_and_publish(settings, plan, chosen, model_dir, spool)
+    timings["write"] = time.perf_counter() - t
+    progress_cb("write", 1, 1)
 
     report.version = version
     report.new_version = True
@@ -279,8 +359,12 @@ def _parse_all(
     bar: Any,
     pool: TimeoutPool | None,
     progress_cb: ProgressFn,
+    spool: Spool,
 ) -> None:
-    """Parse and chunk the planned files in worker processes; record each outcome."""
+    """Parse and chunk the planned files in worker processes; record each outcome.
+
+    Each file's chunks go to ``spool`` as the file arrives: none stays in memory.
+    """
     if not plan.to_parse:
         return
     from ingest.parse import ParseJob, ParseOutput
@@ -316,7 +400,9 @@ def _parse_all(
         ):
             entry = by_path[(job.collection, job.path)]
             if ok and isinstance(value, ParseOutput):
-                record_parsed(plan, entry, settings, value.title, value.url, value.chunks)
+                record_parsed(
+                    plan, entry, settings, value.title, value.url, value.chunks, spool=spool
+                )
                 plan.results[entry.key].seconds = value.seconds
             else:
                 status, reason, seconds = parse_outcome(ok, value, timeout)
@@ -349,14 +435,19 @@ def record_parsed(
     title: str,
     url: str | None,
     chunks: list[dict[str, Any]],
+    *,
+    spool: Spool,
 ) -> None:
-    """A file parsed into ``chunks`` joins the new version (vectors come later)."""
+    """A file parsed into ``chunks`` joins the new version; the chunks go to ``spool``.
+
+    Their vectors follow in spool order (the embedding pass, or the batch result's).
+    """
     # Front matter is the document author's: only allowed hosts become links.
     entry.title = title
     entry.url = citation_url(url, settings.index.link_hosts)
     if entry.url:
         entry.source = entry.url
-    entry.new_chunks = chunks
+    entry.spooled = spool.add_chunks(chunks, entry.kind)
     entry.chunks = len(chunks)
     plan.records[entry.key] = entry
     res = plan.results[entry.key]
@@ -413,35 +504,32 @@ def variant_of(embedder: Any) -> str:
 
 
 def _embed_all(
-    records: dict[str, FileRecord],
+    spool: Spool,
     embedder: Embedder,
     bar: Any,
     progress_cb: ProgressFn,
 ) -> int:
-    """Embed every freshly parsed chunk (in length-sorted batches, by the embedder).
+    """Embed every spooled chunk, EMBED_GROUP at a time, appending the vectors to the spool.
 
     The same model pass also gives each chunk's sentence units their vectors (pooled
     from the chunk's token embeddings, see :meth:`Embedder.encode_with_spans`), which the
-    answer path compares with the question to choose its evidence quote.
+    answer path compares with the question to choose its evidence quote. Memory holds one
+    group's texts and vectors, however many chunks the build has.
     """
-    fresh = [e for e in records.values() if e.new_chunks]
-    chunks = [c for e in fresh for c in e.new_chunks or []]
-    if not chunks:
+    first, total = spool.embedded, spool.rows
+    if total == first:
         return 0
-    task = bar.add_task("embedding", total=len(chunks), unit="chunks")
-
-    def advance(done: int, total: int, group: int) -> None:
-        bar.advance(task, group)
-        progress_cb("embed", done, total)
-
-    vectors, pooled = embed_chunks(chunks, embedder, advance)
-    at = 0
-    for e in fresh:
-        n = len(e.new_chunks or [])
-        e.vectors = vectors[at : at + n]
-        e.sentence_vectors = pooled[at : at + n]
-        at += n
-    return len(chunks)
+    task = bar.add_task("embedding", total=total - first, unit="chunks")
+    for start in range(first, total, EMBED_GROUP):
+        end = min(total, start + EMBED_GROUP)
+        rows = spool.texts(start, end)
+        texts = [embed_text for _text, embed_text in rows]
+        spans = [unit_spans(text, embed_text) for text, embed_text in rows]
+        vectors, pooled = embedder.encode_with_spans(texts, spans)
+        spool.add_vectors(start, vectors, pooled)
+        bar.advance(task, end - start)
+        progress_cb("embed", end - first, total - first)
+    return total - first
 
 
 def embed_chunks(
@@ -481,7 +569,7 @@ def unit_spans(text: str, embed_text: str) -> list[tuple[int, int]]:
 
 
 def _write_and_publish(
-    settings: Settings, plan: Plan, index_type: str, model_dir: Path
+    settings: Settings, plan: Plan, index_type: str, model_dir: Path, spool: Spool | None = None
 ) -> tuple[str, dict[str, Any]]:
     """Write the planned version in tmp/, publish it and prune old ones: (version, manifest).
 
@@ -504,16 +592,13 @@ def _write_and_publish(
             index_type,
             settings,
             model_dir,
+            spool,
         )
     except (OSError, sqlite3.Error, RuntimeError) as exc:
         if not disk_full(exc):
             raise
         shutil.rmtree(build_dir, ignore_errors=True)  # give back what the attempt took
-        raise IngestError(
-            f"the disk holding {settings.index_dir} is full (writing version {version})"
-            + (f"; version {prev_version} keeps serving" if prev_version else ""),
-            fix="free disk space, or set LOREBOT_DATA_DIR to a larger disk",
-        ) from None
+        raise _disk_full_error(settings, f"writing version {version}", prev_version) from None
     store.publish(settings, build_dir, version)
     store.prune_versions(settings, settings.index.keep_versions)
     return version, manifest

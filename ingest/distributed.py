@@ -9,8 +9,9 @@ every ``lease/3`` s, fetches the inputs (each checked against its planned hash),
 chunks and embeds them as a single-process build would (same chunk ids: they are made
 from the file's original path), writes the batch result (chunks, vectors, sentence
 vectors, per-file failures) to ``<build>/batches/<batch>-<key>.npz`` and records the
-result's SHA-256 in Redis. The coordinator merges each result once, as it is recorded;
-writing and publishing the one new version stay build_index's.
+result's SHA-256 in Redis. The coordinator merges each result once, as it is recorded,
+into the build's spool on disk (ingest.spool: chunks, vectors and sentence vectors leave
+memory batch by batch); writing and publishing the one new version stay build_index's.
 
 The batch store is the fleet's sync location (``<sync.url>/builds``, a shared path or an
 S3 bucket) when one is configured, else ``<data_dir>/builds`` (ingest workers on this
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from ingest.embed import Embedder
     from ingest.plan import Plan
     from ingest.pool import TimeoutPool
+    from ingest.spool import Spool
     from ingest.store import FileRecord
 
 log = logging.getLogger(__name__)
@@ -395,11 +397,12 @@ def build_batches(
     pool: TimeoutPool | None = None,
     redis_client: Any = None,
     help_after_s: float | None = None,
+    spool: Spool,
 ) -> BatchStats:
     """Have the fleet parse, chunk and embed ``plan.to_parse``; merge the results into ``plan``.
 
-    Each file ends as build_index's own parse and embed would leave it: a record with
-    ``new_chunks``, ``vectors`` and ``sentence_vectors``, or a recorded failure.
+    Each file ends as build_index's own parse and embed would leave it: a record whose
+    chunks and vectors are in ``spool``, or a recorded failure.
     Progress goes to ``progress_cb`` as ``("fleet", files done, files)``.
     """
     import redis
@@ -491,7 +494,9 @@ def build_batches(
                 if "error" in record:
                     retry(b, f"failed on {record.get('worker')}: {record['error']}")
                     continue
-                why = _merge(plan, settings, store, build, specs[b], members[b], record, stats)
+                why = _merge(
+                    plan, settings, store, build, specs[b], members[b], record, stats, spool
+                )
                 if why:
                     retry(b, why)
                     continue
@@ -604,8 +609,12 @@ def _merge(
     entries: list[FileRecord],
     record: dict[str, Any],
     stats: BatchStats,
+    spool: Spool,
 ) -> str | None:
-    """Merge one recorded batch result into ``plan``; why it cannot be used, or None."""
+    """Merge one recorded batch result into ``plan`` and ``spool``; why it cannot be used, or None.
+
+    Only this batch's result is in memory, while it is spooled.
+    """
     from ingest.build import record_failed, record_parsed
 
     if record.get("name") != f"{spec['batch']}-{spec['key']}.npz":
@@ -619,14 +628,24 @@ def _merge(
     variant, outcomes, vectors, sentences = unpack_result(data)
     if len(outcomes) != len(entries):
         return f"its result has {len(outcomes)} files, not {len(entries)}"
+    n_ok = sum(len(o["chunks"]) for o in outcomes if o.get("status") == "ok")
+    if n_ok != len(vectors) or len(sentences) != len(vectors):
+        raise IngestError(
+            f"batch {spec['batch']}'s result has {len(vectors)} vectors for {n_ok} chunks",
+            fix="run the ingest again",
+        )
     at = 0
     for entry, outcome in zip(entries, outcomes, strict=True):
         if outcome.get("status") == "ok":
             chunks = outcome["chunks"]
-            record_parsed(plan, entry, settings, outcome["title"], outcome.get("url"), chunks)
+            record_parsed(
+                plan, entry, settings, outcome["title"], outcome.get("url"), chunks, spool=spool
+            )
             plan.results[entry.key].seconds = float(outcome.get("seconds") or 0.0)
-            entry.vectors = vectors[at : at + len(chunks)]
-            entry.sentence_vectors = sentences[at : at + len(chunks)]
+            start = entry.spooled[0]  # type: ignore[index]
+            spool.add_vectors(
+                start, vectors[at : at + len(chunks)], sentences[at : at + len(chunks)]
+            )
             at += len(chunks)
         else:
             record_failed(
@@ -636,11 +655,6 @@ def _merge(
                 outcome.get("reason"),
                 float(outcome.get("seconds") or 0.0),
             )
-    if at != len(vectors):
-        raise IngestError(
-            f"batch {spec['batch']}'s result has {len(vectors)} vectors for {at} chunks",
-            fix="run the ingest again",
-        )
     stats.chunks += at
     stats.variants.add(variant)
     stats.workers.add(str(record.get("worker")))

@@ -10,10 +10,12 @@ Layout under ``settings.index_dir``::
         bm25/                    bm25s keyword index over the same rows
         embeddings.npy           the vectors again, so the next incremental build can
                                  reuse unchanged files' vectors without re-embedding
+                                 (and the flat faiss.index is written from it)
         sentences.npy            a float16 vector per sentence unit of every chunk (pooled
                                  from the chunk's MiniLM pass), for the evidence quote
         sentence_rows.npy        where each chunk's sentence vectors start (rows + 1 offsets)
-    tmp/                         builds in progress (a killed build leaves litter here,
+    tmp/                         builds in progress and their spool of fresh chunks
+                                 (ingest.spool; a killed build leaves litter here,
                                  removed by the next build; never read)
 
 A version is written in ``tmp/`` (`write_version`, from the `FileRecord` of every file),
@@ -22,12 +24,18 @@ sees the old version or the new one, never half of one. Rows are ordered by coll
 so a collection is a contiguous row range: the collection filter is a range selector
 applied inside the searches (ingest.search), before anything is ranked. `IndexReader`
 opens one version for searching, chunk lookup and stats.
+
+Writing streams: rows are copied into the new version a file and a slice at a time, from
+the previous version (carried files) or from the build's spool (fresh files); FAISS and
+BM25 are built from the written files in slices (ingest.keyword for BM25). No step holds
+all chunks, texts or vectors of the version at once, except an HNSW graph index, which
+faiss builds in memory.
 """
 
 from __future__ import annotations
 
 import calendar
-import hashlib
+import functools
 import json
 import logging
 import os
@@ -35,6 +43,7 @@ import re
 import secrets
 import shutil
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -46,10 +55,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ingest.rank import Ranker
-from ingest.search import BM25_STOPWORDS, HybridSearch, hnsw_ef_search
-
 # Read through ingest.store by the store's unit tests; they live in ingest.search.
-from ingest.tokens import normalise
+from ingest.search import BM25_STOPWORDS, HybridSearch, hnsw_ef_search
+from ingest.spool import (
+    DIM,
+    NpyWriter,
+    Spool,
+    iter_npy_slices,
+    norm_hash,  # noqa: F401 - the store's name for it
+    npy_layout,
+)
 from lorebot.errors import IndexMissingError, IngestError
 from lorebot.files import atomic_write_text, fsync_tree
 from lorebot.files import fsync_dir as _fsync_dir
@@ -134,8 +149,9 @@ class FileRecord:
     """One file's entry in a version: its manifest record and where its rows come from.
 
     A file's rows are either carried over from the previous version (``carry_rows``, that
-    version's row range) or freshly parsed (``new_chunks`` with their ``vectors`` and
-    ``sentence_vectors``); `write_version` sets ``rows``, the range in the new version.
+    version's row range) or freshly parsed into the build's spool (``spooled``, the spool
+    rows of its chunks and vectors); `write_version` sets ``rows``, the range in the new
+    version.
     """
 
     key: str
@@ -153,9 +169,7 @@ class FileRecord:
     url: str | None = None
     chunks: int = 0
     carry_rows: tuple[int, int] | None = None
-    new_chunks: list[dict[str, Any]] | None = None
-    vectors: np.ndarray | None = None
-    sentence_vectors: list[np.ndarray] | None = None  # per new chunk: one row per unit
+    spooled: tuple[int, int] | None = None
     rows: tuple[int, int] | None = None
 
     @classmethod
@@ -205,11 +219,6 @@ class FileRecord:
 
 def iso_time(mtime_ns: int) -> str:
     return datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
-
-
-def norm_hash(text: str) -> str:
-    """The hash of a chunk's normalised text: search returns one chunk per distinct value."""
-    return hashlib.sha1(normalise(text).encode("utf-8")).hexdigest()[:16]
 
 
 # -- paths and the pointer ------------------------------------------------------------
@@ -295,20 +304,76 @@ def bm25_tokenize(texts: list[str]):
 
 
 def build_faiss(vectors: np.ndarray, index_type: str):
-    """A FAISS inner-product index over unit vectors (so scores are cosines)."""
-    import faiss
-
-    dim = vectors.shape[1] if vectors.ndim == 2 else 384
-    if index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-        index.hnsw.efSearch = hnsw_ef_search(len(vectors))
-    else:
-        index = faiss.IndexFlatIP(dim)
+    """A FAISS inner-product index over unit vectors (so scores are cosines), in memory."""
+    index = _empty_faiss(vectors.shape[1] if vectors.ndim == 2 else DIM, index_type, len(vectors))
     step = 50_000
     for start in range(0, len(vectors), step):
         index.add(np.ascontiguousarray(vectors[start : start + step], dtype=np.float32))
     return index
+
+
+def _empty_faiss(dim: int, index_type: str, n: int):
+    import faiss
+
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = hnsw_ef_search(n)
+        return index
+    return faiss.IndexFlatIP(dim)
+
+
+@functools.cache
+def _flat_layout(dim: int = DIM) -> bytes | None:
+    """What faiss writes before an IndexFlatIP's vectors (ntotal and length zeroed), or None.
+
+    faiss stores a flat index as a small header and the raw float32 vectors, so a flat
+    index can be written from embeddings.npy a slice at a time instead of being built in
+    memory first. The layout is checked against faiss's own output for a one-vector
+    index; with any other faiss the index is built in memory as before.
+    """
+    import faiss
+
+    head = faiss.serialize_index(faiss.IndexFlatIP(dim)).tobytes()
+    if len(head) < 24 or head[:4] != b"IxFI" or head[8:16] != bytes(8) or head[-8:] != bytes(8):
+        return None
+    one = np.linspace(-1, 1, dim, dtype=np.float32).reshape(1, dim)
+    probe = faiss.IndexFlatIP(dim)
+    probe.add(one)
+    if faiss.serialize_index(probe).tobytes() != _flat_header(head, 1, dim) + one.tobytes():
+        return None
+    return head
+
+
+def _flat_header(head: bytes, n: int, dim: int) -> bytes:
+    out = bytearray(head)
+    out[8:16] = struct.pack("<q", n)  # ntotal
+    out[-8:] = struct.pack("<Q", n * dim)  # the codes' length, in floats
+    return bytes(out)
+
+
+def write_faiss(vdir: Path, index_type: str) -> None:
+    """faiss.index of a version being built, from its embeddings.npy read in slices.
+
+    A flat index streams straight to disk; an HNSW graph is built in memory by faiss
+    (its vectors and links are the index itself).
+    """
+    import faiss
+
+    source = vdir / EMBEDDINGS
+    shape, _dtype, _offset = npy_layout(source)
+    n, dim = shape
+    head = _flat_layout(dim) if index_type != "hnsw" else None
+    if head is not None:
+        with open(vdir / FAISS_FILE, "wb") as fh:
+            fh.write(_flat_header(head, n, dim))
+            for block in iter_npy_slices(source, 0, n):
+                fh.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+        return
+    index = _empty_faiss(dim, index_type, n)
+    for block in iter_npy_slices(source, 0, n, step=50_000):
+        index.add(np.ascontiguousarray(block, dtype=np.float32))
+    faiss.write_index(index, str(vdir / FAISS_FILE))
 
 
 def choose_index_type(n_chunks: int) -> str:
@@ -316,42 +381,26 @@ def choose_index_type(n_chunks: int) -> str:
     return "flat" if n_chunks <= FLAT_MAX_CHUNKS else "hnsw"
 
 
-def write_search_indexes(
-    vdir: Path, vectors: np.ndarray, embed_texts: list[str], index_type: str
-) -> None:
-    """faiss.index and bm25/ of a version directory being built."""
+def _embedded_texts(db_path: Path) -> Iterator[str]:
+    """Every chunk's embedded text in row order, read a page at a time."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        cur = db.execute("SELECT embed_text FROM chunks ORDER BY row")
+        while page := cur.fetchmany(1024):
+            for (text,) in page:
+                yield text
+    finally:
+        db.close()
+
+
+def write_search_indexes(vdir: Path, index_type: str) -> None:
+    """faiss.index and bm25/ of a version directory being built (from its written rows)."""
     quiet_libraries()
-    import bm25s
-    import faiss
+    from ingest.keyword import write_bm25
 
-    faiss.write_index(build_faiss(vectors, index_type), str(vdir / FAISS_FILE))
-    retriever = bm25s.BM25()
-    # bm25s cannot index an empty corpus; a version always has >= 1 chunk.
-    retriever.index(bm25_tokenize(embed_texts), show_progress=False)
-    retriever.save(str(vdir / BM25_DIR))
-
-
-def write_sentence_vectors(vdir: Path, counts: np.ndarray, blocks: Iterable[np.ndarray]) -> int:
-    """sentence_rows.npy (offsets from per-row ``counts``) and sentences.npy (``blocks``).
-
-    ``blocks`` come in row order, one (units, 384) array per run of rows.
-    """
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    total = int(offsets[-1])
-    out = np.lib.format.open_memmap(
-        vdir / SENTENCES, mode="w+", dtype=np.float16, shape=(total, 384)
-    )
-    at = 0
-    for block in blocks:
-        out[at : at + len(block)] = block
-        at += len(block)
-    if at != total:
-        raise RuntimeError(f"sentence vectors inconsistent ({at} written, {total} expected)")
-    out.flush()
-    del out
-    np.save(vdir / SENTENCE_ROWS, offsets)
-    return total
+    write_faiss(vdir, index_type)
+    # A version always has >= 1 chunk (bm25s cannot load an empty corpus).
+    write_bm25(vdir / BM25_DIR, _embedded_texts(vdir / CHUNKS_DB), vdir / "bm25.pairs")
 
 
 def load_sentence_vectors(vdir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -378,12 +427,13 @@ def write_version(
     index_type: str,
     settings: Settings,
     model_dir: Path,
+    spool: Spool | None = None,
 ) -> dict[str, Any]:
     """Write a complete version into ``build_dir``; returns its manifest (written last).
 
-    chunks.sqlite, embeddings.npy, faiss.index, bm25/, the sentence vectors and
-    manifest.json. Carried rows are copied from ``previous``; each written record's
-    ``rows`` is set to its range in the new version.
+    chunks.sqlite, embeddings.npy, the sentence vectors, faiss.index, bm25/ and
+    manifest.json. Carried rows are copied from ``previous``, fresh ones from ``spool``
+    (finished here); each written record's ``rows`` is set to its range in the new version.
     """
     records = list(records)
     ordered = sorted(
@@ -392,7 +442,10 @@ def write_version(
     )
     total = sum(r.chunks for r in ordered)
     carrying = previous is not None and any(r.carry_rows for r in ordered)
-    rows = _RowWriter(build_dir, total, version_path(settings, previous) if carrying else None)
+    if spool is not None:
+        spool.finish()
+    carry_from = version_path(settings, previous) if carrying and previous else None
+    rows = _RowWriter(build_dir, ordered, total, carry_from, spool)
     collections: dict[str, dict[str, Any]] = {}
     at = 0
     for r in ordered:
@@ -410,9 +463,8 @@ def write_version(
             f"index build is inconsistent ({at} rows written, {total} expected)",
             fix="run `lorebot ingest PATH --full`",
         )
-    texts = rows.finish_chunks()
-    write_search_indexes(build_dir, rows.vectors, texts, index_type)
-    n_units = rows.finish_sentences()
+    n_units = rows.finish()
+    write_search_indexes(build_dir, index_type)
     model = Path(model_dir)
     manifest = {
         "format": FORMAT,
@@ -439,30 +491,66 @@ def write_version(
 class _RowWriter:
     """The row-ordered parts of a version being written, filled file by file.
 
-    chunks.sqlite and embeddings.npy take each file's rows, copied from the previous
-    version (``carry_from``) or inserted fresh; the sentence vectors are collected in
-    row order and written at the end.
+    chunks.sqlite, embeddings.npy and sentences.npy take each file's rows in row order,
+    copied from the previous version (``carry_from``) or from the build's ``spool``, a
+    slice at a time; nothing of the version is held in memory but the sentence offsets
+    (8 bytes a chunk).
     """
 
-    def __init__(self, build_dir: Path, total: int, carry_from: Path | None) -> None:
+    def __init__(
+        self,
+        build_dir: Path,
+        ordered: list[FileRecord],
+        total: int,
+        carry_from: Path | None,
+        spool: Spool | None,
+    ) -> None:
         self.build_dir = build_dir
+        self.carry_from = carry_from
+        self.spool = spool
+        self.old_rows: np.ndarray | None = None
         self.db = sqlite3.connect(build_dir / CHUNKS_DB)
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.executescript(SCHEMA)
-        self.carrying = carry_from is not None
-        self.old_vectors = None
         if carry_from is not None:
             self.db.execute("ATTACH DATABASE ? AS old", (f"file:{carry_from / CHUNKS_DB}?mode=ro",))
-            self.old_vectors = np.load(carry_from / EMBEDDINGS, mmap_mode="r")
-        self.vectors = np.lib.format.open_memmap(
-            build_dir / EMBEDDINGS, mode="w+", dtype=np.float32, shape=(total, 384)
-        )
-        self.old_sentences = load_sentence_vectors(carry_from) if carry_from else None
-        self.sentence_parts: list[np.ndarray] = []  # row order, one (units, 384) block per run
-        self.sentence_counts = np.zeros(total, dtype=np.int64)
+            old_sentences = load_sentence_vectors(carry_from)
+            if old_sentences is not None:
+                self.old_rows = old_sentences[0]
+        if spool is not None:
+            self.db.execute("ATTACH DATABASE ? AS fresh", (f"file:{spool.db_path}?mode=ro",))
+        self.offsets = self._sentence_offsets(ordered, total)
         self.cols = ",".join(CHUNK_COLUMNS)
-        self.marks = ",".join("?" * len(CHUNK_COLUMNS))
+        self.vectors = NpyWriter(build_dir / EMBEDDINGS, (total, DIM), np.float32)
+        self.units = NpyWriter(build_dir / SENTENCES, (int(self.offsets[-1]), DIM), np.float16)
+
+    def _sentence_offsets(self, ordered: list[FileRecord], total: int) -> np.ndarray:
+        """Where each new row's sentence vectors start (rows + 1), known before any is copied."""
+        counts = []
+        for r in ordered:
+            if r.carry_rows is not None:
+                s, e = r.carry_rows
+                if self.old_rows is not None:
+                    counts.append(np.diff(self.old_rows[s : e + 1]))
+                else:  # a version without sentence vectors: its rows get none
+                    counts.append(np.zeros(e - s, dtype=np.int64))
+            elif r.spooled is not None and self.spool is not None:
+                counts.append(self.spool.unit_counts(*r.spooled))
+            else:
+                raise IngestError(
+                    f"index build is inconsistent ({r.path} has neither old nor new rows)",
+                    fix="run `lorebot ingest PATH --full`",
+                )
+        offsets = np.zeros(total + 1, dtype=np.int64)
+        flat = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+        if len(flat) != total:
+            raise IngestError(
+                f"index build is inconsistent ({len(flat)} rows planned, {total} expected)",
+                fix="run `lorebot ingest PATH --full`",
+            )
+        np.cumsum(flat, out=offsets[1:])
+        return offsets
 
     def copy(self, r: FileRecord, start: int) -> int:
         """A carried file's rows, moved to ``start``; returns how many."""
@@ -476,66 +564,48 @@ class _RowWriter:
             "FROM old.chunks WHERE row >= ? AND row < ? ORDER BY row",
             (s, start, r.source, r.modified, s, end),
         )
-        self.vectors[start : start + (end - s)] = self.old_vectors[s:end]  # type: ignore[index]
-        if self.old_sentences is not None:
-            old_rows, old_units = self.old_sentences
-            self.sentence_parts.append(old_units[old_rows[s] : old_rows[end]])  # a view
-            self.sentence_counts[start : start + (end - s)] = np.diff(old_rows[s : end + 1])
+        old = self.carry_from
+        assert old is not None
+        for block in iter_npy_slices(old / EMBEDDINGS, s, end):
+            self.vectors.append(block)
+        if self.old_rows is not None:
+            a, b = int(self.old_rows[s]), int(self.old_rows[end])
+            for block in iter_npy_slices(old / SENTENCES, a, b):
+                self.units.append(block)
         return end - s
 
     def insert(self, r: FileRecord, start: int) -> int:
         """A freshly parsed file's chunks, vectors and sentence vectors; returns how many."""
-        chunks = r.new_chunks or []
-        self.db.executemany(
-            f"INSERT INTO chunks ({self.cols}) VALUES ({self.marks})",
-            [
-                (
-                    start + i,
-                    c["chunk_id"],
-                    r.key,
-                    c["ordinal"],
-                    r.collection,
-                    r.source,
-                    r.title,
-                    c["heading"],
-                    c["page"],
-                    r.url,
-                    r.modified,
-                    r.content_hash,
-                    c["text"],
-                    c["embed_text"],
-                    norm_hash(c["text"]),
-                    c.get("kind", "text"),
-                    json.dumps({"file_kind": r.kind, "tokens": c.get("tokens")}),
-                )
-                for i, c in enumerate(chunks)
-            ],
+        s, end = r.spooled  # type: ignore[misc]
+        spool = self.spool
+        assert spool is not None
+        self.db.execute(
+            f"INSERT INTO chunks ({self.cols}) "
+            "SELECT srow - ? + ?, chunk_id, ?, ordinal, ?, ?, ?, heading, page, ?, ?, ?, "
+            "text, embed_text, norm_hash, kind, extra "
+            "FROM fresh.chunks WHERE srow >= ? AND srow < ? ORDER BY srow",
+            (s, start, r.key, r.collection, r.source, r.title, r.url, r.modified)
+            + (r.content_hash, s, end),
         )
-        self.vectors[start : start + len(chunks)] = r.vectors
-        for i, block in enumerate(r.sentence_vectors or []):
-            self.sentence_parts.append(block.astype(np.float16))
-            self.sentence_counts[start + i] = len(block)
-        return len(chunks)
+        for block in spool.vector_slices(s, end):
+            self.vectors.append(block)
+        for block in spool.unit_slices(s, end):
+            self.units.append(block)
+        return end - s
 
-    def finish_chunks(self) -> list[str]:
-        """Commit and index chunks.sqlite, flush the vectors; the embedded texts in row order."""
+    def finish(self) -> int:
+        """Commit and index chunks.sqlite, close the vector files; the sentence units written."""
         self.db.commit()
-        if self.carrying:
-            self.db.execute("DETACH DATABASE old")
+        for name in ("old", "fresh"):
+            if (self.carry_from if name == "old" else self.spool) is not None:
+                self.db.execute(f"DETACH DATABASE {name}")
         self.db.executescript(INDEXES)
-        texts = [r[0] for r in self.db.execute("SELECT embed_text FROM chunks ORDER BY row")]
         self.db.commit()
         self.db.close()
-        self.vectors.flush()
-        return texts
-
-    def finish_sentences(self) -> int:
-        """Write the sentence vectors and let go of every array; returns their count."""
-        self.vectors = self.old_vectors = None
-        n_units = write_sentence_vectors(self.build_dir, self.sentence_counts, self.sentence_parts)
-        self.old_sentences = None
-        self.sentence_parts = []
-        return n_units
+        self.vectors.close()
+        self.units.close()
+        np.save(self.build_dir / SENTENCE_ROWS, self.offsets)
+        return int(self.offsets[-1])
 
 
 def publish(settings: Settings, build_dir: Path, version: str) -> Path:
