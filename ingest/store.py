@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ingest.rank import Ranker
+
 # Read through ingest.store by the store's unit tests; they live in ingest.search.
 from ingest.search import BM25_STOPWORDS, HybridSearch, hnsw_ef_search
 from ingest.spool import (
