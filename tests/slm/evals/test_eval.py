@@ -257,7 +257,10 @@ def test_the_real_model_runs_through_the_harness(eval_set, embedder, tmp_path) -
     assert sum(report.similarity.values()) == pytest.approx(1.0)
     assert report.latency_ms["total"]["p50"] > 0 and report.latency_ms["retrieve"]["p50"] > 0
     if report.tokens["model_calls"]:
-        assert report.latency_ms["first_token"]["p50"] > 0 and report.tokens["mean_prompt"] > 50
+        assert report.latency_ms["first_token"]["p50"] > 0
+    # Read mode scores phrases with the model and writes no tokens: Answer.prompt_tokens is
+    # only counted when the model generates.
+    assert report.tokens["mean_prompt"] in (0, None)
     chart = report.write_chart(tmp_path / "out" / "chart.png")
     assert chart.read_bytes()[:8] == PNG_MAGIC
     from rich.console import Console
