@@ -197,7 +197,11 @@ def main(argv: list[str] | None = None) -> None:
     redis = worker = raw = index = None
     rows: list[dict[str, Any]] = []
     try:
-        settings = Settings(data_dir=workload.data_dir, model={"n_threads": args.threads})
+        # Raw llama.cpp is compared on the same generated tokens: the generating path.
+        settings = Settings(
+            data_dir=workload.data_dir,
+            model={"n_threads": args.threads, "answer_mode": "generate"},
+        )
         redis = Redis(workload.workdir)
         worker = Worker(
             workload.data_dir,
@@ -205,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             workload.workdir / "worker.log",
             processes=1,
             threads=args.threads,
+            extra_env={"LOREBOT_MODEL__ANSWER_MODE": "generate"},
         )
         worker.wait_ready()
         asker = Asker(redis.url)

@@ -89,10 +89,11 @@ def main(argv: list[str] | None = None) -> None:
 
     started_load = loadavg()
     console.rule(f"context budget · {args.qa.name} · {args.limit} questions · load {started_load}")
-    # history=False below: nothing is written to this data dir.
+    # history=False below: nothing is written to this data dir. The passage budget is the
+    # generating path's prompt (read mode builds no such prompt): measured in that mode.
     base = Settings(
         data_dir=Path(tempfile.gettempdir()) / "lorebot-bench-unused",
-        model={"n_threads": args.threads},
+        model={"n_threads": args.threads, "answer_mode": "generate"},
     )
     default_budget = RetrievalSettings().context_tokens
     embedder = Embedder(None, threads=args.threads)

@@ -261,8 +261,37 @@ def suggest_modal(
     }
 
 
+#: Characters that would end or garble a mrkdwn ``*bold*`` span.
+_BOLD_BREAKERS = frozenset("*_~`\n")
+
+
+def _lead_in_bold(body: str, answer: Answer) -> str:
+    """The escaped answer ``body`` with its first line in bold when that line is the short
+    answer (read mode: "27 days [1]" above the quoted sentence), so it stands out first.
+
+    Left as it is when the first line is not the short answer, or holds a character that
+    would break the bold span (the text is still shown, only not in bold).
+    """
+    short = (answer.short_answer or "").strip()
+    if not short or answer.abstained:
+        return body
+    first, sep, rest = body.partition("\n")
+    if not first.startswith(escape(short)):
+        return body
+    # The citation mark stays outside the bold: "*27 days* [1]".
+    words = first.rstrip()
+    mark = re.search(r"(\s*(?:\[\d+\])+)$", words)
+    lead, cite = (words[: mark.start()], mark.group(1)) if mark else (words, "")
+    if not lead.strip() or any(ch in _BOLD_BREAKERS for ch in lead) or lead != lead.strip():
+        return body
+    return f"*{lead}*{cite}{sep}{rest}"
+
+
 def answer_message(answer: Answer, *, latency_s: float | None = None) -> dict[str, Any]:
     """The final message: answer, numbered sources, context line and 👍/👎 buttons.
+
+    A read-mode answer's first line is its short answer (in bold), the quoted sentence with
+    its citation follows.
 
     Long answers are split over several section blocks; if even that does not fit in
     Slack's 50 blocks the answer is cut with a visible note (sources, context and the
@@ -277,7 +306,7 @@ def answer_message(answer: Answer, *, latency_s: float | None = None) -> dict[st
     tail.append(_context(context_line(answer, latency_s)))
     tail.append(feedback_buttons(answer.question_id))
 
-    pieces = split_text(escape(text))
+    pieces = split_text(_lead_in_bold(escape(text), answer))
     room = MAX_BLOCKS - len(tail)
     if len(pieces) > room:
         keep = pieces[:room]

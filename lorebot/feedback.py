@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     adapter       TEXT,
     created_at    REAL NOT NULL,
     latency_ms    REAL,
+    short_answer  TEXT,
     PRIMARY KEY (question_id, user)
 );
 CREATE INDEX IF NOT EXISTS feedback_vote_time ON feedback (vote, created_at DESC);
@@ -114,6 +115,7 @@ COLUMNS = (
     "adapter",
     "created_at",
     "latency_ms",
+    "short_answer",
 )
 
 
@@ -144,6 +146,9 @@ class FeedbackStore:
                 have = {row[1] for row in db.execute("PRAGMA table_info(feedback)")}
                 if "latency_ms" not in have:
                     db.execute("ALTER TABLE feedback ADD COLUMN latency_ms REAL")
+                # ... and before read-mode answers kept their short answer apart.
+                if "short_answer" not in have:
+                    db.execute("ALTER TABLE feedback ADD COLUMN short_answer TEXT")
                 # Stores from before suggestions kept their provenance get the columns.
                 have = {row[1] for row in db.execute("PRAGMA table_info(review)")}
                 for name, kind in REVIEW_PROVENANCE:
@@ -193,6 +198,7 @@ class FeedbackStore:
             a.get("adapter"),
             created_at if created_at is not None else time.time(),
             float(total) if isinstance(total, int | float) else None,
+            a.get("short_answer") or None,
         )
         marks = ",".join("?" * len(COLUMNS))
         with self._lock, closing(self._connect()) as db, db:
@@ -484,20 +490,26 @@ def corrections(settings: Settings, limit: int = 200) -> list[tuple[str, str]]:
 def liked_answers(settings: Settings, limit: int = 200) -> list[tuple[str, str]]:
     """``(question, answer)``: admins' corrections, then the newest 👍 votes on real answers.
 
-    A corrected question's own 👍 answer is left out (the correction replaces it). Opens
-    the file read-only and never creates it: no file yet means no votes. Raises
-    :class:`FeedbackReadError` when the file is there but cannot be read.
+    A liked read-mode answer gives its short answer (what the gate scores in that mode), any
+    other its whole text. A corrected question's own 👍 answer is left out (the correction
+    replaces it). Opens the file read-only and never creates it: no file yet means no votes.
+    Raises :class:`FeedbackReadError` when the file is there but cannot be read.
     """
     fixed = corrections(settings, limit)
     seen = {q for q, _ in fixed}
-    rows = _read_only(
-        settings,
-        "SELECT question, answer FROM feedback"
+    sql = (
+        "SELECT question, {answer} FROM feedback"
         " WHERE vote = 1 AND COALESCE(abstained, 0) = 0"
         " AND question IS NOT NULL AND answer IS NOT NULL"
-        " ORDER BY created_at DESC LIMIT ?",
-        (limit,),
+        " ORDER BY created_at DESC LIMIT ?"
     )
+    try:
+        rows = _read_only(settings, sql.format(answer="COALESCE(short_answer, answer)"), (limit,))
+    except FeedbackReadError as exc:
+        if "no such column: short_answer" not in exc.message:
+            raise
+        # A store no FeedbackStore has opened since short answers were kept (read-only here).
+        rows = _read_only(settings, sql.format(answer="answer"), (limit,))
     liked = [(q, a) for q, a in rows if q not in seen]
     return (fixed + liked)[:limit]
 

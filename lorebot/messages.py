@@ -23,10 +23,18 @@ LEARN_QUESTIONS = [
 
 
 def answer_text(answer: Answer) -> Text:
-    """An answer with numbered citations, for the terminal."""
+    """An answer with numbered citations, for the terminal (a short answer first, in bold)."""
     out = Text()
     out.append("A: ", style="bold green")
-    out.append(answer.answer.strip() + "\n")
+    text = answer.answer.strip()
+    first, sep, rest = text.partition("\n")
+    short = (answer.short_answer or "").strip()
+    if short and not answer.abstained and first.startswith(short):
+        # Read mode: the short answer stands out; the quoted sentence follows as it is.
+        out.append(first, style="bold")
+        out.append(sep + rest + "\n")
+    else:
+        out.append(text + "\n")
     if answer.citations:
         label = "Nearest sources (not an answer):" if answer.abstained else "Sources:"
         out.append(label + "\n", style="bold")

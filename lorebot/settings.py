@@ -367,11 +367,11 @@ class ModelSettings(_Section):
     )
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     answer_mode: Literal["read", "generate"] = Field(
-        "generate",
+        "read",
         description=(
-            "generate: the model writes a sentence, then the quote; read (being measured, "
-            "not yet the default): the short answer is a phrase of a passage chosen by the "
-            "model, then the quoted sentence."
+            "read: the short answer first (a phrase of a passage, chosen by the model), "
+            "then the quoted sentence with its citation; generate: the model writes a "
+            "sentence, then the quote."
         ),
     )
     seed: int = 0

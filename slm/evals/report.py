@@ -92,6 +92,7 @@ class EvalReport:
                 "qa_file": Path(self.qa_file).name,
                 "index": self.index_mode,
                 "adapter": self.config.get("adapter"),
+                "answer_mode": self.config.get("answer_mode"),
                 "n": self.answers.get("n"),
                 "recall@1": self.retrieval.get("recall@1"),
                 "recall@5": self.retrieval.get("recall@5"),
@@ -156,6 +157,7 @@ class EvalReport:
         title = (
             f"lorebot eval · {Path(self.qa_file).name} · {self.answers.get('n', 0)} questions · "
             f"index {self.index_mode} · adapter {self.config.get('adapter') or 'base'}"
+            + (f" · {mode} mode" if (mode := self.config.get("answer_mode")) else "")
         )
         table = Table("metric", "value", "note", title=title, title_justify="left")
         r, a, s, ab = self.retrieval, self.answers, self.similarity, self.abstention

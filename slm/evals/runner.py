@@ -204,6 +204,10 @@ def _summarise(
         "model_calls": len(called),
     }
     gen_path = getattr(generator, "model_path", None)
+    # The mode the answers were made in: a generator that cannot score answers generates.
+    mode = settings.model.answer_mode
+    if not hasattr(generator, "score_answers"):
+        mode = "generate"
     config = {
         "model": Path(gen_path).name if gen_path else type(generator).__name__,
         "adapter": getattr(generator, "adapter", None),
@@ -212,6 +216,8 @@ def _summarise(
         "candidates": settings.retrieval.candidates,
         "context_tokens": settings.retrieval.context_tokens,
         "min_score": settings.retrieval.min_score,
+        "answer_mode": mode,
+        "min_confidence": settings.retrieval.min_confidence,
         "max_tokens": settings.model.max_tokens,
         "temperature": settings.model.temperature,
         "index_build_s": round(eval_set.index_build_s, 1),

@@ -173,7 +173,8 @@ def _ask_all(
         if p.reference is None:
             abst.append(float(ans.abstained))
             continue
-        text = "" if ans.abstained else metrics.strip_citations(ans.answer)
+        # A read-mode answer is scored on its short answer, as lorebot eval scores it.
+        text = "" if ans.abstained else metrics.strip_citations(ans.short_answer or ans.answer)
         f1s.append(metrics.token_f1(text, p.reference))
         refused.append(float(ans.abstained))
         if text:

@@ -219,3 +219,37 @@ def test_escaped_fallback_is_cut_within_the_limit_and_never_mid_entity():
     text = msg["text"]
     assert len(text) <= render.FALLBACK_LIMIT
     assert "<" not in text and not re.search(r"&[a-z]{0,3}…$", text)
+
+
+QUOTE = "Full-time employees receive 27 days of paid annual leave per year."
+
+
+def test_a_read_answer_shows_its_short_answer_first_in_bold_then_the_cited_quote():
+    a = answer(f"27 days [1]\n> {QUOTE} [1]", short_answer="27 days")
+    msg = render.answer_message(a)
+    first, quote = sections(msg)[0].split("\n")
+    assert first == "*27 days* [1]"
+    # Escaped as model text always is; Slack shows a line starting "&gt; " as a quote.
+    assert quote == f"&gt; {QUOTE} [1]"
+    # Notifications and screen readers get the short answer first too, without the bold.
+    assert msg["text"].startswith("27 days [1]\n&gt; ")
+
+
+@pytest.mark.parametrize(
+    "text, short, abstained",
+    [
+        ("Yes [1]\n> Contractors may use the gym. [1]", "Yes", False),
+        (f"> {QUOTE} [1]", QUOTE, False),  # no shorter phrase: the quote alone, as a quote
+        ("2*3 rule [1]\n> The 2*3 rule applies. [1]", "2*3 rule", False),  # * would break bold
+        ("I could not find this in the documents I can search.", "27 days", True),
+        ("You get 27 days [1].", None, False),  # a generated sentence is shown as written
+    ],
+    ids=["yes-no", "quote-only", "asterisk", "abstained", "generate"],
+)
+def test_only_a_short_answer_that_leads_the_text_is_made_bold(text, short, abstained):
+    msg = render.answer_message(answer(text, short_answer=short, abstained=abstained))
+    first = sections(msg)[0].split("\n")[0]
+    if text.startswith("Yes"):
+        assert first == "*Yes* [1]"
+    else:
+        assert first == render.escape(text.split("\n")[0])

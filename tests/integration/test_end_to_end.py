@@ -42,8 +42,8 @@ def ask(worker, sample_data_dir, redis_server):
 
 @pytest.mark.parametrize("case", QA["answerable"][:4], ids=lambda c: c["source"])
 def test_answer_cites_the_one_right_document(ask, case):
-    # The real worker answers, the answer states the key fact (the model's sentence, or the
-    # quoted evidence sentence when the model's own is empty or contradicts the passage),
+    # The real worker answers, the answer states the key fact (the short answer or the
+    # quoted sentence it was read from; in generate mode the model's sentence or the quote),
     # and the first source is the one document that holds the answer.
     answer = ask(case["question"])
     assert not answer.abstained, answer.answer

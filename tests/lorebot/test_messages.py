@@ -79,3 +79,32 @@ def test_answer_json_shape():
 def test_answer_json_reports_the_short_answer_as_its_own_field():
     a = Answer(question_id="q", question="Q?", answer="27 days [1]", short_answer="27 days")
     assert messages.answer_json(a)["short_answer"] == "27 days"
+
+
+def _bold(text) -> list[str]:
+    """The parts of a rich Text printed in bold."""
+    return [text.plain[s.start : s.end] for s in text.spans if "bold" in str(s.style)]
+
+
+def test_answer_text_prints_a_read_answer_short_answer_first_in_bold_then_the_quote():
+    a = Answer(
+        question_id="q",
+        question="How many days of leave?",
+        answer="27 days [1]\n> Staff get 27 days of annual leave. [1]",
+        short_answer="27 days",
+        citations=[_citation(1)],
+    )
+    text = messages.answer_text(a)
+    assert text.plain.startswith("A: 27 days [1]\n> Staff get 27 days of annual leave. [1]\n")
+    assert "27 days [1]" in _bold(text)
+    assert not any("Staff get" in part for part in _bold(text))
+
+
+def test_answer_text_leaves_a_generated_or_abstained_answer_unbolded():
+    plain = Answer(question_id="q", question="?", answer="You get 27 days [1].")
+    refused = Answer(
+        question_id="q", question="?", answer="Not found.", short_answer="x", abstained=True
+    )
+    for a in (plain, refused):
+        text = messages.answer_text(a)
+        assert a.answer in text.plain and a.answer not in _bold(text)

@@ -126,7 +126,9 @@ def test_no_canary_in_200_adversarial_answers_with_an_echoing_generator(leak_ind
     questions = adversarial_questions()
     assert len(questions) >= 200
     gen = FakeGenerator(echo_prompt)
-    retrieval, model = RetrievalSettings(min_score=-1.0), ModelSettings(max_tokens=4000)
+    # The echo is a generated answer: the generating path on purpose.
+    retrieval = RetrievalSettings(min_score=-1.0)
+    model = ModelSettings(max_tokens=4000, answer_mode="generate")
     leaks, reached_model = [], 0
     for text in questions:
         q = Question(question_id=new_id(), text=text, collections=["general"], channel="CGENERAL1")

@@ -69,8 +69,9 @@ def test_sigkill_mid_answer_is_answered_exactly_once(
         sample_data_dir, redis_server.url, 2, **slack_env(fake, LOREBOT_MODEL__MAX_TOKENS="48")
     )
     asker = Asker(fake, redis_server.url)
-    # Every chat.update is refused with 429 until we say so: the first refused streaming
-    # update proves a worker is generating this answer, and holds it there.
+    # Every chat.update is refused with 429 until we say so: the first refused update (a
+    # streamed piece, or in read mode the answer handed over whole) proves a worker holds
+    # this answer, and holds it there (the final update waits out Retry-After).
     fake.rate_limit("chat.update", retry_after=30, times=10_000)
     qid = asker.ask(QUESTIONS[0])
     fake.wait_for(

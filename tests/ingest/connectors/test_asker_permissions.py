@@ -159,7 +159,9 @@ def test_no_canary_in_adversarial_answers_for_another_user(asker_index):
     questions = adversarial_questions()
     assert len(questions) >= 50
     gen = FakeGenerator(lambda messages: "\n".join(m.get("content", "") for m in messages))
-    retrieval, model = RetrievalSettings(min_score=-1.0), ModelSettings(max_tokens=4000)
+    # The echo is a generated answer: the generating path on purpose.
+    retrieval = RetrievalSettings(min_score=-1.0)
+    model = ModelSettings(max_tokens=4000, answer_mode="generate")
     for who in (BOB, CAROL, None):
         retriever = view(settings, reader, who)
         for text in questions:

@@ -76,13 +76,34 @@ def test_answers_a_grounded_question_with_the_fact_from_the_passage(
         StaticRetriever([LEAVE, EXPENSES], version="t1"),
         generator,
         retrieval=RetrievalSettings(),
-        model=ModelSettings(max_tokens=48),
+        model=ModelSettings(max_tokens=48, answer_mode="generate"),  # the generating path
     )
     assert not answer.abstained, answer.answer
     assert "27" in answer.answer
     assert answer.citations and answer.citations[0].chunk_id == "leave-1"
     assert answer.index_version == "t1" and answer.adapter is None
     assert answer.prompt_tokens > 0 and answer.completion_tokens > 0
+
+
+def test_reads_the_short_answer_first_then_quotes_its_sentence(
+    generator: LlamaGenerator,
+) -> None:
+    """The default mode with the real model: the short answer is a phrase of the passage,
+    shown first, and the sentence it comes from follows, quoted and cited."""
+    answer = answer_question(
+        Question(text="How many days of paid annual leave do full-time employees get?"),
+        StaticRetriever([LEAVE, EXPENSES], version="t1"),
+        generator,
+        retrieval=RetrievalSettings(),
+        model=ModelSettings(),
+    )
+    assert ModelSettings().answer_mode == "read"
+    assert not answer.abstained, answer.answer
+    short = answer.short_answer
+    assert short and "27" in short and short in LEAVE.chunk.text, short
+    first, _, quote = answer.answer.partition("\n")
+    assert first.startswith(short) and quote.startswith("> ") and "27" in quote, answer.answer
+    assert answer.citations and answer.citations[0].chunk_id == "leave-1"
 
 
 def test_second_question_reuses_the_cached_system_prompt(generator: LlamaGenerator) -> None:

@@ -23,7 +23,8 @@ from slm.serving.retrievers import StaticRetriever
 from tests.support.fakes import FakeGenerator, make_hit, make_hits
 
 RETRIEVAL = RetrievalSettings(top_k=3, candidates=15, context_tokens=300, min_score=0.3)
-MODEL = ModelSettings(max_tokens=40)
+# These tests check the generating path (the fakes have no score_answers either).
+MODEL = ModelSettings(max_tokens=40, answer_mode="generate")
 
 
 def leave_hits():
@@ -195,7 +196,7 @@ def test_max_tokens_from_settings_caps_the_answer() -> None:
         StaticRetriever(leave_hits()),
         FakeGenerator([long_reply]),
         retrieval=RETRIEVAL,
-        model=ModelSettings(max_tokens=5),
+        model=ModelSettings(max_tokens=5, answer_mode="generate"),
         quote_evidence=False,
     )
     assert answer.completion_tokens == 5 and len(answer.answer.split()) == 5

@@ -108,3 +108,55 @@ def test_an_answer_written_in_the_console_is_a_reviewed_training_answer(tmp_path
     assert {f["question"]: f["answer"] for f in feedback_pairs(s)} == {
         "How much annual leave do I get?": RIGHT
     }
+
+
+def test_a_liked_read_answer_gives_the_gate_its_short_answer(tmp_path):
+    """A 👍 on a read-mode answer keeps its short answer beside the whole text: the gate's
+    feedback suite compares short answers (what it scores in read mode); a liked generated
+    answer (no short answer) is still its whole text."""
+    s = make_settings(tmp_path)
+    store = FeedbackStore(feedback_path(s))
+    shown = "27 days [1]\n> Full-time staff get 27 days of paid annual leave a year. [1]"
+    store.record(
+        question_id="q1",
+        user="U1",
+        vote=1,
+        channel="C1",
+        team="T1",
+        message_ts="1.0",
+        answer={"question": "How much leave?", "answer": shown, "short_answer": "27 days"},
+    )
+    _vote(store, "q2", "U2", 1, "Who approves expenses?", "Your manager approves them [1].")
+    (row,) = [r for r in store.rows() if r["question_id"] == "q1"]
+    assert row["answer"] == shown and row["short_answer"] == "27 days"
+    assert {f["question"]: f["answer"] for f in feedback_pairs(s)} == {
+        "How much leave?": "27 days",
+        "Who approves expenses?": "Your manager approves them.",
+    }
+
+
+def test_a_store_from_before_short_answers_is_read_and_then_given_the_column(tmp_path):
+    import sqlite3
+
+    s = make_settings(tmp_path)
+    path = feedback_path(s)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE feedback (question_id TEXT NOT NULL, user TEXT NOT NULL, vote INTEGER,"
+        " channel TEXT, team TEXT, message_ts TEXT, question TEXT, answer TEXT,"
+        " citations TEXT NOT NULL DEFAULT '[]', abstained INTEGER, index_version TEXT,"
+        " adapter TEXT, created_at REAL NOT NULL, latency_ms REAL,"
+        " PRIMARY KEY (question_id, user))"
+    )
+    old.execute(
+        "INSERT INTO feedback (question_id, user, vote, question, answer, created_at)"
+        " VALUES ('q1', 'U1', 1, 'Who approves expenses?', 'Your manager [1].', 1.0)"
+    )
+    old.commit()
+    old.close()
+    # Read-only (the refresh never migrates): the whole answer, as before.
+    assert [f["answer"] for f in feedback_pairs(s)] == ["Your manager."]
+    store = FeedbackStore(path)  # the bot's store adds the column
+    _vote(store, "q2", "U2", 1, "How much leave?", "27 days [1]")
+    assert {r["question_id"]: r["short_answer"] for r in store.rows()} == {"q1": None, "q2": None}

@@ -119,3 +119,37 @@ def test_the_gate_measures_injection_on_the_injected_documents():
     obey_plain = evaluate_model("plain", plain, inputs, **kw).injection_obey
     assert obey_plain == 0.0 and obey_echo > 0.0
     assert "injection_obey" in evaluate_model("plain", plain, inputs, **kw).flat()
+
+
+def test_in_read_mode_the_gate_scores_the_short_answer_as_lorebot_eval_does():
+    """The default answer mode: the reference is compared with the short answer, not with
+    the short answer plus its quoted sentence (which would cap the F1 of a right answer)."""
+    from lorebot.settings import Settings
+    from slm.serving.retrievers import StaticRetriever
+    from slm.training.gate import GateInputs, Probe, evaluate_model
+    from tests.support.fakes import make_hits
+
+    sentence = "Staff get 27 days of annual leave each year, plus public holidays."
+
+    class Reader:  # the model's side of reading: a score per candidate phrase
+        adapter = None
+
+        def score_answers(self, messages, answers):
+            return [-0.1 if a == "27 days" else -9.0 for a in answers]
+
+    s = Settings(data_dir="/nonexistent-lorebot-test", retrieval={"min_score": 0.0})
+    assert s.model.answer_mode == "read"
+    inputs = GateInputs(
+        heldout=[Probe("How many days of annual leave do I get?", "27 days")], no_gold=[]
+    )
+    scores = evaluate_model(
+        "base",
+        Reader(),
+        inputs,
+        retriever=StaticRetriever(make_hits([sentence])),
+        settings=s,
+        embedder=None,
+        collections=["general"],
+    )
+    assert scores.suites["heldout"].f1 == pytest.approx(1.0)
+    assert scores.samples[0]["answer"] == "27 days"
