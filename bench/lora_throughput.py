@@ -4,6 +4,7 @@
     python bench/lora_throughput.py --threads 1 --rounds 6 --batch 4 --seq 256
     python bench/lora_throughput.py --lengths mixed          # lengths 30-100 % of --seq
     python bench/lora_throughput.py --variants plain ours ours-bf16
+    python bench/lora_throughput.py --threads 0              # plain on every core, ours picks
 
 The shape follows /work/shared/BASELINES.md (peft r=16 on q,k,v,o,gate,up,down, AdamW,
 ~190 tokens/s on 2 CPU cores at batch 8x256, measured on a faster, quiet machine). The
@@ -20,6 +21,10 @@ config, batch size, examples and torch thread count:
 * ``ours``: :class:`slm.training.lora.LoraTrainer`'s step, the very step ``train_lora``
   (the nightly refresh) takes;
 * ``ours-bf16``: the same with bf16 autocast (``LoraConfig.precision="bf16"``).
+
+``--threads 0`` runs plain on every core and lets ours choose per step as the refresh
+does when no thread count is set (:class:`slm.training.lora.ThreadChoice`: 1 thread or
+every core, whichever steps faster now).
 
 They run in alternating rounds (``--steps-per-round`` steps each; the order flips every
 round) after one warm-up step each, so a change of load on the shared machine hits all of
@@ -166,7 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds per loop")
     parser.add_argument("--steps-per-round", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (all loops)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch CPU threads (all loops); 0: ours chooses"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256, help="tokens per example (the longest)")
     parser.add_argument("--lengths", choices=["fixed", "mixed"], default="fixed")
@@ -198,18 +205,22 @@ def main() -> None:
         max_steps=10**6,
         time_budget_s=10**6,
         device=args.device,
-        threads=args.threads,
+        threads=args.threads or None,
         precision="fp32" if args.device == "cpu" else "auto",
     )
     rounds: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
     with (
         tempfile.TemporaryDirectory(prefix="lorebot-lora-bench-") as tmp,
         lora.reuse_base_model(),
-        lora.torch_threads(args.threads),
+        lora.torch_threads(args.threads or None) as threads,
     ):
         t0 = time.perf_counter()
-        lora.load_base_model(base)  # de-quantize once; each loop gets a copy
+        loaded = lora.load_base_model(base)  # de-quantize once; each loop gets a copy
         load_s = time.perf_counter() - t0
+        dtypes: dict[str, int] = {}
+        for p in loaded.parameters():
+            dtypes[str(p.dtype)] = dtypes.get(str(p.dtype), 0) + p.numel()
+        del loaded
         loops = {}
         for name in args.variants:
             if name == "plain":
@@ -218,10 +229,12 @@ def main() -> None:
                 precision = "bf16" if name == "ours-bf16" else config.precision
                 loops[name] = lora.LoraTrainer(base, examples, replace(config, precision=precision))
         for loop in loops.values():  # warm-up: allocator, kernels (not counted)
+            torch.set_num_threads(threads)
             loop.step()
         order = list(args.variants)
         for r in range(args.rounds):
             for name in order if r % 2 == 0 else reversed(order):
+                torch.set_num_threads(threads)  # ours may have chosen fewer in its turn
                 rounds[name].append(timed(loops[name], args.steps_per_round))
             line = "  ".join(
                 f"{name} {rounds[name][-1]['tokens'] / rounds[name][-1]['wall']:,.0f} tok/s"
@@ -269,7 +282,8 @@ def main() -> None:
 
     shape = f"{args.batch}x{args.seq} {args.lengths}"
     table = Table(
-        title=f"LoRA training throughput ({args.device}, {args.threads} threads, {shape}, "
+        title=f"LoRA training throughput ({args.device}, "
+        f"{args.threads or 'plain: all, ours: chosen'} threads, {shape}, "
         f"r={args.rank} on {','.join(m.removesuffix('_proj') for m in args.modules)}; "
         f"{args.rounds} rounds x {args.steps_per_round} steps)"
     )
@@ -288,7 +302,8 @@ def main() -> None:
     console.print(table)
     console.print(
         f"[dim]base model de-quantized in {load_s:.1f} s; ours' adapter exported in "
-        f"{export_s * 1000:,.0f} ms ({adapter_bytes / 1e6:.1f} MB); torch "
+        f"{export_s * 1000:,.0f} ms ({adapter_bytes / 1e6:.1f} MB); base parameters by dtype "
+        f"{dtypes}; torch "
         f"{torch.__version__}; load average {loadavg()}[/]"
     )
     save(
@@ -307,7 +322,11 @@ def main() -> None:
                 "steps_per_round": args.steps_per_round,
             },
             "loops": result,
+            "ours_thread_steps": {
+                name: loop.thread_steps for name, loop in loops.items() if name != "plain"
+            },
             "base_load_s": round(load_s, 1),
+            "base_parameters_by_dtype": dtypes,
             "export_s": round(export_s, 3),
             "adapter_gguf_bytes": adapter_bytes,
         },

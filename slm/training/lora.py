@@ -481,6 +481,8 @@ class LoraTrainer:
             ThreadChoice(cpu_count()) if config.threads is None and self.device == "cpu" else None
         )
         self.steps = 0
+        #: Batch tokens (padding included) of the last step: what its arithmetic covered.
+        self.last_cells = 0
         self.thread_steps: dict[int, int] = {}
         self.load_seconds = time.perf_counter() - started
 
@@ -503,9 +505,10 @@ class LoraTrainer:
         loss.backward()
         self.optimizer.step()
         value = float(loss.detach())
+        self.last_cells = int(batch["input_ids"].numel())
         if self.threads is not None:
-            cells = int(batch["input_ids"].numel())
-            self.threads.record(self.steps, threads, time.perf_counter() - started, cells)
+            seconds = time.perf_counter() - started
+            self.threads.record(self.steps, threads, seconds, self.last_cells)
         self.thread_steps[threads] = self.thread_steps.get(threads, 0) + 1
         return value, int(batch["attention_mask"].sum())
 
