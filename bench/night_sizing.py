@@ -43,11 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, console, exit_cleanly_on_sigterm, loadavg, save  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "corpora"
-CORPORA = {
-    "18f": DATA / "18f-handbook" / "pages",
-    "sourcegraph": DATA / "sourcegraph-handbook" / "content",
-}
+CORPORA_DIR = REPO.parent / "shared" / "data" / "corpora"
+#: Collection name → folder under the corpora directory.
+CORPORA = {"18f": "18f-handbook/pages", "sourcegraph": "sourcegraph-handbook/content"}
 #: 18F's pages: 1.76 MB of Markdown made 2,359 chunks.
 BYTES_PER_CHUNK = 745
 OUTCOMES = ("format", "supported", "duplicate", "round_trip", "kept")
@@ -78,13 +76,20 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=1000, help="new chunks of the night (half each)")
     ap.add_argument("--teacher-chunks", type=int, default=0, help="chunks the local teacher reads")
     ap.add_argument("--train-steps", type=int, default=6, help="timed LoRA steps (0: none)")
-    ap.add_argument("--threads", type=int, default=None, help="LoRA threads (unset: auto)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="LoRA threads (0: chosen per step; unset: the settings')",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", type=Path, default=None, help="keep the index here")
+    ap.add_argument("--corpora", type=Path, default=CORPORA_DIR, help="../shared/data/corpora")
     ap.add_argument("--name", default="night_sizing", help="results file name")
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
-    missing = [str(p) for p in CORPORA.values() if not p.is_dir()]
+    corpora = {name: args.corpora / rel for name, rel in CORPORA.items()}
+    missing = [str(p) for p in corpora.values() if not p.is_dir()]
     if missing:
         raise SystemExit(f"error: {', '.join(missing)} not found (fix: ../shared/data is needed)")
     if args.chunks < 2 or args.train_steps < 0 or args.teacher_chunks < 0:
@@ -114,7 +119,7 @@ def main() -> None:
         embedder = Embedder.from_settings(settings, exclusive=True)
         half = args.chunks // 2
         sources, files = [], 0
-        for name, path in CORPORA.items():
+        for name, path in corpora.items():
             # A copy of the drawn files (an include pattern without a slash would also
             # match every same-named file below the root).
             folder = root / "corpus" / name
@@ -232,7 +237,7 @@ def main() -> None:
         raft = kinds_ex["gold"] + kinds_ex["no_gold"]
         config = lora_config(settings)
         if args.threads is not None:
-            config.threads = args.threads
+            config.threads = args.threads or None
         train_examples = [lora.TrainExample(messages=e.messages) for e in examples]
         base = answer_model_path(settings.model.path)
         codec = lora.chat_codec(base, n_ctx=max(config.max_seq_len, 512))
