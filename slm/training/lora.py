@@ -360,12 +360,15 @@ def target_loss(model: Any, batch: dict[str, Any]) -> Any:
     import torch
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = inner.model(
+    body, head = getattr(inner, "model", None), getattr(inner, "lm_head", None)
+    if body is None or head is None:  # not a decoder + head: let the model compute it
+        return model(**batch).loss
+    hidden = body(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
     ).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != -100
-    logits = inner.lm_head(hidden[:, :-1][keep])
+    logits = head(hidden[:, :-1][keep])
     return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
 
 
