@@ -383,8 +383,8 @@ class ThreadChoice:
 
     On an idle machine every core wins. On a shared one, torch's OpenMP threads wait for
     each other at every barrier, and a thread that has lost its core to another process
-    stalls all of them: measured here, two threads on two busy cores stepped several
-    times slower than one. So, unless the thread count is set, a step at each count is
+    stalls all of them: measured at load 7-9 on two cores (bench/lora_throughput.py
+    --threads 0), a step on one thread ran 76-87 tokens/s against 14 on two. So, unless the thread count is set, a step at each count is
     timed (seconds per batch token, padding included, as it is computed) and the faster
     kept until the next probe.
     """
