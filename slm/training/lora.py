@@ -381,12 +381,12 @@ THREAD_PROBE_EVERY = 50
 class ThreadChoice:
     """Whether 1 thread or every core trains faster on this machine now.
 
-    On an idle machine every core wins. On a shared one, torch's OpenMP threads wait for
-    each other at every barrier, and a thread that has lost its core to another process
-    stalls all of them: measured at load 7-9 on two cores (bench/lora_throughput.py
-    --threads 0), a step on one thread ran 76-87 tokens/s against 14 on two. So, unless the thread count is set, a step at each count is
-    timed (seconds per batch token, padding included, as it is computed) and the faster
-    kept until the next probe.
+    On an idle machine every core should win. On a shared one, torch's OpenMP threads
+    wait for each other at every barrier, and a thread that has lost its core to another
+    process stalls all of them: measured at load 7-9 on two cores (bench/lora_throughput.py
+    --threads 0), a step on one thread ran 76-87 tokens/s against 14 on two. So, unless
+    the thread count is set, a step at each count is timed (seconds per batch token,
+    padding included, as it is computed) and the faster kept until the next probe.
     """
 
     def __init__(self, cores: int, every: int = THREAD_PROBE_EVERY) -> None:
