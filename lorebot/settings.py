@@ -436,7 +436,7 @@ class TrainingSettings(_Section):
     )
     teacher_timeout_s: float = Field(60.0, gt=0, description="Timeout of one teacher API call.")
     max_new_chunks: int = Field(
-        400, ge=1, description="New or changed chunks the teacher reads per run."
+        1000, ge=1, description="New or changed chunks the teacher reads per run."
     )
     questions_per_chunk: int = Field(
         1, ge=0, le=5, description="Teacher-written questions per chunk."
@@ -468,7 +468,12 @@ class TrainingSettings(_Section):
     min_train_pairs: int = Field(
         8, ge=1, description="Fewer usable pairs than this and the run stops before training."
     )
-    max_steps: int = Field(200, ge=1, description="Most optimiser steps of one training run.")
+    max_steps: int = Field(
+        600,
+        ge=1,
+        description="Most optimiser steps of one training run (one epoch of 1,000 chunks' "
+        "pairs is ~460 steps of 4).",
+    )
     min_steps: int = Field(
         10,
         ge=0,

@@ -31,11 +31,12 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lorebot.errors import LorebotError
+from lorebot.settings import cpu_count
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,12 @@ class LoraConfig:
     #: Steps taken even past the budget (at most max_steps), deadline permitting.
     min_steps: int = 10
     device: str = "auto"  # "cpu" | "cuda" | "auto"
+    #: torch threads; None: whichever of 1 and every core steps faster, timed now and then
+    #: while training (:class:`ThreadChoice`).
     threads: int | None = None
+    #: "auto": bf16 autocast on CUDA, fp32 on CPU; "fp32" or "bf16" force one (the weights
+    #: and LoRA matrices stay fp32 either way, autocast only changes the matmuls).
+    precision: str = "auto"
 
 
 @dataclass
@@ -106,6 +112,8 @@ class TrainResult:
     load_seconds: float = 0.0
     #: The optimiser steps alone, what ``time_budget_s`` bounds.
     train_seconds: float = 0.0
+    #: Steps taken at each torch thread count.
+    thread_steps: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -158,7 +166,7 @@ def torch_threads(n: int | None) -> Iterator[int]:
     import torch
 
     before = torch.get_num_threads()
-    n = n or os.cpu_count() or 1
+    n = n or cpu_count()
     torch.set_num_threads(n)
     try:
         yield n
@@ -339,6 +347,182 @@ def build_lora_model(base: Any, config: LoraConfig) -> Any:
 
 
 # ----------------------------------------------------------------------------- training
+def target_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean cross-entropy over the target tokens, the vocabulary projection computed only there.
+
+    What ``model(**batch).loss`` computes, without its largest waste: the logits of every
+    prompt position. A RAFT example is ~250 prompt tokens and ~15 target tokens, and the
+    projection onto SmolLM2's 49,152-token vocabulary (with its softmax, forward and
+    backward) is a fifth of the model's arithmetic per position and most of its memory
+    traffic. Only positions whose next token is a target carry loss, so only those are
+    projected.
+    """
+    import torch
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body, head = getattr(inner, "model", None), getattr(inner, "lm_head", None)
+    if body is None or head is None:  # not a decoder + head: let the model compute it
+        return model(**batch).loss
+    hidden = body(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    keep = labels != -100
+    logits = head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
+
+
+#: With ``threads`` unset, one step at each candidate thread count is timed after the
+#: warm-up step and again every this many steps (the load of a shared machine changes
+#: over a night).
+THREAD_PROBE_EVERY = 50
+
+
+class ThreadChoice:
+    """Whether 1 thread or every core trains faster on this machine now.
+
+    On an idle machine every core should win. On a shared one, torch's OpenMP threads
+    wait for each other at every barrier, and a thread that has lost its core to another
+    process stalls all of them: measured at load 7-9 on two cores (bench/lora_throughput.py
+    --threads 0), a step on one thread ran 76-87 tokens/s against 14 on two. So, unless
+    the thread count is set, a step at each count is timed (seconds per batch token,
+    padding included, as it is computed) and the faster kept until the next probe.
+    """
+
+    def __init__(self, cores: int, every: int = THREAD_PROBE_EVERY) -> None:
+        self.candidates = sorted({1, max(1, cores)}, reverse=True)
+        self.every = max(every, len(self.candidates) + 1)
+        self.best = self.candidates[0]
+        self.trial: dict[int, float] = {}
+
+    def _phase(self, step: int) -> int | None:
+        """Which candidate step ``step`` (1-based) tries, None when it runs the best."""
+        if step < 2 or len(self.candidates) == 1:
+            return None
+        phase = (step - 2) % self.every
+        return phase if phase < len(self.candidates) else None
+
+    def threads_for(self, step: int) -> int:
+        phase = self._phase(step)
+        return self.best if phase is None else self.candidates[phase]
+
+    def record(self, step: int, threads: int, seconds: float, cells: int) -> None:
+        phase = self._phase(step)
+        if phase is None:
+            return
+        self.trial[threads] = seconds / max(1, cells)
+        if phase == len(self.candidates) - 1:
+            best = min(self.trial, key=self.trial.__getitem__)
+            if best != self.best:
+                log.info(
+                    "training: %d thread(s) step faster than %d now (%s s per 1k tokens)",
+                    best, self.best,
+                    ", ".join(f"{n}: {v * 1000:.2f}" for n, v in sorted(self.trial.items())),
+                )  # fmt: skip
+            self.best, self.trial = best, {}
+
+
+class LoraTrainer:
+    """One training run's data, model, optimiser and batch stream; :meth:`step` is one
+    optimiser step.
+
+    Built once (tokenising the examples, de-quantizing the base model: ``load_seconds``);
+    :func:`train_lora` drives it under the budget, and ``bench/lora_throughput.py`` steps it
+    in turns with a plain peft loop so both are measured under the same load. A set
+    ``config.threads`` is the caller's (:func:`torch_threads`); unset, each step picks its
+    thread count (:class:`ThreadChoice`).
+    """
+
+    def __init__(self, base_gguf: Path, examples: Sequence[TrainExample], config: LoraConfig):
+        import torch
+
+        started = time.perf_counter()
+        if config.batch_size < 1 or config.max_steps < 1 or config.rank < 1 or config.min_steps < 0:
+            raise TrainingError(
+                "batch_size, max_steps and rank must be at least 1, min_steps at least 0",
+                fix="fix the training settings",
+            )
+        if config.precision not in ("auto", "fp32", "bf16"):
+            raise TrainingError(
+                f"unknown training precision {config.precision!r}",
+                fix='use "auto", "fp32" or "bf16"',
+            )
+        self.config = config
+        self.device = resolve_device(config.device)
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        codec = chat_codec(base_gguf, n_ctx=max(config.max_seq_len, 512))
+        try:
+            self.data, self.skipped = build_dataset(codec, examples, config.max_seq_len)
+            pad_id = end_of_turn_id(codec)
+        finally:
+            codec.close()
+        if not self.data:
+            raise TrainingError(
+                f"none of the {len(examples)} training examples fits in "
+                f"{config.max_seq_len} tokens",
+                fix="provide examples, or raise the training max_seq_len",
+            )
+        if self.skipped:
+            log.warning(
+                "skipped %d of %d training examples longer than %d tokens",
+                self.skipped, len(examples), config.max_seq_len,
+            )  # fmt: skip
+        self.model = build_lora_model(load_base_model(base_gguf), config)
+        if self.device != "cpu":
+            self.model.to(self.device)
+        precision = config.precision
+        if precision == "auto":
+            precision = "bf16" if self.device == "cuda" else "fp32"
+        self.precision = precision
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.trainable = sum(p.numel() for p in params)
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+        self.stream = batches(self.data, config.batch_size, pad_id, config.seed)
+        self.model.train()
+        self.threads = (
+            ThreadChoice(cpu_count()) if config.threads is None and self.device == "cpu" else None
+        )
+        self.steps = 0
+        #: Batch tokens (padding included) of the last step: what its arithmetic covered.
+        self.last_cells = 0
+        self.thread_steps: dict[int, int] = {}
+        self.load_seconds = time.perf_counter() - started
+
+    def step(self) -> tuple[float, int]:
+        """One optimiser step on the next batch: (loss, tokens it held, padding excluded)."""
+        import torch
+
+        self.steps += 1
+        batch = {k: v.to(self.device) for k, v in next(self.stream).items()}
+        threads = torch.get_num_threads()
+        if self.threads is not None:
+            threads = self.threads.threads_for(self.steps)
+            torch.set_num_threads(threads)
+        started = time.perf_counter()
+        with torch.autocast(
+            device_type=self.device, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        ):
+            loss = target_loss(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        value = float(loss.detach())
+        self.last_cells = int(batch["input_ids"].numel())
+        if self.threads is not None:
+            seconds = time.perf_counter() - started
+            self.threads.record(self.steps, threads, seconds, self.last_cells)
+        self.thread_steps[threads] = self.thread_steps.get(threads, 0) + 1
+        return value, int(batch["attention_mask"].sum())
+
+    def save(self, out_dir: Path) -> None:
+        """The peft files and config.json in ``out_dir``."""
+        self.model.eval()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(out_dir))
+        (out_dir / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+
 def train_lora(
     base_gguf: Path,
     examples: Sequence[TrainExample],
@@ -358,53 +542,16 @@ def train_lora(
     ``time.monotonic()`` value: the caller's hard limit); even then one step is taken, so
     the adapter on disk is a trained one.
     """
-    import torch
-
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    device = resolve_device(config.device)
-    if config.batch_size < 1 or config.max_steps < 1 or config.rank < 1 or config.min_steps < 0:
-        raise TrainingError(
-            "batch_size, max_steps and rank must be at least 1, min_steps at least 0",
-            fix="fix the training settings",
-        )
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-
     with torch_threads(config.threads) as threads:
-        codec = chat_codec(base_gguf, n_ctx=max(config.max_seq_len, 512))
-        try:
-            data, skipped = build_dataset(codec, examples, config.max_seq_len)
-            pad_id = end_of_turn_id(codec)
-        finally:
-            codec.close()
-        if not data:
-            raise TrainingError(
-                f"none of the {len(examples)} training examples fits in "
-                f"{config.max_seq_len} tokens",
-                fix="provide examples, or raise the training max_seq_len",
-            )
-        if skipped:
-            log.warning(
-                "skipped %d of %d training examples longer than %d tokens",
-                skipped, len(examples), config.max_seq_len,
-            )  # fmt: skip
-
-        model = build_lora_model(load_base_model(base_gguf), config)
-        use_bf16 = device == "cuda"
-        if use_bf16:
-            model.to(device)
-        load_seconds = time.perf_counter() - started
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+        trainer = LoraTrainer(base_gguf, examples, config)
         log.info(
-            "training LoRA r=%d on %s: %d examples, %d trainable parameters, device=%s threads=%d",
-            config.rank, ",".join(config.target_modules), len(data),
-            sum(p.numel() for p in params), device, threads,
+            "training LoRA r=%d on %s: %d examples, %d trainable parameters, device=%s "
+            "threads=%d precision=%s",
+            config.rank, ",".join(config.target_modules), len(trainer.data), trainer.trainable,
+            trainer.device, threads, trainer.precision,
         )  # fmt: skip
-
-        model.train()
-        stream = batches(data, config.batch_size, pad_id, config.seed)
         losses: list[float] = []
         tokens = 0
         stopped_by = "steps"
@@ -412,23 +559,16 @@ def train_lora(
         loop_started = time.perf_counter()
         step_end = time.monotonic()
         for step in range(1, config.max_steps + 1):
-            batch = {k: v.to(device) for k, v in next(stream).items()}
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
+            value, held = trainer.step()
             if not math.isfinite(value):
                 raise TrainingError(
                     f"training loss became {value} at step {step}",
                     fix="lower the training learning_rate",
                 )
             losses.append(value)
-            tokens += int(batch["attention_mask"].sum())
+            tokens += held
             if progress is not None:
                 progress(step, config.max_steps, value)
-            log.debug("step %d/%d loss %.4f", step, config.max_steps, value)
             if step == config.max_steps:
                 break
             now = time.monotonic()
@@ -436,38 +576,33 @@ def train_lora(
             if deadline is not None and now + step_s > deadline:
                 stopped_by = "deadline"  # the next step would end past the hard limit
                 break
-            spent = time.perf_counter() - loop_started
-            if step >= min_steps and spent >= config.time_budget_s:
+            if step >= min_steps and time.perf_counter() - loop_started >= config.time_budget_s:
                 stopped_by = "budget"
                 break
         loop_seconds = time.perf_counter() - loop_started
-        model.eval()
+        trainer.save(out_dir)
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(out_dir))
-        (out_dir / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
-
-    seconds = time.perf_counter() - started
     result = TrainResult(
         peft_dir=out_dir,
         steps=len(losses),
         tokens=tokens,
-        seconds=seconds,
+        seconds=time.perf_counter() - started,
         tokens_per_s=tokens / loop_seconds if loop_seconds > 0 else 0.0,
         final_loss=losses[-1],
         losses=losses,
         stopped_by=stopped_by,
-        device=device,
-        examples_used=len(data),
-        examples_skipped=skipped,
-        load_seconds=load_seconds,
+        device=trainer.device,
+        examples_used=len(trainer.data),
+        examples_skipped=trainer.skipped,
+        load_seconds=trainer.load_seconds,
         train_seconds=loop_seconds,
+        thread_steps=dict(trainer.thread_steps),
     )
     log.info(
         "trained LoRA adapter %s: %d steps (%s), loss %.3f → %.3f, %.0f tokens/s, "
         "%.0f s loading + %.0f s training",
         out_dir.name, result.steps, stopped_by, losses[0], losses[-1],
-        result.tokens_per_s, load_seconds, loop_seconds,
+        result.tokens_per_s, trainer.load_seconds, loop_seconds,
     )  # fmt: skip
     return result
 

@@ -755,6 +755,7 @@ def _train(run: _Run) -> Any:
         "first_loss": round(result.losses[0], 4) if result.losses else None,
         "stopped_by": result.stopped_by,
         "device": result.device,
+        "thread_steps": {str(k): v for k, v in sorted(result.thread_steps.items())},
     }
     steps.done("train", t0)
     return result

@@ -191,6 +191,22 @@ def test_time_budget_stops_training(base: Path, trained, tmp_path: Path) -> None
     assert (tmp_path / "peft" / lora.PEFT_WEIGHTS).is_file()
 
 
+def test_unset_threads_time_one_and_every_core_then_keep_one(base: Path, trained, tmp_path):
+    """threads=None: after the warm-up step, one step at every core and one at 1 thread are
+    timed (lora.ThreadChoice); the rest run at whichever was faster."""
+    from lorebot.settings import cpu_count
+
+    config = lora.LoraConfig(**{**asdict(CONFIG), "max_steps": 5, "threads": None})
+    with lora.reuse_base_model():
+        result = lora.train_lora(base, examples(), tmp_path / "peft", config)
+    assert sum(result.thread_steps.values()) == result.steps == 5
+    cores = cpu_count()
+    assert set(result.thread_steps) <= {1, cores}
+    if cores > 1:  # steps 1 and 2 at every core, 3 at 1 thread, 4-5 at the faster
+        assert result.thread_steps[cores] >= 2 and result.thread_steps[1] >= 1
+        assert result.thread_steps[cores] in (2, 4)
+
+
 def test_same_seed_trains_the_same_adapter(base: Path, trained, tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 
