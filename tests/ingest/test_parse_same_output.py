@@ -80,7 +80,10 @@ def _job(path: Path) -> ParseJob:
 
 
 def _output(path: Path) -> dict:
-    out = parse_job(_job(path))
+    return _view(parse_job(_job(path)))
+
+
+def _view(out: object) -> dict:
     assert isinstance(out, ParseOutput), out
     return {
         "title": out.title,
@@ -136,3 +139,36 @@ def test_the_check_is_skipped_only_inside_the_block():
     # classifies as it always does.
     assert inside == ["UncategorizedText"]
     assert outside == ["NarrativeText"]
+
+
+def worker_view(job: ParseJob) -> tuple[ParseOutput | object, bool, bool]:
+    """Run in a parse worker: the file's output, and whether torch got imported there."""
+    import sys
+
+    import thinc.compat
+
+    return parse_job(job), "torch" in sys.modules, bool(thinc.compat.has_torch)
+
+
+def test_parse_workers_run_spacy_without_torch_and_give_the_same_chunks(tmp_path):
+    import torch  # noqa: F401  (so this process's spaCy runs beside torch, as before)
+
+    from ingest.parse import worker_init
+    from ingest.pool import TimeoutPool
+
+    # Text files run spaCy's tagger and parser for their titles; Markdown does not.
+    files = [
+        FIXTURES / "handbook" / "badges.txt",
+        SAMPLE_DOCS / "payroll.txt",
+        SAMPLE_DOCS / "vpn_guide.txt",
+        FIXTURES / "handbook" / "bicycle.md",
+    ]
+    here = {p.name: _output(p) for p in files}
+    with TimeoutPool(worker_view, workers=1, timeout_s=120, init=worker_init) as pool:
+        results = list(pool.imap_unordered([_job(p) for p in files]))
+    assert len(results) == len(files)
+    for job, ok, value in results:
+        assert ok, value
+        out, torch_imported, thinc_has_torch = value
+        assert not torch_imported and not thinc_has_torch
+        assert _view(out) == here[Path(job.path).name], job.path
