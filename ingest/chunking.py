@@ -222,20 +222,20 @@ def drop_boilerplate(elements: list[Element]) -> list[Element]:
     times or more (running heads, "Confidential" lines); short answers such as "Yes"
     that occur twice are kept.
     """
+    # Each element's key, computed once (None for titles and tables, which are never dropped).
+    keys = [None if el.kind in (TITLE, TABLE) else normalise(el.text) for el in elements]
     counts: dict[str, int] = {}
-    for el in elements:
-        if el.kind not in (TITLE, TABLE):
-            key = normalise(el.text)
+    for key in keys:
+        if key is not None:
             counts[key] = counts.get(key, 0) + 1
     seen: set[str] = set()
     out: list[Element] = []
-    for el in elements:
+    for el, key in zip(elements, keys):
         if el.kind == PAGE_NUMBER or not el.text.strip():
             continue
-        if el.kind in (TITLE, TABLE):
+        if key is None:
             out.append(el)
             continue
-        key = normalise(el.text)
         if not key:
             continue
         repeated = counts.get(key, 0) > 1 and (len(key.split()) >= 3 or counts[key] >= 3)

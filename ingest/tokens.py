@@ -44,8 +44,9 @@ class WordPieceCounter:
         return len(self._encode(text).ids)
 
     def count_many(self, texts: list[str]) -> list[int]:
-        encs = self._tok.encode_batch(texts, add_special_tokens=False)
-        return [len(e.ids) for e in encs]
+        # Counts need no character offsets: the fast batch call skips computing them.
+        batch = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+        return [len(e.ids) for e in batch(texts, add_special_tokens=False)]
 
     def _word_start(self, enc, i: int) -> int:
         """Index of the first token at or after i that starts a word (not a ##piece)."""
@@ -115,8 +116,9 @@ def counter_for(model_dir: str) -> WordPieceCounter:
 
 _WS = re.compile(r"\s+")
 _SPACE = re.compile(r"\s")
+_PUNCT = re.compile(r"[^\w\s]")
 
 
 def normalise(text: str) -> str:
     """Text reduced for near-duplicate detection: case, whitespace and punctuation folded."""
-    return _WS.sub(" ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+    return _WS.sub(" ", _PUNCT.sub(" ", text.lower())).strip()

@@ -33,20 +33,24 @@ def html_title(text: str) -> str | None:
     return None
 
 
+# unstructured's category → our kind (None: dropped); any other category is TEXT.
+_KINDS: dict[str, str | None] = {
+    "Title": TITLE,
+    "Table": TABLE,
+    "TableChunk": TABLE,
+    "ListItem": LIST,
+    "CodeSnippet": CODE,
+    "Header": HEADER,
+    "Footer": FOOTER,
+    "PageNumber": PAGE_NUMBER,
+    "PageBreak": None,
+    "Image": None,
+    "Picture": None,
+}
+
+
 def _category_kind(category: str) -> str | None:
-    return {
-        "Title": TITLE,
-        "Table": TABLE,
-        "TableChunk": TABLE,
-        "ListItem": LIST,
-        "CodeSnippet": CODE,
-        "Header": HEADER,
-        "Footer": FOOTER,
-        "PageNumber": PAGE_NUMBER,
-        "PageBreak": None,
-        "Image": None,
-        "Picture": None,
-    }.get(category, TEXT)
+    return _KINDS.get(category, TEXT)
 
 
 _BLOB = re.compile(r"\S{200,}")

@@ -1,12 +1,19 @@
 """One file → elements and document metadata, by kind: each kind goes to its own
 ``unstructured`` partitioner with the "fast" strategy (no OCR, no layout model), after the
 safety checks for that kind; Markdown and HTML front matter give the title and url.
+
+Markdown and HTML skip one step of ``unstructured``'s HTML parser whose answer we throw
+away: see `plain_text_classes`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,67 @@ from ingest.parse.safety import (
 
 log = logging.getLogger(__name__)
 
+# -- the narrative-text check of unstructured's HTML parser ---------------------------
+#
+# For every paragraph of text without a more specific tag, unstructured's HTML parser
+# (which partition_md also goes through) asks ``is_possible_narrative_text`` whether it is
+# "NarrativeText" or plain "Text" (UncategorizedText). The answer runs spaCy's tagger and
+# parser over the paragraph (sentence count, verbs, capitalised words), the largest part
+# of the time a Markdown page takes, and the first call loads the spaCy model. Our
+# elements (`ingest.parse.elements.to_elements`) map both categories to TEXT with the
+# same depth, so inside `plain_text_classes` the check answers "not narrative" at once:
+# the bullet, address and e-mail checks before it, and everything after, are unchanged.
+# Other callers in the process (and text files, whose title detection needs spaCy) get
+# the original check: the switch is a context variable, not a global.
+
+_SKIP_NARRATIVE_CHECK: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lorebot_skip_narrative_check", default=False
+)
+_install_lock = threading.Lock()
+#: Whether Markdown and HTML skip the narrative-text check (False: unstructured's own
+#: classification, as the same-output test compares).
+SKIP_NARRATIVE_CHECK = True
+
+
+def _install_narrative_switch() -> bool:
+    """Wrap the HTML parser's ``is_possible_narrative_text`` once per process.
+
+    Returns False when this version of unstructured has no such name to wrap (the pages
+    are then parsed as unstructured does, only slower).
+    """
+    from unstructured.partition.html import parser
+
+    with _install_lock:
+        current = getattr(parser, "is_possible_narrative_text", None)
+        if current is None:
+            return False
+        if getattr(current, "_lorebot_switch", False):
+            return True
+        original = current
+
+        def is_possible_narrative_text(text: str, *args: Any, **kwargs: Any) -> bool:
+            if _SKIP_NARRATIVE_CHECK.get():
+                return False
+            return original(text, *args, **kwargs)
+
+        is_possible_narrative_text._lorebot_switch = True  # type: ignore[attr-defined]
+        parser.is_possible_narrative_text = is_possible_narrative_text
+        return True
+
+
+@contextmanager
+def plain_text_classes() -> Iterator[None]:
+    """Within this block, unstructured's HTML parser calls untagged text "Text" without
+    running its spaCy narrative-text check (see the comment above)."""
+    if not SKIP_NARRATIVE_CHECK or not _install_narrative_switch():
+        yield
+        return
+    token = _SKIP_NARRATIVE_CHECK.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_NARRATIVE_CHECK.reset(token)
+
 
 def partition_file(path: Path, kind: str) -> tuple[list[Element], dict[str, Any]]:
     """Elements and document metadata (title, url) of one file, by kind."""
@@ -42,7 +110,8 @@ def partition_file(path: Path, kind: str) -> tuple[list[Element], dict[str, Any]
             return [], meta
         from unstructured.partition.md import partition_md
 
-        return to_elements(partition_md(text=body, **langs)), meta
+        with plain_text_classes():
+            return to_elements(partition_md(text=body, **langs)), meta
     if kind == "html":
         text = strip_template_tags(read_text(path))
         fm, text = split_front_matter(text)
@@ -51,7 +120,8 @@ def partition_file(path: Path, kind: str) -> tuple[list[Element], dict[str, Any]
             meta["title"] = t
         from unstructured.partition.html import partition_html
 
-        elements = to_elements(partition_html(text=text, **langs))
+        with plain_text_classes():
+            elements = to_elements(partition_html(text=text, **langs))
         if not elements and (depth := html_depth(text)) > HTML_MAX_DEPTH:
             raise ParseFailure(
                 f"too deeply nested: HTML nests {depth:,} levels; parsers stop at {HTML_MAX_DEPTH}"
