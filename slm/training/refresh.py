@@ -809,8 +809,9 @@ def _parity(run: _Run, result: Any) -> Any:
     # same as the base model's own 0.9992), which is rounding, not a wrong export.
     # The base model alone is compared on the first prompt (the floor the report shows)
     # and wherever the rule needs it: the same verdict as on every prompt, at half the cost.
-    # Threads follow the one thread policy: two threads on two cores already busy spin at
-    # every barrier (measured 10-20x slower per step), so model.n_threads=1 must reach here.
+    # Threads follow the one thread policy (model.n_threads when set): on a busy machine
+    # two threads that keep losing their core spin at every barrier, so an operator's
+    # n_threads=1 must reach this step too (it used min(cpu_count, 4) whatever was set).
     parity = check_parity(
         run.base,
         result.peft_dir,
