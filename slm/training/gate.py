@@ -14,6 +14,11 @@ measures the bot, not a side pipeline:
 * ``xquad``: a SQuAD-format file through :mod:`slm.evals.runner` (optional): a guard that
   the adapter has not forgotten general reading comprehension.
 
+Each model is loaded once and asked every suite. A greedy model's replies depend only on
+its files and the prompt, so :class:`AnswerCache` keeps them between runs: the base model
+and the serving adapter (last night's candidate) are asked again only what changed. The
+answer path itself (retrieval, prompt, grounding, the quote) still runs for every probe.
+
 The score is the mean token F1 over the document suites (heldout, golden, feedback).
 The candidate is promoted only when its score beats the current one by ``margin``,
 its abstention accuracy does not fall by more than ``abstention_tolerance``, and its
@@ -22,6 +27,7 @@ XQuAD F1 (when measured) does not fall by more than the same tolerance plus 0.02
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -108,6 +114,9 @@ class ModelScores:
     samples: list[dict[str, Any]] = field(default_factory=list)
     #: Share of answers to slm.evals.injection's questions that carried the injected payload.
     injection_obey: float | None = None
+    #: Model calls answered from the :class:`AnswerCache` / made (not a metric).
+    cached_calls: int = 0
+    model_calls: int = 0
 
     @property
     def score(self) -> float | None:
@@ -131,6 +140,8 @@ class ModelScores:
         out: dict[str, Any] = {"score": self.score, "abstention": self.abstention}
         if self.injection_obey is not None:
             out["injection_obey"] = self.injection_obey
+        if self.cached_calls:  # how many of its replies the answer cache held
+            out["replies_cached"] = self.cached_calls
         for name, r in self.suites.items():
             if r.f1 is not None:
                 out[f"{name}_f1"] = r.f1
@@ -337,28 +348,183 @@ def run_gate(
     embedder: Any,
     collections: list[str],
     progress: Callable[[str], None] | None = None,
+    cache: AnswerCache | None = None,
 ) -> dict[str, ModelScores]:
-    """Evaluate each (label, generator factory) in turn, loading one model at a time."""
+    """Evaluate each (label, generator factory) in turn, loading one model at a time; with
+    ``cache``, replies a greedy model gave to the same request before are reused."""
     out: dict[str, ModelScores] = {}
     for label, make in models:
         if progress:
             progress(label)
         gen = make()
+        asked = cache.wrap(gen) if cache is not None else gen
         try:
             out[label] = evaluate_model(
                 label,
-                gen,
+                asked,
                 inputs,
                 retriever=retriever,
                 settings=settings,
                 embedder=embedder,
                 collections=collections,
             )
+            if isinstance(asked, _Cached):
+                out[label].cached_calls = asked.hits
+                out[label].model_calls = asked.misses
+                log.info("gate: %s: %d replies from the cache, %d asked", label, asked.hits,
+                         asked.misses)  # fmt: skip
         finally:
             close = getattr(gen, "close", None)
             if callable(close):
                 close()
+    if cache is not None:
+        cache.save()
     return out
+
+
+# ----------------------------------------------------------------------------- answer cache
+class _Cached:
+    """A generator whose replies come from the cache when it has them (see AnswerCache)."""
+
+    def __init__(self, inner: Any, cache: AnswerCache, identity: str) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.identity = identity
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def adapter(self) -> str | None:
+        return getattr(self.inner, "adapter", None)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "score_answers" and hasattr(self.inner, name):  # read mode
+            return self._score_answers
+        return getattr(self.inner, name)  # count_tokens, close, model_path, ...
+
+    def _lookup(self, key: str) -> Any:
+        found = self.cache.get(self.identity, key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def generate(
+        self, messages: Any, *, max_tokens: int, on_token: Callable[[str], None] | None = None
+    ) -> Any:
+        from slm.serving.generator import Generation
+
+        key = _key("generate", messages, max_tokens)
+        found = self._lookup(key)
+        if found is not None:
+            if on_token is not None and found["text"]:
+                on_token(found["text"])
+            return Generation(**found)
+        gen = self.inner.generate(messages, max_tokens=max_tokens, on_token=on_token)
+        self.cache.put(
+            self.identity,
+            key,
+            {
+                "text": gen.text,
+                "prompt_tokens": gen.prompt_tokens,
+                "completion_tokens": gen.completion_tokens,
+                "finish_reason": gen.finish_reason,
+            },
+        )
+        return gen
+
+    def _score_answers(self, messages: Any, answers: Sequence[str]) -> list[float]:
+        key = _key("score", messages, list(answers))
+        found = self._lookup(key)
+        if found is not None:
+            return list(found)
+        scores = [float(x) for x in self.inner.score_answers(messages, answers)]
+        self.cache.put(self.identity, key, scores)
+        return scores
+
+
+def _key(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class AnswerCache:
+    """Replies of greedy models, by model file, adapter file and exact request.
+
+    With temperature 0 llama.cpp's reply to a prompt is fixed by the GGUF files, the
+    runtime's version and the generation settings; those make the identity, the rendered
+    chat messages and ``max_tokens`` the key. Only what a run asked is kept for the next
+    (one JSON file per model identity in ``directory``; other identities' files are
+    removed by :meth:`save`), so the cache holds a night's questions, not every night's.
+    A model that samples (temperature > 0) or cannot be identified is never cached.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._loaded: dict[str, dict[str, Any]] = {}
+        self._used: dict[str, dict[str, Any]] = {}
+
+    def wrap(self, generator: Any) -> Any:
+        identity = self.identity(generator)
+        if identity is None:
+            return generator
+        if identity not in self._loaded:
+            self._loaded[identity] = self._read(identity)
+            self._used.setdefault(identity, {})
+        return _Cached(generator, self, identity)
+
+    @staticmethod
+    def identity(generator: Any) -> str | None:
+        from lorebot.files import sha256_file
+
+        model = getattr(generator, "model_path", None)
+        if model is None or getattr(generator, "temperature", None) != 0:
+            return None
+        lora = getattr(generator, "lora_path", None)
+        try:
+            import llama_cpp
+
+            runtime = getattr(llama_cpp, "__version__", "?")
+        except ImportError:
+            runtime = "?"
+        try:
+            files = [sha256_file(Path(model)), sha256_file(Path(lora)) if lora else None]
+        except OSError:
+            return None
+        settings = [getattr(generator, "n_ctx", None), list(getattr(generator, "stop", ()))]
+        return _key(files, runtime, settings)
+
+    def get(self, identity: str, key: str) -> Any:
+        found = self._used[identity].get(key)
+        if found is None:
+            found = self._loaded[identity].get(key)
+            if found is not None:
+                self._used[identity][key] = found
+        return found
+
+    def put(self, identity: str, key: str, value: Any) -> None:
+        self._used[identity][key] = value
+
+    def _read(self, identity: str) -> dict[str, Any]:
+        try:
+            data = json.loads((self.directory / f"{identity}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save(self) -> None:
+        """Keep what this run asked, each model's in its file; drop every other file."""
+        from lorebot.files import atomic_write_text
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for identity, entries in self._used.items():
+            atomic_write_text(
+                self.directory / f"{identity}.json", json.dumps(entries, ensure_ascii=False)
+            )
+        for path in self.directory.glob("*.json"):
+            if path.stem not in self._used:
+                path.unlink(missing_ok=True)
 
 
 def probes_from_pairs(pairs: Sequence[Pair]) -> list[Probe]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,6 +58,9 @@ Progress = Callable[[str, str, bool], None]
 AFTER_TRAINING_S = 3600
 #: Greedy tokens that llama.cpp + adapter and torch + peft must agree on (see the parity step).
 PARITY_GREEDY_TOKENS = 8
+#: Training examples per reviewed answer (a user's correction, an accepted 👍): each with
+#: its passages in another order.
+REVIEWED_REPEATS = 4
 
 
 class RefreshAborted(LorebotError):
@@ -624,8 +626,11 @@ def _examples(run: _Run) -> bool:
         and chunks[p.chunk_id].collection in run.collections
         and p.chunk_hash == chunk_hash(chunks[p.chunk_id])
     ]
-    heldout = [p for p in pool if _held_out(p, t.heldout_share, t.seed)]
-    train = [p for p in pool if not _held_out(p, t.heldout_share, t.seed)]
+    # Answers a person reviewed (feedback corrections, accepted 👍) are never held out: the
+    # gate's feedback suite asks them already, and one not trained on is not learned.
+    heldout = [p for p in pool if not _reviewed(p) and _held_out(p, t.heldout_share, t.seed)]
+    held = {p.pair_id for p in heldout}
+    train = [p for p in pool if p.pair_id not in held]
     report.split = {"pool": len(pool), "train": len(train), "heldout": len(heldout)}
     if len(train) < t.min_train_pairs or not heldout:
         steps.done("examples", t0)
@@ -637,22 +642,37 @@ def _examples(run: _Run) -> bool:
         return False
     from slm.training.raft import build_examples
 
-    examples = run.examples = build_examples(
-        train,
-        chunks,
-        run.reader,
-        run.collections,
-        distractors=t.raft_distractors,
-        no_gold_share=t.raft_no_gold_share,
-        seed=t.seed,
-        context_tokens=settings.retrieval.context_tokens,
-        count_tokens=_token_counter(settings),
-        min_support=t.min_support,
-    )
+    count_tokens = _token_counter(settings)
+
+    def build(pairs: list[Pair], no_gold_share: float, seed: int) -> list[Any]:
+        return build_examples(
+            pairs,
+            chunks,
+            run.reader,
+            run.collections,
+            distractors=t.raft_distractors,
+            no_gold_share=no_gold_share,
+            seed=seed,
+            context_tokens=settings.retrieval.context_tokens,
+            count_tokens=count_tokens,
+            min_support=t.min_support,
+        )
+
+    examples = build([p for p in train if not _reviewed(p)], t.raft_no_gold_share, t.seed)
+    # A reviewed answer is always shown with its passage (a person asked it and the
+    # documents hold it; a not-found target would teach the opposite of the correction),
+    # REVIEWED_REPEATS times, its passages in another order each time: one example among
+    # hundreds, seen once in a short run, barely moves the model.
+    reviewed = [p for p in train if _reviewed(p)]
+    n_regular = len(examples)
+    for k in range(REVIEWED_REPEATS if reviewed else 0):
+        examples += build(reviewed, 0.0, t.seed + 1 + k)
+    run.examples = examples
     report.examples = {
         "train": len(examples),
         "gold": sum(1 for e in examples if e.kind == "gold"),
         "no_gold": sum(1 for e in examples if e.kind == "no_gold"),
+        "reviewed": len(examples) - n_regular,
     }
     ex_path = refresh_dir(settings) / "examples" / f"{report.run}.jsonl"
     registry.atomic_write_text(
@@ -671,6 +691,11 @@ def _examples(run: _Run) -> bool:
     return True
 
 
+def _reviewed(pair: Pair) -> bool:
+    """A pair from an answer an admin accepted (slm.training.pairs.correction_pairs)."""
+    return pair.teacher.startswith("feedback:")
+
+
 def _gate_inputs(run: _Run, heldout: list[Pair]) -> Any:
     """The gate's questions: held-out pairs, and the same questions with distractors only
     (plus the golden set and rated answers when configured)."""
@@ -679,8 +704,13 @@ def _gate_inputs(run: _Run, heldout: list[Pair]) -> Any:
 
     settings = run.settings
     t = settings.training
-    rng = random.Random(t.seed)
-    gate_pairs = heldout if len(heldout) <= t.eval_limit else rng.sample(heldout, t.eval_limit)
+    # The held-out pairs first in a fixed pseudo-random order (by seed and pair id): a new
+    # pair displaces one only where it sorts in, so the questions stay the same from night
+    # to night and the gate's answer cache still holds the base and serving models' replies.
+    order = sorted(
+        heldout, key=lambda p: hashlib.sha1(f"{t.seed}:gate:{p.pair_id}".encode()).hexdigest()
+    )
+    gate_pairs = order[: t.eval_limit]
     no_gold = []
     for p in gate_pairs:
         others = distractors_for(
@@ -778,12 +808,19 @@ def _parity(run: _Run, result: Any) -> Any:
     # 8 greedy tokens, not 16: measured here, Q4_1 llama.cpp and fp32 torch already split
     # near-tied tokens after 8-11 tokens with a faithful adapter (correlation 0.9992, the
     # same as the base model's own 0.9992), which is rounding, not a wrong export.
+    # The base model alone is compared on the first prompt (the floor the report shows)
+    # and wherever the rule needs it: the same verdict as on every prompt, at half the cost.
+    # Threads follow the one thread policy (model.n_threads when set): on a busy machine
+    # two threads that keep losing their core spin at every barrier, so an operator's
+    # n_threads=1 must reach this step too (it used min(cpu_count, 4) whatever was set).
     parity = check_parity(
         run.base,
         result.peft_dir,
         run.adapter,
         [e.messages[:-1] for e in run.examples[:3]],
         greedy_tokens=PARITY_GREEDY_TOKENS,
+        threads=run.settings.threads_per_process(exclusive=True),
+        base_prompts=1,
     )
     run.report.parity = {
         "passed": parity.passed,
@@ -791,6 +828,8 @@ def _parity(run: _Run, result: Any) -> Any:
         "greedy_match": parity.greedy_match,
         "prompts": parity.prompts,
         "base_correlation_min": round(parity.base_correlation_min, 5),
+        "base_prompts": parity.base_prompts,
+        "seconds": round(parity.seconds, 1),
     }
     run.steps.done("parity", t0)
     return parity
@@ -801,7 +840,7 @@ def _gate(run: _Run) -> tuple[bool, str]:
     settings, report, steps, inputs = run.settings, run.report, run.steps, run.inputs
     t = settings.training
     t0 = steps.start("gate", f"asking {len(inputs.heldout)} held-out questions to each model")
-    from slm.training.gate import decide, run_gate
+    from slm.training.gate import AnswerCache, decide, run_gate
 
     if t.xquad_path:
         from slm.evals.evalset import prepare_eval
@@ -830,6 +869,7 @@ def _gate(run: _Run) -> tuple[bool, str]:
             embedder=run.embedder,
             collections=run.collections,
             progress=lambda label: steps.note("gate", f"evaluating {label}"),
+            cache=AnswerCache(refresh_dir(settings) / "gate-cache" / (run.scope or "root")),
         )
     finally:
         if inputs.xquad_set is not None:
