@@ -57,22 +57,9 @@ def _files(folder: str, limit: int | None) -> list[Path]:
 
 
 def _job(path: Path) -> Any:
-    from ingest.parse import ParseJob, kind_of
-    from lorebot.assets import embedding_model_path
-    from lorebot.settings import IndexSettings
+    from ingest.parse import ParseJob
 
-    index = IndexSettings()
-    return ParseJob(
-        path=str(path),
-        source=str(path.parent),
-        collection="check",
-        kind=kind_of(path) or "txt",
-        content_hash="",
-        modified=None,
-        model_dir=str(embedding_model_path()),
-        chunk_tokens=index.chunk_tokens,
-        overlap_tokens=index.chunk_overlap_tokens,
-    )
+    return ParseJob.for_file(path, "check")
 
 
 def _record(path: Path, root: Path, out: Any) -> dict[str, Any]:

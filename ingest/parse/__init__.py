@@ -61,6 +61,26 @@ class ParseJob:
     chunk_tokens: int
     overlap_tokens: int
 
+    @classmethod
+    def for_file(cls, path: Path, collection: str) -> ParseJob:
+        """A job for one file outside any build (benchmarks, checks): default chunking,
+        the packaged embedding model's tokenizer, no hash or modification time."""
+        from lorebot.assets import embedding_model_path
+        from lorebot.settings import IndexSettings
+
+        index = IndexSettings()
+        return cls(
+            path=str(path),
+            source=str(path.parent),
+            collection=collection,
+            kind=kind_of(path) or "txt",
+            content_hash="",
+            modified=None,
+            model_dir=str(embedding_model_path()),
+            chunk_tokens=index.chunk_tokens,
+            overlap_tokens=index.chunk_overlap_tokens,
+        )
+
 
 @dataclass
 class ParseOutput:

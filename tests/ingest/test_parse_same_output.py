@@ -15,9 +15,7 @@ from pathlib import Path
 from ingest_fixtures import FIXTURES
 
 from ingest.build import unit_spans
-from ingest.parse import ParseJob, ParseOutput, kind_of, parse_job, partition
-from lorebot.assets import embedding_model_path
-from lorebot.settings import IndexSettings
+from ingest.parse import ParseJob, ParseOutput, parse_job, partition
 
 SAMPLE_DOCS = Path(__file__).resolve().parents[2] / "lorebot" / "sample_docs"
 
@@ -65,18 +63,7 @@ Short line without a verb
 
 
 def _job(path: Path) -> ParseJob:
-    index = IndexSettings()
-    return ParseJob(
-        path=str(path),
-        source=str(path.parent),
-        collection="same-output",
-        kind=kind_of(path) or "txt",
-        content_hash="",
-        modified=None,
-        model_dir=str(embedding_model_path()),
-        chunk_tokens=index.chunk_tokens,
-        overlap_tokens=index.chunk_overlap_tokens,
-    )
+    return ParseJob.for_file(path, "same-output")
 
 
 def _output(path: Path) -> dict:
