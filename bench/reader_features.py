@@ -50,21 +50,30 @@ DUMP = Path(tempfile.gettempdir()) / "lorebot-reader-features.json"
 MIN_SCORE = 0.37
 
 
-def dump(args: argparse.Namespace) -> int:
+def _xquad_setup(qa: str, prefix: str):
+    """A scratch data dir, the file's questions and passages, the reported seed-0 sample's
+    question and hidden-passage ids (never tuned on), and the default embedder."""
     from lorebot.settings import Settings
+    from slm.evals import runner, squad
+
+    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix=prefix)))
+    passages, items = squad.load_squad(qa)
+    reported = {q.qid for q in squad.sample_questions(items, 200, 0)}
+    reported_hidden = {q.pid for q in squad.choose_heldout(passages, items, 40, 0)}
+    return settings, passages, items, reported, reported_hidden, runner._default_embedder(settings)
+
+
+def dump(args: argparse.Namespace) -> int:
     from lorebot.types import Question
-    from slm.evals import evalset, metrics, runner, squad
+    from slm.evals import evalset, metrics, runner
     from slm.serving import spans
     from slm.serving.answer import _sentence_scoring, _with_neighbours
     from slm.serving.evidence import rank_evidence
     from slm.serving.prompt import reader_messages
 
-    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="lorebot-bench-features-")))
-    _, items = squad.load_squad(args.qa)
-    passages, _ = squad.load_squad(args.qa)
-    reported = {q.qid for q in squad.sample_questions(items, 200, 0)}
-    reported_hidden = {q.pid for q in squad.choose_heldout(passages, items, 40, 0)}
-    embedder = runner._default_embedder(settings)
+    settings, passages, items, reported, reported_hidden, embedder = _xquad_setup(
+        args.qa, "lorebot-bench-features-"
+    )
     # seed 1: a different set of hidden passages from the reported check's (seed 0)
     es = evalset.prepare_eval(
         settings, args.qa, seed=1, abstain=args.heldout, embedder=embedder, progress=False
@@ -349,15 +358,11 @@ def sentence_dump(args: argparse.Namespace) -> int:
     questions: list[dict] = []  # kind, question, golds (answer strings), document or None
     closers = []
     if args.set == "xquad":
-        from lorebot.settings import Settings
-        from slm.evals import evalset, runner, squad
+        from slm.evals import evalset, squad
 
-        settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="lorebot-bench-sent-")))
-        _, items = squad.load_squad(args.qa)
-        passages, _ = squad.load_squad(args.qa)
-        reported = {q.qid for q in squad.sample_questions(items, 200, 0)}
-        reported_hidden = {q.pid for q in squad.choose_heldout(passages, items, 40, 0)}
-        embedder = runner._default_embedder(settings)
+        settings, passages, items, reported, reported_hidden, embedder = _xquad_setup(
+            args.qa, "lorebot-bench-sent-"
+        )
         es = evalset.prepare_eval(
             settings,
             args.qa,
