@@ -271,3 +271,20 @@ __all__ = [
     "placeholders",
     "queued",
 ]
+
+
+def reindex_in_thread(fake_slack: Any, settings: Any, channel: str, user: str, collection: str):
+    """Run a ``/lorebot reindex`` in-process the way the slash command's task does: a
+    headline posted to ``channel`` first, progress and the result threaded under it.
+    Returns the headline message and the task's result."""
+    from workers.tasks import ingest as ingest_tasks
+
+    headline = fake_slack._api_chat_postMessage({"channel": channel, "text": "started"})
+    reply = {
+        "channel": channel,
+        "thread_ts": headline["ts"],
+        "message_ts": headline["ts"],
+        "user": user,
+        "started_at": time.time(),
+    }
+    return headline, ingest_tasks.reindex_impl(settings, collection=collection, reply=reply)

@@ -20,6 +20,7 @@ from tests.bot.conftest import (
     BotHarness,
     ephemerals,
     queued,
+    reindex_in_thread,
     slack_settings_for,
 )
 from tests.conftest import make_settings
@@ -327,15 +328,7 @@ def test_reindex_posts_stage_progress_in_one_thread_message(
     )
     settings.index.parse_workers = 1
     record_sources(settings, [Source(docs, "facilities")])
-    headline = fake_slack._api_chat_postMessage({"channel": ADMIN_CHANNEL, "text": "started"})
-    reply = {
-        "channel": ADMIN_CHANNEL,
-        "thread_ts": headline["ts"],
-        "message_ts": headline["ts"],
-        "user": ADMIN,
-        "started_at": time.time(),
-    }
-    result = ingest_tasks.reindex_impl(settings, collection="facilities", reply=reply)
+    headline, result = reindex_in_thread(fake_slack, settings, ADMIN_CHANNEL, ADMIN, "facilities")
     assert result["status"] == "ok", result
 
     posted = thread_replies(fake_slack, headline["ts"])

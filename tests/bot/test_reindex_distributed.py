@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 from lorebot import contracts, sync
-from tests.bot.conftest import ADMIN, CHANNEL, BotHarness, slack_settings_for
+from tests.bot.conftest import ADMIN, CHANNEL, BotHarness, reindex_in_thread, slack_settings_for
 from tests.conftest import WorkerProcess, child_env, make_settings
 from tests.support.fake_slack import FakeSlack
 
@@ -344,7 +344,6 @@ def test_reindex_task_with_no_ingest_worker_names_the_coordinator_in_its_thread(
     from ingest import Source, distributed
     from ingest.registry import record_sources
     from tests.bot.conftest import queued
-    from workers.tasks import ingest as ingest_tasks
 
     monkeypatch.setattr(distributed, "HELP_AFTER_S", 0.0)  # nobody will claim a batch
     settings = slack_settings_for(tmp_path, redis_server.url, fake_slack.api_url)
@@ -352,15 +351,7 @@ def test_reindex_task_with_no_ingest_worker_names_the_coordinator_in_its_thread(
     settings.index.batch_files = BATCH_FILES
     settings.index.parse_workers = 1
     record_sources(settings, [Source(write_pages(tmp_path / "docs"), "facilities")])
-    headline = fake_slack._api_chat_postMessage({"channel": CHANNEL, "text": "started"})
-    reply = {
-        "channel": CHANNEL,
-        "thread_ts": headline["ts"],
-        "message_ts": headline["ts"],
-        "user": ADMIN,
-        "started_at": time.time(),
-    }
-    result = ingest_tasks.reindex_impl(settings, collection="facilities", reply=reply)
+    headline, result = reindex_in_thread(fake_slack, settings, CHANNEL, ADMIN, "facilities")
     assert result["status"] == "ok", result
 
     n = len(PAGES) // BATCH_FILES
