@@ -189,10 +189,16 @@ def _grammar_decode(generator: Any, tokens: list[int], grammar_text: str) -> tup
     import llama_cpp
 
     llm = generator.llama
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    # llama-cpp-python adds a grammar sampler without checking it parsed (a NULL sampler
+    # would crash the process at the first token): parse it once here and refuse it.
+    check = llama_cpp.llama_sampler_init_grammar(vocab, grammar_text.encode("utf-8"), b"root")
+    if not check:
+        raise ValueError("the copy grammar did not parse")
+    llama_cpp.llama_sampler_free(check)
     grammar = llama_cpp.LlamaGrammar.from_string(grammar_text, verbose=False)
     out: list[int] = []
     stream = llm.generate(tokens, temp=0.0, repeat_penalty=1.0, reset=True, grammar=grammar)
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
     try:
         for tok in stream:
             if llama_cpp.llama_vocab_is_eog(vocab, tok) or len(out) >= MAX_TOKENS:
