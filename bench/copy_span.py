@@ -114,6 +114,7 @@ def _parse(variant: str) -> tuple[str, str, int] | None:
 
 def run_set(name: str, retriever, settings, questions, generator, variants) -> dict:
     import slm.serving.answer as answer_path
+    from lorebot.errors import LorebotError
     from lorebot.types import Question
     from slm.evals import metrics
     from slm.serving.copy_span import read_copy
@@ -135,9 +136,14 @@ def run_set(name: str, retriever, settings, questions, generator, variants) -> d
                 continue
             method, language, k = spec
             t0 = time.perf_counter()
-            r = read_copy(
-                question, ranked, scorer, method=method, language=language, sentences_read=k
-            )
+            try:
+                r = read_copy(
+                    question, ranked, scorer, method=method, language=language, sentences_read=k
+                )
+            except (ValueError, LorebotError) as exc:  # counted, and refused, not fatal
+                console.print(f"{v}: {question!r}: {exc}")
+                seen.setdefault("errors", []).append(v)
+                r = None
             seen[v] = (r, (time.perf_counter() - t0) * 1000)
         return today
 
@@ -183,6 +189,7 @@ def run_set(name: str, retriever, settings, questions, generator, variants) -> d
                         "fact_answer": bool(short)
                         and any(f in f"{short} {quote}".lower() for f in facts),
                         "right_doc": _right_doc(src, item["document"]),
+                        "error": v in seen.get("errors", []),
                         "read_ms": ms,
                         "ms": total - today_ms + ms,
                     }
@@ -201,6 +208,7 @@ def summarise(rows: list[dict]) -> dict:
         for k in ("f1", "em", "contains", "sentence", "fact_short", "fact_answer", "right_doc")
     }
     out["refused"] = float(np.mean([r["refused"] for r in rows]))
+    out["errors"] = sum(r["error"] for r in rows)
     out["p50_ms"] = float(np.median([r["ms"] for r in rows]))
     out["p50_read_ms"] = float(np.median([r["read_ms"] for r in rows]))
     return out
@@ -289,6 +297,9 @@ def main() -> int:
             summary = {v: summarise(r) for v, r in rows.items()}
             results[name] = {"summary": summary, "rows": rows, "load_after": loadavg()}
             console.print(table(name, len(questions), summary, name == "xquad"))
+            errors = {v: s["errors"] for v, s in summary.items() if s["errors"]}
+            if errors:
+                console.print(f"errors (counted as refused): {errors}")
             console.print(f"load average {loadavg()}")
     finally:
         if generator is not None:
