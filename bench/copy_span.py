@@ -260,7 +260,7 @@ def table(name: str, n: int, summary: dict[str, dict], xquad: bool) -> Table:
         )
     keys += (("refused", "refused"), ("p50_ms", "p50 answer ms"), ("p50_read_ms", "p50 read ms"))
     t = Table(title=f"{name}: {n} answerable tuning questions (÷ today's reader)")
-    t.add_column("variant")
+    t.add_column("variant", no_wrap=True)
     for _, label in keys:
         t.add_column(label, justify="right")
     base = summary.get("today")
