@@ -668,12 +668,23 @@ def feedback_pairs(settings: Settings, limit: int = 200) -> list[dict[str, str]]
 
 
 def correction_pairs(
-    settings: Settings, reader: Any, collections: Sequence[str], *, run: str = ""
+    settings: Settings,
+    reader: Any,
+    collections: Sequence[str],
+    *,
+    run: str = "",
+    min_support: float | None = None,
 ) -> list[Pair]:
     """Training pairs from admin-accepted answers (corrections and 👍), anchored on the
     chunk the question retrieves first among ``collections``, preferring one that holds
-    the answer's words. They skip the filters: a person wrote or approved them. Provenance:
-    teacher ``feedback:correction`` / ``feedback:liked`` and the vote's ids in ``scores``."""
+    the answer's words. They skip the other filters (a person wrote or approved them) but
+    not support: an answer that no retrieved passage states (share of its words below
+    ``min_support``, default ``training.min_support``, or a number or name the passage
+    lacks) would teach the model to answer beyond its passage, so it is left out of
+    training (logged); the answer path still shows it, cited as a reviewed answer
+    (:mod:`slm.serving.reviewed`). Provenance: teacher ``feedback:correction`` /
+    ``feedback:liked`` and the vote's ids, the reviewer and the date in ``scores``."""
+    floor = settings.training.min_support if min_support is None else min_support
     try:
         accepted = feedback.accepted_answers(settings)
     except feedback.FeedbackReadError as exc:
@@ -685,11 +696,26 @@ def correction_pairs(
         if not hits:
             continue
         answer = strip_citations(row["answer"])
-        best = max(hits, key=lambda h: support_score(answer, h.chunk)[0])
-        chunk = best.chunk if support_score(answer, best.chunk)[0] > 0 else hits[0].chunk
+        support = [(support_score(answer, h.chunk), h.chunk) for h in hits]
+        (share, invented), chunk = max(support, key=lambda x: (not x[0][1], x[0][0]))
+        if share < floor or invented:
+            log.info(
+                "refresh: reviewed answer to %r not trained on: no passage states it "
+                "(support %.2f, missing %s)",
+                row["question"][:80],
+                share,
+                ", ".join(invented[:3]) or "-",
+            )
+            continue
         pair = pair_from_chunk(chunk, row["question"], answer, f"feedback:{row['kind']}", run)
         pair.scores.update(
-            {"question_id": row["question_id"], "user": row["user"], "reviewer": row["reviewer"]}
+            {
+                "question_id": row["question_id"],
+                "user": row["user"],
+                "reviewer": row["reviewer"],
+                "reviewed_at": row.get("reviewed_at"),
+                "support": round(share, 3),
+            }
         )
         out.append(pair)
     return out
