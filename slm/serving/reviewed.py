@@ -15,8 +15,9 @@ answer path reads it like a passage:
   phrase, as for a document sentence) and quotes the whole reviewed answer, cited as
   "Reviewed answer" with its provenance: the original question, who suggested it, who
   accepted it and when;
-* the retrieved passages are checked against it: one that states it (its words and no
-  number or name the passages lack) is cited beside it; when none does, which is the case
+* the retrieved passages are checked against it: those that state it (one or two passages
+  holding most of its words and every number and name it has) are cited beside it; when
+  none do, which is the case
   when the correction contradicts the documents or says what they do not, the reviewed
   answer is still shown, its citation says "not stated in the documents found", and the
   retrieved passages are listed under it as not cited, so the asker sees both.
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 MATCH_COSINE = 0.9
 #: Share of the reviewed answer's content words a passage must hold to state it.
 SUPPORT_SHARE = 0.7
+#: Most passages cited together as stating a reviewed answer.
+STATING_PASSAGES = 2
 #: Sentences of a reviewed answer the reader reads (each costs one scoring call).
 READ_SENTENCES = 3
 #: Passages listed (not cited) under a reviewed answer that no passage states.
@@ -174,13 +177,33 @@ def for_settings(settings: Settings) -> ReviewedAnswers:
         return loaded
 
 
-def _states(answer: str, hit: SearchHit) -> bool:
-    """Whether a passage states the reviewed answer: most of its words, nothing it lacks."""
+def _words(hit: SearchHit) -> set[str]:
     c = hit.chunk
+    return content_words(f"{c.title} {c.heading} {c.text}")
+
+
+def stating_passages(
+    answer: str, hits: Sequence[SearchHit], limit: int = STATING_PASSAGES
+) -> list[SearchHit]:
+    """The fewest retrieved passages (at most ``limit``) that together state ``answer``: at
+    least :data:`SUPPORT_SHARE` of its content words and no number or name they lack (a
+    handbook often splits one rule over two chunks). [] when they do not."""
     words = content_words(answer)
-    have = content_words(f"{c.title} {c.heading} {c.text}")
-    share = len(words & have) / len(words) if words else 0.0
-    return share >= SUPPORT_SHARE and not GroundingCheck([c.title, c.heading, c.text])(answer)
+    chosen: list[SearchHit] = []
+    covered: set[str] = set()
+    pool = list(hits)
+    while words and pool and len(chosen) < limit:
+        best = max(pool, key=lambda h: len((_words(h) & words) - covered))
+        gain = (_words(best) & words) - covered
+        if not gain:
+            break
+        chosen.append(best)
+        covered |= gain
+        pool.remove(best)
+        texts = [t for h in chosen for t in (h.chunk.title, h.chunk.heading, h.chunk.text)]
+        if len(covered) / len(words) >= SUPPORT_SHARE and not GroundingCheck(texts)(answer):
+            return chosen
+    return []
 
 
 def _citation(reviewed: ReviewedAnswer, stated: bool) -> Citation:
@@ -228,10 +251,12 @@ def answer_reviewed(
         reading = read(question.text, sentences, generator, sentences_read=len(sentences))
         short = reading.short if reading is not None else None
     timings["read"] = (time.perf_counter() - t_read) * 1000
-    stating = next((h for h in hits if _states(text, h)), None)
-    if stating is not None:
-        marks = "[1][2]"
-        citations = [_citation(reviewed, True), to_citation(2, stating, cited=True)]
+    stating = stating_passages(text, hits)
+    if stating:
+        marks = "".join(f"[{n}]" for n in range(1, len(stating) + 2))
+        citations = [_citation(reviewed, True)] + [
+            to_citation(n, h, cited=True) for n, h in enumerate(stating, start=2)
+        ]
     else:
         marks = "[1]"
         citations = [_citation(reviewed, False)] + [
@@ -247,12 +272,11 @@ def answer_reviewed(
     timings["first_token"] = (time.perf_counter() - started) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     log.info(
-        "question %s answered from reviewed answer %s (reviewer %s) stated_in_documents=%s "
-        "short=%r",
+        "question %s answered from reviewed answer %s (reviewer %s) stating_passages=%d short=%r",
         question.question_id,
         reviewed.question_id,
         reviewed.reviewer,
-        stating is not None,
+        len(stating),
         (short or "")[:60],
     )
     return Answer(

@@ -167,7 +167,8 @@ def test_a_corrected_answer_is_stated_after_the_next_refresh(tmp_path, embedder)
     cited = [c for c in after.citations if c.cited]
     assert cited[0].title == "Reviewed answer" and QUESTION in cited[0].heading
     assert "accepted by ops-admin" in cited[0].source and "suggested by U1" in cited[0].source
-    assert len(cited) == 2 and cited[1].source.endswith("expenses.md")  # the documents agree
+    # the handbook passages that state it (the documents agree) are cited beside it
+    assert len(cited) >= 2 and all(c.source == "expenses.md" for c in cited[1:])
     # Not where it was not given: a "remote" asker gets no reviewed answer.
     assert all(c.title != "Reviewed answer" for c in elsewhere.citations)
     assert not _has(elsewhere.answer, FACT)

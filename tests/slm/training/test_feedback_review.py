@@ -5,6 +5,7 @@ with their provenance, and its gate; rejected and undecided ones do not."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -303,14 +304,16 @@ def test_a_reviewed_answer_is_read_cited_with_provenance_and_checked_against_the
         reader.close()
 
     assert not late.abstained and "Finance Director" in late.answer
-    assert late.answer.endswith(f"> {LATE_RIGHT} [1][2]")
+    # the handbook states it in two chunks (the 45 days in one, the Finance Director in the
+    # next): both are cited beside the reviewed answer
+    assert re.search(re.escape(f"> {LATE_RIGHT} [1][2]") + r"(\[3\])?$", late.answer)
     assert late.short_answer and late.short_answer in LATE_RIGHT
     assert scorer.read and all("Finance Director" in m for m in scorer.read)  # its sentence
-    first, second = late.citations[:2]
+    first, *documents = late.citations
     assert first.title == "Reviewed answer" and first.cited and first.collection == "handbook"
     assert "accepted by alice" in first.source and "suggested by U1" in first.source
     assert LATE in first.heading and "not stated" not in first.heading
-    assert second.cited and "expenses" in second.source
+    assert documents and all(c.cited and c.source == "expenses.md" for c in documents)
 
     assert "90 days" in contra.answer and contra.citations[0].title == "Reviewed answer"
     assert "not stated in the documents" in contra.citations[0].heading
