@@ -259,6 +259,9 @@ def test_the_refresh_publishes_corrections_under_the_collections_they_were_asked
         return found.question_id if found else None
 
     assert match(LATE, ["handbook"]) == "q1" and match(LATE, None) == "q1"
+    # reworded, it is the same question; the opposite case is not (bench/reviewed_match.py)
+    assert match("What happens when I submit my claim late?", ["handbook"]) == "q1"
+    assert match("What happens if I submit a claim early?", ["handbook"]) is None
     assert match(LATE, ["hr"]) is None
     assert match(BONUS, ["hr"]) == "q2" and match(BONUS, ["handbook", "hr"]) == "q2"
     assert match(BONUS, ["handbook"]) is None
