@@ -107,13 +107,14 @@ def main() -> None:
             f" › {row['heading']}" if row["heading"] else ""
         )
         console.print(
-            f"[bold]{i:2d}.[/] [{row['teacher']}] {where}\n"
+            f"{i:2d}. [{row['teacher']}] {where}\n"
             f"    Q: {row['question']}\n    A: {row['answer']}"
             + (f"\n    from: {row['sentence']}" if row["sentence"] else "")
             + f"\n    support {sc.get('support')}, nearest kept question "
             f"{sc.get('max_similarity')} (duplicate from {t.dedupe_similarity}), "
             f"round trip rank {sc.get('round_trip_rank')} (of {t.round_trip_k})",
             highlight=False,
+            markup=False,  # "[answer-first:date]" is text, not markup
         )
     load1 = loadavg()
     console.print(
