@@ -26,7 +26,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -683,27 +683,37 @@ def reviewed_path(settings: Settings) -> Path:
     return settings.data_dir / "reviewed_answers.json"
 
 
-def publish_reviewed(settings: Settings, limit: int = 500) -> dict[str, int]:
+def publish_reviewed(
+    settings: Settings, limit: int = 500, withheld: Iterable[str] = ()
+) -> dict[str, int]:
     """Publish every accepted correction as a reviewed answer the answer path may show.
 
     Each keeps its provenance (the original question and its id, who suggested it, who
     accepted it and when) and the collections of the passages the corrected answer listed:
     it is shown only to askers who may search all of them (:mod:`slm.serving.reviewed`),
     so it never crosses into a collection its asker did not search. A correction whose
-    answer listed no passage has no known scope and is not published (it still trains).
+    answer listed no passage has no known scope and is not published (it still trains);
+    nor is one whose scope has a ``withheld`` collection (one an answer-as-the-asker source
+    feeds: the corrected answer may have quoted a document only its asker could read, and
+    the collection's other askers would see the correction).
     Per question (case and spacing aside) and scope the newest correction wins. Accepted
     👍 answers are not published: they are the bot's own answers, in the documents already.
 
-    Written whole under a temporary name and renamed; returns ``{"published", "unscoped"}``.
+    Written whole under a temporary name and renamed; returns ``{"published", "unscoped",
+    "withheld"}``.
     """
     from lorebot.files import atomic_write_text
 
-    answers, seen, unscoped = [], set(), 0
+    answers, seen, unscoped, held = [], set(), 0, 0
+    withheld = set(withheld)
     for row in accepted_answers(settings, limit):
         if row["kind"] != "correction":
             continue
         if not row["collections"]:
             unscoped += 1
+            continue
+        if withheld & set(row["collections"]):
+            held += 1
             continue
         key = (" ".join(row["question"].lower().split()), tuple(row["collections"]))
         if key in seen:
@@ -712,8 +722,13 @@ def publish_reviewed(settings: Settings, limit: int = 500) -> dict[str, int]:
         answers.append({k: row[k] for k in REVIEWED_FIELDS})
     text = json.dumps({"format": REVIEWED_FORMAT, "answers": answers}, ensure_ascii=False)
     atomic_write_text(reviewed_path(settings), text + "\n")
-    log.info("feedback: %d reviewed answers published (%d without a scope)", len(answers), unscoped)
-    return {"published": len(answers), "unscoped": unscoped}
+    log.info(
+        "feedback: %d reviewed answers published (%d without a scope, %d withheld)",
+        len(answers),
+        unscoped,
+        held,
+    )
+    return {"published": len(answers), "unscoped": unscoped, "withheld": held}
 
 
 #: What a published reviewed answer holds.

@@ -361,11 +361,19 @@ def run_refresh(
 
 def publish_reviewed(settings: Settings) -> dict[str, Any]:
     """Publish the accepted corrections for the answer path (slm.serving.reviewed); a
-    failure is logged and recorded, never a failed refresh (training goes on without)."""
+    failure is logged and recorded, never a failed refresh (training goes on without).
+
+    Corrections given in a collection an answer-as-the-asker source feeds are withheld
+    (the corrected answer may have quoted a document only its asker could read)."""
+    from ingest.connectors.sync import all_sources
     from lorebot import feedback
 
     try:
-        return feedback.publish_reviewed(settings)
+        withheld: set[str] = set()
+        for cfg, _ in all_sources(settings).values():
+            if cfg.permission_mode == "asker":
+                withheld |= {cfg.collection, *cfg.collections.values()}
+        return feedback.publish_reviewed(settings, withheld=withheld)
     except (LorebotError, OSError) as exc:
         message = exc.one_line() if isinstance(exc, LorebotError) else str(exc)
         log.warning("refresh: reviewed answers not published: %s", message)

@@ -134,7 +134,7 @@ def test_a_corrected_answer_is_stated_after_the_next_refresh(tmp_path, embedder)
     # Tonight: the refresh, its gate as configured for production.
     report = run_refresh(s, embedder=embedder)
     assert report.status in ("promoted", "rejected"), (report.reason, report.training)
-    assert report.reviewed == {"published": 1, "unscoped": 0}
+    assert report.reviewed == {"published": 1, "unscoped": 0, "withheld": 0}
     (pair,) = [
         p for p in read_pairs(Path(report.files["pairs"])) if p.teacher == "feedback:correction"
     ]

@@ -250,7 +250,7 @@ def test_the_refresh_publishes_corrections_under_the_collections_they_were_asked
 
     report = run_refresh(s, embedder=embedder)
     assert report.status == "skipped"
-    assert report.reviewed == {"published": 2, "unscoped": 1}
+    assert report.reviewed == {"published": 2, "unscoped": 1, "withheld": 0}
     reviewed = for_settings(s)
     assert len(reviewed) == 2
 
@@ -295,7 +295,7 @@ def test_a_reviewed_answer_is_read_cited_with_provenance_and_checked_against_the
     _cited_vote(store, "q2", "U2", "How late can I submit a claim?", ["handbook"])
     store.suggest(question_id="q2", user="U2", suggestion="Up to 90 days after the expense.")
     assert _accept_all(s, tmp_path, reviewer="alice")["accepted"] == 2
-    assert publish_reviewed(s) == {"published": 2, "unscoped": 0}
+    assert publish_reviewed(s) == {"published": 2, "unscoped": 0, "withheld": 0}
     reviewed = for_settings(s)
 
     reader = open_index(s, embedder=embedder)
@@ -344,3 +344,30 @@ def test_an_empty_or_overlong_accepted_answer_is_refused_and_nothing_is_applied(
     with pytest.raises(ConfigError, match=f"line 2 accepts .*{problem}"):
         review_apply(s, reviewed, "ops-admin")
     assert accepted_answers(s) == []  # the first line was not applied either
+
+
+def test_corrections_given_where_answers_follow_the_askers_permissions_are_withheld(
+    refresh_data, embedder, tmp_path
+):
+    """A collection fed by an answer-as-the-asker source (here a Confluence space) may hold
+    documents only the asker could read, which the corrected answer and its correction may
+    quote: such a correction is not published (it would reach the collection's other
+    askers); the others are."""
+    from slm.serving.reviewed import for_settings
+    from slm.training.refresh import run_refresh
+
+    wiki = {"kind": "confluence", "url": "http://127.0.0.1:9/", "spaces": ["X"]}
+    s = make_settings(
+        refresh_data,
+        training={"collections": []},
+        sources={"defined": {"wiki": wiki | {"collection": "hr"}}},
+    )
+    store = FeedbackStore(feedback_path(s))
+    _cited_vote(store, "q1", "U1", LATE, ["handbook"])
+    store.suggest(question_id="q1", user="U1", suggestion=LATE_RIGHT)
+    _cited_vote(store, "q2", "U2", BONUS, ["hr"])
+    store.suggest(question_id="q2", user="U2", suggestion="The bonus code is in the HR wiki.")
+    assert _accept_all(s, tmp_path)["accepted"] == 2
+    report = run_refresh(s, embedder=embedder)
+    assert report.reviewed == {"published": 1, "unscoped": 0, "withheld": 1}
+    assert [a.question_id for a in for_settings(s).answers] == ["q1"]
