@@ -71,6 +71,49 @@ def teacher_kind(pair: Any) -> str:
     return kind
 
 
+def index_night(
+    settings: Any, root: Path, corpora: dict[str, Path], n: int, seed: int, embedder: Any
+) -> tuple[Any, dict[str, Any], list[Any], float]:
+    """Index about ``n`` chunks' worth of each corpus's files into ``settings.data_dir`` (a
+    collection each) and draw the night's ``n`` new chunks, half of each, seeded: (reader,
+    every chunk by id, the night's chunks, seconds indexing). The files are copied under
+    ``root``; an index already in the data directory is reused as it is."""
+    from ingest import Source, build_index, open_index
+    from ingest.store import current_version
+
+    half = n // 2
+    files, index_s = 0, 0.0
+    if current_version(settings) is None:
+        sources = []
+        for name, path in corpora.items():
+            # A copy of the drawn files (an include pattern without a slash would also
+            # match every same-named file below the root).
+            folder = root / "corpus" / name
+            for rel in pick_files(path, half, seed):
+                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path / rel, folder / rel)
+                files += 1
+            sources.append(Source(path=folder, collection=name))
+        t0 = time.perf_counter()
+        build_index(settings, sources, progress=False, embedder=embedder)
+        index_s = time.perf_counter() - t0
+    reader = open_index(settings, embedder=embedder)
+    rng = random.Random(seed)
+    chunks: dict[str, Any] = {}
+    night: list[Any] = []
+    for name in corpora:
+        mine = list(reader.iter_chunks([name]))
+        for c in mine:
+            chunks[c.chunk_id] = c
+        night += rng.sample(mine, min(half, len(mine)))
+    console.print(
+        f"index: {reader.n} chunks"
+        + (f" of {files} files in {index_s:.0f} s" if files else " (reused)")
+        + f"; the night's new chunks: {len(night)} (load {loadavg()})"
+    )
+    return reader, chunks, night, index_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=1000, help="new chunks of the night (half each)")
@@ -83,7 +126,7 @@ def main() -> None:
         help="LoRA threads (0: chosen per step; unset: the settings')",
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data-dir", type=Path, default=None, help="keep the index here")
+    ap.add_argument("--data-dir", type=Path, default=None, help="keep (and reuse) the index here")
     ap.add_argument("--corpora", type=Path, default=CORPORA_DIR, help="../shared/data/corpora")
     ap.add_argument("--name", default="night_sizing", help="results file name")
     args = ap.parse_args()
@@ -95,7 +138,6 @@ def main() -> None:
     if args.chunks < 2 or args.train_steps < 0 or args.teacher_chunks < 0:
         raise SystemExit("error: --chunks must be >= 2, --train-steps and --teacher-chunks >= 0")
 
-    from ingest import Source, build_index, open_index
     from ingest.embed import Embedder
     from lorebot.assets import answer_model_path
     from lorebot.settings import Settings
@@ -117,32 +159,8 @@ def main() -> None:
     timings: dict[str, float] = {}
     try:
         embedder = Embedder.from_settings(settings, exclusive=True)
-        half = args.chunks // 2
-        sources, files = [], 0
-        for name, path in corpora.items():
-            # A copy of the drawn files (an include pattern without a slash would also
-            # match every same-named file below the root).
-            folder = root / "corpus" / name
-            for rel in pick_files(path, half, args.seed):
-                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path / rel, folder / rel)
-                files += 1
-            sources.append(Source(path=folder, collection=name))
-        t0 = time.perf_counter()
-        build_index(settings, sources, progress=False, embedder=embedder)
-        timings["index"] = time.perf_counter() - t0
-        reader = open_index(settings, embedder=embedder)
-        rng = random.Random(args.seed)
-        chunks: dict[str, Any] = {}
-        night: list[Any] = []
-        for name in CORPORA:
-            mine = list(reader.iter_chunks([name]))
-            for c in mine:
-                chunks[c.chunk_id] = c
-            night += rng.sample(mine, min(half, len(mine)))
-        console.print(
-            f"index: {reader.n} chunks of {files} files in "
-            f"{timings['index']:.0f} s; the night's new chunks: {len(night)} (load {loadavg()})"
+        reader, chunks, night, timings["index"] = index_night(
+            settings, root, corpora, args.chunks, args.seed, embedder
         )
 
         # ---- pairs, as refresh._pairs makes them

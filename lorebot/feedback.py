@@ -26,7 +26,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -543,13 +543,17 @@ def review_export(settings: Settings, out_path: Path | str) -> int:
 
 def review_apply(settings: Settings, in_path: Path, reviewer: str) -> dict[str, int]:
     """Apply a reviewed JSONL file; counts of accepted, rejected, skipped (undecided) and
-    unknown (no such vote) lines. A malformed line is a ConfigError naming the line."""
-    store = FeedbackStore(feedback_path(settings))
+    unknown (no such vote) lines.
+
+    Every line is checked before any is applied: a malformed line, or one accepting an
+    empty answer or one over :data:`MAX_SUGGESTION_CHARS`, is a ConfigError naming the line
+    and nothing of the file is applied."""
     counts = {"accepted": 0, "rejected": 0, "skipped": 0, "unknown": 0}
     try:
         lines = Path(in_path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {in_path}: {exc}", fix="check the path") from None
+    decisions: list[tuple[str, str, bool, str, str | None]] = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -566,27 +570,49 @@ def review_apply(settings: Settings, in_path: Path, reviewer: str) -> dict[str, 
             counts["skipped"] += 1
             continue
         answer = row.get("suggestion") or row.get("answer")
-        if decision == "accept" and not answer:
-            raise ConfigError(
-                f"{in_path} line {n} accepts a vote without an answer",
-                fix="give the right answer in 'suggestion', or reject the line",
-            )
-        ok = store.decide(
-            question_id=qid,
-            user=user,
-            accept=decision == "accept",
-            reviewer=str(row.get("reviewer") or reviewer),
-            answer=answer,
-        )
-        counts["unknown" if not ok else ("accepted" if decision == "accept" else "rejected")] += 1
+        if decision == "accept":
+            if not isinstance(answer, str) or not answer.strip():
+                raise ConfigError(
+                    f"{in_path} line {n} accepts a vote without an answer",
+                    fix="give the right answer in 'suggestion', or reject the line",
+                )
+            if len(" ".join(answer.split())) > MAX_SUGGESTION_CHARS:
+                raise ConfigError(
+                    f"{in_path} line {n} accepts an answer longer than "
+                    f"{MAX_SUGGESTION_CHARS} characters",
+                    fix="shorten the right answer in 'suggestion', or reject the line",
+                )
+        who = str(row.get("reviewer") or reviewer)
+        decisions.append((qid, user, decision == "accept", who, answer))
+    store = FeedbackStore(feedback_path(settings))
+    for qid, user, accept, who, answer in decisions:
+        ok = store.decide(question_id=qid, user=user, accept=accept, reviewer=who, answer=answer)
+        counts["unknown" if not ok else ("accepted" if accept else "rejected")] += 1
     return counts
 
 
+def _collections_of(citations_json: str | None) -> set[str]:
+    """The collections of the passages listed under an answer (its stored citations)."""
+    try:
+        cites = json.loads(citations_json or "[]")
+    except ValueError:
+        return set()
+    return {
+        str(c["collection"])
+        for c in cites
+        if isinstance(c, dict) and isinstance(c.get("collection"), str) and c["collection"]
+    }
+
+
 def accepted_answers(settings: Settings, limit: int = 500) -> list[dict[str, Any]]:
-    """Reviewed right answers: ``{question, answer, kind, question_id, user, reviewer}``,
-    the answers admins wrote in the console first, then accepted reviews newest first; kind
-    is "correction" (written in the console, or a 👎 with an accepted suggestion) or "liked"
-    (an accepted 👍). Read-only, like :func:`liked_answers`."""
+    """Reviewed right answers, the answers admins wrote in the console first, then accepted
+    reviews newest first: ``{question, answer, kind, question_id, user, reviewer,
+    reviewed_at, collections}``.
+
+    ``kind`` is "correction" (written in the console, or a 👎 with an accepted suggestion) or
+    "liked" (an accepted 👍). ``collections`` are the collections of the passages the
+    corrected answer listed, which the asker could search (sorted; empty when it listed
+    none); ``reviewed_at`` is an ISO time. Read-only, like :func:`liked_answers`."""
     path = feedback_path(settings)
     if not path.is_file():
         return []
@@ -594,44 +620,143 @@ def accepted_answers(settings: Settings, limit: int = 500) -> list[dict[str, Any
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
             db.row_factory = sqlite3.Row
-            have = db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'review'"
-            ).fetchone()
-            rows = (
-                db.execute(
-                    "SELECT f.question, r.answer, f.vote, f.question_id, f.user, r.reviewer"
+            tables = {
+                r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            rows: list[Any] = []
+            # answers an admin wrote in the console are reviewed by their author; their
+            # scope is every vote's on that question
+            if "corrections" in tables:
+                rows += db.execute(
+                    "SELECT c.question, c.answer, -1 AS vote, c.question_id, c.admin AS user,"
+                    " c.admin AS reviewer, c.created_at AS reviewed_at,"
+                    " (SELECT json_group_array(f.citations) FROM feedback f"
+                    "  WHERE f.question_id = c.question_id) AS citations"
+                    " FROM corrections c ORDER BY c.created_at DESC LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            if "review" in tables:
+                rows += db.execute(
+                    "SELECT f.question, r.answer, f.vote, f.question_id, f.user, r.reviewer,"
+                    " r.reviewed_at, json_array(f.citations) AS citations"
                     " FROM review r JOIN feedback f USING (question_id, user)"
                     " WHERE r.decision = 'accepted' AND r.answer IS NOT NULL"
                     " AND f.question IS NOT NULL ORDER BY r.reviewed_at DESC LIMIT ?",
                     (limit,),
                 ).fetchall()
-                if have
-                else []
-            )
-            # answers an admin wrote in the console are reviewed by their author
-            written = db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'corrections'"
-            ).fetchone()
-            if written:
-                rows = list(
-                    db.execute(
-                        "SELECT question, answer, -1 AS vote, question_id, admin AS user,"
-                        " admin AS reviewer FROM corrections ORDER BY created_at DESC LIMIT ?",
-                        (limit,),
-                    ).fetchall()
-                ) + list(rows)
         finally:
             db.close()
     except sqlite3.Error as exc:
         raise FeedbackReadError(f"cannot read feedback {path}: {exc}") from None
-    return [
-        {
-            "question": r["question"],
-            "answer": r["answer"],
-            "kind": "correction" if r["vote"] == -1 else "liked",
-            "question_id": r["question_id"],
-            "user": r["user"],
-            "reviewer": r["reviewer"],
-        }
-        for r in rows
-    ]
+    out = []
+    for r in rows:
+        scope: set[str] = set()
+        for cites in json.loads(r["citations"] or "[]"):
+            scope |= _collections_of(cites)
+        at = r["reviewed_at"]
+        out.append(
+            {
+                "question": r["question"],
+                "answer": r["answer"],
+                "kind": "correction" if r["vote"] == -1 else "liked",
+                "question_id": r["question_id"],
+                "user": r["user"],
+                "reviewer": r["reviewer"],
+                "reviewed_at": (
+                    datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="seconds")
+                    if at is not None
+                    else None
+                ),
+                "collections": sorted(scope),
+            }
+        )
+    return out[:limit]
+
+
+# ----------------------------------------------------------------------------- reviewed answers
+#: Format version of the published reviewed answers (see :func:`publish_reviewed`).
+REVIEWED_FORMAT = 1
+
+
+def reviewed_path(settings: Settings) -> Path:
+    """Where the refresh publishes reviewed answers for the answer path to read."""
+    return settings.data_dir / "reviewed_answers.json"
+
+
+def publish_reviewed(
+    settings: Settings, limit: int = 500, withheld: Iterable[str] = ()
+) -> dict[str, int]:
+    """Publish every accepted correction as a reviewed answer the answer path may show.
+
+    Each keeps its provenance (the original question and its id, who suggested it, who
+    accepted it and when) and the collections of the passages the corrected answer listed:
+    it is shown only to askers who may search all of them (:mod:`slm.serving.reviewed`),
+    so it never crosses into a collection its asker did not search. A correction whose
+    answer listed no passage has no known scope and is not published (it still trains);
+    nor is one whose scope has a ``withheld`` collection (one an answer-as-the-asker source
+    feeds: the corrected answer may have quoted a document only its asker could read, and
+    the collection's other askers would see the correction).
+    Per question (case and spacing aside) and scope the newest correction wins. Accepted
+    👍 answers are not published: they are the bot's own answers, in the documents already.
+
+    Written whole under a temporary name and renamed; returns ``{"published", "unscoped",
+    "withheld"}``.
+    """
+    from lorebot.files import atomic_write_text
+
+    answers, seen, unscoped, held = [], set(), 0, 0
+    withheld = set(withheld)
+    for row in accepted_answers(settings, limit):
+        if row["kind"] != "correction":
+            continue
+        if not row["collections"]:
+            unscoped += 1
+            continue
+        if withheld & set(row["collections"]):
+            held += 1
+            continue
+        key = (" ".join(row["question"].lower().split()), tuple(row["collections"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        answers.append({k: row[k] for k in REVIEWED_FIELDS})
+    text = json.dumps({"format": REVIEWED_FORMAT, "answers": answers}, ensure_ascii=False)
+    atomic_write_text(reviewed_path(settings), text + "\n")
+    log.info(
+        "feedback: %d reviewed answers published (%d without a scope, %d withheld)",
+        len(answers),
+        unscoped,
+        held,
+    )
+    return {"published": len(answers), "unscoped": unscoped, "withheld": held}
+
+
+#: What a published reviewed answer holds.
+REVIEWED_FIELDS = (
+    "question", "answer", "collections", "question_id", "user", "reviewer", "reviewed_at",
+)  # fmt: skip
+
+
+def published_reviewed(path: Path) -> list[dict[str, Any]]:
+    """The reviewed answers :func:`publish_reviewed` wrote to ``path`` ([] when none yet).
+
+    A file that is there but unreadable or of another format is a :class:`FeedbackReadError`
+    (the answer path logs it and answers without them)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise FeedbackReadError(f"cannot read reviewed answers {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != REVIEWED_FORMAT:
+        raise FeedbackReadError(f"reviewed answers {path} are not of format {REVIEWED_FORMAT}")
+    out = []
+    for row in data.get("answers") or []:
+        if (
+            isinstance(row, dict)
+            and all(isinstance(row.get(k), str) and row[k].strip() for k in ("question", "answer"))
+            and isinstance(row.get("collections"), list)
+            and row["collections"]
+        ):
+            out.append({k: row.get(k) for k in REVIEWED_FIELDS})
+    return out

@@ -38,6 +38,7 @@ from slm.serving.generator import Generator
 from slm.serving.grounding import GroundingCheck
 from slm.serving.prompt import build_messages, is_not_found
 from slm.serving.reader import SENTENCES, read, reading_passages
+from slm.serving.reviewed import ReviewedAnswers, answer_reviewed
 from slm.serving.sentence_rank import SHORTLIST, rerank
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,7 @@ def answer_question(
     check_grounding: bool = True,
     encode: Encode | None = None,
     quote_evidence: bool | None = None,
+    reviewed: ReviewedAnswers | None = None,
 ) -> Answer:
     """Answer ``question`` from the documents ``retriever`` can see, citing its sources.
 
@@ -273,6 +275,8 @@ def answer_question(
     ``timings_ms`` has ``retrieve``, ``prompt_build``, ``generate``, ``first_token``
     (from the start of this call to the first streamed piece), ``prompt_eval`` and
     ``decode`` (the model's own parts), ``evidence`` (choosing the quote) and ``total``.
+    A question matching one of ``reviewed`` (corrections an admin accepted) that its asker
+    may see is answered from it (:mod:`slm.serving.reviewed`).
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -290,6 +294,15 @@ def answer_question(
         "timings": timings,
         "started": started,
     }
+    match = (
+        reviewed.match(
+            question.text, question.collections, encode or getattr(retriever, "encode", None)
+        )
+        if reviewed
+        else None
+    )
+    if match is not None:
+        return answer_reviewed(question, match, hits, generator, common=common, on_token=on_token)
 
     if not hits:
         return _abstain(question, hits, reason="no passages", sources=0, **common)

@@ -671,9 +671,17 @@ def correction_pairs(
     settings: Settings, reader: Any, collections: Sequence[str], *, run: str = ""
 ) -> list[Pair]:
     """Training pairs from admin-accepted answers (corrections and 👍), anchored on the
-    chunk the question retrieves first among ``collections``, preferring one that holds
-    the answer's words. They skip the filters: a person wrote or approved them. Provenance:
-    teacher ``feedback:correction`` / ``feedback:liked`` and the vote's ids in ``scores``."""
+    passage among the question's first five hits in ``collections`` that holds most of the
+    answer's words. They skip the other filters (a person wrote or approved them) but a
+    correction must be stated by those passages (one or two of them holding most of its
+    words and all its numbers and names, :func:`slm.serving.reviewed.stating_passages`):
+    one they do not state would teach the model to answer beyond its passage, so it is
+    left out of training (logged); the answer path still shows it, cited as a reviewed
+    answer (:mod:`slm.serving.reviewed`). A liked answer was read from the passages
+    already. Provenance: teacher ``feedback:correction`` / ``feedback:liked`` and the
+    vote's ids, the reviewer and the date in ``scores``."""
+    from slm.serving.reviewed import stating_passages
+
     try:
         accepted = feedback.accepted_answers(settings)
     except feedback.FeedbackReadError as exc:
@@ -685,11 +693,27 @@ def correction_pairs(
         if not hits:
             continue
         answer = strip_citations(row["answer"])
-        best = max(hits, key=lambda h: support_score(answer, h.chunk)[0])
-        chunk = best.chunk if support_score(answer, best.chunk)[0] > 0 else hits[0].chunk
+        stating = stating_passages(answer, hits)
+        if stating:
+            chunk = stating[0].chunk
+        elif row["kind"] == "liked":  # the bot's own answer, read from these passages
+            chunk = max(hits, key=lambda h: support_score(answer, h.chunk)[0]).chunk
+        else:
+            log.info(
+                "refresh: the correction to %r is not trained on: no passage states it",
+                row["question"][:80],
+            )
+            continue
         pair = pair_from_chunk(chunk, row["question"], answer, f"feedback:{row['kind']}", run)
         pair.scores.update(
-            {"question_id": row["question_id"], "user": row["user"], "reviewer": row["reviewer"]}
+            {
+                "question_id": row["question_id"],
+                "user": row["user"],
+                "reviewer": row["reviewer"],
+                "reviewed_at": row.get("reviewed_at"),
+                "support": round(support_score(answer, chunk)[0], 3),
+                "stated_by": [h.chunk.chunk_id for h in stating] or None,
+            }
         )
         out.append(pair)
     return out

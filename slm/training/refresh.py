@@ -102,6 +102,9 @@ class RefreshReport:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    #: Accepted corrections published for the answer path (lorebot.feedback.publish_reviewed):
+    #: {"published": n, "unscoped": n}, or {"error": ...} when they could not be.
+    reviewed: dict[str, Any] = field(default_factory=dict)
     started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +127,7 @@ class RefreshReport:
             "duration_s": round(self.total_s, 1),
             "at": self.started_at,
             "collections": ",".join(self.collections),
+            "reviewed_published": self.reviewed.get("published", 0),
         }
         for other in self.scopes:
             status, version = other.get("status"), other.get("version") or ""
@@ -194,6 +198,8 @@ class RefreshReport:
             "examples gold / no-gold",
             f"{self.examples.get('gold', 0)} / {self.examples.get('no_gold', 0)}",
         )
+        if self.reviewed:
+            p.add_row("reviewed answers published", str(self.reviewed.get("published", "-")))
         return Group(
             t, p, d, f"decision: [bold]{self.status}[/] {self.version or ''} — {self.reason}"
         )
@@ -309,6 +315,9 @@ def run_refresh(
     process that has them).
     """
     run_id = run_id or new_run_id()
+    # Accepted corrections are shown from tonight on whatever the adapter learns (or the
+    # gate decides): first, so a failing step cannot hold them back.
+    reviewed = publish_reviewed(settings)
     # The task's hard limit (workers.tasks.refresh) less room for the steps after training.
     deadline = (
         time.monotonic()
@@ -343,10 +352,32 @@ def run_refresh(
             log.exception("refresh %s: scope %s failed", sub_id, scope and scope.key)
             reports.append(_failed_report(settings, sub_id))
     first = reports[0]
+    first.reviewed = reviewed
     if len(reports) > 1:
         first.scopes = [r.to_dict() for r in reports[1:]]
-        _save_report(settings, first)
+    _save_report(settings, first)
     return first
+
+
+def publish_reviewed(settings: Settings) -> dict[str, Any]:
+    """Publish the accepted corrections for the answer path (slm.serving.reviewed); a
+    failure is logged and recorded, never a failed refresh (training goes on without).
+
+    Corrections given in a collection an answer-as-the-asker source feeds are withheld
+    (the corrected answer may have quoted a document only its asker could read)."""
+    from ingest.connectors.sync import all_sources
+    from lorebot import feedback
+
+    try:
+        withheld: set[str] = set()
+        for cfg, _ in all_sources(settings).values():
+            if cfg.permission_mode == "asker":
+                withheld |= {cfg.collection, *cfg.collections.values()}
+        return feedback.publish_reviewed(settings, withheld=withheld)
+    except (LorebotError, OSError) as exc:
+        message = exc.one_line() if isinstance(exc, LorebotError) else str(exc)
+        log.warning("refresh: reviewed answers not published: %s", message)
+        return {"error": message}
 
 
 def plan_scopes(

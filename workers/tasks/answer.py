@@ -33,6 +33,7 @@ def answer_impl(
 ) -> Answer:
     """Answer one question with this process's runtime; stream into Slack when asked."""
     from slm.serving.answer import answer_question
+    from slm.serving.reviewed import for_settings as reviewed_answers
 
     runtime = get_runtime(settings)
     delivery = None
@@ -74,6 +75,8 @@ def answer_impl(
             retrieval=settings.retrieval,
             model=settings.model,
             on_token=delivery.on_token if delivery else None,
+            # corrections an admin accepted, as the last refresh published them
+            reviewed=reviewed_answers(settings),
         )
     except LorebotError as exc:
         log.warning("question=%s failed: %s", question.question_id, exc.one_line())
