@@ -453,7 +453,9 @@ def load_dense(vdir: Path) -> Any:
 
     The index file is memory-mapped (faiss's IO_FLAG_MMAP_IFC: a flat index's vectors, a
     graph's codes and links) where this faiss can, so the pages are the page cache's, shared
-    by every process serving the version; else it is read whole, as before. A graph over
+    by every process serving the version; else it is read whole, as before. (Mapping is
+    safe because a published version's files are never rewritten in place: versions are
+    renamed in whole and deleted by unlinking, which leaves a mapping intact.) A graph over
     compressed codes (what `write_faiss` writes for "hnsw") comes back as a
     `RescoredIndex` over the version's float32 embeddings.npy. A flat index, or an HNSW
     graph over float32 vectors (written before the graph was float16), is returned as it
