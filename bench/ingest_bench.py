@@ -448,6 +448,24 @@ def float32_graph(vectors: np.ndarray):
     return index
 
 
+def int8_graph(path: Path):
+    """For comparison only: an HNSW graph over int8 codes (trained on a sample of rows)."""
+    import faiss
+
+    from ingest import store
+    from ingest.search import hnsw_ef_search
+
+    vectors = np.load(path, mmap_mode="r")
+    n, dim = vectors.shape
+    index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    index.hnsw.efSearch = hnsw_ef_search(n)
+    index.train(np.ascontiguousarray(vectors[:: max(1, n // 50_000)]))
+    for start in range(0, n, store.HNSW_ADD_ROWS):
+        index.add(np.ascontiguousarray(vectors[start : start + store.HNSW_ADD_ROWS]))
+    return index
+
+
 def recall(ranked: list[list[int]], gold: list[set[int]]) -> dict:
     """recall@1 and @5: the share of questions with a gold row among the first 1 / 5."""
     n = max(1, len(gold))
@@ -468,7 +486,13 @@ def latency(search, qvecs: np.ndarray, limit: int = 300) -> tuple[float, float]:
 
 
 def dense_at_scale(
-    chunk_vecs: np.ndarray, qvecs: np.ndarray, gold: list[set[int]], n: int, work: Path, base
+    chunk_vecs: np.ndarray,
+    qvecs: np.ndarray,
+    gold: list[set[int]],
+    n: int,
+    work: Path,
+    base: np.ndarray,
+    int8: bool = False,
 ) -> list[dict]:
     """Dense recall of the gold rows (the first rows) among ``n`` vectors: exact, the
     float32 graph, the float16 graph as ingest writes it and a reader loads it."""
@@ -493,47 +517,50 @@ def dense_at_scale(
     k = 24  # the serving search's dense pool: candidates 20 + k 4
     rows = []
     exact_top: list[list[int]] = []
-    for kind in ("flat (exact)", "hnsw float32 (before)", "hnsw float16 + re-score (after)"):
+    kinds = ["flat (exact)", "hnsw float32 (before)", "hnsw float16 + re-score (after)"]
+    if int8:
+        kinds.append("hnsw int8 + re-score (not used)")
+    for kind in kinds:
         (vdir / store.FAISS_FILE).unlink(missing_ok=True)  # a reader may still map the old one
         t = time.perf_counter()
         if kind.startswith("flat"):
             store.write_faiss(vdir, "flat")
-            index = store.load_dense(vdir)
         elif "float32" in kind:
-            index = float32_graph(np.load(vdir / store.EMBEDDINGS, mmap_mode="r"))
-            faiss.write_index(index, str(vdir / store.FAISS_FILE))
-            index = store.load_dense(vdir)
+            faiss.write_index(
+                float32_graph(np.load(vdir / store.EMBEDDINGS, mmap_mode="r")),
+                str(vdir / store.FAISS_FILE),
+            )
+        elif "int8" in kind:
+            faiss.write_index(int8_graph(vdir / store.EMBEDDINGS), str(vdir / store.FAISS_FILE))
         else:
             store.write_faiss(vdir, "hnsw")
-            index = store.load_dense(vdir)
+        index = store.load_dense(vdir)
         build_s = time.perf_counter() - t
-        ranked = [
-            [int(i) for i in index.search(q.reshape(1, -1), k)[1][0] if i >= 0] for q in qvecs
-        ]
-        if not exact_top:
-            exact_top = ranked
-        p50, p99 = latency(lambda q, ix=index: ix.search(q.reshape(1, -1), k), qvecs)
-        rows.append(
-            {
-                "chunks": total,
-                "index": kind,
-                **recall(ranked, gold),
-                "same_top5_as_exact": round(
-                    float(
-                        np.mean(
-                            [len(set(a[:5]) & set(b[:5])) / 5 for a, b in zip(ranked, exact_top)]
-                        )
-                    ),
-                    4,
-                ),
-                "ms_p50": p50,
-                "ms_p99": p99,
-                "build_s": round(build_s, 1),
-                "file_mb": round((vdir / store.FAISS_FILE).stat().st_size / 2**20, 1),
-            }
-        )
-        console.print(rows[-1])
-        del index
+        variants = [(kind, index)]
+        if isinstance(index, store.RescoredIndex) and "float16" in kind:
+            variants.append(("hnsw float16, graph scores only", index.index))
+        for name, ix in variants:
+            ranked = [
+                [int(i) for i in ix.search(q.reshape(1, -1), k)[1][0] if i >= 0] for q in qvecs
+            ]
+            if not exact_top:
+                exact_top = ranked
+            p50, p99 = latency(lambda q, ix=ix: ix.search(q.reshape(1, -1), k), qvecs)
+            same5 = [len(set(a[:5]) & set(b[:5])) / 5 for a, b in zip(ranked, exact_top)]
+            rows.append(
+                {
+                    "chunks": total,
+                    "index": name,
+                    **recall(ranked, gold),
+                    "same_top5_as_exact": round(float(np.mean(same5)), 4),
+                    "ms_p50": p50,
+                    "ms_p99": p99,
+                    "build_s": round(build_s, 1),
+                    "file_mb": round((vdir / store.FAISS_FILE).stat().st_size / 2**20, 1),
+                }
+            )
+            console.print(rows[-1])
+        del index, variants, ix
     shutil.rmtree(vdir, ignore_errors=True)
     return rows
 
@@ -550,7 +577,9 @@ def bench_ann_xquad(args: argparse.Namespace) -> None:
     faiss.omp_set_num_threads(cpu_count())
     load_before = [round(v, 2) for v in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="lorebot-ann-"))
-    settings = Settings(data_dir=work / "data")
+    # The int8 graph is exported once into a cache kept between runs (as build_memory's).
+    cache = os.environ.get("LOREBOT_MODEL_CACHE_DIR") or Path(tempfile.gettempdir()) / "lorebot-bm"
+    settings = Settings(data_dir=work / "data", model_cache_dir=Path(cache) / "models")
     embedder = Embedder.from_settings(settings)
     embedder.encode(["warm up"])
     eval_set = prepare_eval(
@@ -609,7 +638,7 @@ def bench_ann_xquad(args: argparse.Namespace) -> None:
         base = real_vectors(args.real)
         dense = []
         for size in args.sizes:
-            dense += dense_at_scale(chunk_vecs, qvecs, gold, size, work, base)
+            dense += dense_at_scale(chunk_vecs, qvecs, gold, size, work, base, args.int8)
     finally:
         eval_set.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -697,6 +726,9 @@ def main() -> None:
         default=0,
         metavar="N",
         help="instead: XQuAD-en recall@1/@5 of N questions, flat vs float32 vs float16 graph",
+    )
+    a.add_argument(
+        "--int8", action="store_true", help="with --xquad: an int8 graph too, for comparison"
     )
     e = sub.add_parser("embed")
     e.add_argument("--n", type=int, default=512)
