@@ -578,8 +578,9 @@ def bench_ann_xquad(args: argparse.Namespace) -> None:
     load_before = [round(v, 2) for v in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="lorebot-ann-"))
     # The int8 graph is exported once into a cache kept between runs (as build_memory's).
-    cache = os.environ.get("LOREBOT_MODEL_CACHE_DIR") or Path(tempfile.gettempdir()) / "lorebot-bm"
-    settings = Settings(data_dir=work / "data", model_cache_dir=Path(cache) / "models")
+    cache = os.environ.get("LOREBOT_MODEL_CACHE_DIR")
+    models = Path(cache) if cache else Path(tempfile.gettempdir()) / "lorebot-bm" / "models"
+    settings = Settings(data_dir=work / "data", model_cache_dir=models)
     embedder = Embedder.from_settings(settings)
     embedder.encode(["warm up"])
     eval_set = prepare_eval(
