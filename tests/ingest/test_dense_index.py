@@ -207,6 +207,7 @@ def test_a_version_written_with_a_float32_graph_still_opens_and_answers_the_same
 
     # The faiss.index a build before float16 graphs wrote for the same vectors.
     old = old_hnsw(np.load(vdir / store.EMBEDDINGS))
+    (vdir / store.FAISS_FILE).unlink()  # replaced, never rewritten under a mapping
     faiss.write_index(old, str(vdir / store.FAISS_FILE))
     with open_index(settings, embedder=emb) as reader:
         assert isinstance(reader.index, faiss.IndexHNSWFlat)
