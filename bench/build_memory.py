@@ -461,7 +461,9 @@ def project(
         "from_chunks": n,
         "target_chunks": target,
         "index_bytes": r["index_bytes_per_chunk"] * target,
-        "hnsw_bytes": target * (384 * 4 + 32 * 2 * 4 * 1.1),  # vectors + links, held to write
+        # What the graph holds while it is written (ingest.store._empty_faiss): float16 codes,
+        # the links it reserves (2*M + 2 a node) and each node's offset and level.
+        "hnsw_bytes": target * (384 * 2 + (2 * 32 + 2) * 4 + 8 + 4),
         "hours_by_workers": {
             w: (per_chunk_fleet * target / w + per_chunk_local * target) / 3600 for w in workers
         },

@@ -3,6 +3,7 @@
     python bench/ingest_bench.py corpus ../shared/data/corpora/18f-handbook/pages
     python bench/ingest_bench.py messy ../shared/data/messy-files
     python bench/ingest_bench.py ann --sizes 10000 100000 1000000
+    python bench/ingest_bench.py ann --xquad 1190 --sizes 200000   # recall, before/after
     python bench/ingest_bench.py embed            # torch only; variants: bench/embed_speed.py
 
 ``corpus``: full build (files/s, chunks/s, parse/embed/write split), a no-change re-run,
@@ -10,7 +11,13 @@ an incremental run after changing one file, search latency p50/p99 and the on-di
 per chunk. ``messy``: share of files ingested and every failure's reason. ``ann``:
 recall@10 of HNSW against exact (Flat) search and latency at growing sizes. Real MiniLM
 vectors of the corpora are used as far as they go; larger sizes are filled with
-perturbed copies of them (said so in the output).
+perturbed copies of them (said so in the output). ``ann --xquad N`` instead measures what
+the HNSW graph's storage does to retrieval: XQuAD-en recall@1/@5 of the gold passage for N
+questions, through the serving search (hybrid) on an index of XQuAD's passages with the
+exact flat index, the float32 graph written before and the float16 graph written now
+(re-scored from embeddings.npy), and with the dense search alone at each ``--sizes``
+(XQuAD's passage vectors among real handbook vectors and perturbed copies of them), with
+search latency p50/p99 beside each.
 """
 
 from __future__ import annotations
@@ -422,6 +429,245 @@ def bench_ann(args: argparse.Namespace) -> None:
     save("ingest-ann", {"rows": rows, "real_vectors": len(base), "queries": n_queries})
 
 
+XQUAD = REPO.parent / "shared" / "data" / "qa" / "xquad-en" / "xquad.en.json"
+if not XQUAD.is_file():  # a worktree under /work/wt/NAME
+    XQUAD = REPO.parents[1] / "shared" / "data" / "qa" / "xquad-en" / "xquad.en.json"
+
+
+def float32_graph(vectors: np.ndarray):
+    """The HNSW index lorebot wrote before float16 codes (float32 vectors inside it)."""
+    import faiss
+
+    from ingest.search import hnsw_ef_search
+
+    index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    index.hnsw.efSearch = hnsw_ef_search(len(vectors))
+    for start in range(0, len(vectors), 50_000):
+        index.add(np.ascontiguousarray(vectors[start : start + 50_000]))
+    return index
+
+
+def int8_graph(path: Path):
+    """For comparison only: an HNSW graph over int8 codes (trained on a sample of rows)."""
+    import faiss
+
+    from ingest import store
+    from ingest.search import hnsw_ef_search
+
+    vectors = np.load(path, mmap_mode="r")
+    n, dim = vectors.shape
+    index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    index.hnsw.efSearch = hnsw_ef_search(n)
+    index.train(np.ascontiguousarray(vectors[:: max(1, n // 50_000)]))
+    for start in range(0, n, store.HNSW_ADD_ROWS):
+        index.add(np.ascontiguousarray(vectors[start : start + store.HNSW_ADD_ROWS]))
+    return index
+
+
+def recall(ranked: list[list[int]], gold: list[set[int]]) -> dict:
+    """recall@1 and @5: the share of questions with a gold row among the first 1 / 5."""
+    n = max(1, len(gold))
+    return {
+        f"recall@{k}": round(sum(bool(set(r[:k]) & g) for r, g in zip(ranked, gold)) / n, 4)
+        for k in (1, 5)
+    }
+
+
+def latency(search, qvecs: np.ndarray, limit: int = 300) -> tuple[float, float]:
+    """p50 and p99 in ms of ``search(qvec)``, one query at a time."""
+    lat = []
+    for q in qvecs[:limit]:
+        t = time.perf_counter()
+        search(q)
+        lat.append((time.perf_counter() - t) * 1000)
+    return round(pct(lat, 50), 3), round(pct(lat, 99), 3)
+
+
+def dense_at_scale(
+    chunk_vecs: np.ndarray,
+    qvecs: np.ndarray,
+    gold: list[set[int]],
+    n: int,
+    work: Path,
+    base: np.ndarray,
+    int8: bool = False,
+) -> list[dict]:
+    """Dense recall of the gold rows (the first rows) among ``n`` vectors: exact, the
+    float32 graph, the float16 graph as ingest writes it and a reader loads it."""
+    import faiss
+
+    from ingest import store
+    from ingest.spool import NpyWriter
+
+    rng = np.random.default_rng(1)
+    fill = grow(base, max(0, n - len(chunk_vecs)), rng) if n > len(chunk_vecs) else base[:0]
+    vdir = work / f"dense-{n}"
+    vdir.mkdir(parents=True, exist_ok=True)
+    writer = NpyWriter(
+        vdir / store.EMBEDDINGS, (len(chunk_vecs) + len(fill), chunk_vecs.shape[1]), np.float32
+    )
+    writer.append(chunk_vecs)
+    for start in range(0, len(fill), 50_000):
+        writer.append(fill[start : start + 50_000])
+    writer.close()
+    total = len(chunk_vecs) + len(fill)
+    del fill
+    k = 24  # the serving search's dense pool: candidates 20 + k 4
+    rows = []
+    exact_top: list[list[int]] = []
+    kinds = ["flat (exact)", "hnsw float32 (before)", "hnsw float16 + re-score (after)"]
+    if int8:
+        kinds.append("hnsw int8 + re-score (not used)")
+    for kind in kinds:
+        (vdir / store.FAISS_FILE).unlink(missing_ok=True)  # a reader may still map the old one
+        t = time.perf_counter()
+        if kind.startswith("flat"):
+            store.write_faiss(vdir, "flat")
+        elif "float32" in kind:
+            faiss.write_index(
+                float32_graph(np.load(vdir / store.EMBEDDINGS, mmap_mode="r")),
+                str(vdir / store.FAISS_FILE),
+            )
+        elif "int8" in kind:
+            faiss.write_index(int8_graph(vdir / store.EMBEDDINGS), str(vdir / store.FAISS_FILE))
+        else:
+            store.write_faiss(vdir, "hnsw")
+        index = store.load_dense(vdir)
+        build_s = time.perf_counter() - t
+        variants = [(kind, index)]
+        if isinstance(index, store.RescoredIndex) and "float16" in kind:
+            variants.append(("hnsw float16, graph scores only", index.index))
+        for name, ix in variants:
+            ranked = [
+                [int(i) for i in ix.search(q.reshape(1, -1), k)[1][0] if i >= 0] for q in qvecs
+            ]
+            if not exact_top:
+                exact_top = ranked
+            p50, p99 = latency(lambda q, ix=ix: ix.search(q.reshape(1, -1), k), qvecs)
+            same5 = [len(set(a[:5]) & set(b[:5])) / 5 for a, b in zip(ranked, exact_top)]
+            rows.append(
+                {
+                    "chunks": total,
+                    "index": name,
+                    **recall(ranked, gold),
+                    "same_top5_as_exact": round(float(np.mean(same5)), 4),
+                    "ms_p50": p50,
+                    "ms_p99": p99,
+                    "build_s": round(build_s, 1),
+                    "file_mb": round((vdir / store.FAISS_FILE).stat().st_size / 2**20, 1),
+                }
+            )
+            console.print(rows[-1])
+        del index, variants, ix
+    shutil.rmtree(vdir, ignore_errors=True)
+    return rows
+
+
+def bench_ann_xquad(args: argparse.Namespace) -> None:
+    import faiss
+
+    from ingest import store
+    from ingest.embed import Embedder
+    from slm.evals.evalset import prepare_eval
+
+    if not XQUAD.is_file():
+        raise SystemExit(f"error: {XQUAD} not found (fix: run beside ../shared/data)")
+    faiss.omp_set_num_threads(cpu_count())
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    work = Path(tempfile.mkdtemp(prefix="lorebot-ann-"))
+    # The int8 graph is exported once into a cache kept between runs (as build_memory's).
+    cache = os.environ.get("LOREBOT_MODEL_CACHE_DIR")
+    models = Path(cache) if cache else Path(tempfile.gettempdir()) / "lorebot-bm" / "models"
+    settings = Settings(data_dir=work / "data", model_cache_dir=models)
+    embedder = Embedder.from_settings(settings)
+    embedder.encode(["warm up"])
+    eval_set = prepare_eval(
+        settings, XQUAD, limit=args.xquad, seed=0, abstain=0, embedder=embedder, progress=False
+    )
+    try:
+        reader = eval_set.retriever
+        vdir, n = reader.path, reader.n
+        recs = reader.db.execute("SELECT * FROM chunks ORDER BY row").fetchall()
+        chunks = [store._to_chunk(r) for r in recs]
+        items = eval_set.questions
+        gold = [{row for row, c in enumerate(chunks) if eval_set.relevant(it, c)} for it in items]
+        qvecs = np.stack([reader.query_vector(it.question) for it in items])
+        console.print(f"{len(items)} XQuAD-en questions, {len(chunks)} chunks of its passages")
+        cand, top_k = settings.retrieval.candidates, 5
+        manifest = json.loads((vdir / store.MANIFEST).read_text())
+        hybrid = []
+        for kind in ("flat (exact)", "hnsw float32 (before)", "hnsw float16 + re-score (after)"):
+            if kind.startswith("hnsw"):
+                # Unlinked, not overwritten: the readers opened so far map the old file.
+                (vdir / store.FAISS_FILE).unlink()
+                if "float32" in kind:
+                    faiss.write_index(
+                        float32_graph(np.load(vdir / store.EMBEDDINGS)),
+                        str(vdir / store.FAISS_FILE),
+                    )
+                else:
+                    store.write_faiss(vdir, "hnsw")
+                manifest["index_type"] = "hnsw"
+                (vdir / store.MANIFEST).write_text(json.dumps(manifest))
+            r = store.IndexReader(reader.settings, vdir, embedder=embedder)
+            ranges = [(0, r.n)]
+
+            def serve(q: np.ndarray, text: str, r=r, ranges=ranges) -> list:
+                return r.searcher.search(text, q, ranges, top_k, cand, r._fetch)
+
+            ranked = [[h.row for h in serve(q, it.question)] for q, it in zip(qvecs, items)]
+            lat = []
+            for q, it in list(zip(qvecs, items))[:300]:
+                t = time.perf_counter()
+                serve(q, it.question)
+                lat.append((time.perf_counter() - t) * 1000)
+            hybrid.append(
+                {
+                    "chunks": r.n,
+                    "index": kind,
+                    "loaded_as": type(r.index).__name__,
+                    **recall(ranked, gold),
+                    "ms_p50": round(pct(lat, 50), 3),
+                    "ms_p99": round(pct(lat, 99), 3),
+                }
+            )
+            console.print(hybrid[-1])
+            r.close()
+        chunk_vecs = np.load(vdir / store.EMBEDDINGS)
+        base = real_vectors(args.real)
+        dense = []
+        for size in args.sizes:
+            dense += dense_at_scale(chunk_vecs, qvecs, gold, size, work, base, args.int8)
+    finally:
+        eval_set.close()
+        shutil.rmtree(work, ignore_errors=True)
+    for title, rows in (
+        (f"XQuAD-en, serving (hybrid) search, {n} chunks", hybrid),
+        ("XQuAD-en, dense search alone, among handbook vectors", dense),
+    ):
+        table = Table(title=title)
+        cols = [c for c in rows[0] if c != "loaded_as"] if rows else []
+        for col in cols:
+            table.add_column(col, justify="right")
+        for row in rows:
+            table.add_row(*(str(row[c]) for c in cols))
+        console.print(table)
+    load_after = [round(v, 2) for v in os.getloadavg()]
+    console.print(f"load average before {load_before}, after {load_after}")
+    save(
+        "ingest-ann-xquad",
+        {
+            "questions": len(items),
+            "hybrid": hybrid,
+            "dense": dense,
+            "load_before": load_before,
+            "load_after": load_after,
+        },
+    )
+
+
 # ------------------------------------------------------------------------------ embed
 def bench_embed(args: argparse.Namespace) -> None:
     from ingest.embed import Embedder
@@ -475,9 +721,24 @@ def main() -> None:
     a.add_argument(
         "--ef", type=int, nargs="*", default=[32, 64, 128, 256], help="efSearch values to sweep"
     )
+    a.add_argument(
+        "--xquad",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: XQuAD-en recall@1/@5 of N questions, flat vs float32 vs float16 graph",
+    )
+    a.add_argument(
+        "--int8", action="store_true", help="with --xquad: an int8 graph too, for comparison"
+    )
     e = sub.add_parser("embed")
     e.add_argument("--n", type=int, default=512)
     args = p.parse_args()
+    if args.cmd == "ann" and args.xquad:
+        if args.xquad < 1 or any(size < 1 for size in args.sizes):
+            raise SystemExit("error: --xquad and --sizes must be positive (fix: e.g. --xquad 200)")
+        bench_ann_xquad(args)
+        return
     {"corpus": bench_corpus, "messy": bench_messy, "ann": bench_ann, "embed": bench_embed}[
         args.cmd
     ](args)

@@ -6,7 +6,9 @@ Layout under ``settings.index_dir``::
     versions/<version>/          complete, immutable once published
         manifest.json            counts, settings, per-file hashes and row ranges
         chunks.sqlite            chunk text + metadata; row number = FAISS id
-        faiss.index              dense vectors (Flat, or HNSW above FLAT_MAX_CHUNKS)
+        faiss.index              dense vectors (Flat, or above FLAT_MAX_CHUNKS an HNSW graph
+                                 over float16 codes, whose hits are re-scored from
+                                 embeddings.npy; see `load_dense`)
         bm25/                    bm25s keyword index over the same rows
         embeddings.npy           the vectors again, so the next incremental build can
                                  reuse unchanged files' vectors without re-embedding
@@ -29,7 +31,8 @@ Writing streams: rows are copied into the new version a file and a slice at a ti
 the previous version (carried files) or from the build's spool (fresh files); FAISS and
 BM25 are built from the written files in slices (ingest.keyword for BM25). No step holds
 all chunks, texts or vectors of the version at once, except an HNSW graph index, which
-faiss builds in memory.
+faiss builds in memory: its links and a float16 copy of the vectors (about 1 KB a chunk,
+half of what float32 vectors made it), never the float32 vectors themselves.
 """
 
 from __future__ import annotations
@@ -307,21 +310,61 @@ def bm25_tokenize(texts: list[str]):
 def build_faiss(vectors: np.ndarray, index_type: str):
     """A FAISS inner-product index over unit vectors (so scores are cosines), in memory."""
     index = _empty_faiss(vectors.shape[1] if vectors.ndim == 2 else DIM, index_type, len(vectors))
-    step = 50_000
-    for start in range(0, len(vectors), step):
-        index.add(np.ascontiguousarray(vectors[start : start + step], dtype=np.float32))
+    for start in range(0, len(vectors), HNSW_ADD_ROWS):
+        index.add(np.ascontiguousarray(vectors[start : start + HNSW_ADD_ROWS], dtype=np.float32))
     return index
 
 
+#: Links per node of the HNSW graph (2x that on its bottom layer), and its build breadth.
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+#: Vectors handed to faiss per add while a graph is built (12 MiB of float32).
+HNSW_ADD_ROWS = 8192
+
+
 def _empty_faiss(dim: int, index_type: str, n: int):
+    """An empty index for ``n`` vectors: flat float32, or an HNSW graph over float16 codes.
+
+    The graph stores each vector as float16 (faiss's scalar quantiser, no training): half
+    the memory of float32 while it is built and served, and a cosine off by ~1e-4 at
+    most, which only moves near-ties. A reader re-scores the graph's hits with the float32
+    vectors of embeddings.npy (`RescoredIndex`), so scores stay exact.
+    """
     import faiss
 
     if index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
+        index = faiss.IndexHNSWSQ(
+            dim, faiss.ScalarQuantizer.QT_fp16, HNSW_M, faiss.METRIC_INNER_PRODUCT
+        )
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         index.hnsw.efSearch = hnsw_ef_search(n)
+        _reserve_graph(index, n)
         return index
     return faiss.IndexFlatIP(dim)
+
+
+def _reserve_graph(index: Any, n: int) -> None:
+    """Size an empty HNSW index's code and link arrays for ``n`` vectors up front.
+
+    faiss grows them add by add, and a growing array is briefly held twice (the old copy
+    and the larger new one), so the peak came near the end of the build at well above the
+    final size. Resizing to the final size and back to empty keeps the capacity (a
+    shrinking array is never reallocated), so the adds fill it in place. Only memory
+    depends on this: where faiss's arrays offer no ``resize``, they grow as before.
+    """
+    import faiss
+
+    storage = faiss.downcast_index(index.storage)
+    # Links: 2*M on the bottom layer for every node, M per upper layer; a node has 1/(M-1)
+    # upper layers on average, so 2 slots a node more than the bottom layer is ample.
+    slots = n * (2 * HNSW_M + 2)
+    try:
+        storage.codes.resize(n * storage.code_size)
+        storage.codes.resize(0)
+        index.hnsw.neighbors.resize(slots, -1)
+        index.hnsw.neighbors.resize(0, -1)
+    except (AttributeError, TypeError):  # pragma: no cover - another faiss
+        log.debug("faiss arrays cannot be reserved; the HNSW build grows them as it goes")
 
 
 @functools.cache
@@ -357,7 +400,7 @@ def write_faiss(vdir: Path, index_type: str) -> None:
     """faiss.index of a version being built, from its embeddings.npy read in slices.
 
     A flat index streams straight to disk; an HNSW graph is built in memory by faiss
-    (its vectors and links are the index itself).
+    (its float16 codes and links are the index itself), fed HNSW_ADD_ROWS vectors at a time.
     """
     import faiss
 
@@ -372,7 +415,7 @@ def write_faiss(vdir: Path, index_type: str) -> None:
                 fh.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
         return
     index = _empty_faiss(dim, index_type, n)
-    for block in iter_npy_slices(source, 0, n, step=50_000):
+    for block in iter_npy_slices(source, 0, n, step=HNSW_ADD_ROWS):
         index.add(np.ascontiguousarray(block, dtype=np.float32))
     faiss.write_index(index, str(vdir / FAISS_FILE))
 
@@ -402,6 +445,91 @@ def write_search_indexes(vdir: Path, index_type: str) -> None:
     write_faiss(vdir, index_type)
     # A version always has >= 1 chunk (bm25s cannot load an empty corpus).
     write_bm25(vdir / BM25_DIR, _embedded_texts(vdir / CHUNKS_DB), vdir / "bm25.pairs")
+
+
+def load_dense(vdir: Path) -> Any:
+    """A version's FAISS index, ready to search, with as little of it in private memory as
+    faiss allows.
+
+    The index file is memory-mapped (faiss's IO_FLAG_MMAP_IFC: a flat index's vectors, a
+    graph's codes and links) where this faiss can, so the pages are the page cache's, shared
+    by every process serving the version; else it is read whole, as before. (Mapping is
+    safe because a published version's files are never rewritten in place: versions are
+    renamed in whole and deleted by unlinking, which leaves a mapping intact.) A graph over
+    compressed codes (what `write_faiss` writes for "hnsw") comes back as a
+    `RescoredIndex` over the version's float32 embeddings.npy. A flat index, or an HNSW
+    graph over float32 vectors (written before the graph was float16), is returned as it
+    is: its scores are exact already.
+    """
+    import faiss
+
+    path = str(vdir / FAISS_FILE)
+    flag = getattr(faiss, "IO_FLAG_MMAP_IFC", None)
+    index = None
+    if flag is not None:
+        try:
+            index = faiss.read_index(path, flag)
+        except RuntimeError as exc:  # a layout faiss cannot map: read it whole
+            log.info("faiss index of %s read whole (%s)", vdir.name, exc)
+    if index is None:
+        index = faiss.read_index(path)
+    graph = faiss.downcast_index(index)
+    if not isinstance(graph, faiss.IndexHNSW):
+        return index
+    if isinstance(faiss.downcast_index(graph.storage), faiss.IndexFlat):
+        return index
+    try:
+        vectors = np.load(vdir / EMBEDDINGS, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        vectors = None
+        log.warning("embeddings of %s unreadable (%s)", vdir.name, exc)
+    if vectors is None or vectors.shape != (index.ntotal, index.d):
+        log.warning(
+            "index %s: embeddings.npy does not match its graph; scores are float16", vdir.name
+        )
+        return index
+    return RescoredIndex(index, vectors)
+
+
+class RescoredIndex:
+    """A FAISS graph index over compressed codes whose hits are scored with float32 vectors.
+
+    The graph (faiss, float16 codes) chooses the candidates; their scores, their order
+    and every vector reconstructed from it come from ``vectors`` (the version's
+    embeddings.npy, memory-mapped), so a search returns the cosines a float32 index would
+    and the exact searches in ingest.search read exact vectors. Anything else is the
+    graph's (``hnsw``, ``ntotal``, ``d``).
+    """
+
+    def __init__(self, index: Any, vectors: np.ndarray) -> None:
+        self.index = index
+        self.vectors = vectors
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.index, name)
+
+    def search(self, x: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's ``search``: (scores, ids) per query row, best first, -1 padded."""
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, self.index.d)
+        _approx, ids = self.index.search(x, k, params=params)
+        scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+        out_ids = np.full(ids.shape, -1, dtype=ids.dtype)
+        for q in range(len(x)):
+            found = np.sort(ids[q][ids[q] >= 0])
+            if found.size == 0:
+                continue
+            exact = np.asarray(self.vectors[found], dtype=np.float32) @ x[q]
+            # Best first; a tie goes to the lower row, as in faiss's exact search.
+            order = np.lexsort((found, -exact))
+            scores[q, : found.size] = exact[order]
+            out_ids[q, : found.size] = found[order]
+        return scores, out_ids
+
+    def reconstruct(self, row: int) -> np.ndarray:
+        return np.array(self.vectors[int(row)], dtype=np.float32)
+
+    def reconstruct_n(self, start: int, n: int) -> np.ndarray:
+        return np.array(self.vectors[int(start) : int(start) + int(n)], dtype=np.float32)
 
 
 def load_sentence_vectors(vdir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -650,22 +778,21 @@ def open_index(
 class IndexReader:
     """A read-only view of one index version: hybrid search (ingest.search), chunk lookup, stats.
 
-    Load once per process and reuse; it holds the FAISS index and the BM25 matrices in
-    memory (the chunk store stays on disk). The query embedder is the one passed in, or
-    one created on the first search.
+    Load once per process and reuse; it holds the BM25 matrices in memory and maps the
+    FAISS index (`load_dense`; the chunk store stays on disk). The query embedder is the
+    one passed in, or one created on the first search.
     """
 
     def __init__(self, settings: Settings, vdir: Path, embedder: Embedder | None = None) -> None:
         quiet_libraries()
         import bm25s
-        import faiss
 
         self.settings = settings
         self.path = vdir
         self.manifest = read_manifest(vdir)
         self.version: str = self.manifest["version"]
         self._embedder = embedder
-        self.index = faiss.read_index(str(vdir / FAISS_FILE))
+        self.index = load_dense(vdir)
         self.bm25 = bm25s.BM25.load(str(vdir / BM25_DIR), mmap=False, show_progress=False)
         uri = f"file:{vdir / CHUNKS_DB}?mode=ro&immutable=1"
         self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
