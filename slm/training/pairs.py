@@ -19,6 +19,7 @@ the scores of each filter.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 import re
@@ -314,15 +315,39 @@ def extract_pairs(
     return out
 
 
+#: A list item's marker or a numbered step's number at the start of a sentence.
+_LIST_MARKER = re.compile(r"^\s*(?:[-*•+]|\d{1,3}[.)])\s+")
+#: Where a chunk's text starts a new block: a blank line, a list item, a table row's start or end.
+_BLOCK_BREAK = re.compile(r"\n\s*\n|\n(?=\s*(?:[-*•+]\s|\d{1,3}[.)]\s|\|))|(?<=\|)[ \t]*\n")
+#: Markdown emphasis left in parsed text (``**bold**``, ``__bold__``).
+_EMPHASIS = re.compile(r"\*\*|__")
+
+
+def _prose_sentences(text: str) -> list[str]:
+    """The chunk's sentences as a person would quote them: without list markers, emphasis
+    marks or HTML entities, and without table rows (cells joined by ``|``), which read as
+    one run-on sentence and make questions nobody would ask."""
+    out = []
+    blocks = _BLOCK_BREAK.split(text)
+    for sentence in (s for block in blocks for s in split_sentences(block)):
+        if sentence.count("|") >= 2:
+            continue
+        clean = _EMPHASIS.sub("", _LIST_MARKER.sub("", html.unescape(sentence)))
+        clean = " ".join(clean.split())
+        if clean:
+            out.append(clean)
+    return out
+
+
 def _structure_pairs(chunk: Chunk, *, limit: int, run: str) -> list[Pair]:
-    sentences = [s for s in split_sentences(chunk.text) if 6 <= len(s.split()) <= 45]
+    sentences = [s for s in _prose_sentences(chunk.text) if 6 <= len(s.split()) <= 45]
     out: list[Pair] = []
     heading = chunk.heading.split(" > ")[-1].strip() if chunk.heading else ""
     if heading and 1 <= len(heading.split()) <= 8 and sentences:
         wanted = content_words(heading)
         best = max(sentences, key=lambda s: (len(content_words(s) & wanted), -sentences.index(s)))
         topic = heading[0].lower() + heading[1:] if not heading[:2].isupper() else heading
-        title = chunk.title.strip()
+        title = html.unescape(chunk.title).strip()
         if not title or title.lower() == heading.lower():
             q = f"What should I know about {topic}?"
         elif title.lower().endswith(("policy", "policies", "guide", "handbook", "rules")):
@@ -382,7 +407,13 @@ _SPAN_PATTERNS = (
     ("percent", re.compile(r"\b\d[\d,.]*\s?(?:%|percent\b)")),
     (
         "quantity",
-        re.compile(rf"\b{_NUM}(?:[ -](?:{_NUM}|and))*[ -](?P<unit>[a-z]{{3,}}s)\b", re.IGNORECASE),
+        # The unit is a plural ("days", not "business"), maybe after one modifier: "five
+        # business days" is one span, asked as "how many business days".
+        re.compile(
+            rf"\b{_NUM}(?:[ -](?:{_NUM}|and))*[ -](?:(?P<mod>[a-z]{{3,}}) )?"
+            r"(?P<unit>[a-z]{2,}[a-rt-z]s)\b",
+            re.IGNORECASE,
+        ),
     ),
     ("name", re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s(?:of\s|de\s)?[A-Z][a-z]+)+\b")),
 )
@@ -398,7 +429,8 @@ def _wh_phrase(kind: str, span: str, match: re.Match[str], at_start: bool) -> st
     if kind == "percent":
         return "what percentage"
     if kind == "quantity":
-        return f"how many {match.group('unit').lower()}"
+        unit = " ".join(w for w in (match.group("mod"), match.group("unit")) if w)
+        return f"how many {unit.lower()}"
     return "who" if at_start else "what"
 
 
@@ -413,7 +445,7 @@ def answer_first_pairs(chunk: Chunk, *, limit: int = 6, run: str = "") -> list[P
     """
     out: list[Pair] = []
     used: set[str] = set()
-    for sentence in split_sentences(chunk.text):
+    for sentence in _prose_sentences(chunk.text):
         words = sentence.split()
         if not 6 <= len(words) <= 40 or "?" in sentence:
             continue
@@ -432,6 +464,8 @@ def answer_first_pairs(chunk: Chunk, *, limit: int = 6, run: str = "") -> list[P
                 if _GLUED.search(before) or re.match(r"[\w\-–/]", after):
                     continue  # part of a longer token ("PDP-11", "27-30%")
                 after = after.strip().rstrip(" .!;:")
+                if wh.startswith("how "):  # "between the two processes": no "the how many"
+                    before = re.sub(r"\b(?:the|a|an)\s*$", "", before, flags=re.IGNORECASE)
                 if after.startswith(("'s", "’s")) and wh in ("who", "what"):
                     wh, after = "whose", after[2:].strip()
                 question = " ".join(x for x in (before.strip(), wh, after) if x)

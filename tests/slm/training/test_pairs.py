@@ -117,6 +117,36 @@ def test_answer_first_pairs_ask_for_a_span_copied_from_the_chunk():
     assert [p.answer for p in glued] == ["until 1990"]
 
 
+def test_answer_first_pairs_read_list_items_and_markup_as_prose():
+    chunk = _chunk(
+        "- Your deadline should be at least five business days out, preferably longer.\n"
+        "- Invite the new hire to **shadow** the weekly planning call with 3 senior engineers.\n"
+        "| Plan | Price | Seats |\n| Basic | $10 | 5 |\n"
+        "This creates parity between the two processes and the offices they affect."
+    )
+    by_answer = {p.answer: p for p in answer_first_pairs(chunk)}
+    five = by_answer["five business days"]
+    assert (
+        five.question
+        == "Your deadline should be at least how many business days out, preferably longer?"
+    )
+    assert by_answer["two processes"].question.startswith("This creates parity between how many")
+    for p in by_answer.values():
+        assert not p.question.startswith(("-", "|")) and "**" not in p.question + p.sentence
+        assert "|" not in p.sentence  # a table row is not a sentence
+    assert "$10" not in by_answer
+
+
+def test_heading_questions_unescape_the_title():
+    chunk = _chunk(
+        "You can change the password you use to log into your laptop by following the guide.",
+        title="Logging in &amp; Networks",
+        heading="Change your password",
+    )
+    (pair,) = [p for p in extract_pairs(chunk) if p.teacher == "extract:heading"]
+    assert "Logging in & Networks" in pair.question and "&amp;" not in pair.question
+
+
 def test_filters_count_each_reason_on_a_real_index(refresh_data, embedder):
     s = make_settings(refresh_data)
     reader = open_index(s, embedder=embedder)
