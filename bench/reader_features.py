@@ -793,13 +793,22 @@ def rank(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Confidences ``docs`` calibrates: a name and its value from (re-ranking score less the
-#: top-document bonus, the sentence's own cosine, the question's best dense retrieval score).
+#: Confidences ``docs`` calibrates, from the chosen sentence's: re-ranking score less the
+#: top-document term (``score``), own MiniLM cosine (``cosine``), share of the question's
+#: content words it holds (``share``, not scaled to the shortlist's best as the re-ranking
+#: feature is, so comparable across questions), answer-type feature (``kind``), and the
+#: question's best dense retrieval score (``top``).
 CONFIDENCES = {
-    "re-ranking score (as served)": lambda s, cos, top: s,
-    "score - best retrieval cosine": lambda s, cos, top: s - top,
-    "sentence cosine": lambda s, cos, top: cos,
-    "sentence cosine - best retrieval cosine": lambda s, cos, top: cos - top,
+    "re-ranking score (as served)": lambda x: x["score"],
+    "score - best retrieval cosine": lambda x: x["score"] - x["top"],
+    "sentence cosine": lambda x: x["cosine"],
+    "cosine + 0.5 word share": lambda x: x["cosine"] + 0.5 * x["share"],
+    "cosine + 0.25 word share": lambda x: x["cosine"] + 0.25 * x["share"],
+    "cosine + 0.5 share + 0.05 kind": lambda x: x["cosine"] + 0.5 * x["share"] + 0.05 * x["kind"],
+    "best retrieval cosine": lambda x: x["top"],
+    "0.5 cosine + 0.5 retrieval + 0.25 share": lambda x: (
+        0.5 * x["cosine"] + 0.5 * x["top"] + 0.25 * x["share"]
+    ),
 }
 
 
@@ -819,6 +828,7 @@ def docs(args: argparse.Namespace) -> int:
     import numpy as np
     from rich.table import Table
 
+    from lorebot.text import content_words
     from slm.serving import sentence_rank
 
     sets = {}
@@ -832,6 +842,7 @@ def docs(args: argparse.Namespace) -> int:
                 "demo" if q.get("demo") else q["kind"],
                 q["top_dense"] is None or q["top_dense"] < MIN_SCORE,
                 q["top_dense"] or 0.0,
+                q["question"],
                 shortlist(q, neighbours=args.neighbours_now, size=args.shortlist),
             )
             for q in qs
@@ -846,6 +857,7 @@ def docs(args: argparse.Namespace) -> int:
         (f"stage 1, top_doc {m:g}", {**stage1, "top_doc": m}) for m in (0.0, *args.margins)
     ]
     itop = sentence_rank.FEATURES.index("top_doc")
+    ikind = sentence_rank.FEATURES.index("answer_type")
     report = []
     for label, w in variants:
         vec = np.array([w.get(k, 0.0) for k in sentence_rank.FEATURES])
@@ -855,7 +867,7 @@ def docs(args: argparse.Namespace) -> int:
             doc = key = n = 0
             has_doc = False
             recs = []  # (kind, far, confidences or None, gold)
-            for kind, far, top, (sents, _, feats) in lists[name]:
+            for kind, far, top, qtext, (sents, _, feats) in lists[name]:
                 if kind == "demo":
                     continue
                 best = conf = None
@@ -863,8 +875,15 @@ def docs(args: argparse.Namespace) -> int:
                     s2 = feats @ vec
                     j = int(np.argmax(s2))
                     best = sents[j]
-                    plain = float(s2[j] - vec[itop] * feats[j, itop])
-                    conf = {c: f(plain, best["alone"], top) for c, f in CONFIDENCES.items()}
+                    wanted = content_words(qtext)
+                    x = {
+                        "score": float(s2[j] - vec[itop] * feats[j, itop]),
+                        "cosine": best["alone"],
+                        "share": len(content_words(best["text"]) & wanted) / max(1, len(wanted)),
+                        "kind": float(feats[j, ikind]),
+                        "top": top,
+                    }
+                    conf = {c: f(x) for c, f in CONFIDENCES.items()}
                 if kind == "answerable":
                     n += 1
                     has_doc = has_doc or best is not None and best.get("right_doc") is not None
