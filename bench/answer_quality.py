@@ -84,8 +84,8 @@ def staff_index(index_dir: Path, *, threads: int, corpora: tuple[str, ...]):
 STAFF_CORPORA = ("18f-handbook", "sourcegraph-handbook")
 
 #: ``--readers main``: the read mode as main served it before the staff-half fix of issue 15
-#: (the re-ranking with no top-document margin, abstention at 0.81 on its score, rrf with
-#: no title match), so the fix and main's reader are measured side by side in one run.
+#: (the re-ranking with no top-document margin, abstention at 0.81 on its score, rrf), so
+#: the fix and main's reader are measured side by side in one run.
 MAIN_READER = {
     "weights": {
         "first": 1.0,
@@ -98,13 +98,13 @@ MAIN_READER = {
         "rank": 0.1,
         "top_doc": 0.0,
     },
-    "retrieval": {"min_confidence": 0.81, "fusion": "rrf", "title_weight": 0.0},
+    "retrieval": {"min_confidence": 0.81, "fusion": "rrf"},
 }
 
 
 def use_ranking(index, retrieval) -> None:
-    """Order ``index``'s candidates as ``retrieval`` says (fusion, title weight): the
-    ranker is fixed when an index is opened, so a variant swaps it."""
+    """Order ``index``'s candidates as ``retrieval`` says (its fusion): the ranker is
+    fixed when an index is opened, so a variant swaps it."""
     from ingest.rank import Ranker
 
     index.searcher.ranker = Ranker.from_settings(retrieval, index._sentences)

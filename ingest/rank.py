@@ -24,14 +24,6 @@ Two orders are offered (``retrieval.fusion``):
     question with one of its sentences, and the chunk-level vector dilutes that. Better
     on the staff questions and XQuAD-en, worse on the sample handbook: measured, not yet
     the default.
-
-Either order can then be nudged by the page title and section heading
-(``retrieval.title_weight``, :meth:`Ranker.by_title`): the fused scores are scaled to a
-best of 1 and each candidate gains ``title_weight`` × the share of its title's (or its
-innermost heading's) words that the question names. The embedded text already carries
-the title and headings, but the keyword side does not, and staff name the topic of the
-page they want ("how do i log into zoom?", "what tock code ...") in words its body may
-never use.
 """
 
 from __future__ import annotations
@@ -41,8 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from lorebot.text import content_words
 
 FUSIONS = ("score", "rrf")
 
@@ -63,12 +53,11 @@ class Ranker:
     dense_weight: float = 0.75
     sentence_weight: float = 0.8
     sentences: SentenceVectors | None = None
-    title_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r} (one of {', '.join(FUSIONS)})")
-        for name in ("dense_weight", "sentence_weight", "title_weight"):
+        for name in ("dense_weight", "sentence_weight"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {value}")
@@ -81,7 +70,6 @@ class Ranker:
             dense_weight=retrieval.dense_weight,
             sentence_weight=retrieval.sentence_weight,
             sentences=sentences,
-            title_weight=getattr(retrieval, "title_weight", 0.0),
         )
 
     def order(
@@ -114,43 +102,6 @@ class Ranker:
         else:
             kw = np.asarray(keyword_scores, dtype=np.float64)[rows]
         return score_fuse(rows, chunk, kw, self.dense_weight)
-
-    def by_title(
-        self, query: str, fused: Sequence[tuple[int, float]], chunks: dict[int, Any]
-    ) -> list[tuple[int, float]]:
-        """``fused`` (from :meth:`order`) re-ordered with the title match added: each score
-        scaled by the best one, plus ``title_weight`` × :func:`title_match` of the row's
-        chunk (``chunks``: row → lorebot.types.Chunk). Unchanged with a weight of 0."""
-        if not self.title_weight or not fused:
-            return list(fused)
-        top = max(score for _, score in fused)
-        scale = top if top > 0 else 1.0
-        wanted = _stems(content_words(query))
-        scored = [
-            (row, score / scale + self.title_weight * title_match(wanted, chunks.get(row)))
-            for row, score in fused
-        ]
-        at = {row: i for i, (row, _) in enumerate(fused)}  # ties keep the fused order
-        return sorted(scored, key=lambda rs: (-rs[1], at[rs[0]]))
-
-
-def _stems(words: set[str]) -> set[str]:
-    """Words without a plural "s" ("passwords" and "password" match)."""
-    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words}
-
-
-def title_match(wanted: set[str], chunk: Any) -> float:
-    """The larger share of the words of ``chunk``'s title, or of its innermost heading, that
-    are among ``wanted`` (the question's content words, stemmed as :func:`_stems`)."""
-    if chunk is None:
-        return 0.0
-    best = 0.0
-    heading = (getattr(chunk, "heading", "") or "").split(" > ")[-1]
-    for field in (getattr(chunk, "title", "") or "", heading):
-        words = _stems(content_words(field))
-        if words:
-            best = max(best, len(words & wanted) / len(words))
-    return best
 
 
 def score_fuse(

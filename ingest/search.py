@@ -122,8 +122,6 @@ class HybridSearch:
             fused = self.ranker.order(dense, keyword, dense_by_row, kw_scores, qvec)
         rows = [row for row, _ in fused]
         meta = fetch(rows) if rows else {}
-        if getattr(self.ranker, "title_weight", 0.0):
-            fused = self.ranker.by_title(query, fused, {r: meta[r][0] for r in rows if r in meta})
         hits: list[SearchHit] = []
         seen: set[str] = set()
         for row, score in fused:

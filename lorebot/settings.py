@@ -316,15 +316,6 @@ class RetrievalSettings(_Section):
             "score (the chunk's own cosine has the rest)."
         ),
     )
-    title_weight: float = Field(
-        0.0,
-        ge=0.0,
-        le=1.0,
-        description=(
-            "Weight of the title/heading match added to the fused score scaled to a best of 1 "
-            "(ingest.rank.Ranker.by_title); 0 = off."
-        ),
-    )
     # Measured (bench/context_budget.py, bench/answer_quality.py --context-tokens): answer
     # quality is flat from 150 to 900 tokens, while every 100 tokens cost ~0.35 s before the
     # first streamed token on two cores; 200 keeps the first token under a second.

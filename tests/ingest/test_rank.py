@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from ingest.rank import Ranker, best_sentence_cosines, score_fuse, title_match
+from ingest.rank import Ranker, best_sentence_cosines, score_fuse
 from ingest.search import HybridSearch, rrf_fuse
 from lorebot.settings import RetrievalSettings
 from lorebot.types import Chunk
@@ -71,8 +71,6 @@ def test_bad_ranking_settings_are_refused():
         Ranker(fusion="max")
     with pytest.raises(ValueError, match="between 0 and 1"):
         Ranker(dense_weight=1.5)
-    with pytest.raises(ValueError, match="title_weight must be between 0 and 1"):
-        Ranker(title_weight=-0.2)
     with pytest.raises(ValidationError):
         RetrievalSettings(sentence_weight=-0.1)
     with pytest.raises(ValidationError):
@@ -118,45 +116,3 @@ def test_hybrid_search_returns_the_dense_leader_first_with_the_ranker():
     assert hits[1].keyword_score is not None and hits[0].keyword_score is None
     # The range filter still holds: nothing outside rows 0..9 whatever the ranking.
     assert all(h.row < 10 for h in ranked.search(query, q, [(0, 10)], 4, 20, fetch))
-
-
-def _chunk(title: str, heading: str = "") -> Chunk:
-    return Chunk(chunk_id=title, text="body", title=title, heading=heading, source="d.md",
-                 collection="c")  # fmt: skip
-
-
-def test_the_title_or_innermost_heading_the_question_names_lifts_a_chunk():
-    wanted = {"long", "password"}  # "how long should my passwords be?", stemmed
-    assert title_match(wanted, _chunk("Handbook", "Security > Passwords")) == 1.0
-    assert title_match(wanted, _chunk("Passwords and keys")) == pytest.approx(0.5)
-    assert title_match(wanted, _chunk("Security", "Passwords > Laptops")) == 0.0
-    fused = [(1, 0.033), (2, 0.032), (3, 0.031)]
-    chunks = {1: _chunk("Travel"), 2: _chunk("Zoom"), 3: _chunk("Zoom accounts and meetings")}
-    query = "how do i log into zoom?"
-    assert Ranker().by_title(query, fused, chunks) == fused  # weight 0: unchanged
-    lifted = Ranker(title_weight=0.3).by_title(query, fused, chunks)
-    assert [r for r, _ in lifted] == [2, 3, 1]
-    assert lifted[2][1] == pytest.approx(1.0)  # scaled to a best of 1, no title word
-
-
-def test_hybrid_search_applies_the_title_weight_of_its_ranker():
-    import bm25s
-
-    from ingest.store import build_faiss
-
-    rng = np.random.default_rng(3)
-    n = 20
-    q = _unit(rng.standard_normal(384))
-    vecs = _unit(rng.standard_normal((n, 384)))
-    vecs[3] = _unit(q + 0.5 * _unit(rng.standard_normal(384)))  # nearest, another page
-    texts = [f"filler text number{r}" for r in range(n)]
-    bm25 = bm25s.BM25()
-    bm25.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-
-    def fetch(rows):
-        return {r: (_chunk("Zoom" if r == 5 else f"Page {r}"), str(r)) for r in rows}
-
-    for weight, first in ((0.0, 3), (1.0, 5)):
-        search = HybridSearch(build_faiss(vecs, "flat"), bm25, n, "flat",
-                              ranker=Ranker(fusion="score", title_weight=weight))  # fmt: skip
-        assert search.search("zoom login", q, [(0, n)], 4, 20, fetch)[0].row == first
