@@ -4,6 +4,8 @@
     python bench/reader_features.py grid                    # weights, on the dump only
     python bench/reader_features.py sentences --set xquad -n 300 --out /tmp/s-xquad.json
     python bench/reader_features.py rank --out /tmp/s-xquad.json /tmp/s-sample.json
+    python bench/reader_features.py sentences --set staff --corpus all --index-dir DIR --out S.json
+    python bench/reader_features.py docs S.json /tmp/s-sample.json /tmp/s-xquad.json
 
 ``sentences`` records, without the answer model, every candidate sentence the reader could
 read for each tuning question (the units of every hit and of every hit's neighbours, with
@@ -22,6 +24,13 @@ the hits and the top hit's neighbours), every candidate phrase of each with its 
 and the answer model's score of each phrase (score_answers). Hidden-passage questions for
 calibrating abstention are drawn with seed 1 (their passages hidden from them, as the
 eval harness does), so the reported abstention check (seed 0) is never tuned on.
+
+``docs`` replays the same dumps for the answer's document: the re-ranking with its
+``top_doc`` margin swept (how much better a sentence of another page must score than the
+top page's best), the chosen sentence from the right page and holding the key fact, and
+abstention on several confidences, each threshold calibrated on the mix of the dumps
+given (each weighing the same), never on the staff test half (``sentences --set staff``
+dumps the tune half only).
 
 ``grid`` replays the reader's choice for every weight combination on the dump: short
 answer token F1 / EM, gold sentence chosen, gold answer contained in the quoted sentence,
