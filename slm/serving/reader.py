@@ -7,7 +7,8 @@ fact in it. The reader does the finding:
 
 1. the passage sentences of every retrieved passage (and of the top passage's neighbours)
    are ranked against the question (:func:`slm.serving.evidence.rank_evidence`), and the
-   best few re-ranked by whether they could answer it (:mod:`slm.serving.sentence_rank`);
+   best few re-ranked by whether they could answer it, a sentence of another page than the
+   top hit's needing a margin to win (:mod:`slm.serving.sentence_rank`);
 2. the phrases of the best ``SENTENCES`` sentences are proposed as candidates
    (:mod:`slm.serving.spans`), "Yes" and "No" too for a yes/no question;
 3. the answer model scores each candidate as its whole reply to "Sentence: … Question: …"
