@@ -690,7 +690,7 @@ def rank(args: argparse.Namespace) -> int:
         "intro": (0.0, -0.1, -0.3),
         "neighbour": (0.0, -0.05, -0.15),
         "rank": (0.0, 0.1),
-        "top_doc": (0.0,),
+        "top_doc": (0.0, 0.1),
     }
     shortlists = {}
     for nb in ("top", "all"):
