@@ -6,6 +6,7 @@ by the generating path (the baseline) and the reader, in one run.
     python bench/answer_quality.py --set staff --split tune --index-dir /tmp/staff-index
     python bench/answer_quality.py --adapter data/adapters/versions/<v>/adapter.gguf
     python bench/answer_quality.py --neighbours 0 1          # without / with the neighbours
+    python bench/answer_quality.py --modes read --readers main current  # main's reader beside
 
 ``--set sample`` builds a temporary index of the packaged sample handbook and asks
 tests/fixtures/sample_qa.json; ``--set staff`` indexes the two real handbooks of
@@ -81,6 +82,34 @@ def staff_index(index_dir: Path, *, threads: int, corpora: tuple[str, ...]):
 
 
 STAFF_CORPORA = ("18f-handbook", "sourcegraph-handbook")
+
+#: ``--readers main``: the read mode as main served it before the staff-half fix of issue 15
+#: (the re-ranking with no top-document margin, abstention at 0.81 on its score, rrf), so
+#: the fix and main's reader are measured side by side in one run.
+MAIN_READER = {
+    "weights": {
+        "first": 1.0,
+        "cosine": 0.0,
+        "lexical": -0.25,
+        "rare": 0.0,
+        "answer_type": 0.05,
+        "intro": 0.0,
+        "neighbour": -0.15,
+        "rank": 0.1,
+        "top_doc": 0.0,
+    },
+    "retrieval": {"min_confidence": 0.81, "fusion": "rrf"},
+}
+
+
+def use_ranking(index, retrieval) -> None:
+    """Order ``index``'s candidates as ``retrieval`` says (its fusion): the ranker is
+    fixed when an index is opened, so a variant swaps it."""
+    from ingest.rank import Ranker
+
+    index.searcher.ranker = Ranker.from_settings(retrieval, index._sentences)
+
+
 _YES_NO_FIRST = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
 
@@ -118,6 +147,13 @@ def main() -> int:
         default=None,
         help="retrieval.neighbours values to compare in the same run (default: the setting)",
     )
+    ap.add_argument(
+        "--readers",
+        nargs="+",
+        choices=("current", "main"),
+        default=["current"],
+        help="read mode: this checkout's reader and/or main's before the staff fix (MAIN_READER)",
+    )
     ap.add_argument("--index-dir", type=Path, default=None, help="staff index kept here")
     ap.add_argument("--adapter", type=Path, default=None, help="A GGUF LoRA adapter to serve.")
     ap.add_argument("--threads", type=int, default=min(2, cpu_count()))
@@ -129,6 +165,7 @@ def main() -> int:
         console.print(f"error: {CORPORA} not found (fix: run next to ../shared/data)")
         return 2
 
+    from slm.serving import sentence_rank
     from slm.serving.answer import answer_question
     from slm.serving.generator import LlamaGenerator
 
@@ -153,11 +190,24 @@ def main() -> int:
         )
         results = {}
         neighbours = args.neighbours or [settings.retrieval.neighbours]
-        variants = [(m, nb) for m in args.modes for nb in neighbours]
-        for mode, nb in variants:
+        variants = [
+            (m, nb, r)
+            for m in args.modes
+            for nb in neighbours
+            for r in (args.readers if m == "read" else ["current"])
+        ]
+        served_weights = sentence_rank.WEIGHTS
+        for mode, nb, reader in variants:
             model = settings.model.model_copy(update={"answer_mode": mode})
             retrieval = settings.retrieval.model_copy(update={"neighbours": nb})
             label = mode if len(neighbours) == 1 else f"{mode} nb={nb}"
+            if len(args.readers) > 1 and mode == "read":
+                label += f" ({reader})"
+            sentence_rank.WEIGHTS = served_weights
+            if reader == "main":
+                sentence_rank.WEIGHTS = dict(MAIN_READER["weights"])
+                retrieval = retrieval.model_copy(update=MAIN_READER["retrieval"])
+            use_ranking(index, retrieval)
             row = {
                 "top_doc": 0,
                 "key_fact": 0,
@@ -216,6 +266,7 @@ def main() -> int:
             )
             del row["ms"], row["first"]
             results[label] = row
+        sentence_rank.WEIGHTS = served_weights
         index.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -262,6 +313,7 @@ def main() -> int:
         {
             "adapter": str(args.adapter) if args.adapter else None,
             "neighbours": args.neighbours,
+            "readers": args.readers,
             "results": results,
             "answerable": n_ans,
             "unanswerable": n_un,

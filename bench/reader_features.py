@@ -4,6 +4,8 @@
     python bench/reader_features.py grid                    # weights, on the dump only
     python bench/reader_features.py sentences --set xquad -n 300 --out /tmp/s-xquad.json
     python bench/reader_features.py rank --out /tmp/s-xquad.json /tmp/s-sample.json
+    python bench/reader_features.py sentences --set staff --corpus all --index-dir DIR --out S.json
+    python bench/reader_features.py docs S.json /tmp/s-sample.json /tmp/s-xquad.json
 
 ``sentences`` records, without the answer model, every candidate sentence the reader could
 read for each tuning question (the units of every hit and of every hit's neighbours, with
@@ -22,6 +24,13 @@ the hits and the top hit's neighbours), every candidate phrase of each with its 
 and the answer model's score of each phrase (score_answers). Hidden-passage questions for
 calibrating abstention are drawn with seed 1 (their passages hidden from them, as the
 eval harness does), so the reported abstention check (seed 0) is never tuned on.
+
+``docs`` replays the same dumps for the answer's document: the re-ranking with its
+``top_doc`` margin swept (how much better a sentence of another page must score than the
+top page's best), the chosen sentence from the right page and holding the key fact, and
+abstention on several confidences, each threshold calibrated on the mix of the dumps
+given (each weighing the same), never on the staff test half (``sentences --set staff``
+dumps the tune half only).
 
 ``grid`` replays the reader's choice for every weight combination on the dump: short
 answer token F1 / EM, gold sentence chosen, gold answer contained in the quoted sentence,
@@ -428,18 +437,22 @@ def sentence_dump(args: argparse.Namespace) -> int:
             if args.index_dir is None:
                 console.print("error: --set staff needs --index-dir (the handbook's index)")
                 return 2
-            settings, index = staff_index(args.index_dir, threads=1, corpora=(args.corpus,))
+            from answer_quality import STAFF_CORPORA
+
+            both = args.corpus == "all"
+            corpora = STAFF_CORPORA if both else (args.corpus,)
+            settings, index = staff_index(args.index_dir, threads=1, corpora=corpora)
             qa = json.loads(
                 (
                     Path(__file__).resolve().parents[1] / "tests/fixtures/staff_questions.json"
                 ).read_text(encoding="utf-8")
             )
-            answerable = [
-                q for q in qa["answerable"] if q["split"] == "tune" and q["corpus"] == args.corpus
-            ]
-            unanswerable = [
-                q for q in qa["unanswerable"] if q["split"] == "tune" and q["corpus"] == args.corpus
-            ]
+
+            def tune(q: dict) -> bool:  # the test half is never dumped
+                return q["split"] == "tune" and (both or q["corpus"] == args.corpus)
+
+            answerable = [q for q in qa["answerable"] if tune(q)]
+            unanswerable = [q for q in qa["unanswerable"] if tune(q)]
         for q in answerable:
             questions.append(
                 {
@@ -493,6 +506,8 @@ def sentence_dump(args: argparse.Namespace) -> int:
                     "rank": rank,
                     "neighbour": is_nb,
                     "source": src,
+                    "right_doc": doc is not None and right_doc,
+                    "dense": h.dense_score,
                     "sentences": [
                         {
                             "text": t,
@@ -572,6 +587,7 @@ def shortlist(q: dict, *, neighbours: str, size: int):
     from slm.serving.evidence import LEXICAL_WEIGHT, NUMBER_BONUS, RERANK, asks_for_number
 
     cands = []
+    top_source = q["chunks"][0]["source"] if q["chunks"] else None
     for c in q["chunks"]:
         if c["neighbour"] and (neighbours == "none" or (neighbours == "top" and c["rank"] != 1)):
             continue
@@ -602,11 +618,19 @@ def shortlist(q: dict, *, neighbours: str, size: int):
             float(score[i]),
             cands[i][0]["rank"],
             cands[i][0]["neighbour"],
+            cands[i][0]["source"] == top_source,
         )
         for i in short
     ]
     return (
-        [cands[i][1] for i in short],
+        [
+            {
+                **cands[i][1],
+                "right_doc": cands[i][0].get("right_doc"),
+                "top_doc": cands[i][0]["source"] == top_source,
+            }
+            for i in short
+        ],
         np.array([score[i] for i in short]),
         sentence_rank.features(q["question"], rc),
     )
@@ -666,6 +690,7 @@ def rank(args: argparse.Namespace) -> int:
         "intro": (0.0, -0.1, -0.3),
         "neighbour": (0.0, -0.05, -0.15),
         "rank": (0.0, 0.1),
+        "top_doc": (0.0, 0.1),
     }
     shortlists = {}
     for nb in ("top", "all"):
@@ -682,7 +707,7 @@ def rank(args: argparse.Namespace) -> int:
 
     def measure(nb: str, w: dict | None) -> dict:
         row: dict = {"neighbours": nb, "weights": w}
-        vec = None if w is None else np.array([w[k] for k in sentence_rank.FEATURES])
+        vec = None if w is None else np.array([w.get(k, 0.0) for k in sentence_rank.FEATURES])
         for name in names:
             top1 = inshort = n = demo = 0
             conf_a, conf_h = [], []
@@ -777,6 +802,205 @@ def rank(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Confidences ``docs`` calibrates, from the chosen sentence's: re-ranking score less the
+#: top-document term (``score``), own MiniLM cosine (``cosine``), share of the question's
+#: content words it holds (``share``, not scaled to the shortlist's best as the re-ranking
+#: feature is, so comparable across questions), answer-type feature (``kind``), and the
+#: question's best dense retrieval score (``top``).
+CONFIDENCES = {
+    "re-ranking score (as served)": lambda x: x["score"],
+    "score - best retrieval cosine": lambda x: x["score"] - x["top"],
+    "sentence cosine": lambda x: x["cosine"],
+    "cosine + 0.5 word share": lambda x: x["cosine"] + 0.5 * x["share"],
+    "cosine + 0.25 word share": lambda x: x["cosine"] + 0.25 * x["share"],
+    "cosine + 0.5 share + 0.05 kind": lambda x: x["cosine"] + 0.5 * x["share"] + 0.05 * x["kind"],
+    "best retrieval cosine": lambda x: x["top"],
+    "0.5 cosine + 0.5 retrieval + 0.25 share": lambda x: (
+        0.5 * x["cosine"] + 0.5 * x["top"] + 0.25 * x["share"]
+    ),
+}
+
+
+def docs(args: argparse.Namespace) -> int:
+    """The document the answer comes from, and abstention, for each top-document margin.
+
+    Replays the reader's choice on sentence dumps (as ``rank``) with sentence_rank's
+    weights and the ``top_doc`` weight (the margin a sentence of another document must win
+    by) swept, and reports per dump: the chosen sentence from the right document (dumps
+    with documents), holding the key fact / gold answer, and, for each confidence of
+    :data:`CONFIDENCES`, the threshold calibrated on the MIX of the chosen-on dumps (the
+    highest at which the answerable questions reaching the reader are refused at most
+    ``--refuse`` on average over those dumps, each dump weighing the same) with what it
+    refuses in every dump (``--check`` dumps too). A question refused before reading by
+    ``min_score`` is refused whatever the threshold.
+    """
+    import numpy as np
+    from rich.table import Table
+
+    from lorebot.text import content_words
+    from slm.serving import sentence_rank
+
+    sets = {}
+    for path in [*args.dumps, *args.check]:
+        sets[Path(path).stem] = json.loads(Path(path).read_text(encoding="utf-8"))["questions"]
+    names = list(sets)
+    chosen_on = [Path(p).stem for p in args.dumps]
+    lists = {
+        name: [
+            (
+                "demo" if q.get("demo") else q["kind"],
+                q["top_dense"] is None or q["top_dense"] < MIN_SCORE,
+                q["top_dense"] or 0.0,
+                q["question"],
+                shortlist(q, neighbours=args.neighbours_now, size=args.shortlist),
+            )
+            for q in qs
+        ]
+        for name, qs in sets.items()
+    }
+    base = dict(sentence_rank.WEIGHTS)
+    stage1 = {k: (1.0 if k == "first" else 0.0) for k in sentence_rank.FEATURES}
+    variants = [("served weights", dict(base))]
+    variants += [(f"served, top_doc {m:g}", {**base, "top_doc": m}) for m in args.margins]
+    variants += [
+        (f"stage 1, top_doc {m:g}", {**stage1, "top_doc": m}) for m in (0.0, *args.margins)
+    ]
+    itop = sentence_rank.FEATURES.index("top_doc")
+    ikind = sentence_rank.FEATURES.index("answer_type")
+    report = []
+    for label, w in variants:
+        vec = np.array([w.get(k, 0.0) for k in sentence_rank.FEATURES])
+        row: dict = {"label": label, "weights": w, "sets": {}}
+        chosen: dict = {}
+        for name in names:
+            doc = key = n = 0
+            has_doc = False
+            recs = []  # (kind, far, confidences or None, gold)
+            for kind, far, top, qtext, (sents, _, feats) in lists[name]:
+                if kind == "demo":
+                    continue
+                best = conf = None
+                if sents and not far:
+                    s2 = feats @ vec
+                    j = int(np.argmax(s2))
+                    best = sents[j]
+                    wanted = content_words(qtext)
+                    x = {
+                        "score": float(s2[j] - vec[itop] * feats[j, itop]),
+                        "cosine": best["alone"],
+                        "share": len(content_words(best["text"]) & wanted) / max(1, len(wanted)),
+                        "kind": float(feats[j, ikind]),
+                        "top": top,
+                    }
+                    conf = {c: f(x) for c, f in CONFIDENCES.items()}
+                if kind == "answerable":
+                    n += 1
+                    has_doc = has_doc or best is not None and best.get("right_doc") is not None
+                    doc += bool(best and best.get("right_doc"))
+                    key += bool(best and best["gold"])
+                recs.append((kind, conf, bool(best and best["gold"])))
+            chosen[name] = recs
+            row["sets"][name] = {"n": n, "doc": doc if has_doc else None, "key": key}
+        row["abstention"] = {}
+        for c in CONFIDENCES:
+            values = sorted(
+                {r[1][c] for name in chosen_on for r in chosen[name] if r[1] is not None}
+            )
+
+            cut = values[0] if values else 0.0
+            for t in values:
+                reached = [
+                    _refused(chosen[nm], c, t, "answerable", reached=True) for nm in chosen_on
+                ]
+                if np.mean([np.mean(x) if x else 0.0 for x in reached]) <= args.refuse:
+                    cut = t
+            res = {"threshold": cut}
+            for name in names:
+                a = _refused(chosen[name], c, cut, "answerable")
+                h = _refused(chosen[name], c, cut, "heldout")
+                kept = sum(
+                    r[2] and not (r[1] is None or r[1][c] < cut)
+                    for r in chosen[name]
+                    if r[0] == "answerable"
+                )
+                res[name] = {
+                    "answerable_refused": sum(a),
+                    "hidden_refused": sum(h),
+                    "hidden": len(h),
+                    "key_kept": kept,
+                }
+            if c == "re-ranking score (as served)":
+                served = {}
+                for name in names:
+                    served[name] = {
+                        "answerable_refused": sum(
+                            _refused(chosen[name], c, args.served, "answerable")
+                        ),
+                        "hidden_refused": sum(_refused(chosen[name], c, args.served, "heldout")),
+                    }
+                res["at_served"] = served
+            row["abstention"][c] = res
+        report.append(row)
+
+    table = Table(title="sentence choice per top-document margin (right document / key fact)")
+    table.add_column("ranking")
+    for name in names:
+        mark = "" if name in chosen_on else " (check)"
+        table.add_column(f"{name}{mark} n={report[0]['sets'][name]['n']}", justify="right")
+    for r in report:
+        cells = []
+        for name in names:
+            x = r["sets"][name]
+            cells.append(("-" if x["doc"] is None else f"{x['doc']}") + f" / {x['key']}")
+        table.add_row(r["label"], *cells)
+    console.width = max(console.width, 220)
+    console.print(table)
+    for c in CONFIDENCES:
+        t = Table(
+            title=f"abstention on {c}: threshold refusing <= {args.refuse:.0%} of the answerable "
+            f"reaching the reader, mean over {', '.join(chosen_on)} "
+            "(answerable refused / hidden refused; key fact kept)"
+        )
+        t.add_column("ranking")
+        t.add_column("threshold", justify="right")
+        for name in names:
+            t.add_column(name, justify="right")
+        for r in report:
+            a = r["abstention"][c]
+            t.add_row(
+                r["label"],
+                f"{a['threshold']:.3f}",
+                *[
+                    f"{a[n]['answerable_refused']}/{r['sets'][n]['n']} / "
+                    f"{a[n]['hidden_refused']}/{a[n]['hidden']}; {a[n]['key_kept']}"
+                    for n in names
+                ],
+            )
+        console.print(t)
+    served = report[0]["abstention"]["re-ranking score (as served)"]["at_served"]
+    console.print(
+        f"served weights at min_confidence {args.served}: "
+        + ", ".join(
+            f"{n} {v['answerable_refused']} answerable / {v['hidden_refused']} hidden refused"
+            for n, v in served.items()
+        )
+    )
+    save("reader-docs", {"report": report, "sets": {n: len(v) for n, v in sets.items()}})
+    return 0
+
+
+def _refused(
+    recs: list, confidence: str, threshold: float, kind: str, *, reached: bool = False
+) -> list[bool]:
+    """Whether each ``kind`` question of a replayed dump is refused at ``threshold``
+    (``reached``: only those that reached the reader, not refused by ``min_score``)."""
+    return [
+        r[1] is None or r[1][confidence] < threshold
+        for r in recs
+        if r[0] == kind and (r[1] is not None or not reached)
+    ]
+
+
 def abstention(args: argparse.Namespace, names: list[str], shortlists: dict, ranking: dict):
     """Abstention on the chosen sentence's features under ``ranking``'s weights: for each
     confidence weighting, the threshold that refuses at most 5 % of the FIRST dump's
@@ -805,6 +1029,7 @@ def abstention(args: argparse.Namespace, names: list[str], shortlists: dict, ran
         "intro": (0.0,),
         "neighbour": (0.0,),
         "rank": (0.0, 0.2),
+        "top_doc": (0.0,),
     }
     out = []
     for combo in itertools.product(*grid.values()):
@@ -846,10 +1071,23 @@ def abstention(args: argparse.Namespace, names: list[str], shortlists: dict, ran
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=("dump", "grid", "sentences", "rank", "fit", "demo"))
+    ap.add_argument("action", choices=("dump", "grid", "sentences", "rank", "fit", "demo", "docs"))
     ap.add_argument("dumps", nargs="*", help="rank: sentence dumps to replay")
     ap.add_argument("--set", choices=("xquad", "sample", "staff"), default="xquad")
-    ap.add_argument("--corpus", default="18f-handbook", help="staff: the handbook")
+    ap.add_argument(
+        "--corpus", default="18f-handbook", help="staff: the handbook, or 'all' (both, one index)"
+    )
+    ap.add_argument(
+        "--margins",
+        nargs="+",
+        type=float,
+        default=[0.05, 0.1, 0.2, 0.3, 0.5, 1.0],
+        help="docs: top_doc weights swept",
+    )
+    ap.add_argument(
+        "--refuse", type=float, default=0.05, help="docs: answerable refused allowed (mean)"
+    )
+    ap.add_argument("--served", type=float, default=0.81, help="docs: the served min_confidence")
     ap.add_argument("--index-dir", type=Path, default=None, help="staff: its index")
     ap.add_argument("--shortlist", type=int, default=8, help="rank: sentences re-scored")
     ap.add_argument(
@@ -889,6 +1127,8 @@ def main() -> int:
         return rank(args)
     if args.action == "fit":
         return fit(args)
+    if args.action == "docs":
+        return docs(args)
     if args.action == "demo":
         return demo(args)
     if args.action == "dump":

@@ -7,7 +7,8 @@ fact in it. The reader does the finding:
 
 1. the passage sentences of every retrieved passage (and of the top passage's neighbours)
    are ranked against the question (:func:`slm.serving.evidence.rank_evidence`), and the
-   best few re-ranked by whether they could answer it (:mod:`slm.serving.sentence_rank`);
+   best few re-ranked by whether they could answer it, a sentence of another page than the
+   top hit's needing a margin to win (:mod:`slm.serving.sentence_rank`);
 2. the phrases of the best ``SENTENCES`` sentences are proposed as candidates
    (:mod:`slm.serving.spans`), "Yes" and "No" too for a yes/no question;
 3. the answer model scores each candidate as its whole reply to "Sentence: … Question: …"
@@ -86,15 +87,17 @@ def reading_passages(
     neighbours: Neighbours | None,
     count: int,
     of: str = NEIGHBOURS_OF,
-) -> tuple[list[SearchHit], list[tuple[int, bool]]]:
+) -> tuple[list[SearchHit], list[tuple[int, bool, bool]]]:
     """The passages whose sentences the reader ranks, and where each comes from.
 
     The hits first, then the ``count`` chunks before and after the top hit (``of="top"``)
     or every hit (``of="all"``), less any already there: the answer often sits next to the
-    chunk that matched. The origins are (retrieval rank of the hit, whether a neighbour).
+    chunk that matched. The origins are (retrieval rank of the hit, whether a neighbour,
+    whether of the top hit's document).
     """
     passages = list(hits)
-    origins = [(rank, False) for rank in range(1, len(hits) + 1)]
+    top = _document(hits[0]) if hits else None
+    origins = [(rank, False, _document(h) == top) for rank, h in enumerate(hits, start=1)]
     if not count or neighbours is None or not hits:
         return passages, origins
     seen = {h.chunk.chunk_id for h in hits}
@@ -104,8 +107,12 @@ def reading_passages(
             if n.chunk.chunk_id not in seen:
                 seen.add(n.chunk.chunk_id)
                 passages.append(n)
-                origins.append((rank, True))
+                origins.append((rank, True, _document(n) == top))
     return passages, origins
+
+
+def _document(hit: SearchHit) -> tuple[str, str]:
+    return hit.chunk.collection, hit.chunk.source
 
 
 def read(

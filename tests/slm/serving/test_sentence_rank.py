@@ -77,8 +77,9 @@ def test_rerank_moves_the_answering_sentence_above_the_topical_one() -> None:
 def test_reading_passages_add_the_neighbours_of_the_top_hit_or_of_every_hit() -> None:
     hits = make_hits(["first", "second"])
     extra = {h.chunk.chunk_id: make_hits([f"next to {h.chunk.text}"])[0] for h in hits}
-    for h in hits:  # distinct ids for the neighbours
+    for h in hits:  # distinct ids for the neighbours, each in its hit's document
         extra[h.chunk.chunk_id].chunk.chunk_id = f"n-{h.chunk.chunk_id}"
+        extra[h.chunk.chunk_id].chunk.source = h.chunk.source
 
     def neighbours(hit: SearchHit, before: int, after: int) -> list[SearchHit]:
         return [extra[hit.chunk.chunk_id], hits[0]]  # a hit again: not repeated
@@ -86,7 +87,31 @@ def test_reading_passages_add_the_neighbours_of_the_top_hit_or_of_every_hit() ->
     top, top_origin = reading_passages(hits, neighbours, 1, of="top")
     every, every_origin = reading_passages(hits, neighbours, 1, of="all")
     assert [p.chunk.text for p in top] == ["first", "second", "next to first"]
-    assert top_origin == [(1, False), (2, False), (1, True)]
+    # (rank of the hit, a neighbour?, of the top hit's document?)
+    assert top_origin == [(1, False, True), (2, False, False), (1, True, True)]
     assert [p.chunk.text for p in every][3:] == ["next to second"]
-    assert every_origin[3] == (2, True)
+    assert every_origin[3] == (2, True, False)
     assert reading_passages(hits, None, 1)[0] == hits
+
+
+def test_another_document_must_win_by_the_top_document_margin() -> None:
+    elsewhere = "Expenses are filed in the travel portal within 30 days."
+    on_top_page = "File your expenses within 30 days of the trip."
+    origin = {1: (1, False, True), 2: (2, False, False)}.get
+
+    def ranked(cosine_elsewhere: float) -> list[Evidence]:
+        return [
+            Evidence(passage=2, text=elsewhere, score=0.9, cosine=cosine_elsewhere),
+            Evidence(passage=1, text=on_top_page, score=0.8, cosine=0.55),
+        ]
+
+    weights = {"cosine": 1.0, "top_doc": 0.1}
+    close = sr.rerank("When do I file expenses?", ranked(0.6), origin, weights)
+    assert close[0].passage == 1  # 0.05 better elsewhere is within the margin
+    # the margin orders documents; the score abstention reads leaves it out
+    assert close[0].score == pytest.approx(0.55)
+    clear = sr.rerank("When do I file expenses?", ranked(0.7), origin, weights)
+    assert clear[0].passage == 2 and clear[0].score == pytest.approx(0.7)
+    # without the document in the origin (older callers) nothing is preferred
+    plain = sr.rerank("When do I file expenses?", ranked(0.6), lambda n: (n, False), weights)
+    assert plain[0].passage == 2
