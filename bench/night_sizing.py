@@ -114,6 +114,25 @@ def index_night(
     return reader, chunks, night, index_s
 
 
+def filter_night(
+    candidates: list[Any], chunks: Any, reader: Any, embedder: Any, training: Any, stats: Any
+) -> tuple[list[Any], Any]:
+    """The night's filters with the nightly settings (``training``), as the refresh runs them."""
+    from slm.training.pairs import filter_pairs
+
+    return filter_pairs(
+        candidates,
+        chunks,
+        reader=reader,
+        embedder=embedder,
+        collections=list(CORPORA),
+        min_support=training.min_support,
+        round_trip_k=training.round_trip_k,
+        dedupe_similarity=training.dedupe_similarity,
+        stats=stats,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=1000, help="new chunks of the night (half each)")
@@ -145,7 +164,6 @@ def main() -> None:
     from slm.training.pairs import (
         FilterStats,
         extract_pairs,
-        filter_pairs,
         make_teacher,
         teacher_pairs,
     )
@@ -200,17 +218,7 @@ def main() -> None:
                     outcome[id(pair)] = what
 
         t0 = time.perf_counter()
-        kept, stats = filter_pairs(
-            candidates,
-            chunks,
-            reader=reader,
-            embedder=embedder,
-            collections=list(CORPORA),
-            min_support=t.min_support,
-            round_trip_k=t.round_trip_k,
-            dedupe_similarity=t.dedupe_similarity,
-            stats=Recorder(),
-        )
+        kept, stats = filter_night(candidates, chunks, reader, embedder, t, Recorder())
         timings["filters"] = time.perf_counter() - t0
 
         def tally(pairs: list[Any]) -> dict[str, int]:

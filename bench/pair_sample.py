@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import console, exit_cleanly_on_sigterm, loadavg, save  # noqa: E402
-from night_sizing import CORPORA, CORPORA_DIR, index_night  # noqa: E402
+from night_sizing import CORPORA, CORPORA_DIR, filter_night, index_night  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
 
     from ingest.embed import Embedder
     from lorebot.settings import Settings
-    from slm.training.pairs import FilterStats, extract_pairs, filter_pairs
+    from slm.training.pairs import FilterStats, extract_pairs
 
     started, load0 = time.perf_counter(), loadavg()
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="lorebot-bench-pairs-"))
@@ -65,17 +65,7 @@ def main() -> None:
         try:
             t0 = time.perf_counter()
             candidates = [p for chunk in night for p in extract_pairs(chunk, run="night")]
-            kept, stats = filter_pairs(
-                candidates,
-                chunks,
-                reader=reader,
-                embedder=embedder,
-                collections=list(CORPORA),
-                min_support=t.min_support,
-                round_trip_k=t.round_trip_k,
-                dedupe_similarity=t.dedupe_similarity,
-                stats=FilterStats(),
-            )
+            kept, stats = filter_night(candidates, chunks, reader, embedder, t, FilterStats())
             pairs_s = time.perf_counter() - t0
         finally:
             reader.close()

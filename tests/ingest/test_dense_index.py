@@ -10,7 +10,6 @@ memory and bench/ingest_bench.py ann the recall.
 from __future__ import annotations
 
 import shutil
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,7 @@ from ingest_fixtures import settings_for
 
 from ingest import Source, build_index, open_index, spool, store
 from ingest.search import hnsw_ef_search
-
-DIM = 384
-
-
-def hashed(text: str) -> np.ndarray:
-    v = np.random.default_rng(zlib.crc32(text.encode("utf-8"))).standard_normal(DIM)
-    return (v / np.linalg.norm(v)).astype(np.float32)
+from tests.ingest.test_build_memory import DIM, hashed
 
 
 class StandIn:
