@@ -25,9 +25,13 @@ FetchRows = Callable[[list[int]], dict[int, tuple[Chunk, str]]]
 
 def hnsw_ef_search(n_chunks: int) -> int:
     """HNSW search breadth for an index of this size (bench/ingest_bench.py ann measures it)."""
-    # Search time grows slowly with breadth (0.3 ms at 128, ~1 ms at 512) and is small
-    # next to embedding the query (tens of ms), so buy recall generously.
-    return 128 if n_chunks <= 200_000 else 512
+    # Search time grows slowly with breadth and is small next to embedding the query (tens
+    # of ms) and reading (hundreds), so buy recall generously: on the 200k-chunk corpus of
+    # bench/build_memory.py, XQuAD-en's gold passage among near-duplicate padding was found
+    # first by the graph for 0.58 of questions at 128, 0.78 at 512 and 0.84 at 2048 (exact
+    # search 0.85), 2048 costing about 3 ms a query (README "Retrieval with the float16 graph").
+    del n_chunks  # one breadth for every size the graph serves (above 100k chunks)
+    return 2048
 
 
 def rrf_fuse(
