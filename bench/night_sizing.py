@@ -114,6 +114,15 @@ def index_night(
     return reader, chunks, night, index_s
 
 
+def night_corpora(root: Path) -> dict[str, Path]:
+    """The two handbooks under ``root`` (../shared/data/corpora); a one-line exit if absent."""
+    corpora = {name: root / rel for name, rel in CORPORA.items()}
+    missing = [str(p) for p in corpora.values() if not p.is_dir()]
+    if missing:
+        raise SystemExit(f"error: {', '.join(missing)} not found (fix: ../shared/data is needed)")
+    return corpora
+
+
 def filter_night(
     candidates: list[Any], chunks: Any, reader: Any, embedder: Any, training: Any, stats: Any
 ) -> tuple[list[Any], Any]:
@@ -150,10 +159,7 @@ def main() -> None:
     ap.add_argument("--name", default="night_sizing", help="results file name")
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
-    corpora = {name: args.corpora / rel for name, rel in CORPORA.items()}
-    missing = [str(p) for p in corpora.values() if not p.is_dir()]
-    if missing:
-        raise SystemExit(f"error: {', '.join(missing)} not found (fix: ../shared/data is needed)")
+    corpora = night_corpora(args.corpora)
     if args.chunks < 2 or args.train_steps < 0 or args.teacher_chunks < 0:
         raise SystemExit("error: --chunks must be >= 2, --train-steps and --teacher-chunks >= 0")
 

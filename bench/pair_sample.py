@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import console, exit_cleanly_on_sigterm, loadavg, save  # noqa: E402
-from night_sizing import CORPORA, CORPORA_DIR, filter_night, index_night  # noqa: E402
+from night_sizing import CORPORA_DIR, filter_night, index_night, night_corpora  # noqa: E402
 
 
 def main() -> None:
@@ -42,10 +42,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="the sample as one JSON line last")
     args = ap.parse_args()
     exit_cleanly_on_sigterm()
-    corpora = {name: args.corpora / rel for name, rel in CORPORA.items()}
-    missing = [str(p) for p in corpora.values() if not p.is_dir()]
-    if missing:
-        raise SystemExit(f"error: {', '.join(missing)} not found (fix: ../shared/data is needed)")
+    corpora = night_corpora(args.corpora)
     if args.chunks < 2 or args.sample < 1:
         raise SystemExit("error: --chunks must be >= 2 and --sample >= 1")
 

@@ -9,7 +9,6 @@ memory and bench/ingest_bench.py ann the recall.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from ingest_fixtures import settings_for
 
 from ingest import Source, build_index, open_index, spool, store
 from ingest.search import hnsw_ef_search
-from tests.ingest.test_build_memory import DIM, hashed
+from tests.ingest.test_build_memory import DIM, hashed, sample_docs
 
 
 class StandIn:
@@ -159,17 +158,6 @@ def test_a_graph_without_matching_vectors_is_searched_as_it_is(tmp_path, one_thr
     assert "does not match" in caplog.text
     _s, ids = index.search(vectors[7:8], 1)
     assert ids[0][0] == 7
-
-
-def sample_docs(tmp_path: Path) -> Path:
-    from lorebot import assets
-
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for f in assets.sample_docs_dir().iterdir():
-        if f.suffix in (".md", ".txt"):
-            shutil.copy(f, folder / f.name)
-    return folder
 
 
 def test_a_version_written_with_a_float32_graph_still_opens_and_answers_the_same(
